@@ -1,0 +1,79 @@
+"""numpy in the data's own precision (float32 for float16 data): the simplest peer of the OpenCL kernels.
+
+It follows the textbook two-pass algorithm with numpy's pairwise sums. It is a peer, not the oracle: it is
+held against the float64 oracle like every other backend.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .base import DeviceInfo, Result, time_repeats
+
+NAME = "numpy"
+
+
+def available():
+    return None
+
+
+def devices():
+    return [DeviceInfo(key=None, name="host CPU", vendor="numpy", driver=np.__version__, fp16=True, fp64=True)]
+
+
+def open(device_key):  # noqa: A001 - the contract's name
+    return None
+
+
+def supports(session, case):
+    return None
+
+
+def _compute(case, inp):
+    work = np.float64 if case.dtype == "float64" else np.float32
+    ax = case.channel_axis
+    c = case.channels
+    v = (case.outer, c, case.inner)
+    x = inp.x.astype(work).reshape(v)
+    gamma = np.ones(c, work) if case.fix_gamma else inp.gamma.astype(work)
+    beta = inp.beta.astype(work)
+    rm, rv = inp.running_mean.astype(work), inp.running_var.astype(work)
+    m = case.count
+    out = {}
+    with np.errstate(all="ignore"):
+        if case.mode == "train":
+            mean = x.mean(axis=(0, 2))
+            d = x - mean[None, :, None]
+            var = (d * d).mean(axis=(0, 2))
+            invstd = 1 / np.sqrt(var + work(case.eps))
+            mom = work(case.momentum)
+            run_v = var * work(m) / work(m - 1) if case.running_var == "unbiased" else var
+            out["mean"], out[case.stats] = mean, (var if case.stats == "var" else invstd)
+            out["running_mean"] = mom * rm + (1 - mom) * mean
+            out["running_var"] = mom * rv + (1 - mom) * run_v
+        else:
+            mean, invstd = rm, 1 / np.sqrt(rv + work(case.eps))
+            d = x - mean[None, :, None]
+            out["running_mean"], out["running_var"] = rm.copy(), rv.copy()
+        xhat = d * invstd[None, :, None]
+        out["y"] = (xhat * gamma[None, :, None] + beta[None, :, None]).reshape(case.shape)
+        if case.backward:
+            dy = inp.dy.astype(work).reshape(v)
+            dbeta = dy.sum(axis=(0, 2))
+            dgamma = (dy * xhat).sum(axis=(0, 2))
+            scale = (gamma * invstd)[None, :, None]
+            if case.mode == "train":
+                dx = scale * (dy - dbeta[None, :, None] / m - xhat * dgamma[None, :, None] / m)
+            else:
+                dx = scale * dy
+            out["dx"] = dx.reshape(case.shape)
+            out["dgamma"] = np.zeros(c, work) if case.fix_gamma else dgamma
+            out["dbeta"] = dbeta
+    data_t, param_t = np.dtype(case.dtype), np.dtype(case.param_dtype)
+    return {k: out[k].astype(data_t if k in ("y", "dx") else param_t) for k in case.outputs}
+
+
+def run(session, case, inputs, policy):
+    outputs = _compute(case, inputs)
+    walls, _ = time_repeats(lambda: _compute(case, inputs), policy)
+    return Result(outputs=outputs, wall_ms=walls)

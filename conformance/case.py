@@ -1,0 +1,252 @@
+"""One BatchNorm problem, fully described: a frozen dataclass whose id round-trips.
+
+The id is the case's canonical name. It holds every field, in a fixed order, as comma-separated tokens:
+the case name first, then ``key=value`` pairs, for example::
+
+    small-nchw,dtype=float32,shape=8x16x7x7,axis=1,mode=train,backward=1,fix_gamma=0,running_var=biased,
+    stats=var,momentum_dir=old,eps=1e-05,momentum=0.9,seed=0,fill=normal:mean=0.0:std=1.0
+
+(on one line). ``Case.from_id(case.id) == case`` for every valid case, so ``conformance run --case ID``
+re-runs a case with nothing else to go on. The id is safe as a file name and as a shell word.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field, fields
+from urllib.parse import quote, unquote
+
+from .errors import UserError
+
+DTYPES = ("float16", "float32", "float64")
+MODES = ("train", "infer")
+RUNNING_VAR = ("biased", "unbiased")
+STATS = ("var", "invstd")
+MOMENTUM_DIR = ("old", "new")
+
+# Fill kinds and their parameters with defaults. Every parameter is a float.
+FILL_PARAMS: dict[str, dict[str, float]] = {
+    "normal": {"mean": 0.0, "std": 1.0},
+    "uniform": {"low": -1.0, "high": 1.0},
+    "offset": {"mean": 1.0e4, "std": 0.1},
+    "constant": {"mean": 0.0, "std": 1.0},  # one value per channel, drawn from normal(mean, std)
+    "exact": {},  # c +- a per channel with dyadic c, a: batch mean c and variance a^2 are exact
+    "special": {"fraction": 0.01},  # normal(0, 1) with NaN, +Inf, -Inf at this fraction of elements
+}
+
+MAX_ELEMENTS = 1 << 28  # 256 Mi elements (1 GiB in float32): beyond this a case is a mistake here
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+
+
+@dataclass(frozen=True)
+class Fill:
+    kind: str = "normal"
+    params: tuple[tuple[str, float], ...] = ()
+
+    @staticmethod
+    def make(kind: str, params: dict | None = None, *, source: str | None = None, where: str = "fill") -> "Fill":
+        if kind not in FILL_PARAMS:
+            raise UserError(f"unknown fill kind {kind!r} (known: {', '.join(FILL_PARAMS)})", source=source, field=f"{where}.kind")
+        allowed = FILL_PARAMS[kind]
+        merged = dict(allowed)
+        for key, value in (params or {}).items():
+            if key not in allowed:
+                known = ", ".join(allowed) or "none"
+                raise UserError(f"unknown parameter {key!r} for fill kind {kind!r} (known: {known})", source=source, field=f"{where}.{key}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise UserError(f"must be a finite number, got {value!r}", source=source, field=f"{where}.{key}")
+            merged[key] = float(value)
+        if kind == "special" and not 0.0 <= merged["fraction"] <= 1.0:
+            raise UserError(f"must lie in [0, 1], got {merged['fraction']!r}", source=source, field=f"{where}.fraction")
+        if kind in ("normal", "offset", "constant") and merged["std"] < 0:
+            raise UserError(f"must be >= 0, got {merged['std']!r}", source=source, field=f"{where}.std")
+        if kind == "uniform" and not merged["low"] <= merged["high"]:
+            raise UserError(f"low {merged['low']!r} is above high {merged['high']!r}", source=source, field=where)
+        return Fill(kind, tuple(sorted(merged.items())))
+
+    def get(self, key: str) -> float:
+        return dict(self.params)[key]
+
+    def token(self) -> str:
+        return ":".join([self.kind] + [f"{k}={v!r}" for k, v in self.params])
+
+    @staticmethod
+    def from_token(token: str, *, source: str | None = None) -> "Fill":
+        kind, *pairs = token.split(":")
+        params = {}
+        for pair in pairs:
+            key, sep, value = pair.partition("=")
+            if not sep:
+                raise UserError(f"bad fill parameter {pair!r} (expected key=value)", source=source, field="fill")
+            params[key] = _parse_float(value, source, f"fill.{key}")
+        return Fill.make(kind, params, source=source)
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    dtype: str = "float32"
+    shape: tuple[int, ...] = (2, 3)
+    axis: int = 1
+    mode: str = "train"
+    backward: bool = False
+    fix_gamma: bool = False
+    running_var: str = "biased"  # profile: running-variance estimator
+    stats: str = "var"  # profile: the extra output, batch variance or inverse std
+    momentum_dir: str = "old"  # profile: the momentum the implementation is handed weighs the old or the new value
+    eps: float = 1e-5
+    momentum: float = 0.9  # canonical: running = momentum * running + (1 - momentum) * batch
+    seed: int = 0
+    fill: Fill = field(default_factory=Fill)
+    inputs: str | None = None  # an .npz file with some or all of the inputs
+
+    def __post_init__(self):
+        self.validate()
+
+    # ---- validation -------------------------------------------------------------------------------------
+    def validate(self, source: str | None = None) -> None:
+        def bad(fieldname, message):
+            raise UserError(f"{message} [case {self.name!r}]", source=source, field=fieldname)
+
+        if not isinstance(self.name, str) or not _NAME_RE.match(self.name):
+            bad("name", f"must be letters, digits and _ . + - (not starting with a symbol), got {self.name!r}")
+        for fname, choices in (("dtype", DTYPES), ("mode", MODES), ("running_var", RUNNING_VAR),
+                               ("stats", STATS), ("momentum_dir", MOMENTUM_DIR)):
+            value = getattr(self, fname)
+            if value not in choices:
+                bad(fname, f"must be one of {', '.join(choices)}, got {value!r}")
+        if not isinstance(self.shape, tuple) or len(self.shape) < 2:
+            bad("shape", f"needs rank >= 2 (a batch axis and a channel axis), got {list(self.shape) if isinstance(self.shape, tuple) else self.shape!r}")
+        if any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in self.shape):
+            bad("shape", f"every dimension must be an integer >= 1, got {list(self.shape)!r}")
+        if math.prod(self.shape) > MAX_ELEMENTS:
+            bad("shape", f"{list(self.shape)!r} has {math.prod(self.shape)} elements, more than {MAX_ELEMENTS}")
+        if isinstance(self.axis, bool) or not isinstance(self.axis, int) or not -len(self.shape) <= self.axis < len(self.shape):
+            bad("axis", f"{self.axis!r} is out of range for shape {list(self.shape)!r}")
+        for fname in ("backward", "fix_gamma"):
+            if not isinstance(getattr(self, fname), bool):
+                bad(fname, f"must be true or false, got {getattr(self, fname)!r}")
+        if isinstance(self.eps, bool) or not isinstance(self.eps, float) or not (math.isfinite(self.eps) and self.eps >= 0):
+            bad("eps", f"must be a finite number >= 0, got {self.eps!r}")
+        if isinstance(self.momentum, bool) or not isinstance(self.momentum, float) or not 0.0 <= self.momentum <= 1.0:
+            bad("momentum", f"must lie in [0, 1], got {self.momentum!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
+            bad("seed", f"must be an integer in [0, 2^63), got {self.seed!r}")
+        if not isinstance(self.fill, Fill):
+            bad("fill", f"must be a Fill, got {self.fill!r}")
+        if self.fill.kind == "exact" and self.count % 2:
+            bad("fill", f"kind 'exact' needs an even number of values per channel, shape {list(self.shape)!r} axis {self.axis} gives {self.count}")
+        if self.inputs is not None and (not isinstance(self.inputs, str) or not self.inputs):
+            bad("inputs", f"must be a path to an .npz file, got {self.inputs!r}")
+
+    # ---- derived --------------------------------------------------------------------------------------------
+    @property
+    def channel_axis(self) -> int:
+        return self.axis % len(self.shape)
+
+    @property
+    def channels(self) -> int:
+        return self.shape[self.channel_axis]
+
+    @property
+    def outer(self) -> int:
+        return math.prod(self.shape[: self.channel_axis])
+
+    @property
+    def inner(self) -> int:
+        return math.prod(self.shape[self.channel_axis + 1 :])
+
+    @property
+    def count(self) -> int:
+        """Values per channel: the reduction length m."""
+        return self.outer * self.inner
+
+    @property
+    def param_dtype(self) -> str:
+        """dtype of gamma, beta, the statistics and their gradients: float32 for float16 data (mixed precision)."""
+        return "float32" if self.dtype == "float16" else self.dtype
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """What an implementation returns for this case, in report order."""
+        out = ("y", "mean", self.stats, "running_mean", "running_var") if self.mode == "train" else ("y", "running_mean", "running_var")
+        return out + (("dx", "dgamma", "dbeta") if self.backward else ())
+
+    # ---- id -------------------------------------------------------------------------------------------------
+    @property
+    def id(self) -> str:
+        tokens = [self.name]
+        for f in fields(self):
+            if f.name == "name":
+                continue
+            value = getattr(self, f.name)
+            if f.name == "inputs" and value is None:
+                continue
+            tokens.append(f"{f.name}={_format(f.name, value)}")
+        return ",".join(tokens)
+
+    @staticmethod
+    def from_id(case_id: str, *, source: str = "--case") -> "Case":
+        if not isinstance(case_id, str) or not case_id:
+            raise UserError("empty case id", source=source)
+        name, *pairs = case_id.split(",")
+        values: dict[str, object] = {}
+        known = {f.name for f in fields(Case)} - {"name"}
+        for pair in pairs:
+            key, sep, text = pair.partition("=")
+            if not sep or key not in known:
+                raise UserError(f"bad token {pair!r} in case id {case_id!r} (expected key=value with key in {', '.join(sorted(known))})", source=source)
+            if key in values:
+                raise UserError(f"token {key!r} appears twice in case id {case_id!r}", source=source)
+            values[key] = _parse(key, text, source)
+        try:
+            return Case(name=name, **values)
+        except UserError as exc:
+            raise UserError(f"{exc} (in case id {case_id!r})", source=source) from None
+
+
+def _format(name: str, value) -> str:
+    if name == "shape":
+        return "x".join(str(d) for d in value)
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, Fill):
+        return value.token()
+    if name == "inputs":
+        return quote(value, safe="")
+    return str(value)
+
+
+def _parse_float(text: str, source, fieldname) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise UserError(f"not a number: {text!r}", source=source, field=fieldname) from None
+
+
+def _parse_int(text: str, source, fieldname) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise UserError(f"not an integer: {text!r}", source=source, field=fieldname) from None
+
+
+def _parse(key: str, text: str, source):
+    if key == "shape":
+        return tuple(_parse_int(t, source, "shape") for t in text.split("x"))
+    if key in ("axis", "seed"):
+        return _parse_int(text, source, key)
+    if key in ("backward", "fix_gamma"):
+        if text not in ("0", "1"):
+            raise UserError(f"must be 0 or 1, got {text!r}", source=source, field=key)
+        return text == "1"
+    if key in ("eps", "momentum"):
+        return _parse_float(text, source, key)
+    if key == "fill":
+        return Fill.from_token(text, source=source)
+    if key == "inputs":
+        return unquote(text)
+    return text

@@ -1,0 +1,117 @@
+"""`conformance run` and `conformance list`. A user mistake is one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from . import suite as suites
+from .backends.base import TimingPolicy
+from .case import Case
+from .compare import THRESHOLDS, UNEXPECTED
+from .errors import UserError
+from .generate import load_npz
+from .progress import Progress
+from .report import ArraysWriter, write
+from .runner import DEFAULT_TIMEOUT_S, discover, select_targets, run_cases
+from . import meta as metadata
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2, like every other user error
+        raise UserError(message, source=self.prog)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="conformance", description="BatchNorm conformance: OpenCL kernels and frameworks against a float64 oracle.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    r = sub.add_parser("run", help="run a suite (or single cases) on every backend and device, write a report")
+    r.add_argument("--suite", default="smoke", help="suite name in cases/ or a path to a .toml file (default: smoke)")
+    r.add_argument("--case", action="append", metavar="ID", help="run only this case id (repeatable); ignores --suite")
+    r.add_argument("--backend", action="append", metavar="NAME", help="only this backend (repeatable; default: every available one)")
+    r.add_argument("--device", metavar="SUBSTRING", help="only OpenCL devices whose key, name, platform or vendor contains this")
+    r.add_argument("--out", default="reports/latest", type=Path, help="report directory (default: reports/latest)")
+    r.add_argument("--keep-arrays", action="store_true", help="also write arrays/<case_id>.npz with inputs and every output")
+    r.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds one case may take on one target before it is killed")
+    r.add_argument("--repeats", type=int, default=TimingPolicy.max_repeats, help="at most this many timed repeats per case and target")
+    r.add_argument("--time-budget", type=float, default=TimingPolicy.budget_s, help="seconds of timed repeats per case and target (after 3)")
+    ls = sub.add_parser("list", help="list cases, backends or devices")
+    ls.add_argument("what", choices=["cases", "backends", "devices", "suites"])
+    ls.add_argument("--suite", default="smoke")
+    return p
+
+
+def _cases(args) -> tuple[str, list[Case], list[str]]:
+    if args.case:
+        cases = [Case.from_id(cid) for cid in args.case]
+        label, warnings = "--case", []
+    else:
+        s = suites.load(args.suite)
+        label, cases, warnings = s.name, s.cases, s.warnings
+    for c in cases:
+        if c.inputs is not None:
+            load_npz(c)  # a bad file is a user error before anything runs
+    return label, cases, warnings
+
+
+def cmd_run(args, argv) -> int:
+    if args.repeats < 1 or args.timeout <= 0 or args.time_budget < 0:
+        raise UserError("--repeats must be >= 1, --timeout > 0 and --time-budget >= 0", source="conformance run")
+    suite_label, cases, warnings = _cases(args)
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    infos = discover(args.backend)
+    targets = select_targets(infos, args.device, explicit=bool(args.backend))
+    if not targets:
+        raise UserError("no backend is available: " + "; ".join(f"{i.name}: {i.reason}" for i in infos), source="conformance run")
+    policy = TimingPolicy(max_repeats=args.repeats, min_repeats=min(3, args.repeats), budget_s=args.time_budget)
+    print(f"suite {suite_label}: {len(cases)} cases on " + ", ".join(t.label for t in targets), file=sys.stderr)
+    t0 = time.monotonic()
+    out = args.out
+    on_arrays = ArraysWriter(out) if args.keep_arrays else None
+    rows = run_cases(cases, targets, policy=policy, timeout_s=args.timeout, on_arrays=on_arrays, progress=Progress(len(cases)))
+    meta = metadata.collect(argv, suite_label, infos, targets, THRESHOLDS)
+    meta["elapsed_s"] = time.monotonic() - t0
+    df = write(out, rows, meta)
+    bad = df[df["status"].isin(UNEXPECTED)]
+    counts = df["status"].value_counts().to_dict()
+    print(f"{len(df)} rows: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + f"; report in {out}/summary.md")
+    return 1 if len(bad) else 0
+
+
+def cmd_list(args) -> int:
+    if args.what == "suites":
+        for name in suites.suite_names():
+            print(name)
+    elif args.what == "cases":
+        for c in suites.load(args.suite).cases:
+            print(c.id)
+    else:
+        infos = discover()
+        for info in infos:
+            if args.what == "backends":
+                state = "available" if info.reason is None else f"unavailable: {info.reason}"
+                devs = ", ".join(d.key for d in info.devices if d.key)
+                print(f"{info.name:10s} {state}" + (f" [{devs}]" if devs else ""))
+            else:
+                for d in info.devices:
+                    if d.key:
+                        print(f"{info.name}@{d.key}: {d.name} | {d.platform} | {d.vendor} | driver {d.driver} | "
+                              f"{d.version} | fp16 {'yes' if d.fp16 else 'no'} | fp64 {'yes' if d.fp64 else 'no'}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser().parse_args(argv)
+        return cmd_run(args, argv) if args.command == "run" else cmd_list(args)
+    except UserError as exc:
+        print(f"conformance: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

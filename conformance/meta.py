@@ -1,0 +1,63 @@
+"""What ran on what: host, packages, git commit, devices. Goes into summary.md and run.json."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.metadata
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGES = ("numpy", "pandas", "pyopencl", "intel-opencl-rt")
+
+
+def git_commit() -> str:
+    try:
+        sha = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        if sha.returncode != 0:
+            return "unknown"
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return sha.stdout.strip() + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def collect(argv: list[str], suite: str, infos, targets, thresholds: dict) -> dict:
+    return {
+        "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": "conformance " + " ".join(argv),
+        "suite": suite,
+        "host": {"name": platform.node(), "os": platform.platform(), "cpu": cpu_name(), "cores": os.cpu_count()},
+        "git_commit": git_commit(),
+        "packages": package_versions(),
+        "ocl_icd_vendors": os.environ.get("OCL_ICD_VENDORS", ""),
+        "backends": [{"name": i.name, "available": i.reason is None, "reason": i.reason} for i in infos],
+        "targets": [{"target": t.label, "backend": t.backend, "state": t.state, "reason": t.reason,
+                     "device": t.device.as_dict() if t.device is not None else None} for t in targets],
+        "thresholds": thresholds,
+        "python_executable": sys.executable,
+    }

@@ -1,0 +1,137 @@
+"""Write a run's report: results.csv, summary.md, run.json, and arrays/<case_id>.npz with --keep-arrays.
+
+Every file is written to a temporary name and renamed into place, so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import shlex
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .compare import STATUSES, UNEXPECTED
+
+COLUMNS = ["case_id", "backend", "device", "target", "dtype", "mode", "output", "status", "max_abs_err", "max_rel_err",
+           "max_ulp", "ulp_at_max", "norm_err", "threshold", "time_ms_median", "time_ms_min", "kernel_ms_median",
+           "kernel_ms_min", "bytes", "gbps", "repeats", "reason", "case", "shape", "axis", "backward", "fix_gamma",
+           "running_var", "stats", "momentum_dir", "fill"]
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def frame(rows: list[dict]) -> pd.DataFrame:
+    df = pd.DataFrame(rows)
+    for col in COLUMNS:
+        if col not in df.columns:
+            df[col] = np.nan
+    return df[COLUMNS + [c for c in df.columns if c not in COLUMNS]]
+
+
+def rerun_command(row) -> str:
+    cmd = ["conformance", "run", "--case", row["case_id"], "--backend", row["backend"]]
+    if isinstance(row["device"], str) and row["device"]:
+        cmd += ["--device", row["device"]]
+    return " ".join(shlex.quote(c) for c in cmd)
+
+
+def md_table(headers: list[str], rows: list[list]) -> str:
+    def cell(v):
+        if isinstance(v, float):
+            return "" if math.isnan(v) else f"{v:.4g}"
+        return str(v).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def counts_table(df: pd.DataFrame) -> str:
+    present = [s for s in STATUSES if s in set(df["status"])]
+    rows = []
+    for target, group in df.groupby("target", sort=True):
+        vc = group["status"].value_counts()
+        rows.append([target] + [int(vc.get(s, 0)) for s in present] + [len(group)])
+    return md_table(["target"] + present + ["rows"], rows)
+
+
+def summary_markdown(df: pd.DataFrame, meta: dict, max_listed: int = 200) -> str:
+    out = io.StringIO()
+    w = lambda s="": print(s, file=out)  # noqa: E731
+    bad = df[df["status"].isin(UNEXPECTED)]
+    verdict = "FAILED" if len(bad) else "passed"
+    w(f"# BatchNorm conformance: suite `{meta['suite']}`: {verdict}")
+    w()
+    w(f"`{meta['command']}` at {meta['started']}, git `{meta['git_commit']}`, {meta.get('elapsed_s', 0):.1f} s")
+    w()
+    h = meta["host"]
+    w(f"Host `{h['name']}`: {h['cpu']}, {h['cores']} cores, {h['os']}")
+    w()
+    w("## Targets")
+    trows = []
+    for t in meta["targets"]:
+        d = t["device"] or {}
+        trows.append([t["target"], t["state"], d.get("name", ""), d.get("vendor", ""), d.get("platform", ""),
+                      d.get("driver", ""), d.get("version", ""), t["reason"] or ""])
+    w(md_table(["target", "state", "device", "vendor", "platform", "driver", "OpenCL", "reason"], trows))
+    missing = [b for b in meta["backends"] if not b["available"]]
+    if missing:
+        w()
+        w("Unavailable backends: " + "; ".join(f"`{b['name']}` ({b['reason']})" for b in missing))
+    w()
+    w("Packages: " + ", ".join(f"{k} {v}" for k, v in meta["packages"].items()))
+    w()
+    w("## Results per target")
+    w(counts_table(df) if len(df) else "No rows.")
+    w()
+    w("## Thresholds")
+    w("A row passes when `norm_err` (max abs error per channel in units of u x the oracle's error scale; "
+      "u = unit roundoff of the output dtype) is at most the threshold and NaN/Inf patterns agree.")
+    w()
+    w(md_table(["output dtype", "threshold (norm_err)"], [[k, v] for k, v in meta["thresholds"].items()]))
+    w()
+    notpass = df[~df["status"].isin(["pass"])]
+    if len(notpass):
+        w(f"## Rows that did not pass ({len(notpass)})")
+        shown = notpass.sort_values(by="status", key=lambda s: s.map(lambda v: (v not in UNEXPECTED, v))).head(max_listed)
+        for _, r in shown.iterrows():
+            w(f"- **{r['status']}** `{r['target']}` {r['output']}: {r['reason']}  ")
+            w(f"  re-run: `{rerun_command(r)}`")
+        if len(notpass) > max_listed:
+            w(f"- ... {len(notpass) - max_listed} more in results.csv")
+    return out.getvalue()
+
+
+def write(out_dir: Path, rows: list[dict], meta: dict) -> pd.DataFrame:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    df = frame(rows)
+    _atomic_write(out_dir / "results.csv", df.to_csv(index=False).encode())
+    meta = {**meta, "counts": {t: g["status"].value_counts().to_dict() for t, g in df.groupby("target")} if len(df) else {}}
+    _atomic_write(out_dir / "run.json", json.dumps(meta, indent=2, default=str).encode())
+    _atomic_write(out_dir / "summary.md", summary_markdown(df, meta).encode())
+    return df
+
+
+class ArraysWriter:
+    """on_arrays callback for --keep-arrays: arrays/<case_id>.npz, keys input/<name> and <target>/<output>."""
+
+    def __init__(self, out_dir: Path):
+        self.dir = out_dir / "arrays"
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def __call__(self, case, inputs, outputs_by_target: dict) -> None:
+        data = {f"input/{k}": v for k, v in inputs.as_dict().items()}
+        for label, outputs in outputs_by_target.items():
+            data.update({f"{label}/{k}": np.asarray(v) for k, v in outputs.items()})
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **data)
+        _atomic_write(self.dir / f"{case.id}.npz", buf.getvalue())

@@ -1,0 +1,171 @@
+"""One worker process per (backend, device): a backend is imported only there.
+
+The parent talks to it over a pipe. A worker that dies (segfault, abort) or does not answer in time costs
+the rows of the case in flight, which get status `crash` or `timeout`; the worker is started again for the
+next case and the run goes on.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import traceback
+
+from .backends.base import Skip, Unsupported
+
+_CTX = mp.get_context("spawn")
+STARTUP_TIMEOUT_S = 300.0  # first program build on a cold cache can take a while
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
+
+
+def _main(conn, backend: str, device_key) -> None:  # runs in the child
+    from . import backends
+
+    try:
+        mod = backends.load(backend)
+        reason = mod.available()
+        if reason is not None:
+            conn.send(("unavailable", reason, []))
+            return
+        devices = mod.devices()
+        if device_key == "__probe__":
+            conn.send(("devices", None, devices))
+            return
+        session = mod.open(device_key)
+    except Skip as exc:
+        conn.send(("skip", str(exc).strip().splitlines()[0] if str(exc).strip() else "device unusable", []))
+        return
+    except Exception as exc:
+        conn.send(("unavailable", _first_line(exc), []))
+        return
+    conn.send(("ready", None, devices))
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, KeyboardInterrupt):
+            return
+        if msg[0] == "quit":
+            return
+        _, case, inputs, policy = msg
+        try:
+            reason = mod.supports(session, case)
+            if reason:
+                conn.send(("unsupported", reason))
+                continue
+            conn.send(("ok", mod.run(session, case, inputs, policy)))
+        except Unsupported as exc:
+            conn.send(("unsupported", str(exc)))
+        except Exception as exc:
+            conn.send(("error", _first_line(exc), traceback.format_exc(limit=4)))
+
+
+class WorkerDied(Exception):
+    pass
+
+
+class Worker:
+    """A backend on one device, in its own process. run() returns the child's reply tuple."""
+
+    def __init__(self, backend: str, device_key, env: dict | None = None):
+        self.backend, self.device_key, self.env = backend, device_key, env or {}
+        self.proc = None
+        self.conn = None
+        self.state = None  # 'ready' | 'skip' | 'unavailable'
+        self.reason = None
+        self.devices = []
+
+    def start(self):
+        parent, child = _CTX.Pipe()
+        saved = {k: os.environ.get(k) for k in self.env}
+        os.environ.update(self.env)
+        try:
+            self.proc = _CTX.Process(target=_main, args=(child, self.backend, self.device_key), daemon=True)
+            self.proc.start()
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        child.close()
+        self.conn = parent
+        try:
+            self.state, self.reason, self.devices = self._recv(STARTUP_TIMEOUT_S)
+        except (WorkerDied, TimeoutError) as exc:
+            self.state, self.reason = "unavailable", f"worker failed to start: {exc}"
+            self.kill()
+        if self.state != "ready":
+            self.stop()
+        return self
+
+    def _recv(self, timeout: float):
+        if not self.conn.poll(timeout):
+            raise TimeoutError(f"no answer within {timeout:g} s")
+        try:
+            return self.conn.recv()
+        except (EOFError, ConnectionResetError, OSError):
+            self.proc.join(5)
+            raise WorkerDied(_describe_exit(self.proc.exitcode)) from None
+
+    def run(self, case, inputs, policy, timeout: float):
+        """('ok', Result) | ('unsupported', reason) | ('error', reason, tb) | ('crash', reason) | ('timeout', reason)."""
+        if self.proc is None or not self.proc.is_alive():
+            self.start()
+            if self.state != "ready":
+                return (self.state if self.state == "skip" else "error", self.reason)
+        try:
+            self.conn.send(("run", case, inputs, policy))
+            return self._recv(timeout)
+        except TimeoutError as exc:
+            self.kill()
+            return ("timeout", f"{self.backend}: {exc}; worker killed and restarted")
+        except (WorkerDied, BrokenPipeError) as exc:
+            self.kill()
+            return ("crash", f"{self.backend}: worker died ({exc}); restarted")
+
+    def kill(self):
+        if self.proc is not None and self.proc.is_alive():
+            self.proc.kill()
+        self.stop()
+
+    def stop(self):
+        if self.conn is not None:
+            try:
+                if self.proc is not None and self.proc.is_alive():
+                    self.conn.send(("quit",))
+            except (BrokenPipeError, OSError):
+                pass
+            self.conn.close()
+            self.conn = None
+        if self.proc is not None:
+            self.proc.join(5)
+            if self.proc.is_alive():
+                self.proc.kill()
+                self.proc.join(5)
+            self.proc = None
+
+
+def _describe_exit(code) -> str:
+    if code is None:
+        return "still running"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+def probe(backend: str, env: dict | None = None):
+    """(reason or None, [DeviceInfo]) for a backend, found in a throwaway worker process."""
+    w = Worker(backend, "__probe__", env)
+    w.start()
+    if w.state == "devices":
+        return None, w.devices
+    return w.reason or "unavailable", []
