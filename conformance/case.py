@@ -98,7 +98,7 @@ class Case:
     eps: float = 1e-5
     momentum: float = 0.9  # canonical: running = momentum * running + (1 - momentum) * batch
     seed: int = 0
-    fill: Fill = field(default_factory=Fill)
+    fill: Fill = field(default_factory=lambda: Fill.make("normal"))
     inputs: str | None = None  # an .npz file with some or all of the inputs
 
     def __post_init__(self):

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 UNIT_ROUNDOFF = {"float16": 2.0**-11, "float32": 2.0**-24, "float64": 2.0**-53}
+MEAN_SLACK = 64.0  # the float32/float64 pass threshold, in units of u * max|x|, on a batch mean
 
 
 @dataclass
@@ -77,8 +78,9 @@ def reference(case, inputs) -> Reference:
             invstd = 1.0 / np.sqrt(var + eps)
             batch_var_for_running = var * m / (m - 1) if case.running_var == "unbiased" else var
             s_mean = xmax
-            # A robust variance is off by about u * var; the rounding of the mean adds (u |x|)^2.
-            s_var = np.abs(var) + u * xmax**2
+            # A robust variance is off by a few u * var. A two-pass variance also carries the square of the
+            # mean's error, and a mean may be off by up to MEAN_SLACK * u * max|x| and still pass.
+            s_var = np.abs(var) + MEAN_SLACK * u * xmax**2
             s_invstd = invstd * (1.0 + s_var / (var + eps))
             vals["mean"], scl["mean"] = mean, s_mean
             if case.stats == "var":

@@ -125,9 +125,11 @@ class Worker:
         except TimeoutError as exc:
             self.kill()
             return ("timeout", f"{self.backend}: {exc}; worker killed and restarted")
-        except (WorkerDied, BrokenPipeError) as exc:
+        except (WorkerDied, BrokenPipeError, ConnectionResetError):
+            self.proc.join(5)
+            how = _describe_exit(self.proc.exitcode)
             self.kill()
-            return ("crash", f"{self.backend}: worker died ({exc}); restarted")
+            return ("crash", f"{self.backend}: worker died ({how}); restarted")
 
     def kill(self):
         if self.proc is not None and self.proc.is_alive():

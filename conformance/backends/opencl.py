@@ -209,24 +209,26 @@ def _plan(session, case, inputs):
     b = {"x": upload(inputs.x), "gamma": upload(inputs.gamma), "beta": upload(inputs.beta),
          "running_mean": upload(inputs.running_mean, mf.READ_WRITE),
          "running_var": upload(inputs.running_var, mf.READ_WRITE),
-         "y": cl.Buffer(ctx, mf.WRITE_ONLY, data_bytes), "invstd_w": cl.Buffer(ctx, mf.READ_WRITE, param_bytes)}
+         "y": cl.Buffer(ctx, mf.WRITE_ONLY, data_bytes)}
+    for name in ("centre_w", "shift_w", "invstd_w"):  # per-channel work buffers shared by the kernels
+        b[name] = cl.Buffer(ctx, mf.READ_WRITE, param_bytes)
+    work = (b["centre_w"], b["shift_w"], b["invstd_w"])
     eps = acc(case.eps)
     channel_groups, element_items = C * ls, _round_up(n, ls)
     launches = []
     if case.mode == "train":
-        b["mean"] = cl.Buffer(ctx, mf.READ_WRITE, param_bytes)
+        b["mean"] = cl.Buffer(ctx, mf.WRITE_ONLY, param_bytes)
         b["stat"] = cl.Buffer(ctx, mf.WRITE_ONLY, param_bytes)
         p = case.momentum if case.momentum_dir == "old" else 1.0 - case.momentum  # framework-style parameter
         launches.append((kernels["bn_stats"], channel_groups, (
             b["x"], u32(C), u32(inner), u32(m), eps, acc(p), i32(case.momentum_dir == "new"),
             i32(case.running_var == "unbiased"), i32(case.stats == "invstd"),
-            b["running_mean"], b["running_var"], b["mean"], b["stat"], b["invstd_w"])))
-        mean_buf = b["mean"]
+            b["running_mean"], b["running_var"], b["mean"], b["stat"], *work)))
     else:
-        launches.append((kernels["bn_infer_prep"], _round_up(C, ls), (b["running_var"], eps, u32(C), b["invstd_w"])))
-        mean_buf = b["running_mean"]
+        launches.append((kernels["bn_infer_prep"], _round_up(C, ls), (
+            b["running_mean"], b["running_var"], eps, u32(C), *work)))
     launches.append((kernels["bn_apply"], element_items, (
-        b["x"], b["y"], u32(n), u32(C), u32(inner), mean_buf, b["invstd_w"], b["gamma"], b["beta"],
+        b["x"], b["y"], u32(n), u32(C), u32(inner), *work, b["gamma"], b["beta"],
         i32(case.fix_gamma))))
     if case.backward:
         b["dy"] = upload(inputs.dy)
@@ -234,10 +236,10 @@ def _plan(session, case, inputs):
         for name in ("dbeta", "dgamma_sum", "dgamma"):
             b[name] = cl.Buffer(ctx, mf.READ_WRITE, param_bytes)
         launches.append((kernels["bn_bwd_reduce"], channel_groups, (
-            b["x"], b["dy"], u32(C), u32(inner), u32(m), mean_buf, b["invstd_w"], i32(case.fix_gamma),
+            b["x"], b["dy"], u32(C), u32(inner), u32(m), *work, i32(case.fix_gamma),
             b["dbeta"], b["dgamma_sum"], b["dgamma"])))
         launches.append((kernels["bn_bwd_apply"], element_items, (
-            b["x"], b["dy"], b["dx"], u32(n), u32(C), u32(inner), u32(m), mean_buf, b["invstd_w"], b["gamma"],
+            b["x"], b["dy"], b["dx"], u32(n), u32(C), u32(inner), u32(m), *work, b["gamma"],
             i32(case.fix_gamma), b["dbeta"], b["dgamma_sum"], i32(case.mode == "train"))))
     return b, launches
 

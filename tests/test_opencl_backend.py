@@ -1,0 +1,151 @@
+"""Quick self-checks of the OpenCL backend against the numpy peer, on every OpenCL device found.
+
+A smoke test, not the conformance check (that one holds every backend against a float64 oracle).
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from conformance.backends import numpy_ref
+from conformance.backends import opencl
+from conformance.backends.base import Result, Skip, TimingPolicy
+from conformance.case import Case, Fill
+from conformance.generate import generate
+
+REASON = opencl.available()
+DEVICES = [] if REASON else [d.key for d in opencl.devices()]
+DEVICE_PARAMS = DEVICES or [pytest.param(None, marks=pytest.mark.skip(reason=REASON or "no OpenCL device"))]
+QUICK = TimingPolicy(warmup=0, min_repeats=2, max_repeats=2, budget_s=0.0)
+RTOL = {"float16": 2e-3, "float32": 1e-4, "float64": 1e-10}
+NORMAL = Fill.make("normal")
+
+# name -> Case keyword arguments; every case runs backward too
+CASES = {
+    "rank2-nc": dict(shape=(16, 5), axis=1, mode="train"),
+    "nchw-fixgamma": dict(shape=(4, 3, 5, 6), axis=1, mode="train", fix_gamma=True),
+    "nhwc-infer": dict(shape=(2, 5, 6, 3), axis=-1, mode="infer"),
+    "nhwc-profile": dict(shape=(2, 5, 6, 3), axis=-1, mode="train", running_var="unbiased", stats="invstd",
+                         momentum_dir="new"),
+    "5d-profile": dict(shape=(2, 3, 4, 3, 2), axis=1, mode="train", running_var="unbiased", stats="invstd",
+                       momentum_dir="new"),
+    "nchw-infer-fixgamma": dict(shape=(3, 4, 2, 5), axis=1, mode="infer", fix_gamma=True),
+}
+DTYPE_CASES = ["nchw-fixgamma", "5d-profile", "nhwc-infer"]  # also run in float64 and float16
+
+
+@pytest.fixture(scope="module", params=DEVICE_PARAMS)
+def session(request):
+    return opencl.open(request.param)
+
+
+def _case(name, dtype="float32", **over):
+    kw = dict(CASES[name], dtype=dtype, backward=True, fill=NORMAL)
+    kw.update(over)
+    return Case(name=name, **kw)
+
+
+def _check_against_numpy(session, case):
+    reason = opencl.supports(session, case)
+    if case.dtype == "float64" and not session["info"].fp64:
+        assert reason == "device lacks cl_khr_fp64"
+        return
+    if case.dtype == "float16" and not session["info"].fp16:
+        assert reason == "device lacks cl_khr_fp16"
+        return
+    assert reason is None
+    inputs = generate(case)
+    result = opencl.run(session, case, inputs, QUICK)
+    assert isinstance(result, Result)
+    assert tuple(result.outputs) == case.outputs
+    assert len(result.wall_ms) == 2 and len(result.kernel_ms) == 2
+    assert all(t > 0 for t in result.kernel_ms)
+    ref = numpy_ref._compute(case, inputs)
+    for name in case.outputs:
+        got, want = result.outputs[name], ref[name]
+        expect_dtype = case.dtype if name in ("y", "dx") else case.param_dtype
+        assert got.dtype == np.dtype(expect_dtype), name
+        assert got.shape == want.shape == (case.shape if name in ("y", "dx") else (case.channels,)), name
+        g, w = got.astype(np.float64), want.astype(np.float64)
+        scale = max(float(np.max(np.abs(w))), 1e-30)
+        err = float(np.max(np.abs(g - w))) / scale
+        assert err <= RTOL[case.dtype], f"{name}: relative error {err:.2e} > {RTOL[case.dtype]:.0e}"
+    if case.mode == "infer":  # read back from the device: unchanged, bit for bit
+        assert np.array_equal(result.outputs["running_mean"], inputs.running_mean)
+        assert np.array_equal(result.outputs["running_var"], inputs.running_var)
+    if case.fix_gamma:
+        assert not np.any(result.outputs["dgamma"])
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_float32_matches_numpy(session, name):
+    _check_against_numpy(session, _case(name))
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float16"])
+@pytest.mark.parametrize("name", DTYPE_CASES)
+def test_other_dtypes_match_numpy(session, name, dtype):
+    _check_against_numpy(session, _case(name, dtype))
+
+
+def test_offset_data_keeps_float32_accuracy(session):
+    case = Case(name="offset", shape=(8, 4, 32, 32), axis=1, mode="train", fill=Fill.make("offset"))
+    inputs = generate(case)
+    result = opencl.run(session, case, inputs, QUICK)
+    x = inputs.x.astype(np.float64).reshape(case.outer, case.channels, case.inner)
+    exact = x.var(axis=(0, 2))
+    rel = np.abs(result.outputs["var"].astype(np.float64) - exact) / exact
+    assert float(np.max(rel)) < 1e-3, rel
+
+
+def test_nan_and_inf_propagate(session):
+    case = Case(name="special", shape=(16, 4, 3), axis=1, mode="train", backward=True, fill=Fill.make("special", {"fraction": 0.02}))
+    inputs = generate(case)
+    got = opencl.run(session, case, inputs, QUICK).outputs
+    ref = numpy_ref._compute(case, inputs)
+    for name in case.outputs:
+        assert np.array_equal(np.isnan(got[name]), np.isnan(ref[name])), name
+        assert np.array_equal(np.isinf(got[name]), np.isinf(ref[name])), name
+
+
+def test_devices_have_safe_unique_keys():
+    if REASON:
+        pytest.skip(REASON)
+    keys = [d.key for d in opencl.devices()]
+    assert len(keys) == len(set(keys))
+    for key in keys:
+        assert re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", key), key
+
+
+def test_build_failure_is_a_skip(monkeypatch, tmp_path):
+    if not DEVICES:
+        pytest.skip(REASON or "no OpenCL device")
+    source = (opencl.kernels_dir() / opencl.KERNEL_FILE).read_text()
+    (tmp_path / opencl.KERNEL_FILE).write_text(source.replace("group_sum(buf_a, s)", "group_summ(buf_a, s)"))
+    monkeypatch.setenv("CONFORMANCE_KERNELS_DIR", str(tmp_path))
+    with pytest.raises(Skip, match="error"):
+        opencl.open(DEVICES[0])
+
+
+def test_register_runtimes_respects_user_setting(monkeypatch):
+    from conformance import opencl_env
+
+    monkeypatch.setenv("OCL_ICD_VENDORS", "/somewhere/else")
+    assert opencl_env.register_runtimes() is None
+    assert opencl_env.os.environ["OCL_ICD_VENDORS"] == "/somewhere/else"
+
+
+def test_register_runtimes_keeps_system_vendors(monkeypatch, tmp_path):
+    from conformance import opencl_env
+
+    monkeypatch.delenv("OCL_ICD_VENDORS", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    folder = opencl_env.register_runtimes()
+    if folder is None:
+        pytest.skip("no pip-installed OpenCL runtime here")
+    names = {p.name for p in (tmp_path / "conformance" / "icd").glob("*.icd")}
+    assert names == {p.name for p in opencl_env.SYSTEM_VENDORS.glob("*.icd")} | {opencl_env.INTEL_ICD}
+    assert opencl_env.os.environ["OCL_ICD_VENDORS"] == folder

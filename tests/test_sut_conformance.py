@@ -1,0 +1,89 @@
+"""The OpenCL kernels against the float64 oracle, on every OpenCL device found, across ranks, axes, dtypes,
+modes, flags, fills and profiles. This is the system under test held to the suite's own thresholds."""
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from conformance.backends.base import TimingPolicy
+from conformance.case import FILL_PARAMS, Case, Fill
+from conformance.compare import compare
+from conformance.generate import generate
+from conformance.oracle import reference
+from conformance.runner import expected_dtype
+from conformance.suite import load
+
+ocl = pytest.importorskip("conformance.backends.opencl", reason="pyopencl is not installed")
+_reason = ocl.available()
+DEVICES = [d for d in ocl.devices() if d.key] if _reason is None else []
+if not DEVICES:
+    pytest.skip(f"no OpenCL device: {_reason or 'none found'}", allow_module_level=True)
+
+ONCE = TimingPolicy(warmup=0, min_repeats=1, max_repeats=1, budget_s=0)
+_sessions = {}
+
+
+def session(device):
+    if device.key not in _sessions:
+        _sessions[device.key] = ocl.open(device.key)
+    return _sessions[device.key]
+
+
+def check(device, case):
+    s = session(device)
+    reason = ocl.supports(s, case)
+    if reason is not None:
+        lacks = {"float64": "cl_khr_fp64", "float16": "cl_khr_fp16"}.get(case.dtype)
+        assert lacks and lacks in reason, f"{device.key} refused a {case.dtype} case: {reason}"
+        assert not (device.fp64 if case.dtype == "float64" else device.fp16)
+        return
+    inputs = generate(case)
+    ref = reference(case, inputs)
+    result = ocl.run(s, case, inputs, ONCE)
+    assert set(result.outputs) == set(case.outputs)
+    for out in case.outputs:
+        row = compare(out, result.outputs[out], ref.values[out], ref.scales[out], case, expected_dtype(case, out))
+        assert row["status"] == "pass", f"{device.key}: {row['reason']}"
+
+
+@pytest.mark.parametrize("device", DEVICES, ids=lambda d: d.key)
+@pytest.mark.parametrize("case", load("smoke").cases + load("edge").cases, ids=lambda c: c.id)
+def test_suites_pass(device, case):
+    check(device, case)
+
+
+@st.composite
+def random_cases(draw):
+    rank = draw(st.integers(2, 5))
+    shape = tuple(draw(st.lists(st.integers(1, 9), min_size=rank, max_size=rank)))
+    kind = draw(st.sampled_from(sorted(FILL_PARAMS)))
+    count = 1
+    for i, d in enumerate(shape):
+        count *= d
+    axis = draw(st.integers(-rank, rank - 1))
+    if kind == "exact" and (count // shape[axis]) % 2:
+        kind = "normal"
+    return Case(name="hyp", shape=shape, axis=axis, dtype=draw(st.sampled_from(["float32", "float64", "float16"])),
+                mode=draw(st.sampled_from(["train", "infer"])), backward=True, fix_gamma=draw(st.booleans()),
+                running_var=draw(st.sampled_from(["biased", "unbiased"])), stats=draw(st.sampled_from(["var", "invstd"])),
+                momentum_dir=draw(st.sampled_from(["old", "new"])), momentum=draw(st.sampled_from([0.0, 0.1, 0.9, 1.0])),
+                seed=draw(st.integers(0, 1000)), fill=Fill.make(kind))
+
+
+@pytest.mark.parametrize("device", DEVICES, ids=lambda d: d.key)
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=random_cases())
+def test_random_shapes_pass(device, case):
+    check(device, case)
+
+
+def test_planted_bug_is_caught():
+    """The same comparison fails a kernel result that was nudged by 1e-3 relative: the check can fail."""
+    device = DEVICES[0]
+    case = Case(name="plant", shape=(8, 16, 7, 7), backward=True)
+    inputs = generate(case)
+    ref = reference(case, inputs)
+    result = ocl.run(session(device), case, inputs, ONCE)
+    for out in case.outputs:
+        bad = result.outputs[out] * (1 + 1e-3)
+        row = compare(out, bad, ref.values[out], ref.scales[out], case, expected_dtype(case, out))
+        assert row["status"] == "fail", out

@@ -1,0 +1,49 @@
+"""A backend that dies or hangs costs the rows of one case; the worker comes back for the next one."""
+
+import os
+import signal
+import threading
+import time
+
+from conformance.backends.base import TimingPolicy
+from conformance.case import Case
+from conformance.generate import generate
+from conformance.oracle import reference
+from conformance.runner import Target, rows_for
+from conformance.worker import Worker
+
+BIG = Case(name="big", shape=(32, 32, 64, 64), backward=True)  # 50 repeats: several seconds of numpy work
+SMALL = Case(name="small", shape=(4, 3, 2))
+SLOW = TimingPolicy(warmup=0, min_repeats=50, max_repeats=50, budget_s=100)
+
+
+def test_killed_worker_gives_crash_then_recovers():
+    w = Worker("numpy", None).start()
+    assert w.state == "ready", w.reason
+    try:
+        pid = w.proc.pid
+        inputs = generate(BIG)
+        threading.Timer(1.0, lambda: os.kill(pid, signal.SIGKILL)).start()
+        reply = w.run(BIG, inputs, SLOW, timeout=120)
+        assert reply[0] == "crash" and "SIGKILL" in reply[1]
+        inputs = generate(SMALL)
+        rows = rows_for(SMALL, Target("numpy", None, "ready"), w.run(SMALL, inputs, TimingPolicy(), 60), reference(SMALL, inputs))
+        assert [r["status"] for r in rows] == ["pass"] * len(SMALL.outputs)
+        assert w.proc.pid != pid
+    finally:
+        w.stop()
+
+
+def test_hanging_case_times_out_and_every_output_gets_a_row():
+    w = Worker("numpy", None).start()
+    try:
+        t0 = time.monotonic()
+        inputs = generate(BIG)
+        reply = w.run(BIG, inputs, SLOW, timeout=0.5)
+        assert reply[0] == "timeout" and time.monotonic() - t0 < 30
+        rows = rows_for(BIG, Target("numpy", None, "ready"), reply, reference(BIG, inputs))
+        assert [r["output"] for r in rows] == list(BIG.outputs)
+        assert {r["status"] for r in rows} == {"timeout"} and all(BIG.id in r["reason"] for r in rows)
+        assert w.run(SMALL, generate(SMALL), TimingPolicy(), 60)[0] == "ok"
+    finally:
+        w.stop()
