@@ -132,11 +132,16 @@ __kernel WG_ATTR void bn_stats(__global const data_t *x, uint C, uint inner, uin
     group_sum2(buf_a, buf_b, &s1, &s2);
 
     if (lid == 0) {
-        acc_t var = (s2 - s1 * s1 / fm) / fm;
+        const acc_t shift_raw = s1 / fm;  /* what the rounded centre misses of the mean */
+        const acc_t corr = shift_raw * s1; /* (sum d)^2 / m, without the overflow of s1 * s1 */
+        /* Inf or NaN in x, or d^2 overflowing, make s2 or corr non-finite: then the plain formulas hold,
+         * var = sum d^2 / m and mean = sum x / m (so a channel holding +Inf gets mean +Inf, not Inf - Inf,
+         * and one whose sum d^2 overflows gets var +Inf, not Inf - Inf). */
+        acc_t var = (isfinite(s2) && isfinite(corr)) ? (s2 - corr) / fm : s2 / fm;
         if (var < (acc_t)0) /* rounding only (Cauchy-Schwarz); written so that NaN stays NaN */
             var = (acc_t)0;
         const acc_t invstd = (acc_t)1 / sqrt(var + eps);
-        const acc_t shift = s1 / fm;
+        const acc_t shift = isfinite(shift_raw) ? shift_raw : (acc_t)0;
         const acc_t mean = centre + shift;
         mean_out[c] = mean;
         centre_out[c] = centre;

@@ -5,6 +5,7 @@ A smoke test, not the conformance check (that one holds every backend against a 
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import numpy as np
@@ -102,8 +103,11 @@ def test_offset_data_keeps_float32_accuracy(session):
 
 
 def test_nan_and_inf_propagate(session):
-    case = Case(name="special", shape=(16, 4, 3), axis=1, mode="train", backward=True, fill=Fill.make("special", {"fraction": 0.02}))
+    case = Case(name="special", shape=(16, 6, 3), axis=1, mode="train", backward=True, fill=Fill.make("normal"))
     inputs = generate(case)
+    x = inputs.x.copy()  # channel 0: +Inf, 1: -Inf, 2: NaN, 3: +Inf and -Inf, 4: a huge value, 5: clean
+    x[3, 0, 1], x[5, 1, 2], x[0, 2, 0], x[1, 3, 0], x[2, 3, 2], x[4, 4, 1] = np.inf, -np.inf, np.nan, np.inf, -np.inf, 3e38
+    inputs = dataclasses.replace(inputs, x=x)
     got = opencl.run(session, case, inputs, QUICK).outputs
     ref = numpy_ref._compute(case, inputs)
     for name in case.outputs:
