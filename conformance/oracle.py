@@ -27,6 +27,7 @@ roundoff), so a badly conditioned case (x = 1e4 + 0.1 randn) gets the slack it n
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,6 +49,22 @@ def _as3(a: np.ndarray, case) -> np.ndarray:
 def _chan(v: np.ndarray) -> np.ndarray:
     """Per-channel vector broadcast against a [outer, C, inner] array."""
     return v[None, :, None]
+
+
+_EXTENDED = np.finfo(np.longdouble).nmant >= 63  # x87 80-bit long double (x86 Linux); not on every platform
+
+
+def _csum(a3: np.ndarray) -> np.ndarray:
+    """Per-channel sum of a [outer, C, inner] array, accurate to float64 rounding.
+
+    A strided float64 numpy sum runs sequentially and can be off by ~m ulps, which would blame a float64
+    implementation for the oracle's own error. Here each channel is laid out contiguously (numpy then sums
+    pairwise) in 64-bit-mantissa long double, or summed exactly with math.fsum where long double is plain double.
+    """
+    rows = np.ascontiguousarray(a3.transpose(1, 0, 2)).reshape(a3.shape[1], -1)
+    if _EXTENDED:
+        return rows.astype(np.longdouble).sum(axis=1).astype(np.float64)
+    return np.array([math.fsum(r) if np.isfinite(r).all() else r.sum() for r in rows])
 
 
 def _amax(a3: np.ndarray) -> np.ndarray:
@@ -72,9 +89,9 @@ def reference(case, inputs) -> Reference:
 
     with np.errstate(all="ignore"):
         if case.mode == "train":
-            mean = x.sum(axis=(0, 2)) / m
+            mean = _csum(x) / m
             dev = x - _chan(mean)
-            var = (dev**2).sum(axis=(0, 2)) / m
+            var = _csum(dev**2) / m
             invstd = 1.0 / np.sqrt(var + eps)
             batch_var_for_running = var * m / (m - 1) if case.running_var == "unbiased" else var
             s_mean = xmax
@@ -112,9 +129,9 @@ def reference(case, inputs) -> Reference:
 
         if case.backward:
             dy = _as3(inputs.dy, case)
-            dbeta = dy.sum(axis=(0, 2))
-            dgamma = (dy * xhat).sum(axis=(0, 2))
-            abs_dy_sum = np.where(np.isfinite(dy), np.abs(dy), 0.0).sum(axis=(0, 2))
+            dbeta = _csum(dy)
+            dgamma = _csum(dy * xhat)
+            abs_dy_sum = _csum(np.where(np.isfinite(dy), np.abs(dy), 0.0))
             dymax = _amax(dy)
             xhatmax = _amax(xhat)
             s_dbeta = abs_dy_sum
