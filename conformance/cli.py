@@ -111,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"conformance: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `conformance list cases | head`
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

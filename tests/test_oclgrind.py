@@ -1,0 +1,60 @@
+"""Every kernel runs clean under Oclgrind (no invalid access, no data race, no uninitialised read), and a
+planted out-of-bounds write is reported, so the check can fail. One process per dtype: Oclgrind 21.10 flags
+false uninitialised reads once a process has freed buffers and allocates new ones (each case alone is clean),
+so every case runs in a process of its own."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+if shutil.which("oclgrind") is None:
+    pytest.skip("oclgrind is not installed (Debian: apt-get install oclgrind)", allow_module_level=True)
+
+KERNELS = Path(__file__).resolve().parents[1] / "kernels_cl"
+TAIL = "eps=1e-05,momentum=0.9,seed=0,fill=normal:mean=0.0:std=1.0"
+# Every kernel and branch: train (stats, apply, backward), infer (prep, apply, backward), fix_gamma, channel
+# last, more values per channel than one work-group holds, and the profile arguments.
+VARIANTS = [
+    "v,dtype={d},shape=2x3x4,axis=1,mode=train,backward=1,fix_gamma=0,running_var=biased,stats=var,momentum_dir=old,",
+    "v,dtype={d},shape=3x2x100,axis=1,mode=train,backward=1,fix_gamma=1,running_var=unbiased,stats=invstd,momentum_dir=new,",
+    "v,dtype={d},shape=3x100x2,axis=-1,mode=train,backward=1,fix_gamma=0,running_var=biased,stats=var,momentum_dir=old,",
+    "v,dtype={d},shape=2x5x3,axis=1,mode=infer,backward=1,fix_gamma=0,running_var=biased,stats=var,momentum_dir=old,",
+    "v,dtype={d},shape=2x5x3,axis=-1,mode=infer,backward=1,fix_gamma=1,running_var=biased,stats=var,momentum_dir=old,",
+]
+
+
+def under_oclgrind(tmp_path, case_id, kernels=None):
+    env = {**os.environ, **({"CONFORMANCE_KERNELS_DIR": str(kernels)} if kernels else {})}
+    out = tmp_path / "out"
+    r = subprocess.run(["oclgrind", "--data-races", "--uninitialized", sys.executable, "-m", "conformance", "run",
+                        "--backend", "opencl", "--case", case_id, "--out", str(out), "--repeats", "1"],
+                       capture_output=True, text=True, timeout=600, env=env)
+    return r, out
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("variant", VARIANTS, ids=range(len(VARIANTS)))
+def test_kernels_are_clean(tmp_path, dtype, variant):
+    r, out = under_oclgrind(tmp_path, variant.format(d=dtype) + TAIL)
+    text = r.stdout + r.stderr
+    assert "Kernel:" not in text, text[:3000]
+    df = pd.read_csv(out / "results.csv")
+    assert df["target"].str.contains("oclgrind").all()
+    assert set(df["status"]) == {"pass"}, df[df["status"] != "pass"]["reason"].head().tolist()
+    assert r.returncode == 0
+
+
+def test_planted_out_of_bounds_write_is_reported(tmp_path):
+    bad = tmp_path / "kernels"
+    shutil.copytree(KERNELS, bad)
+    src = (bad / "batchnorm.cl").read_text()
+    planted = src.replace("STORE(xhat * g + beta[c], y, i);", "STORE(xhat * g + beta[c], y, i + 1);")
+    assert planted != src, "the line to plant the bug in has moved: update this test"
+    (bad / "batchnorm.cl").write_text(planted)
+    r, _ = under_oclgrind(tmp_path, VARIANTS[0].format(d="float32") + TAIL, kernels=bad)
+    assert "Invalid write" in r.stderr + r.stdout
