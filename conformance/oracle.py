@@ -38,7 +38,7 @@ MEAN_SLACK = 64.0  # the float32/float64 pass threshold, in units of u * max|x|,
 
 @dataclass
 class Reference:
-    values: dict[str, np.ndarray]  # float64, keyed like Case.outputs, shaped like the implementation's
+    values: dict[str, np.ndarray]  # float64: every output of Case.outputs, and in training both var and invstd
     scales: dict[str, np.ndarray]  # per channel, float64: the error scale of each output
 
 
@@ -147,4 +147,8 @@ def reference(case, inputs) -> Reference:
             scl["dgamma"] = s_dgamma
             vals["dbeta"], scl["dbeta"] = dbeta, s_dbeta
 
-    return Reference(values={k: vals[k] for k in case.outputs}, scales={k: scl[k] for k in case.outputs})
+    if case.mode == "train":  # both batch statistics, whichever the case's profile reports
+        for other in ("var", "invstd"):
+            vals.setdefault(other, var if other == "var" else invstd)
+            scl.setdefault(other, s_var if other == "var" else s_invstd)
+    return Reference(values=vals, scales=scl)

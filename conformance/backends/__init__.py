@@ -6,8 +6,24 @@ import importlib
 BACKENDS = {
     "opencl": "conformance.backends.opencl",
     "numpy": "conformance.backends.numpy_ref",
+    "mxnet": "conformance.backends.mxnet_nd",
+    "mxnet_v1": "conformance.backends.mxnet_v1",
+    "mxnet_v1_sym": "conformance.backends.mxnet_v1_sym",
+    "mindspore": "conformance.backends.mindspore_ops",
+    "paddle": "conformance.backends.paddle_nn",
+    "paddle_functional": "conformance.backends.paddle_functional",
+    "torch": "conformance.backends.torch_fn",
+    "onnxruntime": "conformance.backends.onnxruntime_bn",
+    "onnx_reference": "conformance.backends.onnx_reference",
 }
+FRAMEWORKS = [n for n in BACKENDS if n not in ("opencl", "numpy")]
 
 
 def load(name: str):
     return importlib.import_module(BACKENDS[name])
+
+
+def import_failure(exc: BaseException) -> str:
+    """One line saying why a backend module could not be imported (its framework is missing or broken)."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")

@@ -11,6 +11,20 @@ A backend is one module in this package with the same few module-level names:
     supports(session, case) -> str | None  None, or why this case cannot run there ('unsupported' rows)
     run(session, case, inputs, policy) -> Result
 
+Framework backends add:
+
+    DOCUMENTED: Profile                    the conventions as the framework's documentation states them
+                                           (None where it is silent)
+    PROFILE: Profile                       the conventions the adapter translates the canonical case with:
+                                           DOCUMENTED, with the canonical choice where the docs are silent
+    EXTRA_OUTPUTS: dict[str, str]          further outputs the API returns, each mapped to the canonical
+                                           quantity its documentation says it holds ("mean", "var", "invstd")
+    version() -> str                       the framework's version
+
+and their run() also takes use_defaults=False: when True, the adapter passes no eps and no momentum, so the
+framework's own defaults apply (the conventions probe measures them). A framework's Result also carries
+`untouched`: the inputs the call must leave alone (x, gamma, beta), read back after the call.
+
 Each backend runs in its own worker process (see conformance.worker): a framework or an OpenCL driver is
 imported only there, so one that crashes or hangs costs the rows of one case, never the run.
 """
@@ -48,6 +62,21 @@ class DeviceInfo:
 
 
 @dataclass(frozen=True)
+class Profile:
+    """A framework's BatchNorm conventions (see DESIGN.md). None: not stated."""
+
+    momentum_dir: str | None  # "old": the momentum parameter weighs the old running value; "new": the batch value
+    running_var: str | None  # "biased" | "unbiased": the batch variance the running variance is updated with
+    stats: str | None  # "var" | "invstd": the batch statistic returned next to the mean; None if none is returned
+    eps: float | None  # default eps
+    momentum: float | None  # default momentum, in the framework's own direction
+
+    def translate_momentum(self, canonical: float) -> float:
+        """The momentum parameter to hand the framework for a canonical momentum (weight of the old value)."""
+        return canonical if (self.momentum_dir or "old") == "old" else 1.0 - canonical
+
+
+@dataclass(frozen=True)
 class TimingPolicy:
     warmup: int = 1
     min_repeats: int = 3
@@ -60,6 +89,8 @@ class Result:
     outputs: dict[str, np.ndarray]  # keyed by Case.outputs
     wall_ms: list[float] = field(default_factory=list)  # one per timed repeat, enqueue (or call) to finish
     kernel_ms: list[float] | None = None  # device time from profiling events, where the backend has it
+    untouched: dict[str, np.ndarray] = field(default_factory=dict)  # inputs as read back after the call
+    notes: list[str] = field(default_factory=list)  # anything the adapter had to do that a reader should know
 
 
 def time_repeats(fn, policy: TimingPolicy) -> tuple[list[float], list]:
