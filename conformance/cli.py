@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+from . import deviations
 from . import suite as suites
 from .backends.base import TimingPolicy
 from .case import Case
@@ -37,6 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds one case may take on one target before it is killed")
     r.add_argument("--repeats", type=int, default=TimingPolicy.max_repeats, help="at most this many timed repeats per case and target")
     r.add_argument("--time-budget", type=float, default=TimingPolicy.budget_s, help="seconds of timed repeats per case and target (after 3)")
+    r.add_argument("--deviations", default=str(deviations.DEFAULT_PATH), help="known-deviations file (default: cases/known_deviations.toml)")
+    cv = sub.add_parser("conventions", help="measure each installed framework's conventions; print documented vs observed")
+    cv.add_argument("--backend", action="append", metavar="NAME", help="only this framework backend (repeatable)")
+    cv.add_argument("--out", type=Path, help="also write conventions.md and conventions.json here")
     ls = sub.add_parser("list", help="list cases, backends or devices")
     ls.add_argument("what", choices=["cases", "backends", "devices", "suites"])
     ls.add_argument("--suite", default="smoke")
@@ -60,8 +65,9 @@ def cmd_run(args, argv) -> int:
     if args.repeats < 1 or args.timeout <= 0 or args.time_budget < 0:
         raise UserError("--repeats must be >= 1, --timeout > 0 and --time-budget >= 0", source="conformance run")
     suite_label, cases, warnings = _cases(args)
-    for w in warnings:
-        print(f"warning: {w}", file=sys.stderr)
+    if args.deviations != str(deviations.DEFAULT_PATH) and not Path(args.deviations).is_file():
+        raise UserError(f"no such file {args.deviations!r}", source="--deviations")
+    known = deviations.load(args.deviations)
     infos = discover(args.backend)
     targets = select_targets(infos, args.device, explicit=bool(args.backend))
     if not targets:
@@ -71,9 +77,16 @@ def cmd_run(args, argv) -> int:
     t0 = time.monotonic()
     out = args.out
     on_arrays = ArraysWriter(out) if args.keep_arrays else None
-    rows = run_cases(cases, targets, policy=policy, timeout_s=args.timeout, on_arrays=on_arrays, progress=Progress(len(cases)))
+    seen: dict = {}
+    rows = run_cases(cases, targets, policy=policy, timeout_s=args.timeout, on_arrays=on_arrays,
+                     progress=Progress(len(cases)), seen=seen)
+    versions = {t.backend: t.meta.get("version") or getattr(t.device, "driver", "") for t in targets}
+    warnings += deviations.apply(rows, seen, versions, known)
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
     meta = metadata.collect(argv, suite_label, infos, targets, THRESHOLDS)
     meta["elapsed_s"] = time.monotonic() - t0
+    meta["warnings"] = warnings
     df = write(out, rows, meta)
     bad = df[df["status"].isin(UNEXPECTED)]
     counts = df["status"].value_counts().to_dict()
@@ -103,11 +116,42 @@ def cmd_list(args) -> int:
     return 0
 
 
+def cmd_conventions(args) -> int:
+    from . import conventions
+    from .backends import FRAMEWORKS
+
+    names = args.backend or FRAMEWORKS
+    for n in names:
+        if n not in FRAMEWORKS:
+            raise UserError(f"{n!r} is not a framework backend (known: {', '.join(FRAMEWORKS)})", source="--backend")
+    infos = discover(names)
+    results = {}
+    for info in infos:
+        if info.reason is not None:
+            print(f"{info.name}: unavailable ({info.reason})", file=sys.stderr)
+            continue
+        print(f"probing {info.name} ...", file=sys.stderr)
+        results[info.name] = conventions.probe(info.name)
+    if not results:
+        raise UserError("no framework backend is available: " + "; ".join(f"{i.name}: {i.reason}" for i in infos), source="conformance conventions")
+    text, mismatches = conventions.matrix(results)
+    print(text)
+    print(f"\n{mismatches} documented convention(s) not matching behaviour")
+    if args.out:
+        import json
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "conventions.md").write_text(text + "\n")
+        (args.out / "conventions.json").write_text(json.dumps(results, indent=2, default=str))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = build_parser().parse_args(argv)
-        return cmd_run(args, argv) if args.command == "run" else cmd_list(args)
+        if args.command == "run":
+            return cmd_run(args, argv)
+        return cmd_conventions(args) if args.command == "conventions" else cmd_list(args)
     except UserError as exc:
         print(f"conformance: error: {exc}", file=sys.stderr)
         return 2

@@ -151,4 +151,8 @@ def reference(case, inputs) -> Reference:
         for other in ("var", "invstd"):
             vals.setdefault(other, var if other == "var" else invstd)
             scl.setdefault(other, s_var if other == "var" else s_invstd)
+    else:  # in inference the statistics in use are the running ones (what saved/reserve outputs hold then)
+        vals["mean"], scl["mean"] = rm.copy(), np.abs(rm)
+        vals["var"], scl["var"] = rv.copy(), np.abs(rv)
+        vals["invstd"], scl["invstd"] = scale, s_scale
     return Reference(values=vals, scales=scl)

@@ -17,9 +17,9 @@ import pandas as pd
 
 from .compare import STATUSES, UNEXPECTED
 
-COLUMNS = ["case_id", "backend", "device", "target", "dtype", "mode", "output", "status", "max_abs_err", "max_rel_err",
+COLUMNS = ["case_id", "backend", "device", "target", "vs", "dtype", "mode", "output", "status", "max_abs_err", "max_rel_err",
            "max_ulp", "ulp_at_max", "norm_err", "threshold", "time_ms_median", "time_ms_min", "kernel_ms_median",
-           "kernel_ms_min", "bytes", "gbps", "repeats", "reason", "case", "shape", "axis", "backward", "fix_gamma",
+           "kernel_ms_min", "bytes", "gbps", "repeats", "reason", "got_dtype", "case", "shape", "axis", "backward", "fix_gamma",
            "running_var", "stats", "momentum_dir", "fill"]
 
 
@@ -31,6 +31,9 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 def frame(rows: list[dict]) -> pd.DataFrame:
     df = pd.DataFrame(rows)
+    if "vs" not in df.columns:
+        df["vs"] = "oracle"
+    df["vs"] = df["vs"].fillna("oracle")
     for col in COLUMNS:
         if col not in df.columns:
             df[col] = np.nan
@@ -55,13 +58,13 @@ def md_table(headers: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
-def counts_table(df: pd.DataFrame) -> str:
+def counts_table(df: pd.DataFrame, by: str = "target") -> str:
     present = [s for s in STATUSES if s in set(df["status"])]
     rows = []
-    for target, group in df.groupby("target", sort=True):
+    for target, group in df.groupby(by, sort=True):
         vc = group["status"].value_counts()
         rows.append([target] + [int(vc.get(s, 0)) for s in present] + [len(group)])
-    return md_table(["target"] + present + ["rows"], rows)
+    return md_table([by if isinstance(by, str) else " / ".join(by)] + present + ["rows"], rows)
 
 
 def summary_markdown(df: pd.DataFrame, meta: dict, max_listed: int = 200) -> str:
@@ -90,9 +93,19 @@ def summary_markdown(df: pd.DataFrame, meta: dict, max_listed: int = 200) -> str
     w()
     w("Packages: " + ", ".join(f"{k} {v}" for k, v in meta["packages"].items()))
     w()
-    w("## Results per target")
-    w(counts_table(df) if len(df) else "No rows.")
+    w("## Results per target, against the oracle")
+    w(counts_table(df[df["vs"] == "oracle"]) if len(df) else "No rows.")
     w()
+    vs_sut = df[df["vs"] != "oracle"]
+    if len(vs_sut):
+        w("## Frameworks against the OpenCL SUT (same profiled case)")
+        w(counts_table(vs_sut.assign(pair=vs_sut["target"] + " vs " + vs_sut["vs"]), by="pair"))
+        w()
+    if meta.get("warnings"):
+        w("## Warnings")
+        for warning in meta["warnings"]:
+            w(f"- {warning}")
+        w()
     w("## Thresholds")
     w("A row passes when `norm_err` (max abs error per channel in units of u x the oracle's error scale; "
       "u = unit roundoff of the output dtype) is at most the threshold and NaN/Inf patterns agree.")
@@ -104,7 +117,8 @@ def summary_markdown(df: pd.DataFrame, meta: dict, max_listed: int = 200) -> str
         w(f"## Rows that did not pass ({len(notpass)})")
         shown = notpass.sort_values(by="status", key=lambda s: s.map(lambda v: (v not in UNEXPECTED, v))).head(max_listed)
         for _, r in shown.iterrows():
-            w(f"- **{r['status']}** `{r['target']}` {r['output']}: {r['reason']}  ")
+            vs = "" if r["vs"] == "oracle" else f" vs `{r['vs']}`"
+            w(f"- **{r['status']}** `{r['target']}`{vs} {r['output']}: {r['reason']}  ")
             w(f"  re-run: `{rerun_command(r)}`")
         if len(notpass) > max_listed:
             w(f"- ... {len(notpass) - max_listed} more in results.csv")
@@ -115,7 +129,8 @@ def write(out_dir: Path, rows: list[dict], meta: dict) -> pd.DataFrame:
     out_dir.mkdir(parents=True, exist_ok=True)
     df = frame(rows)
     _atomic_write(out_dir / "results.csv", df.to_csv(index=False).encode())
-    meta = {**meta, "counts": {t: g["status"].value_counts().to_dict() for t, g in df.groupby("target")} if len(df) else {}}
+    oracle_rows = df[df["vs"] == "oracle"]
+    meta = {**meta, "counts": {t: g["status"].value_counts().to_dict() for t, g in oracle_rows.groupby("target")}}
     _atomic_write(out_dir / "run.json", json.dumps(meta, indent=2, default=str).encode())
     _atomic_write(out_dir / "summary.md", summary_markdown(df, meta).encode())
     return df

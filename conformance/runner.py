@@ -1,7 +1,14 @@
-"""Run cases on targets (a backend on a device), compare with the oracle, produce result rows."""
+"""Run cases on targets (a backend on a device), compare with the oracle and with the SUT, produce rows.
+
+A framework runs each case under its own profile (its momentum direction, running-variance estimator and
+extra statistic): the harness re-profiles the canonical case, and the oracle and the OpenCL SUT run that same
+profiled case, so a framework row is compared with the oracle (`vs = oracle`) and with the SUT on every
+OpenCL device (`vs = opencl@<device>`).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 from dataclasses import dataclass, field
 
@@ -15,23 +22,33 @@ from .errors import UserError
 from .generate import generate
 from .oracle import reference
 from .progress import Progress
-from .worker import Worker, probe
+from .worker import Worker
 
 DEFAULT_TIMEOUT_S = 300.0
+UNTOUCHED = ("x", "gamma", "beta")
 
 
 @dataclass
 class Target:
     backend: str
     device: object  # DeviceInfo or None
-    state: str  # 'ready' | 'skip' | 'unavailable'
+    state: str  # 'ready' | 'skip' | 'unavailable' | 'error'
     reason: str | None = None
     worker: Worker | None = None
+    meta: dict = field(default_factory=dict)
 
     @property
     def label(self) -> str:
         key = getattr(self.device, "key", None)
         return f"{self.backend}@{key}" if key else self.backend
+
+    @property
+    def is_framework(self) -> bool:
+        return bool(self.meta.get("framework"))
+
+    @property
+    def is_sut(self) -> bool:
+        return self.backend == "opencl"
 
 
 @dataclass
@@ -39,19 +56,22 @@ class BackendInfo:
     name: str
     reason: str | None  # None: available
     devices: list = field(default_factory=list)
+    meta: dict = field(default_factory=dict)
 
 
 def discover(names: list[str] | None = None) -> list[BackendInfo]:
-    """Every (or the named) backend, probed in its own process."""
+    """Every (or the named) backend, probed in its own process; the probes run side by side."""
     for n in names or []:
         if n not in backends.BACKENDS:
             raise UserError(f"unknown backend {n!r} (known: {', '.join(backends.BACKENDS)})", source="--backend")
+    probes = [Worker(name, "__probe__").launch() for name in dict.fromkeys(names or backends.BACKENDS)]
     out = []
-    for name in names or list(backends.BACKENDS):
-        reason, devices = probe(name)
-        if reason is None and not devices:
+    for w in probes:
+        w.await_ready()
+        reason = None if w.state == "devices" else (w.reason or "unavailable")
+        if reason is None and not w.devices:
             reason = "no device found"
-        out.append(BackendInfo(name, reason, devices))
+        out.append(BackendInfo(w.backend, reason, w.devices if reason is None else [], w.meta))
     return out
 
 
@@ -60,12 +80,12 @@ def select_targets(infos: list[BackendInfo], device_filter: str | None, explicit
     for info in infos:
         if info.reason is not None:
             if explicit:
-                targets.append(Target(info.name, None, "unavailable", info.reason))
+                targets.append(Target(info.name, None, "unavailable", info.reason, meta=info.meta))
             continue
         for dev in info.devices:
             if device_filter and dev.key is not None and not _matches(dev, device_filter):
                 continue
-            targets.append(Target(info.name, dev, "ready"))
+            targets.append(Target(info.name, dev, "ready", meta=info.meta))
     if device_filter and not any(t.device is not None and t.device.key is not None for t in targets):
         found = [d.key for i in infos for d in i.devices if d.key]
         raise UserError(f"{device_filter!r} matches no device (found: {', '.join(found) or 'none'})", source="--device")
@@ -75,6 +95,14 @@ def select_targets(infos: list[BackendInfo], device_filter: str | None, explicit
 def _matches(dev, text: str) -> bool:
     text = text.lower()
     return any(text in str(v).lower() for v in (dev.key, dev.name, dev.platform, dev.vendor))
+
+
+def profiled(case: Case, profile) -> Case:
+    """The canonical case under a framework's profile (None fields keep the canonical choice)."""
+    if profile is None:
+        return case
+    return dataclasses.replace(case, momentum_dir=profile.momentum_dir or "old",
+                               running_var=profile.running_var or "biased", stats=profile.stats or case.stats)
 
 
 def expected_dtype(case: Case, output: str) -> str:
@@ -108,9 +136,15 @@ def _timing_columns(result, case: Case) -> dict:
     return cols
 
 
-def rows_for(case: Case, target: Target, reply, ref) -> list[dict]:
+def _quantity(target: Target, output: str) -> str:
+    """The canonical quantity an output holds: itself, or what the docs say an extra output holds."""
+    return target.meta.get("extra_outputs", {}).get(output, output)
+
+
+def rows_for(case: Case, target: Target, reply, ref, inputs=None) -> list[dict]:
+    """Rows of one target on one case against the oracle: every output, every extra output, the inputs."""
     base = {**_case_columns(case), "backend": target.backend, "device": getattr(target.device, "key", None) or "",
-            "target": target.label}
+            "target": target.label, "vs": "oracle"}
     status, payload = reply[0], reply[1]
     if status != "ok":
         timing = _timing_columns(None, case)
@@ -118,45 +152,100 @@ def rows_for(case: Case, target: Target, reply, ref) -> list[dict]:
     result = payload
     timing = _timing_columns(result, case)
     rows = []
-    for out in case.outputs:
-        r = compare(out, result.outputs.get(out), ref.values[out], ref.scales[out], case, expected_dtype(case, out))
+    for out in list(case.outputs) + [k for k in result.outputs if k not in case.outputs]:
+        q = _quantity(target, out)
+        if out not in result.outputs:
+            r = {"output": out, "status": "unsupported", "reason": f"{target.backend} returns no {out}"}
+        elif q not in ref.values:
+            r = {"output": out, "status": "error", "reason": f"{target.backend} returned {out!r}, which maps to no known quantity"}
+        else:
+            r = compare(out, result.outputs[out], ref.values[q], ref.scales[q], case, expected_dtype(case, q))
+            r["got_dtype"] = str(np.asarray(result.outputs[out]).dtype)
         if r["reason"]:
             r["reason"] += f" [{case.id}]"
         rows.append({**base, **r, **timing})
+    for name in UNTOUCHED:
+        if inputs is not None and name in result.untouched:
+            rows.append({**base, **_untouched_row(name, result.untouched[name], getattr(inputs, name), case), **timing})
     return rows
 
 
+def _untouched_row(name: str, after, before: np.ndarray, case: Case) -> dict:
+    after = np.asarray(after)
+    same = after.shape == before.shape and np.array_equal(after.astype(np.float64), before.astype(np.float64), equal_nan=True)
+    if same:
+        return {"output": f"input:{name}", "status": "pass", "reason": ""}
+    changed = int(np.count_nonzero(after.reshape(-1) != before.reshape(-1))) if after.shape == before.shape else after.size
+    return {"output": f"input:{name}", "status": "fail",
+            "reason": f"input:{name}: modified by the call, {changed} of {before.size} elements changed [{case.id}]"}
+
+
+def vs_sut_rows(case: Case, target: Target, result, ref, sut_outputs: dict[str, dict]) -> list[dict]:
+    """A framework's outputs against each OpenCL device's outputs for the same profiled case."""
+    rows = []
+    base = {**_case_columns(case), "backend": target.backend, "device": "", "target": target.label}
+    timing = _timing_columns(result, case)
+    for sut_label, sut in sut_outputs.items():
+        for out, got in result.outputs.items():
+            q = _quantity(target, out)
+            if q not in sut or q not in ref.scales:
+                continue
+            expected = np.asarray(sut[q], dtype=np.float64)
+            r = compare(out, got, expected, ref.scales[q], case, expected_dtype(case, q))
+            if r["reason"]:
+                r["reason"] += f" [{case.id}]"
+            rows.append({**base, "vs": sut_label, **r, **timing})
+    return rows
+
+
+def _start(targets: list[Target]) -> None:
+    ready = [t for t in targets if t.state == "ready"]
+    for t in ready:
+        t.worker = Worker(t.backend, t.device.key).launch()
+    for t in ready:
+        t.worker.await_ready()
+        t.state, t.reason = t.worker.state, t.worker.reason
+        t.meta = t.worker.meta or t.meta
+        if t.state == "unavailable":
+            t.state = "error"
+
+
+def _reply(t: Target, case: Case, inputs, policy, timeout_s):
+    if t.state == "ready":
+        return t.worker.run(case, inputs, policy, timeout_s)
+    if t.state == "unavailable":
+        return ("skip", f"{t.backend} unavailable: {t.reason}")
+    return (t.state, t.reason)
+
+
 def run_cases(cases: list[Case], targets: list[Target], *, policy: TimingPolicy, timeout_s: float = DEFAULT_TIMEOUT_S,
-              on_arrays=None, progress: Progress | None = None) -> list[dict]:
-    """All rows for cases x targets. on_arrays(case, inputs, {label: outputs}) receives each case's arrays."""
+              on_arrays=None, progress: Progress | None = None, seen: dict | None = None) -> list[dict]:
+    """All rows for cases x targets. on_arrays(case, inputs, {label: outputs}) receives each case's arrays;
+    `seen` (case id -> Case) collects every profiled case that produced rows."""
     rows: list[dict] = []
     counts: dict[str, int] = {}
+    seen = {} if seen is None else seen
     try:
-        for t in targets:
-            if t.state == "ready":
-                t.worker = Worker(t.backend, t.device.key).start()
-                t.state, t.reason = t.worker.state, t.worker.reason
-                if t.state == "unavailable":
-                    t.state = "error"
+        _start(targets)
         for case in cases:
-            inputs = generate(case)
-            ref = reference(case, inputs)
-            arrays = {}
+            inputs = generate(case)  # profiles never change the inputs: one draw serves every variant
+            variants = {case.id: case}
+            home = {}  # framework target -> the id of its profiled case
             for t in targets:
-                if t.state == "ready":
-                    reply = t.worker.run(case, inputs, policy, timeout_s)
-                elif t.state == "unavailable":
-                    reply = ("skip", f"{t.backend} unavailable: {t.reason}")
-                else:
-                    reply = (t.state, t.reason)
-                new = rows_for(case, t, reply, ref)
+                if t.is_framework:
+                    pc = profiled(case, t.meta.get("profile"))
+                    variants.setdefault(pc.id, pc)
+                    home[t.label] = pc.id
+            for variant in variants.values():
+                chosen = [t for t in targets if (home.get(t.label) == variant.id if t.is_framework
+                                                 else t.is_sut or variant is case)]
+                new, arrays = _run_variant(variant, chosen, inputs, policy, timeout_s)
+                seen[variant.id] = variant
                 rows.extend(new)
                 for r in new:
                     counts[r["status"]] = counts.get(r["status"], 0) + 1
-                if reply[0] == "ok":
-                    arrays[t.label] = reply[1].outputs
-            if on_arrays is not None:
-                on_arrays(case, inputs, arrays)
+                if on_arrays is not None:
+                    on_arrays(variant, inputs, arrays)
             if progress is not None:
                 progress.step(case.name, counts)
     finally:
@@ -166,3 +255,20 @@ def run_cases(cases: list[Case], targets: list[Target], *, policy: TimingPolicy,
         if progress is not None:
             progress.close()
     return rows
+
+
+def _run_variant(variant: Case, targets, inputs, policy, timeout_s):
+    """Rows and arrays of one (possibly profiled) case on the chosen targets: the SUT on every variant, the
+    numpy peer on the canonical case, each framework on its own profile (after the SUT, to compare with it)."""
+    ref = reference(variant, inputs)
+    rows, arrays, sut = [], {}, {}
+    for t in sorted(targets, key=lambda t: not t.is_sut):
+        reply = _reply(t, variant, inputs, policy, timeout_s)
+        rows.extend(rows_for(variant, t, reply, ref, inputs))
+        if reply[0] == "ok":
+            arrays[t.label] = reply[1].outputs
+            if t.is_sut:
+                sut[t.label] = reply[1].outputs
+            elif t.is_framework:
+                rows.extend(vs_sut_rows(variant, t, reply[1], ref, sut))
+    return rows, arrays

@@ -24,6 +24,18 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
 
 
+def _meta(mod) -> dict:
+    """What the parent needs to know of a backend without importing it: its conventions and extra outputs."""
+    version = getattr(mod, "version", None)
+    return {
+        "documented": getattr(mod, "DOCUMENTED", None),
+        "profile": getattr(mod, "PROFILE", None),
+        "extra_outputs": dict(getattr(mod, "EXTRA_OUTPUTS", {})),
+        "version": version() if callable(version) else "",
+        "framework": hasattr(mod, "PROFILE"),
+    }
+
+
 def _main(conn, backend: str, device_key) -> None:  # runs in the child
     from . import backends
 
@@ -31,20 +43,20 @@ def _main(conn, backend: str, device_key) -> None:  # runs in the child
         mod = backends.load(backend)
         reason = mod.available()
         if reason is not None:
-            conn.send(("unavailable", reason, []))
+            conn.send(("unavailable", reason, [], {}))
             return
         devices = mod.devices()
         if device_key == "__probe__":
-            conn.send(("devices", None, devices))
+            conn.send(("devices", None, devices, _meta(mod)))
             return
         session = mod.open(device_key)
     except Skip as exc:
-        conn.send(("skip", str(exc).strip().splitlines()[0] if str(exc).strip() else "device unusable", []))
+        conn.send(("skip", str(exc).strip().splitlines()[0] if str(exc).strip() else "device unusable", [], {}))
         return
-    except Exception as exc:
-        conn.send(("unavailable", _first_line(exc), []))
+    except Exception as exc:  # a framework that is missing or broken: its import fails here, in the worker
+        conn.send(("unavailable", backends.import_failure(exc), [], {}))
         return
-    conn.send(("ready", None, devices))
+    conn.send(("ready", None, devices, _meta(mod)))
     while True:
         try:
             msg = conn.recv()
@@ -52,13 +64,14 @@ def _main(conn, backend: str, device_key) -> None:  # runs in the child
             return
         if msg[0] == "quit":
             return
-        _, case, inputs, policy = msg
+        _, case, inputs, policy, use_defaults = msg
         try:
             reason = mod.supports(session, case)
             if reason:
                 conn.send(("unsupported", reason))
                 continue
-            conn.send(("ok", mod.run(session, case, inputs, policy)))
+            extra = {"use_defaults": True} if use_defaults else {}
+            conn.send(("ok", mod.run(session, case, inputs, policy, **extra)))
         except Unsupported as exc:
             conn.send(("unsupported", str(exc)))
         except Exception as exc:
@@ -79,8 +92,10 @@ class Worker:
         self.state = None  # 'ready' | 'skip' | 'unavailable'
         self.reason = None
         self.devices = []
+        self.meta = {}
 
-    def start(self):
+    def launch(self):
+        """Start the process; await() waits for its handshake. Several workers can launch at once."""
         parent, child = _CTX.Pipe()
         saved = {k: os.environ.get(k) for k in self.env}
         os.environ.update(self.env)
@@ -95,14 +110,20 @@ class Worker:
                     os.environ[k] = v
         child.close()
         self.conn = parent
+        return self
+
+    def await_ready(self):
         try:
-            self.state, self.reason, self.devices = self._recv(STARTUP_TIMEOUT_S)
+            self.state, self.reason, self.devices, self.meta = self._recv(STARTUP_TIMEOUT_S)
         except (WorkerDied, TimeoutError) as exc:
             self.state, self.reason = "unavailable", f"worker failed to start: {exc}"
             self.kill()
         if self.state != "ready":
             self.stop()
         return self
+
+    def start(self):
+        return self.launch().await_ready()
 
     def _recv(self, timeout: float):
         if not self.conn.poll(timeout):
@@ -113,14 +134,14 @@ class Worker:
             self.proc.join(5)
             raise WorkerDied(_describe_exit(self.proc.exitcode)) from None
 
-    def run(self, case, inputs, policy, timeout: float):
+    def run(self, case, inputs, policy, timeout: float, use_defaults: bool = False):
         """('ok', Result) | ('unsupported', reason) | ('error', reason, tb) | ('crash', reason) | ('timeout', reason)."""
         if self.proc is None or not self.proc.is_alive():
             self.start()
             if self.state != "ready":
                 return (self.state if self.state == "skip" else "error", self.reason)
         try:
-            self.conn.send(("run", case, inputs, policy))
+            self.conn.send(("run", case, inputs, policy, use_defaults))
             return self._recv(timeout)
         except TimeoutError as exc:
             self.kill()
@@ -165,9 +186,9 @@ def _describe_exit(code) -> str:
 
 
 def probe(backend: str, env: dict | None = None):
-    """(reason or None, [DeviceInfo]) for a backend, found in a throwaway worker process."""
+    """(reason or None, [DeviceInfo], meta) for a backend, found in a throwaway worker process."""
     w = Worker(backend, "__probe__", env)
     w.start()
     if w.state == "devices":
-        return None, w.devices
-    return w.reason or "unavailable", []
+        return None, w.devices, w.meta
+    return w.reason or "unavailable", [], {}

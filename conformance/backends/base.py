@@ -81,7 +81,7 @@ class TimingPolicy:
     warmup: int = 1
     min_repeats: int = 3
     max_repeats: int = 20
-    budget_s: float = 0.2  # stop repeating once this much time is spent (after min_repeats)
+    budget_s: float = 0.05  # stop repeating once this much time is spent (after min_repeats)
 
 
 @dataclass

@@ -1,0 +1,124 @@
+"""What the two PaddlePaddle backends (paddle_nn, paddle_functional) share.
+
+Paddle is imported lazily, inside these functions: the backend modules are only ever imported in their own
+worker process, and Paddle must never share a process with MindSpore (their bundled oneDNN builds clash).
+Everything runs in dygraph (eager) mode on the CPU (paddle.set_device('cpu')).
+
+Layouts: Paddle's BatchNorm has no axis parameter, only a layout string whose channel axis is 1 ('NCHW'
+style) or the last one ('NHWC' style). A case with its channel axis there runs as is; any other channel
+axis cannot be expressed and supports() says so. Paddle's batch_norm kernel accepts ranks 2 to 5; other
+ranks are tried and the kernel's own message becomes the 'unsupported' reason.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .base import DeviceInfo, Result, Unsupported, time_repeats
+
+_paddle = None
+
+
+def paddle():
+    """The paddle module, imported on first use and pinned to the CPU."""
+    global _paddle
+    if _paddle is None:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "No ccache found" on import: noise
+            import paddle as p
+        p.set_device("cpu")
+        p.disable_static()
+        _paddle = p
+    return _paddle
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
+
+
+def available():
+    try:
+        paddle()
+    except Exception as exc:  # missing or broken install
+        return f"paddle import failed: {first_line(exc)}"
+    return None
+
+
+def version() -> str:
+    try:
+        return paddle().__version__
+    except Exception:
+        return ""
+
+
+def devices():
+    return [DeviceInfo(key=None, name="CPU", vendor="PaddlePaddle", driver=version(), fp16=True, fp64=True)]
+
+
+def layout(case) -> str | None:
+    """'NCHW' when the channel axis is 1, 'NHWC' when it is the last axis, else None."""
+    ax = case.channel_axis
+    if ax == 1:
+        return "NCHW"
+    if ax == len(case.shape) - 1:
+        return "NHWC"
+    return None
+
+
+def common_supports(api: str, case) -> str | None:
+    if case.fix_gamma:
+        return f"{api} has no fix_gamma parameter"
+    if layout(case) is None:
+        return (f"{api} has no axis parameter: its layouts put the channels on axis 1 (NCHW) or last (NHWC), "
+                f"not on axis {case.channel_axis} of a rank-{len(case.shape)} input")
+    return None
+
+
+# Paddle's error categories for "this input is not accepted" (phi::errors::InvalidArgument, NotFound, ...).
+_REJECT_TAGS = ("(InvalidArgument)", "(NotFound)", "(Unimplemented)", "(OutOfRange)")
+
+
+def rejected(exc: BaseException) -> bool:
+    """Whether exc is Paddle refusing the input (argument checks, kernel not registered), not a failure."""
+    msg = str(exc).strip()
+    return isinstance(exc, (ValueError, NotImplementedError)) or msg.startswith(_REJECT_TAGS)
+
+
+def to_numpy(t) -> np.ndarray:
+    return np.array(t.numpy(), copy=True)
+
+
+def execute(case, inputs, policy, make_call, params):
+    """Run the call, read its outputs back, then time it.
+
+    make_call(x) -> y runs the forward pass (it may update the running statistics in place); params() ->
+    (weight, bias, running_mean, running_var) are the Paddle tensors the call used, read back afterwards.
+    """
+    p = paddle()
+    x = p.to_tensor(inputs.x, stop_gradient=not case.backward)
+    dy = p.to_tensor(inputs.dy) if case.backward else None
+
+    def call():
+        y = make_call(x)
+        if not case.backward:
+            return y, None
+        weight, bias = params()[:2]
+        return y, p.grad([y], [x, weight, bias], grad_outputs=[dy])
+
+    try:
+        y, grads = call()
+    except Exception as exc:
+        if rejected(exc):
+            raise Unsupported(first_line(exc)) from None
+        raise
+    weight, bias, rmean, rvar = params()
+    outputs = {"y": to_numpy(y), "running_mean": to_numpy(rmean), "running_var": to_numpy(rvar)}
+    if grads is not None:
+        outputs["dx"], outputs["dgamma"], outputs["dbeta"] = (to_numpy(g) for g in grads)
+    untouched = {"x": to_numpy(x), "gamma": to_numpy(weight), "beta": to_numpy(bias)}
+    walls, _ = time_repeats(call, policy)  # later calls move the running statistics again: already read
+    return Result(outputs=outputs, wall_ms=walls, untouched=untouched, notes=[])

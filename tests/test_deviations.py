@@ -1,0 +1,66 @@
+"""The known-deviations registry: matching, xfail/xpass, warnings for entries that match nothing."""
+
+import pytest
+
+from conformance import deviations
+from conformance.case import Case
+from conformance.errors import UserError
+
+CASE = Case(name="c", shape=(4, 3), mode="train")
+INFER = Case(name="c", shape=(4, 3), mode="infer")
+
+
+def load(tmp_path, text):
+    p = tmp_path / "dev.toml"
+    p.write_text(text)
+    return deviations.load(p)
+
+
+def row(status, backend="fw", output="running_var", case=CASE, vs="oracle"):
+    return {"backend": backend, "output": output, "status": status, "case_id": case.id, "reason": "why", "vs": vs}
+
+
+def test_fail_becomes_xfail_pass_becomes_xpass_and_versions_count(tmp_path):
+    devs = load(tmp_path, '[[deviation]]\nbackend="fw"\nversions=">=2,<3"\ncase={mode="train"}\noutput="running_var"\n'
+                          'reason="updates with the unbiased variance"\nlink="https://example.org/doc"\n')
+    rows = [row("fail"), row("pass"), row("fail", output="y"), row("fail", case=INFER), row("fail", backend="other")]
+    cases = {CASE.id: CASE, INFER.id: INFER}
+    warnings = deviations.apply(rows, cases, {"fw": "2.4.1", "other": "1"}, devs)
+    assert [r["status"] for r in rows] == ["xfail", "xpass", "fail", "fail", "fail"]
+    assert rows[0]["reason"].startswith("known deviation: updates with the unbiased variance (https://example.org/doc); why")
+    assert warnings == []
+    rows = [row("fail")]
+    deviations.apply(rows, cases, {"fw": "3.0"}, devs)  # outside the version range
+    assert rows[0]["status"] == "fail"
+
+
+def test_entry_matching_nothing_is_warned_about_only_when_its_backend_ran(tmp_path):
+    devs = load(tmp_path, '[[deviation]]\nbackend="fw"\ncase_id="nomatch*"\nreason="r"\n'
+                          '[[deviation]]\nbackend="absent"\nreason="r"\n')
+    warnings = deviations.apply([row("fail")], {CASE.id: CASE}, {"fw": "1"}, devs)
+    assert len(warnings) == 1 and "deviation #0" in warnings[0] and "matches no row" in warnings[0]
+
+
+def test_vs_selector(tmp_path):
+    devs = load(tmp_path, '[[deviation]]\nbackend="fw"\nvs="opencl@*"\nreason="r"\n')
+    rows = [row("fail"), row("fail", vs="opencl@pocl-cpu")]
+    deviations.apply(rows, {CASE.id: CASE}, {"fw": "1"}, devs)
+    assert [r["status"] for r in rows] == ["fail", "xfail"]
+
+
+@pytest.mark.parametrize("text, field", [
+    ('[[deviation]]\nreason="r"\n', "backend"),
+    ('[[deviation]]\nbackend="fw"\n', "reason"),
+    ('[[deviation]]\nbackend="fw"\nreason="r"\nversions="not a spec"\n', "versions"),
+    ('[[deviation]]\nbackend="fw"\nreason="r"\ncase={colour="red"}\n', "case"),
+    ('[[deviation]]\nbackend="fw"\nreason="r"\nbogus=1\n', "bogus"),
+    ('[deviation\n', "invalid TOML"),
+])
+def test_bad_registry_is_a_user_error(tmp_path, text, field):
+    with pytest.raises(UserError, match=field):
+        load(tmp_path, text)
+
+
+def test_shipped_registry_loads():
+    for d in deviations.load():
+        assert d.reason and d.backend
