@@ -19,7 +19,7 @@ def conformance(*args, timeout=600):
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
     out = tmp_path_factory.mktemp("smoke")
-    r = conformance("run", "--out", str(out), "--keep-arrays")
+    r = conformance("run", "--out", str(out), "--keep-arrays", "--backend", "opencl", "--backend", "numpy")
     return out, r
 
 

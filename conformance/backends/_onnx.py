@@ -17,6 +17,7 @@ The spec's X is (N x C x D1 ... Dn): the channel axis is fixed at 1. A case with
 is moved there with numpy (np.moveaxis) before the call, and Y is moved back after it.
 ONNX defines no backward: dx, dgamma and dbeta are not returned (they become 'unsupported' rows), and the
 timing is of the forward call only. Building the model and the engine's session is not timed.
+epsilon and momentum are FLOAT attributes (32-bit): a float64 case gets them rounded to float32.
 """
 
 from __future__ import annotations
@@ -45,7 +46,6 @@ def build_model(case, use_defaults: bool = False):
 
     data_t = helper.np_dtype_to_tensor_dtype(np.dtype(case.dtype))
     param_t = helper.np_dtype_to_tensor_dtype(np.dtype(case.param_dtype))
-    shape = [case.outer, case.channels, case.inner]  # placeholder, replaced below
     shape = list(np.moveaxis(np.empty(case.shape, dtype=np.uint8), case.channel_axis, 1).shape)
     c = [case.channels]
     train = case.mode == "train"
@@ -110,6 +110,8 @@ def run(case, inputs, policy, use_defaults, make_runner, engine: str) -> Result:
     notes = []
     if case.channel_axis != 1:
         notes.append(f"channel axis {case.axis} moved to 1 with numpy (ONNX fixes it at 1)")
+    if case.dtype == "float64" and not use_defaults:
+        notes.append("epsilon and momentum are FLOAT (32-bit) attributes in ONNX: the model holds them rounded to float32")
     if case.backward:
         notes.append("ONNX BatchNormalization has no backward: dx, dgamma, dbeta not returned; forward timed")
     walls, _ = time_repeats(lambda: call(feeds), policy)

@@ -1,0 +1,149 @@
+"""PyTorch (CPU): torch.nn.functional.batch_norm, with torch.ops.aten.native_batch_norm for the saved statistics.
+
+y and the running statistics come from F.batch_norm(x, running_mean, running_var, weight, bias, training,
+momentum, eps), which updates the running tensors it is handed in place; they are read back from those
+tensors after the call. F.batch_norm returns y only, so the batch statistics come from a second call,
+native_batch_norm(x, weight, bias, running_mean, running_var, training, momentum, eps) -> (y, save_mean,
+save_invstd), made on separate copies of the running statistics so that the ones returned are from the
+F.batch_norm call alone. In training they are EXTRA_OUTPUTS save_mean (the batch mean) and save_invstd
+(1 / sqrt(biased batch var + eps)); in eval mode torch returns them empty, and they are not returned.
+Backward is autograd on F.batch_norm: x, weight and bias require grad, y.backward(dy).
+
+Conventions, from the torch.nn.BatchNorm1d/2d/3d pages (F.batch_norm defers to them):
+  "the update rule for running statistics here is x_new = (1 - momentum) * x_hat + momentum * x_t"
+                                                          -> momentum weighs the NEW value
+  "At train time in the forward pass, the standard-deviation is calculated via the biased estimator ...
+   However, the value stored in the moving average of the standard-deviation is calculated via the
+   unbiased estimator, equivalent to torch.var(input, unbiased=True)."   -> unbiased running variance
+  defaults eps=1e-05, momentum=0.1 (the signatures of F.batch_norm and BatchNorm2d).
+F.batch_norm returns no batch statistic next to the mean (stats None).
+
+torch fixes the channel axis at 1: a case with its channel elsewhere is moved to axis 1 with numpy
+(np.moveaxis) before the call, and y and dx are moved back after it. There is no fix_gamma. Timing covers
+F.batch_norm (and its backward when the case has one), not the native_batch_norm call. The intra-op thread
+count is torch's own default for this machine (torch.get_num_threads(), set explicitly in open()).
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+
+from .base import DeviceInfo, Profile, Result, Unsupported, time_repeats
+
+NAME = "torch"
+DOCUMENTED = Profile(momentum_dir="new", running_var="unbiased", stats=None, eps=1e-5, momentum=0.1)
+PROFILE = DOCUMENTED  # the docs state every convention
+EXTRA_OUTPUTS = {"save_mean": "mean", "save_invstd": "invstd"}
+
+_DTYPES = ("float16", "float32", "float64")
+
+
+def available():
+    try:
+        import torch  # noqa: F401
+        import torch.nn.functional  # noqa: F401
+    except Exception as exc:
+        return _first_line(exc)
+    return None
+
+
+def version() -> str:
+    import torch
+
+    return torch.__version__
+
+
+def devices():
+    import torch
+
+    return [DeviceInfo(key=None, name="CPU", vendor="torch", driver=version(),
+                       extra={"num_threads": torch.get_num_threads()})]
+
+
+def open(device_key):  # noqa: A001 - the contract's name
+    import torch
+
+    threads = torch.get_num_threads()  # torch's default for this machine, made explicit
+    torch.set_num_threads(threads)
+    return {"num_threads": threads}
+
+
+def supports(session, case):
+    if case.fix_gamma:
+        return "torch.nn.functional.batch_norm has no fix_gamma"
+    if case.dtype not in _DTYPES:
+        return f"no torch dtype for {case.dtype}"
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
+
+
+def _to_c1(a: np.ndarray, case) -> np.ndarray:
+    """A fresh C-contiguous copy with the channel axis at 1."""
+    return np.moveaxis(a, case.channel_axis, 1).copy()
+
+
+def _back(t, case) -> np.ndarray:
+    return np.ascontiguousarray(np.moveaxis(t.detach().numpy(), 1, case.channel_axis))
+
+
+def _vec(t) -> np.ndarray:
+    return t.detach().numpy().copy()
+
+
+def run(session, case, inputs, policy, use_defaults=False):
+    import torch
+    import torch.nn.functional as F
+
+    train = case.mode == "train"
+    grad = bool(case.backward)
+    x = torch.from_numpy(_to_c1(inputs.x, case)).requires_grad_(grad)
+    w = torch.from_numpy(inputs.gamma.copy()).requires_grad_(grad)
+    b = torch.from_numpy(inputs.beta.copy()).requires_grad_(grad)
+    rm = torch.from_numpy(inputs.running_mean.copy())
+    rv = torch.from_numpy(inputs.running_var.copy())
+    if use_defaults:
+        kwargs = {}
+        sig = inspect.signature(F.batch_norm).parameters  # the native call needs values: F.batch_norm's defaults
+        momentum, eps = sig["momentum"].default, sig["eps"].default
+    else:
+        momentum, eps = float(PROFILE.translate_momentum(case.momentum)), float(case.eps)
+        kwargs = {"momentum": momentum, "eps": eps}
+    dy = torch.from_numpy(_to_c1(inputs.dy, case)) if grad else None
+
+    try:
+        y = F.batch_norm(x, rm, rv, weight=w, bias=b, training=train, **kwargs)
+        if grad:
+            y.backward(dy)
+    except Exception as exc:
+        raise Unsupported(_first_line(exc)) from None
+
+    outputs = {"y": _back(y, case).copy(), "running_mean": _vec(rm), "running_var": _vec(rv)}
+    if grad:
+        outputs.update(dx=_back(x.grad, case).copy(), dgamma=_vec(w.grad), dbeta=_vec(b.grad))
+    if train:
+        with torch.no_grad():
+            _, save_mean, save_invstd = torch.ops.aten.native_batch_norm(
+                x.detach(), w.detach(), b.detach(), torch.from_numpy(inputs.running_mean.copy()),
+                torch.from_numpy(inputs.running_var.copy()), train, momentum, eps)
+        outputs.update(save_mean=_vec(save_mean), save_invstd=_vec(save_invstd))
+    untouched = {"x": _back(x, case).copy(), "gamma": _vec(w), "beta": _vec(b)}
+
+    def once():
+        if grad:
+            F.batch_norm(x, rm, rv, weight=w, bias=b, training=train, **kwargs).backward(dy)
+        else:
+            with torch.no_grad():
+                F.batch_norm(x, rm, rv, weight=w, bias=b, training=train, **kwargs)
+
+    walls, _ = time_repeats(once, policy)
+    notes = [f"torch.get_num_threads() = {torch.get_num_threads()}"]
+    if case.channel_axis != 1:
+        notes.append(f"channel axis {case.axis} moved to 1 with numpy (torch fixes it at 1)")
+    return Result(outputs=outputs, wall_ms=walls, untouched=untouched, notes=notes)
