@@ -11,6 +11,7 @@ hypotheses give visibly different answers, and reads the convention off the resu
 - batch statistic returned, and what each extra output holds (mean, var or invstd, biased or not);
 - default eps: inference with the framework's default eps on a tiny running variance (1e-3), solved from y;
 - default momentum: one training step with the framework's default momentum from a zero running mean;
+- a training call without backward updates the running statistics (or only backward does);
 - inference leaves the running statistics alone.
 
 Documented values come from the backend's DOCUMENTED profile (the framework's own pages, see shared docs).
@@ -29,10 +30,11 @@ from .runner import profiled
 from .worker import Worker
 
 ONCE = TimingPolicy(warmup=0, min_repeats=1, max_repeats=1, budget_s=0.0)
-PROBE = Case(name="probe", shape=(4, 3, 2, 2), axis=1, mode="train", eps=1e-5, momentum=0.7, seed=5,
+PROBE = Case(name="probe", shape=(4, 3, 2, 2), axis=1, mode="train", backward=True, eps=1e-5, momentum=0.7, seed=5,
              fill=Fill.make("normal", {"mean": 2.0, "std": 1.5}))
 ROWS = ("momentum direction", "running-variance estimator", "normalising variance", "batch statistic returned",
-        "extra outputs", "default eps", "default momentum", "inference leaves running stats")
+        "extra outputs", "default eps", "default momentum", "forward-only training updates running stats",
+        "inference leaves running stats")
 
 
 def _close(a, b, rtol=2e-3) -> bool:
@@ -133,6 +135,14 @@ def _infer_probes(w, prof) -> dict:
     else:
         same = np.array_equal(out["running_mean"], inp.running_mean) and np.array_equal(out["running_var"], inp.running_var)
         res["inference leaves running stats"] = "yes" if same else "no"
+    fwd = profiled(dataclasses.replace(PROBE, backward=False), prof)
+    fin = generate(fwd)
+    out = _call(w, fwd, fin)
+    if isinstance(out, str):
+        res["forward-only training updates running stats"] = out
+    else:
+        moved = not np.array_equal(out["running_mean"], fin.running_mean)
+        res["forward-only training updates running stats"] = "yes" if moved else "no"
     # default eps: gamma 1, beta 0, running mean 0, running variance 1e-3: y = x / sqrt(1e-3 + eps)
     c = case.channels
     tiny = dataclasses.replace(inp, gamma=np.ones(c, inp.gamma.dtype), beta=np.zeros(c, inp.beta.dtype),

@@ -1,7 +1,7 @@
 """Known deviations are data: cases/known_deviations.toml.
 
     [[deviation]]
-    backend = "mxnet_v1"                  # required
+    backend = "mxnet_v1"                  # required: a backend name, or a list of them
     versions = ">=1.9,<2"                 # optional, PEP 440 specifier on the backend's version
     case = { mode = "train", dtype = ["float16"] }   # optional: case fields, a value or a list of values
     case_id = "small-nchw,*"              # optional: glob on the case id
@@ -9,9 +9,13 @@
     vs = "oracle"                         # optional: "oracle" or a glob such as "opencl@*"; default both
     reason = "what the framework does and why it differs"   # required
     link = "where it is documented or reported"             # optional
+    strict = true                         # optional (default true): a matching pass is an unexpected xpass
 
-A failing row that an entry matches becomes `xfail` with the entry's reason; a passing row it matches becomes
-`xpass` (flagged: the deviation may be gone). An entry that matches no row of a backend that ran is warned about.
+A failing row (fail, error, crash, timeout) that an entry matches becomes `xfail` with the entry's reason; a
+passing row it matches becomes `xpass` (flagged: the deviation may be gone), unless the entry says
+strict = false (for deviations that show on some inputs only, such as outputs holding stale memory). An
+entry that selects cases of the run, for a backend that ran, but matches none of their rows (a misspelt
+output, a wrong version range) is warned about.
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ from .errors import UserError
 from .suite import CASES_DIR
 
 DEFAULT_PATH = CASES_DIR / "known_deviations.toml"
-_KEYS = {"backend", "versions", "case", "case_id", "output", "vs", "reason", "link"}
+_KEYS = {"backend", "versions", "case", "case_id", "output", "vs", "reason", "link", "strict"}
+FAILING = ("fail", "error", "crash", "timeout")
 _CASE_FIELDS = {"name", "dtype", "shape", "axis", "mode", "backward", "fix_gamma", "running_var", "stats",
                 "momentum_dir", "eps", "momentum", "seed", "fill"}
 
@@ -37,7 +42,7 @@ _CASE_FIELDS = {"name", "dtype", "shape", "axis", "mode", "backward", "fix_gamma
 @dataclass(frozen=True)
 class Deviation:
     index: int
-    backend: str
+    backends: tuple[str, ...]
     versions: SpecifierSet | None
     case: dict
     case_id: str | None
@@ -45,12 +50,13 @@ class Deviation:
     vs: str | None
     reason: str
     link: str
+    strict: bool = True
 
     def describe(self) -> str:
-        return f"deviation #{self.index} ({self.backend}: {self.reason[:60]})"
+        return f"deviation #{self.index} ({'/'.join(self.backends)}: {self.reason[:60]})"
 
     def matches(self, row: dict, case: Case, version: str) -> bool:
-        if row["backend"] != self.backend:
+        if row["backend"] not in self.backends:
             return False
         if self.versions is not None:
             try:
@@ -62,6 +68,10 @@ class Deviation:
             return False
         if self.vs is not None and not fnmatch.fnmatchcase(row.get("vs", "oracle"), self.vs):
             return False
+        return self.selects(case)
+
+    def selects(self, case: Case) -> bool:
+        """Whether the entry's case selectors (case_id, case) take this case."""
         if self.case_id is not None and not fnmatch.fnmatchcase(case.id, self.case_id):
             return False
         for key, want in self.case.items():
@@ -93,9 +103,14 @@ def load(path: Path | str = DEFAULT_PATH) -> list[Deviation]:
         unknown = set(e) - _KEYS
         if unknown:
             raise UserError(f"unknown field {sorted(unknown)[0]!r}", source=src, field=f"{where}.{sorted(unknown)[0]}")
-        for key in ("backend", "reason"):
-            if not isinstance(e.get(key), str) or not e[key]:
-                raise UserError(f"needs {key} = \"...\"", source=src, field=f"{where}.{key}")
+        if not isinstance(e.get("reason"), str) or not e["reason"]:
+            raise UserError("needs reason = \"...\"", source=src, field=f"{where}.reason")
+        backend = e.get("backend")
+        backend = [backend] if isinstance(backend, str) else backend
+        if not isinstance(backend, list) or not backend or not all(isinstance(b, str) and b for b in backend):
+            raise UserError(f"needs backend = \"name\" or a list of names, got {e.get('backend')!r}", source=src, field=f"{where}.backend")
+        if not isinstance(e.get("strict", True), bool):
+            raise UserError(f"must be true or false, got {e['strict']!r}", source=src, field=f"{where}.strict")
         versions = None
         if "versions" in e:
             try:
@@ -112,8 +127,8 @@ def load(path: Path | str = DEFAULT_PATH) -> list[Deviation]:
             outputs = tuple(outputs)
         elif outputs is not None:
             raise UserError(f"must be a string or a list of strings, got {outputs!r}", source=src, field=f"{where}.output")
-        out.append(Deviation(i, e["backend"], versions, case, e.get("case_id"), outputs, e.get("vs"),
-                             e["reason"], e.get("link", "")))
+        out.append(Deviation(i, tuple(backend), versions, case, e.get("case_id"), outputs, e.get("vs"),
+                             e["reason"], e.get("link", ""), e.get("strict", True)))
     return out
 
 
@@ -121,18 +136,18 @@ def apply(rows: list[dict], cases: dict[str, Case], versions: dict[str, str], de
     """Turn matching fail rows into xfail and pass rows into xpass, in place; return warnings."""
     used = set()
     for row in rows:
-        if row["status"] not in ("pass", "fail"):
-            continue
         case = cases[row["case_id"]]
         for dev in deviations:
             if dev.matches(row, case, versions.get(row["backend"], "")):
                 used.add(dev.index)
+                if row["status"] not in ("pass",) + FAILING:
+                    break
                 note = f"known deviation: {dev.reason}" + (f" ({dev.link})" if dev.link else "")
-                if row["status"] == "fail":
-                    row["status"], row["reason"] = "xfail", f"{note}; {row['reason']}"
-                else:
+                if row["status"] in FAILING:
+                    row["status"], row["reason"] = "xfail", f"{note}; {row['status']}: {row['reason']}"
+                elif dev.strict:
                     row["status"], row["reason"] = "xpass", f"passes although listed as a {note}"
                 break
     ran = {row["backend"] for row in rows}
     return [f"{DEFAULT_PATH.name}: {d.describe()} matches no row" for d in deviations
-            if d.backend in ran and d.index not in used]
+            if set(d.backends) & ran and d.index not in used and any(d.selects(c) for c in cases.values())]

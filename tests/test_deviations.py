@@ -27,16 +27,17 @@ def test_fail_becomes_xfail_pass_becomes_xpass_and_versions_count(tmp_path):
     cases = {CASE.id: CASE, INFER.id: INFER}
     warnings = deviations.apply(rows, cases, {"fw": "2.4.1", "other": "1"}, devs)
     assert [r["status"] for r in rows] == ["xfail", "xpass", "fail", "fail", "fail"]
-    assert rows[0]["reason"].startswith("known deviation: updates with the unbiased variance (https://example.org/doc); why")
+    assert rows[0]["reason"].startswith("known deviation: updates with the unbiased variance (https://example.org/doc); fail: why")
     assert warnings == []
     rows = [row("fail")]
     deviations.apply(rows, cases, {"fw": "3.0"}, devs)  # outside the version range
     assert rows[0]["status"] == "fail"
 
 
-def test_entry_matching_nothing_is_warned_about_only_when_its_backend_ran(tmp_path):
-    devs = load(tmp_path, '[[deviation]]\nbackend="fw"\ncase_id="nomatch*"\nreason="r"\n'
-                          '[[deviation]]\nbackend="absent"\nreason="r"\n')
+def test_entry_matching_nothing_is_warned_about_only_when_it_could_apply(tmp_path):
+    devs = load(tmp_path, '[[deviation]]\nbackend="fw"\noutput="runing_var"\nreason="misspelt output"\n'
+                          '[[deviation]]\nbackend="fw"\ncase_id="other-suite*"\nreason="a case not in this run"\n'
+                          '[[deviation]]\nbackend="absent"\nreason="a backend that did not run"\n')
     warnings = deviations.apply([row("fail")], {CASE.id: CASE}, {"fw": "1"}, devs)
     assert len(warnings) == 1 and "deviation #0" in warnings[0] and "matches no row" in warnings[0]
 
@@ -50,6 +51,8 @@ def test_vs_selector(tmp_path):
 
 @pytest.mark.parametrize("text, field", [
     ('[[deviation]]\nreason="r"\n', "backend"),
+    ('[[deviation]]\nbackend=[]\nreason="r"\n', "backend"),
+    ('[[deviation]]\nbackend="fw"\nreason="r"\nstrict="no"\n', "strict"),
     ('[[deviation]]\nbackend="fw"\n', "reason"),
     ('[[deviation]]\nbackend="fw"\nreason="r"\nversions="not a spec"\n', "versions"),
     ('[[deviation]]\nbackend="fw"\nreason="r"\ncase={colour="red"}\n', "case"),
@@ -61,6 +64,19 @@ def test_bad_registry_is_a_user_error(tmp_path, text, field):
         load(tmp_path, text)
 
 
-def test_shipped_registry_loads():
+def test_every_shipped_entry_selects_a_shipped_case():
+    from conformance.backends import BACKENDS
+    from conformance.suite import load as load_suite, suite_names
+
+    cases = [c for name in suite_names() for c in load_suite(name).cases]
     for d in deviations.load():
-        assert d.reason and d.backend
+        assert d.reason and set(d.backends) <= set(BACKENDS), d
+        assert any(d.selects(c) for c in cases), f"{d.describe()} selects no case of any shipped suite"
+
+
+def test_crash_is_a_known_failure_and_non_strict_pass_stays_pass(tmp_path):
+    devs = load(tmp_path, '[[deviation]]\nbackend=["fw", "fw2"]\nstrict=false\nreason="stale memory"\n')
+    rows = [row("crash"), row("pass", backend="fw2"), row("unsupported")]
+    deviations.apply(rows, {CASE.id: CASE}, {}, devs)
+    assert [r["status"] for r in rows] == ["xfail", "pass", "unsupported"]
+    assert rows[0]["reason"] == "known deviation: stale memory; crash: why"
