@@ -93,3 +93,18 @@ def test_failures_exit_1_and_print_rerun_lines(tmp_path):
     assert var["status"] == "fail" and "NaN/Inf pattern differs" in var["reason"] and "got inf" in var["reason"]
     summary = (tmp_path / "o" / "summary.md").read_text()
     assert "FAILED" in summary and "re-run: `conformance run --case overflow,dtype=float32," in summary
+
+
+def test_default_run_on_every_installed_backend_has_no_unexpected_row(tmp_path):
+    """The README's main command: every backend found, the smoke suite, known deviations as xfail: exit 0."""
+    r = conformance("run", "--out", str(tmp_path))
+    df = pd.read_csv(tmp_path / "results.csv")
+    bad = df[df["status"].isin(["fail", "error", "crash", "timeout", "xpass"])]
+    assert bad.empty, bad[["target", "output", "reason"]].head(10).to_string()
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = (tmp_path / "summary.md").read_text()
+    for target in set(df["target"]):
+        assert f"| {target} |" in summary
+    fw = df[~df["backend"].isin(["opencl", "numpy"])]
+    if len(fw):  # frameworks are compared with the oracle and with the SUT on each OpenCL device
+        assert {"oracle"} < set(fw["vs"]) and any(v.startswith("opencl@") for v in fw["vs"])
