@@ -39,6 +39,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--repeats", type=int, default=TimingPolicy.max_repeats, help="at most this many timed repeats per case and target")
     r.add_argument("--time-budget", type=float, default=TimingPolicy.budget_s, help="seconds of timed repeats per case and target (after 3)")
     r.add_argument("--deviations", default=str(deviations.DEFAULT_PATH), help="known-deviations file (default: cases/known_deviations.toml)")
+    b = sub.add_parser("bench", help="time forward/backward on every backend side by side, against the memory-copy roofline")
+    b.add_argument("--suite", default="perf", help="suite name or path (default: perf)")
+    b.add_argument("--case", action="append", metavar="ID", help="only this case id (repeatable)")
+    b.add_argument("--backend", action="append", metavar="NAME", help="only this backend (repeatable)")
+    b.add_argument("--device", metavar="SUBSTRING", help="only OpenCL devices matching this")
+    b.add_argument("--out", default="reports/bench", type=Path, help="output directory (default: reports/bench)")
+    b.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
+    b.add_argument("--repeats", type=int, default=5, help="timed repeats per round (default 5)")
+    b.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S)
     cv = sub.add_parser("conventions", help="measure each installed framework's conventions; print documented vs observed")
     cv.add_argument("--backend", action="append", metavar="NAME", help="only this framework backend (repeatable)")
     cv.add_argument("--out", type=Path, help="also write conventions.md and conventions.json here")
@@ -116,6 +125,26 @@ def cmd_list(args) -> int:
     return 0
 
 
+def cmd_bench(args, argv) -> int:
+    from . import bench, bench_report
+
+    if args.rounds < 1 or args.repeats < 1:
+        raise UserError("--rounds and --repeats must be >= 1", source="conformance bench")
+    label, cases, _ = _cases(args)
+    infos = discover(args.backend)
+    targets = select_targets(infos, args.device, explicit=bool(args.backend))
+    if not targets:
+        raise UserError("no backend is available", source="conformance bench")
+    print(f"bench {label}: {len(bench.problems(cases))} problems on " + ", ".join(t.label for t in targets), file=sys.stderr)
+    rows, rss = bench.run_bench(cases, targets, args.rounds, args.repeats, args.timeout, Progress(len(bench.problems(cases))))
+    meta = metadata.collect(argv, label, infos, targets, THRESHOLDS)
+    meta.update(rounds=args.rounds, repeats=args.repeats)
+    df = bench_report.write(args.out, rows, meta, rss)
+    print(bench_report.summary(df).to_string(index=False))
+    print(f"{len(df)} rows; report in {args.out}/bench.md")
+    return 0
+
+
 def cmd_conventions(args) -> int:
     from . import conventions
     from .backends import FRAMEWORKS
@@ -151,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         if args.command == "run":
             return cmd_run(args, argv)
+        if args.command == "bench":
+            return cmd_bench(args, argv)
         return cmd_conventions(args) if args.command == "conventions" else cmd_list(args)
     except UserError as exc:
         print(f"conformance: error: {exc}", file=sys.stderr)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import resource
 import signal
 import traceback
 
@@ -57,6 +58,7 @@ def _main(conn, backend: str, device_key) -> None:  # runs in the child
         conn.send(("unavailable", backends.import_failure(exc), [], {}))
         return
     conn.send(("ready", None, devices, _meta(mod)))
+    cached = {}  # inputs kept by key, so a benchmark sends big tensors once
     while True:
         try:
             msg = conn.recv()
@@ -64,7 +66,23 @@ def _main(conn, backend: str, device_key) -> None:  # runs in the child
             return
         if msg[0] == "quit":
             return
+        if msg[0] == "keep":  # ("keep", key, inputs): later runs may pass the key instead of the arrays
+            cached.clear()
+            cached[msg[1]] = msg[2]
+            conn.send(("kept", msg[1]))
+            continue
+        if msg[0] == "copy":  # ("copy", nbytes, policy): the memory-copy roofline of this device
+            try:
+                conn.send(("ok", mod.measure_copy(session, msg[1], msg[2])))
+            except Exception as exc:
+                conn.send(("error", _first_line(exc), ""))
+            continue
+        if msg[0] == "rss":
+            conn.send(("rss", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0))  # MiB (Linux: KiB)
+            continue
         _, case, inputs, policy, use_defaults = msg
+        if isinstance(inputs, str):
+            inputs = cached[inputs]
         try:
             reason = mod.supports(session, case)
             if reason:
@@ -151,6 +169,33 @@ class Worker:
             how = _describe_exit(self.proc.exitcode)
             self.kill()
             return ("crash", f"{self.backend}: worker died ({how}); restarted")
+
+    def keep(self, key: str, inputs, timeout: float = 600.0) -> bool:
+        """Send inputs once; later run() calls may pass `key` in their place. False if the worker is gone."""
+        if self.proc is None or not self.proc.is_alive():
+            return False
+        try:
+            self.conn.send(("keep", key, inputs))
+            return self._recv(timeout)[0] == "kept"
+        except (TimeoutError, WorkerDied, BrokenPipeError):
+            self.kill()
+            return False
+
+    def measure_copy(self, nbytes: int, policy, timeout: float = 600.0):
+        """Wall times (ms) of copying nbytes on this worker's device, or None where it cannot."""
+        try:
+            self.conn.send(("copy", nbytes, policy))
+            reply = self._recv(timeout)
+            return reply[1] if reply[0] == "ok" else None
+        except Exception:  # noqa: BLE001
+            return None
+
+    def peak_rss_mib(self) -> float | None:
+        try:
+            self.conn.send(("rss",))
+            return self._recv(30)[1]
+        except Exception:  # noqa: BLE001 - a dead worker has no answer; the figure is then unknown
+            return None
 
     def kill(self):
         if self.proc is not None and self.proc.is_alive():

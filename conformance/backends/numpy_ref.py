@@ -77,3 +77,11 @@ def run(session, case, inputs, policy):
     outputs = _compute(case, inputs)
     walls, _ = time_repeats(lambda: _compute(case, inputs), policy)
     return Result(outputs=outputs, wall_ms=walls)
+
+
+def measure_copy(session, nbytes, policy):
+    """The host's memory-copy roofline: np.copyto between two preallocated arrays of nbytes."""
+    src = np.ones(nbytes // 4, np.float32)
+    dst = np.empty_like(src)
+    walls, _ = time_repeats(lambda: np.copyto(dst, src), policy)
+    return walls

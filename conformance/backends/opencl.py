@@ -23,11 +23,13 @@ from ..opencl_env import register_runtimes
 
 register_runtimes()  # before pyopencl is first imported: it decides which OpenCL platforms exist
 
+from . import opencl_tuning  # noqa: E402
 from .base import DeviceInfo, Result, Skip, time_repeats  # noqa: E402
 
 NAME = "opencl"
 KERNEL_FILE = "batchnorm.cl"
-MAX_LOCAL_SIZE = 256
+KERNELS = ("bn_shift", "bn_stats_partial_cf", "bn_stats_partial_cl", "bn_stats_final", "bn_infer_prep", "bn_apply",
+           "bn_bwd_partial_cf", "bn_bwd_partial_cl", "bn_bwd_final", "bn_bwd_apply")
 _DTYPE_DEFINES = {"float16": ["-DDATA_HALF"], "float32": [], "float64": ["-DDATA_DOUBLE"]}
 _PLATFORM_SHORT = {  # platform-name prefix -> short name
     "portable computing language": "pocl",
@@ -132,7 +134,8 @@ def _build(session, dtype: str):
     if dtype not in programs:
         path = kernels_dir() / KERNEL_FILE
         source = path.read_text()
-        options = [f"-DLOCAL_SIZE={session['local_size']}", *_DTYPE_DEFINES[dtype]]
+        tune = session["tuning"]
+        options = [f"-DREDUCE_LS={tune['reduce_ls']}", f"-DAPPLY_LS={tune['apply_ls']}", *_DTYPE_DEFINES[dtype]]
         if dtype != "float64" and session["device"].single_fp_config & cl.device_fp_config.CORRECTLY_ROUNDED_DIVIDE_SQRT:
             options.append("-cl-fp32-correctly-rounded-divide-sqrt")
         try:
@@ -141,8 +144,7 @@ def _build(session, dtype: str):
                 program = cl.Program(session["context"], source).build(options=options)
         except cl.Error as exc:
             raise RuntimeError(f"OpenCL build of {path.name} for {dtype} failed: {_first_log_line(exc)}") from exc
-        programs[dtype] = {name: getattr(program, name) for name in
-                           ("bn_stats", "bn_infer_prep", "bn_apply", "bn_bwd_reduce", "bn_bwd_apply")}
+        programs[dtype] = {name: getattr(program, name) for name in KERNELS}
     return programs[dtype]
 
 
@@ -153,12 +155,14 @@ def open(device_key):  # noqa: A001 - the contract's name
     if not match:
         raise Skip(f"no OpenCL device with key {device_key!r}")
     info, dev = match[0]
-    limit = min(MAX_LOCAL_SIZE, int(dev.max_work_group_size), int(dev.max_work_item_sizes[0]))
-    local_size = 1 << (limit.bit_length() - 1)  # the tree reduction wants a power of two
+    tune = opencl_tuning.params(info.key)
+    limit = min(int(dev.max_work_group_size), int(dev.max_work_item_sizes[0]))
+    for key in ("reduce_ls", "apply_ls"):  # the tree reduction wants a power of two
+        tune[key] = 1 << (min(tune[key], limit).bit_length() - 1)
     context = cl.Context([dev])
     queue = cl.CommandQueue(context, dev, properties=cl.command_queue_properties.PROFILING_ENABLE)
     session = {"info": info, "device": dev, "context": context, "queue": queue,
-               "local_size": local_size, "programs": {}}
+               "tuning": tune, "local_size": tune["apply_ls"], "programs": {}}
     try:
         _build(session, "float32")
     except RuntimeError as exc:
@@ -190,18 +194,31 @@ def _round_up(n: int, k: int) -> int:
     return (n + k - 1) // k * k
 
 
+def _split(n_items: int, per_group: int, groups_other: int, want_groups: int) -> tuple[int, int]:
+    """(chunk, K): n_items cut into K chunks of `chunk`, at most per_group each, and smaller while fewer
+    than want_groups work-groups (K x groups_other) would run."""
+    chunk = max(1, min(per_group, n_items))
+    while chunk > 1 and groups_other * -(-n_items // chunk) < want_groups:
+        chunk = max(1, chunk // 2)
+    return chunk, -(-n_items // chunk)
+
+
 def _plan(session, case, inputs):
-    """Buffers (name -> cl.Buffer) and launches [(kernel, global_size, args)] for the whole operation."""
+    """Buffers (name -> cl.Buffer) and launches [(kernel, global, local, args)] for the whole operation."""
     import pyopencl as cl
 
-    ctx, ls = session["context"], session["local_size"]
+    ctx, tune = session["context"], session["tuning"]
+    rls, als = tune["reduce_ls"], tune["apply_ls"]
     kernels = _build(session, case.dtype)
     mf = cl.mem_flags
     acc = np.dtype(case.param_dtype).type
     u32, i32 = np.uint32, np.int32
-    n, C, inner, m = math.prod(case.shape), case.channels, case.inner, case.count
-    data_bytes = n * np.dtype(case.dtype).itemsize
+    n, C, inner, outer, m = math.prod(case.shape), case.channels, case.inner, case.outer, case.count
+    item = np.dtype(case.dtype).itemsize
+    data_bytes = n * item
     param_bytes = C * np.dtype(case.param_dtype).itemsize
+    want = tune["min_groups"] * session["info"].extra.get("compute_units", 1)
+    chan_last = inner == 1
 
     def upload(arr, flags=mf.READ_ONLY):
         return cl.Buffer(ctx, flags | mf.COPY_HOST_PTR, hostbuf=np.ascontiguousarray(arr))
@@ -209,45 +226,65 @@ def _plan(session, case, inputs):
     b = {"x": upload(inputs.x), "gamma": upload(inputs.gamma), "beta": upload(inputs.beta),
          "running_mean": upload(inputs.running_mean, mf.READ_WRITE),
          "running_var": upload(inputs.running_var, mf.READ_WRITE),
-         "y": cl.Buffer(ctx, mf.WRITE_ONLY, data_bytes)}
-    for name in ("centre_w", "shift_w", "invstd_w"):  # per-channel work buffers shared by the kernels
-        b[name] = cl.Buffer(ctx, mf.READ_WRITE, param_bytes)
-    work = (b["centre_w"], b["shift_w"], b["invstd_w"])
+         "y": cl.Buffer(ctx, mf.WRITE_ONLY, data_bytes),
+         "mean_w": cl.Buffer(ctx, mf.READ_WRITE, param_bytes), "invstd_w": cl.Buffer(ctx, mf.READ_WRITE, param_bytes)}
+    width, rows = (C, outer) if chan_last else (inner, outer * C)
+    elementwise = ((_round_up(width, als), rows), (als, 1))
+    c_groups = -(-C // als)
+    if chan_last:  # reductions over rows, one work-item per channel
+        chunk, K = _split(outer, max(1, tune["chunk_bytes"] // (C * item)), c_groups, want)
+        red_shape = ((c_groups * als, K), (als, 1))
+    else:  # reductions over chunks of each channel, one work-group per (chunk, channel)
+        chunk, K = _split(m, tune["chunk"], C, want)
+        red_shape = ((K * rls, C), (rls, 1))
+    per_channel = ((c_groups * als,), (als,))
+    b["part"] = cl.Buffer(ctx, mf.READ_WRITE, K * param_bytes * 3)
+    work = (b["mean_w"], b["invstd_w"])
     eps = acc(case.eps)
-    channel_groups, element_items = C * ls, _round_up(n, ls)
     launches = []
     if case.mode == "train":
         b["mean"] = cl.Buffer(ctx, mf.WRITE_ONLY, param_bytes)
         b["stat"] = cl.Buffer(ctx, mf.WRITE_ONLY, param_bytes)
+        b["shift"] = cl.Buffer(ctx, mf.READ_WRITE, param_bytes)
+        launches.append((kernels["bn_shift"], *per_channel, (b["x"], u32(C), u32(inner), u32(m), b["shift"])))
+        if chan_last:
+            launches.append((kernels["bn_stats_partial_cl"], *red_shape,
+                             (b["x"], u32(C), u32(outer), u32(chunk), b["shift"], b["part"])))
+        else:
+            launches.append((kernels["bn_stats_partial_cf"], *red_shape,
+                             (b["x"], u32(C), u32(inner), u32(m), u32(chunk), b["shift"], b["part"])))
         p = case.momentum if case.momentum_dir == "old" else 1.0 - case.momentum  # framework-style parameter
-        launches.append((kernels["bn_stats"], channel_groups, (
-            b["x"], u32(C), u32(inner), u32(m), eps, acc(p), i32(case.momentum_dir == "new"),
+        launches.append((kernels["bn_stats_final"], *per_channel, (
+            b["part"], b["shift"], u32(C), u32(K), u32(m), eps, acc(p), i32(case.momentum_dir == "new"),
             i32(case.running_var == "unbiased"), i32(case.stats == "invstd"),
             b["running_mean"], b["running_var"], b["mean"], b["stat"], *work)))
     else:
-        launches.append((kernels["bn_infer_prep"], _round_up(C, ls), (
-            b["running_mean"], b["running_var"], eps, u32(C), *work)))
-    launches.append((kernels["bn_apply"], element_items, (
-        b["x"], b["y"], u32(n), u32(C), u32(inner), *work, b["gamma"], b["beta"],
-        i32(case.fix_gamma))))
+        launches.append((kernels["bn_infer_prep"], *per_channel, (b["running_mean"], b["running_var"], eps, u32(C), *work)))
+    launches.append((kernels["bn_apply"], *elementwise, (
+        b["x"], b["y"], u32(width), u32(C), i32(chan_last), *work, b["gamma"], b["beta"], i32(case.fix_gamma))))
     if case.backward:
         b["dy"] = upload(inputs.dy)
         b["dx"] = cl.Buffer(ctx, mf.WRITE_ONLY, data_bytes)
         for name in ("dbeta", "dgamma_sum", "dgamma"):
             b[name] = cl.Buffer(ctx, mf.READ_WRITE, param_bytes)
-        launches.append((kernels["bn_bwd_reduce"], channel_groups, (
-            b["x"], b["dy"], u32(C), u32(inner), u32(m), *work, i32(case.fix_gamma),
-            b["dbeta"], b["dgamma_sum"], b["dgamma"])))
-        launches.append((kernels["bn_bwd_apply"], element_items, (
-            b["x"], b["dy"], b["dx"], u32(n), u32(C), u32(inner), u32(m), *work, b["gamma"],
+        if chan_last:
+            launches.append((kernels["bn_bwd_partial_cl"], *red_shape,
+                             (b["x"], b["dy"], u32(C), u32(outer), u32(chunk), b["mean_w"], b["part"])))
+        else:
+            launches.append((kernels["bn_bwd_partial_cf"], *red_shape,
+                             (b["x"], b["dy"], u32(C), u32(inner), u32(m), u32(chunk), b["mean_w"], b["part"])))
+        launches.append((kernels["bn_bwd_final"], *per_channel, (
+            b["part"], u32(C), u32(K), b["invstd_w"], i32(case.fix_gamma), b["dbeta"], b["dgamma_sum"], b["dgamma"])))
+        launches.append((kernels["bn_bwd_apply"], *elementwise, (
+            b["x"], b["dy"], b["dx"], u32(width), u32(C), i32(chan_last), u32(m), *work, b["gamma"],
             i32(case.fix_gamma), b["dbeta"], b["dgamma_sum"], i32(case.mode == "train"))))
     return b, launches
 
 
 def _enqueue_all(session, launches) -> float:
     """Run every launch, wait, and return the summed kernel time in ms (profiling events)."""
-    queue, ls = session["queue"], session["local_size"]
-    events = [kernel(queue, (gsize,), (ls,), *args) for kernel, gsize, args in launches]
+    queue = session["queue"]
+    events = [kernel(queue, gsize, lsize, *args) for kernel, gsize, lsize, args in launches]
     queue.finish()
     return sum(ev.profile.end - ev.profile.start for ev in events) * 1e-6
 
@@ -275,3 +312,28 @@ def run(session, case, inputs, policy):
     except RuntimeError as exc:  # a build failure of a lazily built program
         raise RuntimeError(f"{where}: {exc}") from exc
     return Result(outputs=outputs, wall_ms=walls, kernel_ms=kernel_ms)
+
+
+def measure_copy(session, nbytes, policy):
+    """The device's memory-copy roofline: kernels_cl/copy.cl on two buffers of nbytes, allocated once."""
+    import pyopencl as cl
+
+    if "copy" not in session["programs"]:
+        src = (kernels_dir() / "copy.cl").read_text()
+        session["programs"]["copy"] = cl.Program(session["context"], src).build().copy_f4
+    kernel = session["programs"]["copy"]
+    n = nbytes // 4
+    n4 = n // 4
+    mf = cl.mem_flags
+    src = cl.Buffer(session["context"], mf.READ_WRITE | mf.COPY_HOST_PTR, hostbuf=np.ones(n, np.float32))
+    dst = cl.Buffer(session["context"], mf.READ_WRITE, n * 4)
+    ls = session["tuning"]["apply_ls"]
+    gsize = _round_up(max(n4, n - 4 * n4, 1), ls)
+    queue = session["queue"]
+
+    def once():
+        kernel(queue, (gsize,), (ls,), src, dst, np.uint32(n4), src, dst, np.uint32(n))
+        queue.finish()
+
+    walls, _ = time_repeats(once, policy)
+    return walls

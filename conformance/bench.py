@@ -1,0 +1,156 @@
+"""`conformance bench`: forward training, forward inference and backward, every backend side by side.
+
+Each target (a backend on a device) runs in its own worker process and keeps its inputs there (sent once per
+problem). Rounds are interleaved: round r times every target on every phase before round r + 1 starts, so
+drift on a shared machine hits every backend alike. Each round's figures are the wall times (enqueue or call
+to finish) of a few repeats; median, p10 and p90 are over all rounds.
+
+Phases of a problem (shape, axis, dtype):
+    forward_train   mode train, no backward
+    forward_infer   mode infer, no backward
+    backward        (forward + backward) - forward_train, medians: no API here times a backward alone the same
+                    way, so every backend gets the same derivation
+Minimal bytes: x read and y written for forward phases; x and dy read and dx written for backward.
+In the same run each device's memory-copy bandwidth is measured on the bytes of x (an OpenCL copy kernel per
+device, np.copyto on the host), so every figure is also a fraction of that roofline: copy_time / time for
+forward (2N bytes either way), 1.5 copy_time / time for backward.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+
+import numpy as np
+
+from .backends.base import TimingPolicy
+from .case import Case
+from .generate import generate
+from .runner import Target, _start, profiled
+
+PHASES = ("forward_train", "forward_infer", "backward")
+
+
+def problems(cases: list[Case]) -> list[Case]:
+    """One case per (shape, axis, dtype, fill, seed): the suite's modes and flags do not matter here."""
+    seen, out = set(), []
+    for c in cases:
+        base = dataclasses.replace(c, mode="train", backward=True)
+        key = (base.shape, base.axis, base.dtype, base.fill, base.seed)
+        if key not in seen:
+            seen.add(key)
+            out.append(base)
+    return out
+
+
+def _variants(problem: Case, target: Target) -> dict[str, Case]:
+    p = profiled(problem, target.meta.get("profile")) if target.is_framework else problem
+    return {"forward_train": dataclasses.replace(p, backward=False),
+            "forward_infer": dataclasses.replace(p, mode="infer", backward=False),
+            "train_step": p}
+
+
+def _pct(values, q):
+    return float(np.percentile(values, q)) if values else np.nan
+
+
+def run_bench(cases: list[Case], targets: list[Target], rounds: int, repeats: int, timeout_s: float, progress=None) -> tuple[list[dict], dict]:
+    """Rows of bench.csv and {target label: peak RSS MiB}."""
+    policy = TimingPolicy(warmup=1, min_repeats=repeats, max_repeats=repeats, budget_s=0.0)
+    rows: list[dict] = []
+    try:
+        _start(targets)
+        live = [t for t in targets if t.state == "ready"]
+        for problem in problems(cases):
+            rows.extend(_bench_problem(problem, live, rounds, policy, timeout_s))
+            if progress is not None:
+                progress.step(problem.name, {})
+        rss = {t.label: t.worker.peak_rss_mib() for t in live}
+    finally:
+        for t in targets:
+            if t.worker is not None:
+                t.worker.stop()
+        if progress is not None:
+            progress.close()
+    return rows, rss
+
+
+def _bench_problem(problem: Case, targets: list[Target], rounds: int, policy: TimingPolicy, timeout_s: float) -> list[dict]:
+    inputs = generate(problem)
+    key = problem.id
+    walls = {(t.label, ph): [] for t in targets for ph in ("forward_train", "forward_infer", "train_step")}
+    kernel = {k: [] for k in walls}
+    status = {}
+    copy = {}
+    for t in targets:
+        t.worker.keep(key, inputs)
+        copy[t.label] = t.worker.measure_copy(inputs.x.nbytes, policy) if hasattr(t.worker, "measure_copy") else None
+    for _ in range(rounds):
+        for t in targets:
+            for ph, case in _variants(problem, t).items():
+                if status.get((t.label, ph), "ok") != "ok":
+                    continue
+                reply = t.worker.run(case, key, policy, timeout_s)
+                if reply[0] != "ok":
+                    status[(t.label, ph)] = f"{reply[0]}: {reply[1]}"
+                    if reply[0] in ("crash", "timeout"):
+                        t.worker.start()
+                        t.worker.keep(key, inputs)
+                    continue
+                walls[(t.label, ph)].extend(reply[1].wall_ms)
+                kernel[(t.label, ph)].extend(reply[1].kernel_ms or [])
+    return _rows(problem, targets, walls, kernel, status, copy)
+
+
+def _rows(problem, targets, walls, kernel, status, copy) -> list[dict]:
+    n = int(np.prod(problem.shape)) * np.dtype(problem.dtype).itemsize
+    host_copy = next((statistics.median(v) for lbl, v in copy.items() if v and not lbl.startswith("opencl@")), np.nan)
+    rows = []
+    for t in targets:
+        med = {ph: statistics.median(walls[(t.label, ph)]) if walls[(t.label, ph)] else np.nan for ph in ("forward_train", "forward_infer", "train_step")}
+        own_copy = statistics.median(copy[t.label]) if copy.get(t.label) else host_copy
+        for ph in PHASES:
+            if ph == "backward":
+                w = walls[(t.label, "train_step")]
+                fwd = med["forward_train"]
+                times = [x - fwd for x in w] if w and not np.isnan(fwd) else []
+                ktimes = _kernel_diff(kernel[(t.label, "train_step")], kernel[(t.label, "forward_train")])
+                reason = status.get((t.label, "train_step")) or status.get((t.label, "forward_train")) or ""
+                nbytes, factor = 3 * n, 1.5
+            else:
+                times, ktimes = walls[(t.label, ph)], kernel[(t.label, ph)]
+                reason = status.get((t.label, ph), "")
+                nbytes, factor = 2 * n, 1.0
+            m = statistics.median(times) if times else np.nan
+            rows.append({
+                "case_id": problem.id, "case": problem.name, "shape": "x".join(map(str, problem.shape)),
+                "axis": problem.axis, "dtype": problem.dtype, "phase": ph, "backend": t.backend,
+                "device": getattr(t.device, "key", None) or "", "target": t.label,
+                "time_ms_median": m, "time_ms_p10": _pct(times, 10), "time_ms_p90": _pct(times, 90),
+                "kernel_ms_median": statistics.median(ktimes) if ktimes else np.nan, "samples": len(times),
+                "bytes": nbytes, "gbps": nbytes / (m * 1e-3) / 1e9 if m and m > 0 else np.nan,
+                "copy_ms_median": own_copy, "frac_of_copy": factor * own_copy / m if m and m > 0 else np.nan,
+                "status": "ok" if times else "no result", "reason": reason,
+            })
+    _speedups(rows, targets)
+    return rows
+
+
+def _kernel_diff(step, fwd):
+    if not step or not fwd:
+        return []
+    f = statistics.median(fwd)
+    return [k - f for k in step]
+
+
+def _speedups(rows: list[dict], targets: list[Target]) -> None:
+    frameworks = {t.label for t in targets if t.is_framework}
+    for ph in PHASES:
+        group = [r for r in rows if r["phase"] == ph]
+        fw_times = [r["time_ms_median"] for r in group if r["target"] in frameworks and not np.isnan(r["time_ms_median"])]
+        best = min(fw_times) if fw_times else np.nan
+        best_label = next((r["target"] for r in group if r["time_ms_median"] == best), "")
+        for r in group:
+            t = r["time_ms_median"]
+            r["best_framework"] = best_label
+            r["speedup_vs_best_framework"] = best / t if fw_times and t and t > 0 else np.nan

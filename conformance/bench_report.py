@@ -1,0 +1,73 @@
+"""bench.csv and bench.md for `conformance bench`."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .report import _atomic_write, md_table
+
+BIG_BYTES = 16e6  # the roofline target applies to problems of 16 MB and more
+
+
+def summary(df: pd.DataFrame) -> pd.DataFrame:
+    """Per OpenCL target and phase: the worst speedup over the best framework and the worst copy fraction."""
+    ocl = df[df["backend"] == "opencl"]
+    rows = []
+    for (target, phase), g in ocl.groupby(["target", "phase"], sort=True):
+        big = g[g["bytes"] / (3 if phase == "backward" else 2) >= BIG_BYTES]
+        rows.append({"target": target, "phase": phase, "min_speedup_vs_best_framework": g["speedup_vs_best_framework"].min(),
+                     "min_frac_of_copy_16MB+": big["frac_of_copy"].min() if len(big) else np.nan,
+                     "problems": g["case_id"].nunique()})
+    return pd.DataFrame(rows)
+
+
+def markdown(df: pd.DataFrame, meta: dict, rss: dict) -> str:
+    out = io.StringIO()
+    w = lambda s="": print(s, file=out)  # noqa: E731
+    w(f"# BatchNorm bench: suite `{meta['suite']}`")
+    w()
+    w(f"`{meta['command']}` at {meta['started']}, git `{meta['git_commit']}`; host {meta['host']['cpu']}, "
+      f"{meta['host']['cores']} cores; {meta['rounds']} interleaved rounds x {meta['repeats']} repeats per target and phase.")
+    w()
+    w("Wall time is enqueue (or call) to finish; `kernel` is the OpenCL profiling-event time. backward = "
+      "(forward + backward) - forward_train, medians. frac = memory-copy time on the same bytes / time "
+      "(x1.5 for backward). speedup = best framework's median / this median.")
+    w()
+    s = summary(df)
+    if len(s):
+        w("## Targets of the OpenCL kernels")
+        w(md_table(list(s.columns), s.values.tolist()))
+        w()
+    w("## Peak resident memory per worker (MiB)")
+    w(md_table(["target", "peak RSS MiB"], [[k, v if v is not None else np.nan] for k, v in sorted(rss.items())]))
+    w()
+    for cid, g in df.groupby("case_id", sort=False):
+        first = g.iloc[0]
+        w(f"## {first['case']} {first['shape']} axis {first['axis']} {first['dtype']}")
+        copies = g.drop_duplicates("target")[["target", "copy_ms_median"]]
+        n = first["bytes"] / (3 if first["phase"] == "backward" else 2)
+        w("copy of x: " + ", ".join(f"{r.target} {r.copy_ms_median:.3g} ms ({2 * n / r.copy_ms_median / 1e6:.1f} GB/s)"
+                                   for r in copies.itertuples() if r.copy_ms_median == r.copy_ms_median))
+        w()
+        table = []
+        for r in g.sort_values(["phase", "time_ms_median"]).itertuples():
+            table.append([r.phase, r.target, r.time_ms_median, f"{r.time_ms_p10:.3g}-{r.time_ms_p90:.3g}",
+                          r.kernel_ms_median, r.gbps, r.frac_of_copy, r.speedup_vs_best_framework, r.reason])
+        w(md_table(["phase", "target", "median ms", "p10-p90 ms", "kernel ms", "GB/s", "frac of copy", "speedup", "note"], table))
+        w()
+    return out.getvalue()
+
+
+def write(out_dir: Path, rows: list[dict], meta: dict, rss: dict) -> pd.DataFrame:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    df = pd.DataFrame(rows)
+    df["peak_rss_mib"] = df["target"].map(rss)
+    _atomic_write(out_dir / "bench.csv", df.to_csv(index=False).encode())
+    _atomic_write(out_dir / "bench.md", markdown(df, meta, rss).encode())
+    _atomic_write(out_dir / "bench.json", json.dumps({**meta, "peak_rss_mib": rss}, indent=2, default=str).encode())
+    return df
