@@ -9,10 +9,11 @@
  *                buffer are float.
  *   DATA_DOUBLE  everything is double (needs cl_khr_fp64).
  *   (neither)    everything is float.
- *   REDUCE_LS    work-group size of the reduction kernels (a power of two, default 256)
- *   APPLY_LS     work-group size (dimension 0) of the elementwise and channel-last kernels (default 64)
+ *   APPLY_LS     work-group size of the per-channel and channel-last kernels (default 64)
  * Every kernel has a fixed work-group size (reqd_work_group_size), so a driver that compiles per launch
- * shape (PoCL) compiles each kernel once.
+ * shape (PoCL) compiles each kernel once. Kernels over contiguous data run one work-item per work-group, and
+ * each work-item walks a long contiguous run 8 values at a time (vload8 / vstore8, eight accumulators):
+ * on CPU devices that is what vectorises and what amortises the cost of a work-group.
  *
  * Reductions run in stages, so that every shape gives the device enough work-groups:
  *   shift    one work-item per channel: K_c = the mean of the channel's first SHIFT_SAMPLES values, an
@@ -25,9 +26,6 @@
  * as (x - mean)^2 is then NaN somewhere.
  */
 
-#ifndef REDUCE_LS
-#define REDUCE_LS 256
-#endif
 #ifndef APPLY_LS
 #define APPLY_LS 64
 #endif
@@ -36,55 +34,41 @@
 #if defined(DATA_DOUBLE)
 #pragma OPENCL EXTENSION cl_khr_fp64 : enable
 typedef double acc_t;
+typedef double8 acc8_t;
 typedef double data_t;
 #define LOAD(p, i) ((p)[(i)])
 #define STORE(v, p, i) ((p)[(i)] = (v))
+#define LOAD8(p, i) vload8(0, (p) + (i))
+#define STORE8(v, p, i) vstore8((v), 0, (p) + (i))
 #elif defined(DATA_HALF)
 typedef float acc_t;
+typedef float8 acc8_t;
 typedef half data_t; /* storage only: vload_half/vstore_half need no extension */
 #define LOAD(p, i) vload_half((i), (p))
 #define STORE(v, p, i) vstore_half_rte((v), (i), (p))
+#define LOAD8(p, i) vload_half8(0, (p) + (i))
+#define STORE8(v, p, i) vstore_half8_rte((v), 0, (p) + (i))
 #else
 typedef float acc_t;
+typedef float8 acc8_t;
 typedef float data_t;
 #define LOAD(p, i) ((p)[(i)])
 #define STORE(v, p, i) ((p)[(i)] = (v))
+#define LOAD8(p, i) vload8(0, (p) + (i))
+#define STORE8(v, p, i) vstore8((v), 0, (p) + (i))
 #endif
 
-#define REDUCE_ATTR __attribute__((reqd_work_group_size(REDUCE_LS, 1, 1)))
-#define APPLY_ATTR __attribute__((reqd_work_group_size(APPLY_LS, 1, 1)))
-
-/* Sum over the work-group; every work-item gets the result. */
-inline acc_t group_sum(__local acc_t *buf, acc_t v)
+/* Sum of the eight lanes, pairwise. (Through a private array: Oclgrind 21.10's uninitialised-value checker
+ * crashes on the lane swizzles v.s0 ... v.s7.) */
+inline acc_t hsum8(acc8_t v)
 {
-    const uint lid = get_local_id(0);
-    buf[lid] = v;
-    barrier(CLK_LOCAL_MEM_FENCE);
-    for (uint s = REDUCE_LS / 2; s > 0; s >>= 1) {
-        if (lid < s)
-            buf[lid] += buf[lid + s];
-        barrier(CLK_LOCAL_MEM_FENCE);
-    }
-    const acc_t r = buf[0];
-    barrier(CLK_LOCAL_MEM_FENCE);
-    return r;
+    acc_t t[8];
+    vstore8(v, 0, t);
+    return ((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7]));
 }
 
-/* Element j of channel c, walked with a step of REDUCE_LS without a division per element:
- * (o, i) = divmod(j, inner), advanced by (step_o, step_i) = divmod(REDUCE_LS, inner). */
-#define WALK_BEGIN(j0)                                                                     \
-    uint o_ = (j0) / inner, i_ = (j0) - o_ * inner;                                        \
-    const uint so_ = REDUCE_LS / inner, si_ = REDUCE_LS - so_ * inner;                     \
-    for (uint j_ = (j0); j_ < end; j_ += REDUCE_LS) {                                      \
-        const uint at_ = (o_ * C + c) * inner + i_;
-#define WALK_END                                                                           \
-        o_ += so_;                                                                         \
-        i_ += si_;                                                                         \
-        if (i_ >= inner) {                                                                 \
-            i_ -= inner;                                                                   \
-            o_ += 1;                                                                       \
-        }                                                                                  \
-    }
+#define ITEM_ATTR __attribute__((reqd_work_group_size(1, 1, 1)))
+#define APPLY_ATTR __attribute__((reqd_work_group_size(APPLY_LS, 1, 1)))
 
 /* Shift: shift[c] = mean of the first min(m, SHIFT_SAMPLES) values of channel c (one work-item per channel). */
 __kernel APPLY_ATTR void bn_shift(__global const data_t *x, uint C, uint inner, uint m, __global acc_t *shift)
@@ -101,35 +85,42 @@ __kernel APPLY_ATTR void bn_shift(__global const data_t *x, uint C, uint inner, 
     shift[c] = s / (acc_t)cnt;
 }
 
-/* Partial, channel-first: work-group (k, c) = (get_group_id(0), get_group_id(1)) covers elements
- * [k * chunk, min((k + 1) * chunk, m)) of channel c. part[(k * C + c) * 3 + {0,1,2}] = S1, S2, P. */
-__kernel REDUCE_ATTR void bn_stats_partial_cf(__global const data_t *x, uint C, uint inner, uint m, uint chunk,
-                                              __global const acc_t *shift, __global acc_t *part)
+/* Partial, channel-first: work-item (k, c) = (get_global_id(0), get_global_id(1)) covers elements
+ * [k * chunk, min((k + 1) * chunk, m)) of channel c, walked as contiguous runs of a row, 8 at a time.
+ * part[(k * C + c) * 3 + {0,1,2}] = S1, S2, P. */
+__kernel ITEM_ATTR void bn_stats_partial_cf(__global const data_t *x, uint C, uint inner, uint m, uint chunk,
+                                            __global const acc_t *shift, __global acc_t *part)
 {
-    __local acc_t buf[REDUCE_LS];
-    const uint k = get_group_id(0), c = get_group_id(1), lid = get_local_id(0);
-    const uint start = k * chunk;
-    const uint end = min(start + chunk, m);
+    const uint k = get_global_id(0), c = get_global_id(1);
+    const uint end = min(k * chunk + chunk, m);
     const acc_t K = shift[c];
+    acc8_t v1 = 0, v2 = 0, vp = 0;
     acc_t s1 = 0, s2 = 0, p = 0;
-    {
-        WALK_BEGIN(start + lid)
-        const acc_t v = LOAD(x, at_);
-        const acc_t d = v - K;
-        s1 += d;
-        s2 += d * d;
-        p += v;
-        WALK_END
+    for (uint j = k * chunk; j < end;) {
+        const uint o = j / inner, i = j - o * inner;
+        const uint len = min(inner - i, end - j);
+        const size_t at = ((size_t)o * C + c) * inner + i;
+        uint t = 0;
+        for (; t + 8 <= len; t += 8) {
+            const acc8_t v = LOAD8(x, at + t);
+            const acc8_t d = v - K;
+            v1 += d;
+            v2 += d * d;
+            vp += v;
+        }
+        for (; t < len; ++t) {
+            const acc_t v = LOAD(x, at + t);
+            const acc_t d = v - K;
+            s1 += d;
+            s2 += d * d;
+            p += v;
+        }
+        j += len;
     }
-    s1 = group_sum(buf, s1);
-    s2 = group_sum(buf, s2);
-    p = group_sum(buf, p);
-    if (lid == 0) {
-        __global acc_t *q = part + ((size_t)k * C + c) * 3;
-        q[0] = s1;
-        q[1] = s2;
-        q[2] = p;
-    }
+    __global acc_t *q = part + ((size_t)k * C + c) * 3;
+    q[0] = s1 + hsum8(v1);
+    q[1] = s2 + hsum8(v2);
+    q[2] = p + hsum8(vp);
 }
 
 /* Partial, channel-last: work-item c of group (g, k) covers rows [k * chunk, min((k + 1) * chunk, outer)). */
@@ -212,48 +203,68 @@ __kernel APPLY_ATTR void bn_infer_prep(__global const acc_t *running_mean, __glo
     }
 }
 
-/* The channel of the element at (get_global_id(0), row get_global_id(1)) of a [rows, width] launch:
- * channel-first: width = inner, row = o * C + c; channel-last: width = C, row = o. */
-#define CHANNEL(chan_last, C) ((chan_last) ? (uint)get_global_id(0) : (uint)(get_global_id(1) % (C)))
+/* Elementwise kernels: work-item (g, c, o) = (get_global_id(0), (1), (2)) handles elements
+ * [g * seg, min((g + 1) * seg, width)) of one row:
+ *   channel-first: width = inner, the row of (o, c): one channel for the whole run;
+ *   channel-last:  width = C, row o (get_global_id(1) == 0): element w belongs to channel w. */
+#define ROW_BEGIN                                                                          \
+    const uint w0 = get_global_id(0) * seg;                                                \
+    const uint w1 = min(w0 + seg, width);                                                  \
+    const uint cc = get_global_id(1);                                                      \
+    const size_t row = chan_last ? (size_t)get_global_id(2) * C                            \
+                                 : ((size_t)get_global_id(2) * C + cc) * inner;
 
-/* y = (x - mean) * invstd * gamma + beta over a 2D launch (width padded to APPLY_LS, rows). */
-__kernel APPLY_ATTR void bn_apply(__global const data_t *x, __global data_t *y, uint width, uint C, int chan_last,
-                                  __global const acc_t *mean_w, __global const acc_t *invstd_w,
-                                  __global const acc_t *gamma, __global const acc_t *beta, int fix_gamma)
+/* y = (x - mean) * invstd * gamma + beta. fix_gamma != 0: gamma is taken as 1. */
+__kernel ITEM_ATTR void bn_apply(__global const data_t *x, __global data_t *y, uint width, uint C, uint inner,
+                                 uint seg, int chan_last, __global const acc_t *mean_w,
+                                 __global const acc_t *invstd_w, __global const acc_t *gamma,
+                                 __global const acc_t *beta, int fix_gamma)
 {
-    const uint w = get_global_id(0);
-    if (w >= width)
+    ROW_BEGIN
+    if (chan_last) {
+        for (uint w = w0; w < w1; ++w) {
+            const acc_t a = (fix_gamma ? (acc_t)1 : gamma[w]) * invstd_w[w];
+            STORE((LOAD(x, row + w) - mean_w[w]) * a + beta[w], y, row + w);
+        }
         return;
-    const uint c = CHANNEL(chan_last, C);
-    const size_t at = (size_t)get_global_id(1) * width + w;
-    const acc_t a = (fix_gamma ? (acc_t)1 : gamma[c]) * invstd_w[c];
-    STORE((LOAD(x, at) - mean_w[c]) * a + beta[c], y, at);
+    }
+    const acc_t mu = mean_w[cc], a = (fix_gamma ? (acc_t)1 : gamma[cc]) * invstd_w[cc], b = beta[cc];
+    uint w = w0;
+    for (; w + 8 <= w1; w += 8)
+        STORE8((LOAD8(x, row + w) - mu) * a + b, y, row + w);
+    for (; w < w1; ++w)
+        STORE((LOAD(x, row + w) - mu) * a + b, y, row + w);
 }
 
-/* Backward stage 1, channel-first: part[(k * C + c) * 2 + {0, 1}] = sum dy, sum dy * (x - mean) over the chunk. */
-__kernel REDUCE_ATTR void bn_bwd_partial_cf(__global const data_t *x, __global const data_t *dy, uint C, uint inner,
-                                            uint m, uint chunk, __global const acc_t *mean_w,
-                                            __global acc_t *part)
+/* Backward stage 1, channel-first: part[(k * C + c) * 2 + {0, 1}] = sum dy, sum dy * (x - mean) over the
+ * chunk, walked like bn_stats_partial_cf. */
+__kernel ITEM_ATTR void bn_bwd_partial_cf(__global const data_t *x, __global const data_t *dy, uint C, uint inner,
+                                          uint m, uint chunk, __global const acc_t *mean_w, __global acc_t *part)
 {
-    __local acc_t buf[REDUCE_LS];
-    const uint k = get_group_id(0), c = get_group_id(1), lid = get_local_id(0);
-    const uint start = k * chunk;
-    const uint end = min(start + chunk, m);
+    const uint k = get_global_id(0), c = get_global_id(1);
+    const uint end = min(k * chunk + chunk, m);
     const acc_t mu = mean_w[c];
+    acc8_t vg = 0, vgx = 0;
     acc_t s_dy = 0, s_dyx = 0;
-    {
-        WALK_BEGIN(start + lid)
-        const acc_t g = LOAD(dy, at_);
-        s_dy += g;
-        s_dyx += g * (LOAD(x, at_) - mu);
-        WALK_END
+    for (uint j = k * chunk; j < end;) {
+        const uint o = j / inner, i = j - o * inner;
+        const uint len = min(inner - i, end - j);
+        const size_t at = ((size_t)o * C + c) * inner + i;
+        uint t = 0;
+        for (; t + 8 <= len; t += 8) {
+            const acc8_t g = LOAD8(dy, at + t);
+            vg += g;
+            vgx += g * (LOAD8(x, at + t) - mu);
+        }
+        for (; t < len; ++t) {
+            const acc_t g = LOAD(dy, at + t);
+            s_dy += g;
+            s_dyx += g * (LOAD(x, at + t) - mu);
+        }
+        j += len;
     }
-    s_dy = group_sum(buf, s_dy);
-    s_dyx = group_sum(buf, s_dyx);
-    if (lid == 0) {
-        part[((size_t)k * C + c) * 2] = s_dy;
-        part[((size_t)k * C + c) * 2 + 1] = s_dyx;
-    }
+    part[((size_t)k * C + c) * 2] = s_dy + hsum8(vg);
+    part[((size_t)k * C + c) * 2 + 1] = s_dyx + hsum8(vgx);
 }
 
 /* Backward stage 1, channel-last. */
@@ -296,30 +307,42 @@ __kernel APPLY_ATTR void bn_bwd_final(__global const acc_t *part, uint C, uint K
     dgamma_out[c] = fix_gamma ? (acc_t)0 : dg;
 }
 
-/* dx over a 2D launch like bn_apply.
+/* dx, launched like bn_apply.
  *   train != 0: dx = gamma invstd (dy - dbeta / m - xhat dgamma / m), xhat = (x - mean) invstd
  *   train == 0: dx = gamma invstd dy   (invstd of the running variance: a constant) */
-__kernel APPLY_ATTR void bn_bwd_apply(__global const data_t *x, __global const data_t *dy, __global data_t *dx,
-                                      uint width, uint C, int chan_last, uint m,
-                                      __global const acc_t *mean_w, __global const acc_t *invstd_w,
-                                      __global const acc_t *gamma, int fix_gamma,
-                                      __global const acc_t *dbeta, __global const acc_t *dgamma_sum, int train)
+__kernel ITEM_ATTR void bn_bwd_apply(__global const data_t *x, __global const data_t *dy, __global data_t *dx,
+                                     uint width, uint C, uint inner, uint seg, int chan_last, uint m,
+                                     __global const acc_t *mean_w, __global const acc_t *invstd_w,
+                                     __global const acc_t *gamma, int fix_gamma,
+                                     __global const acc_t *dbeta, __global const acc_t *dgamma_sum, int train)
 {
-    const uint w = get_global_id(0);
-    if (w >= width)
+    ROW_BEGIN
+    const acc_t fm = (acc_t)m;
+    if (chan_last) {
+        for (uint w = w0; w < w1; ++w) {
+            const acc_t inv = invstd_w[w], a = (fix_gamma ? (acc_t)1 : gamma[w]) * inv;
+            const acc_t g = LOAD(dy, row + w);
+            const acc_t r = train ? a * (g - dbeta[w] / fm - (LOAD(x, row + w) - mean_w[w]) * inv * dgamma_sum[w] / fm)
+                                  : a * g;
+            STORE(r, dx, row + w);
+        }
         return;
-    const uint c = CHANNEL(chan_last, C);
-    const size_t at = (size_t)get_global_id(1) * width + w;
-    const acc_t inv = invstd_w[c];
-    const acc_t a = (fix_gamma ? (acc_t)1 : gamma[c]) * inv;
-    const acc_t g = LOAD(dy, at);
-    acc_t r;
-    if (train) {
-        const acc_t fm = (acc_t)m;
-        const acc_t xhat = (LOAD(x, at) - mean_w[c]) * inv;
-        r = a * (g - dbeta[c] / fm - xhat * dgamma_sum[c] / fm);
-    } else {
-        r = a * g;
     }
-    STORE(r, dx, at);
+    const acc_t inv = invstd_w[cc], a = (fix_gamma ? (acc_t)1 : gamma[cc]) * inv;
+    const acc_t mu = mean_w[cc];
+    uint w = w0;
+    if (!train) { /* x is not read: an Inf in x must not reach dx */
+        for (; w + 8 <= w1; w += 8)
+            STORE8(a * LOAD8(dy, row + w), dx, row + w);
+        for (; w < w1; ++w)
+            STORE(a * LOAD(dy, row + w), dx, row + w);
+        return;
+    }
+    /* dx = a (dy - dbeta / m) - a invstd dgamma / m (x - mean) */
+    const acc_t db = dbeta[cc] / fm;
+    const acc_t kx = a * inv * dgamma_sum[cc] / fm;
+    for (; w + 8 <= w1; w += 8)
+        STORE8(a * (LOAD8(dy, row + w) - db) - kx * (LOAD8(x, row + w) - mu), dx, row + w);
+    for (; w < w1; ++w)
+        STORE(a * (LOAD(dy, row + w) - db) - kx * (LOAD(x, row + w) - mu), dx, row + w);
 }

@@ -135,7 +135,7 @@ def _build(session, dtype: str):
         path = kernels_dir() / KERNEL_FILE
         source = path.read_text()
         tune = session["tuning"]
-        options = [f"-DREDUCE_LS={tune['reduce_ls']}", f"-DAPPLY_LS={tune['apply_ls']}", *_DTYPE_DEFINES[dtype]]
+        options = [f"-DAPPLY_LS={tune['apply_ls']}", *_DTYPE_DEFINES[dtype]]
         if dtype != "float64" and session["device"].single_fp_config & cl.device_fp_config.CORRECTLY_ROUNDED_DIVIDE_SQRT:
             options.append("-cl-fp32-correctly-rounded-divide-sqrt")
         try:
@@ -157,8 +157,7 @@ def open(device_key):  # noqa: A001 - the contract's name
     info, dev = match[0]
     tune = opencl_tuning.params(info.key)
     limit = min(int(dev.max_work_group_size), int(dev.max_work_item_sizes[0]))
-    for key in ("reduce_ls", "apply_ls"):  # the tree reduction wants a power of two
-        tune[key] = 1 << (min(tune[key], limit).bit_length() - 1)
+    tune["apply_ls"] = 1 << (min(tune["apply_ls"], limit).bit_length() - 1)
     context = cl.Context([dev])
     queue = cl.CommandQueue(context, dev, properties=cl.command_queue_properties.PROFILING_ENABLE)
     session = {"info": info, "device": dev, "context": context, "queue": queue,
@@ -208,7 +207,7 @@ def _plan(session, case, inputs):
     import pyopencl as cl
 
     ctx, tune = session["context"], session["tuning"]
-    rls, als = tune["reduce_ls"], tune["apply_ls"]
+    als, seg = tune["apply_ls"], tune["seg"]
     kernels = _build(session, case.dtype)
     mf = cl.mem_flags
     acc = np.dtype(case.param_dtype).type
@@ -228,15 +227,15 @@ def _plan(session, case, inputs):
          "running_var": upload(inputs.running_var, mf.READ_WRITE),
          "y": cl.Buffer(ctx, mf.WRITE_ONLY, data_bytes),
          "mean_w": cl.Buffer(ctx, mf.READ_WRITE, param_bytes), "invstd_w": cl.Buffer(ctx, mf.READ_WRITE, param_bytes)}
-    width, rows = (C, outer) if chan_last else (inner, outer * C)
-    elementwise = ((_round_up(width, als), rows), (als, 1))
+    width = C if chan_last else inner
+    elementwise = ((-(-width // seg), 1 if chan_last else C, outer), (1, 1, 1))
     c_groups = -(-C // als)
     if chan_last:  # reductions over rows, one work-item per channel
         chunk, K = _split(outer, max(1, tune["chunk_bytes"] // (C * item)), c_groups, want)
         red_shape = ((c_groups * als, K), (als, 1))
-    else:  # reductions over chunks of each channel, one work-group per (chunk, channel)
+    else:  # reductions over chunks of each channel, one work-item per (chunk, channel)
         chunk, K = _split(m, tune["chunk"], C, want)
-        red_shape = ((K * rls, C), (rls, 1))
+        red_shape = ((K, C), (1, 1))
     per_channel = ((c_groups * als,), (als,))
     b["part"] = cl.Buffer(ctx, mf.READ_WRITE, K * param_bytes * 3)
     work = (b["mean_w"], b["invstd_w"])
@@ -261,7 +260,8 @@ def _plan(session, case, inputs):
     else:
         launches.append((kernels["bn_infer_prep"], *per_channel, (b["running_mean"], b["running_var"], eps, u32(C), *work)))
     launches.append((kernels["bn_apply"], *elementwise, (
-        b["x"], b["y"], u32(width), u32(C), i32(chan_last), *work, b["gamma"], b["beta"], i32(case.fix_gamma))))
+        b["x"], b["y"], u32(width), u32(C), u32(inner), u32(seg), i32(chan_last), *work, b["gamma"], b["beta"],
+        i32(case.fix_gamma))))
     if case.backward:
         b["dy"] = upload(inputs.dy)
         b["dx"] = cl.Buffer(ctx, mf.WRITE_ONLY, data_bytes)
@@ -276,7 +276,7 @@ def _plan(session, case, inputs):
         launches.append((kernels["bn_bwd_final"], *per_channel, (
             b["part"], u32(C), u32(K), b["invstd_w"], i32(case.fix_gamma), b["dbeta"], b["dgamma_sum"], b["dgamma"])))
         launches.append((kernels["bn_bwd_apply"], *elementwise, (
-            b["x"], b["dy"], b["dx"], u32(width), u32(C), i32(chan_last), u32(m), *work, b["gamma"],
+            b["x"], b["dy"], b["dx"], u32(width), u32(C), u32(inner), u32(seg), i32(chan_last), u32(m), *work, b["gamma"],
             i32(case.fix_gamma), b["dbeta"], b["dgamma_sum"], i32(case.mode == "train"))))
     return b, launches
 

@@ -3,19 +3,19 @@ device key wins; `default` serves unknown devices. Work-group sizes are fixed pe
 compiles per launch shape, like PoCL, then compiles each kernel once); chunk sizes set how much of a channel
 one work-group reduces (small enough to stay in cache for the second pass, large enough to amortise).
 
-    reduce_ls      work-group size of the channel-first reductions (power of two)
-    apply_ls       work-group size of the elementwise and channel-last kernels (power of two)
-    chunk          elements of one channel per reduction work-group (channel-first)
+    apply_ls       work-group size of the per-channel and channel-last kernels (power of two)
+    seg            elements of a row one elementwise work-item handles
+    chunk          elements of one channel one reduction work-item handles (channel-first)
     chunk_bytes    bytes of rows per channel-last reduction work-group (rows * C * itemsize)
-    min_groups     reductions are split until there are at least this many work-groups per compute unit
+    min_groups     work is split until there are at least this many work-groups per compute unit
 """
 
-DEFAULT = {"reduce_ls": 256, "apply_ls": 64, "chunk": 16384, "chunk_bytes": 256 * 1024, "min_groups": 4}
+DEFAULT = {"apply_ls": 64, "seg": 4096, "chunk": 32768, "chunk_bytes": 256 * 1024, "min_groups": 4}
 
 TUNING = [
     ("pocl", {}),
     ("intel", {}),
-    ("nvidia", {"reduce_ls": 256, "apply_ls": 128, "chunk": 65536, "chunk_bytes": 1 << 20, "min_groups": 8}),
+    ("nvidia", {"apply_ls": 128, "seg": 256, "chunk": 4096, "chunk_bytes": 1 << 20, "min_groups": 16}),
 ]
 
 
