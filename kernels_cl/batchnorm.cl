@@ -123,27 +123,57 @@ __kernel ITEM_ATTR void bn_stats_partial_cf(__global const data_t *x, uint C, ui
     q[2] = p + hsum8(vp);
 }
 
-/* Partial, channel-last: work-item c of group (g, k) covers rows [k * chunk, min((k + 1) * chunk, outer)). */
-__kernel APPLY_ATTR void bn_stats_partial_cl(__global const data_t *x, uint C, uint outer, uint chunk,
-                                             __global const acc_t *shift, __global acc_t *part)
+/* Partial, channel-last: work-item (b, k) covers channels [16 b, 16 b + 16) (one 64-byte line of float
+ * per row) over rows [k * chunk, min((k + 1) * chunk, outer)); a last block of fewer channels goes one by one. */
+__kernel ITEM_ATTR void bn_stats_partial_cl(__global const data_t *x, uint C, uint outer, uint chunk,
+                                            __global const acc_t *shift, __global acc_t *part)
 {
-    const uint c = get_global_id(0), k = get_global_id(1);
-    if (c >= C)
-        return;
+    const uint c0 = get_global_id(0) * 16, k = get_global_id(1);
     const uint r0 = k * chunk, r1 = min(r0 + chunk, outer);
-    const acc_t K = shift[c];
-    acc_t s1 = 0, s2 = 0, p = 0;
-    for (uint r = r0; r < r1; ++r) {
-        const acc_t v = LOAD(x, (size_t)r * C + c);
-        const acc_t d = v - K;
-        s1 += d;
-        s2 += d * d;
-        p += v;
+    if (c0 + 16 <= C) {
+        const acc8_t ka = vload8(0, shift + c0), kb = vload8(0, shift + c0 + 8);
+        acc8_t s1a = 0, s2a = 0, pa = 0, s1b = 0, s2b = 0, pb = 0;
+        for (uint r = r0; r < r1; ++r) {
+            const size_t at = (size_t)r * C + c0;
+            const acc8_t va = LOAD8(x, at), vb = LOAD8(x, at + 8);
+            const acc8_t da = va - ka, db = vb - kb;
+            s1a += da;
+            s2a += da * da;
+            pa += va;
+            s1b += db;
+            s2b += db * db;
+            pb += vb;
+        }
+        acc_t t1[16], t2[16], tp[16];
+        vstore8(s1a, 0, t1);
+        vstore8(s1b, 1, t1);
+        vstore8(s2a, 0, t2);
+        vstore8(s2b, 1, t2);
+        vstore8(pa, 0, tp);
+        vstore8(pb, 1, tp);
+        for (uint j = 0; j < 16; ++j) {
+            __global acc_t *q = part + ((size_t)k * C + c0 + j) * 3;
+            q[0] = t1[j];
+            q[1] = t2[j];
+            q[2] = tp[j];
+        }
+        return;
     }
-    __global acc_t *q = part + ((size_t)k * C + c) * 3;
-    q[0] = s1;
-    q[1] = s2;
-    q[2] = p;
+    for (uint c = c0; c < C; ++c) {
+        const acc_t K = shift[c];
+        acc_t s1 = 0, s2 = 0, p = 0;
+        for (uint r = r0; r < r1; ++r) {
+            const acc_t v = LOAD(x, (size_t)r * C + c);
+            const acc_t d = v - K;
+            s1 += d;
+            s2 += d * d;
+            p += v;
+        }
+        __global acc_t *q = part + ((size_t)k * C + c) * 3;
+        q[0] = s1;
+        q[1] = s2;
+        q[2] = p;
+    }
 }
 
 /* Final, one work-item per channel: add the K partials; write the batch statistics, update the running
@@ -203,37 +233,42 @@ __kernel APPLY_ATTR void bn_infer_prep(__global const acc_t *running_mean, __glo
     }
 }
 
-/* Elementwise kernels: work-item (g, c, o) = (get_global_id(0), (1), (2)) handles elements
- * [g * seg, min((g + 1) * seg, width)) of one row:
- *   channel-first: width = inner, the row of (o, c): one channel for the whole run;
- *   channel-last:  width = C, row o (get_global_id(1) == 0): element w belongs to channel w. */
-#define ROW_BEGIN                                                                          \
-    const uint w0 = get_global_id(0) * seg;                                                \
-    const uint w1 = min(w0 + seg, width);                                                  \
-    const uint cc = get_global_id(1);                                                      \
-    const size_t row = chan_last ? (size_t)get_global_id(2) * C                            \
-                                 : ((size_t)get_global_id(2) * C + cc) * inner;
+/* Elementwise kernels: work-item g handles the flat elements [g * seg, min((g + 1) * seg, n)), row by row
+ * (a row is `inner` elements of one channel, channel-first, or the C channels of one position, channel-last),
+ * so short rows (7x7 maps) and long ones get the same amount of work per item. */
+#define ROWS_BEGIN                                                                          \
+    const size_t f1 = min((size_t)(get_global_id(0) + 1) * seg, (size_t)n);                \
+    for (size_t f = (size_t)get_global_id(0) * seg; f < f1;) {                             \
+        const size_t row = f / width;                                                      \
+        const uint w0 = (uint)(f - row * width);                                           \
+        const uint len = (uint)min((size_t)(width - w0), f1 - f);                           \
+        const size_t base = f - w0;                                                        \
+        const uint cc = chan_last ? 0 : (uint)(row % C);
+#define ROWS_END                                                                            \
+        f += len;                                                                          \
+    }
 
 /* y = (x - mean) * invstd * gamma + beta. fix_gamma != 0: gamma is taken as 1. */
-__kernel ITEM_ATTR void bn_apply(__global const data_t *x, __global data_t *y, uint width, uint C, uint inner,
+__kernel ITEM_ATTR void bn_apply(__global const data_t *x, __global data_t *y, ulong n, uint width, uint C,
                                  uint seg, int chan_last, __global const acc_t *mean_w,
                                  __global const acc_t *invstd_w, __global const acc_t *gamma,
                                  __global const acc_t *beta, int fix_gamma)
 {
-    ROW_BEGIN
+    ROWS_BEGIN
     if (chan_last) {
-        for (uint w = w0; w < w1; ++w) {
+        for (uint w = w0; w < w0 + len; ++w) {
             const acc_t a = (fix_gamma ? (acc_t)1 : gamma[w]) * invstd_w[w];
-            STORE((LOAD(x, row + w) - mean_w[w]) * a + beta[w], y, row + w);
+            STORE((LOAD(x, base + w) - mean_w[w]) * a + beta[w], y, base + w);
         }
-        return;
+    } else {
+        const acc_t mu = mean_w[cc], a = (fix_gamma ? (acc_t)1 : gamma[cc]) * invstd_w[cc], b = beta[cc];
+        uint w = w0;
+        for (; w + 8 <= w0 + len; w += 8)
+            STORE8((LOAD8(x, base + w) - mu) * a + b, y, base + w);
+        for (; w < w0 + len; ++w)
+            STORE((LOAD(x, base + w) - mu) * a + b, y, base + w);
     }
-    const acc_t mu = mean_w[cc], a = (fix_gamma ? (acc_t)1 : gamma[cc]) * invstd_w[cc], b = beta[cc];
-    uint w = w0;
-    for (; w + 8 <= w1; w += 8)
-        STORE8((LOAD8(x, row + w) - mu) * a + b, y, row + w);
-    for (; w < w1; ++w)
-        STORE((LOAD(x, row + w) - mu) * a + b, y, row + w);
+    ROWS_END
 }
 
 /* Backward stage 1, channel-first: part[(k * C + c) * 2 + {0, 1}] = sum dy, sum dy * (x - mean) over the
@@ -267,24 +302,46 @@ __kernel ITEM_ATTR void bn_bwd_partial_cf(__global const data_t *x, __global con
     part[((size_t)k * C + c) * 2 + 1] = s_dyx + hsum8(vgx);
 }
 
-/* Backward stage 1, channel-last. */
-__kernel APPLY_ATTR void bn_bwd_partial_cl(__global const data_t *x, __global const data_t *dy, uint C, uint outer,
-                                           uint chunk, __global const acc_t *mean_w, __global acc_t *part)
+/* Backward stage 1, channel-last: blocks of 16 channels like bn_stats_partial_cl. */
+__kernel ITEM_ATTR void bn_bwd_partial_cl(__global const data_t *x, __global const data_t *dy, uint C, uint outer,
+                                          uint chunk, __global const acc_t *mean_w, __global acc_t *part)
 {
-    const uint c = get_global_id(0), k = get_global_id(1);
-    if (c >= C)
-        return;
+    const uint c0 = get_global_id(0) * 16, k = get_global_id(1);
     const uint r0 = k * chunk, r1 = min(r0 + chunk, outer);
-    const acc_t mu = mean_w[c];
-    acc_t s_dy = 0, s_dyx = 0;
-    for (uint r = r0; r < r1; ++r) {
-        const size_t at = (size_t)r * C + c;
-        const acc_t g = LOAD(dy, at);
-        s_dy += g;
-        s_dyx += g * (LOAD(x, at) - mu);
+    if (c0 + 16 <= C) {
+        const acc8_t ma = vload8(0, mean_w + c0), mb = vload8(0, mean_w + c0 + 8);
+        acc8_t ga = 0, gxa = 0, gb = 0, gxb = 0;
+        for (uint r = r0; r < r1; ++r) {
+            const size_t at = (size_t)r * C + c0;
+            const acc8_t da = LOAD8(dy, at), db = LOAD8(dy, at + 8);
+            ga += da;
+            gxa += da * (LOAD8(x, at) - ma);
+            gb += db;
+            gxb += db * (LOAD8(x, at + 8) - mb);
+        }
+        acc_t tg[16], tgx[16];
+        vstore8(ga, 0, tg);
+        vstore8(gb, 1, tg);
+        vstore8(gxa, 0, tgx);
+        vstore8(gxb, 1, tgx);
+        for (uint j = 0; j < 16; ++j) {
+            part[((size_t)k * C + c0 + j) * 2] = tg[j];
+            part[((size_t)k * C + c0 + j) * 2 + 1] = tgx[j];
+        }
+        return;
     }
-    part[((size_t)k * C + c) * 2] = s_dy;
-    part[((size_t)k * C + c) * 2 + 1] = s_dyx;
+    for (uint c = c0; c < C; ++c) {
+        const acc_t mu = mean_w[c];
+        acc_t s_dy = 0, s_dyx = 0;
+        for (uint r = r0; r < r1; ++r) {
+            const size_t at = (size_t)r * C + c;
+            const acc_t g = LOAD(dy, at);
+            s_dy += g;
+            s_dyx += g * (LOAD(x, at) - mu);
+        }
+        part[((size_t)k * C + c) * 2] = s_dy;
+        part[((size_t)k * C + c) * 2 + 1] = s_dyx;
+    }
 }
 
 /* Backward stage 2, one work-item per channel: dbeta = sum dy, dgamma = invstd * sum dy (x - mean).
@@ -309,40 +366,39 @@ __kernel APPLY_ATTR void bn_bwd_final(__global const acc_t *part, uint C, uint K
 
 /* dx, launched like bn_apply.
  *   train != 0: dx = gamma invstd (dy - dbeta / m - xhat dgamma / m), xhat = (x - mean) invstd
- *   train == 0: dx = gamma invstd dy   (invstd of the running variance: a constant) */
+ *   train == 0: dx = gamma invstd dy   (invstd of the running variance: a constant; x is not read, so an
+ *               Inf in x cannot reach dx) */
 __kernel ITEM_ATTR void bn_bwd_apply(__global const data_t *x, __global const data_t *dy, __global data_t *dx,
-                                     uint width, uint C, uint inner, uint seg, int chan_last, uint m,
+                                     ulong n, uint width, uint C, uint seg, int chan_last, uint m,
                                      __global const acc_t *mean_w, __global const acc_t *invstd_w,
                                      __global const acc_t *gamma, int fix_gamma,
                                      __global const acc_t *dbeta, __global const acc_t *dgamma_sum, int train)
 {
-    ROW_BEGIN
     const acc_t fm = (acc_t)m;
+    ROWS_BEGIN
     if (chan_last) {
-        for (uint w = w0; w < w1; ++w) {
+        for (uint w = w0; w < w0 + len; ++w) {
             const acc_t inv = invstd_w[w], a = (fix_gamma ? (acc_t)1 : gamma[w]) * inv;
-            const acc_t g = LOAD(dy, row + w);
-            const acc_t r = train ? a * (g - dbeta[w] / fm - (LOAD(x, row + w) - mean_w[w]) * inv * dgamma_sum[w] / fm)
+            const acc_t g = LOAD(dy, base + w);
+            const acc_t r = train ? a * (g - dbeta[w] / fm - (LOAD(x, base + w) - mean_w[w]) * inv * dgamma_sum[w] / fm)
                                   : a * g;
-            STORE(r, dx, row + w);
+            STORE(r, dx, base + w);
         }
-        return;
+    } else {
+        const acc_t inv = invstd_w[cc], a = (fix_gamma ? (acc_t)1 : gamma[cc]) * inv;
+        uint w = w0;
+        if (!train) {
+            for (; w + 8 <= w0 + len; w += 8)
+                STORE8(a * LOAD8(dy, base + w), dx, base + w);
+            for (; w < w0 + len; ++w)
+                STORE(a * LOAD(dy, base + w), dx, base + w);
+        } else { /* dx = a (dy - dbeta / m) - a invstd dgamma / m (x - mean) */
+            const acc_t mu = mean_w[cc], db = dbeta[cc] / fm, kx = a * inv * dgamma_sum[cc] / fm;
+            for (; w + 8 <= w0 + len; w += 8)
+                STORE8(a * (LOAD8(dy, base + w) - db) - kx * (LOAD8(x, base + w) - mu), dx, base + w);
+            for (; w < w0 + len; ++w)
+                STORE(a * (LOAD(dy, base + w) - db) - kx * (LOAD(x, base + w) - mu), dx, base + w);
+        }
     }
-    const acc_t inv = invstd_w[cc], a = (fix_gamma ? (acc_t)1 : gamma[cc]) * inv;
-    const acc_t mu = mean_w[cc];
-    uint w = w0;
-    if (!train) { /* x is not read: an Inf in x must not reach dx */
-        for (; w + 8 <= w1; w += 8)
-            STORE8(a * LOAD8(dy, row + w), dx, row + w);
-        for (; w < w1; ++w)
-            STORE(a * LOAD(dy, row + w), dx, row + w);
-        return;
-    }
-    /* dx = a (dy - dbeta / m) - a invstd dgamma / m (x - mean) */
-    const acc_t db = dbeta[cc] / fm;
-    const acc_t kx = a * inv * dgamma_sum[cc] / fm;
-    for (; w + 8 <= w1; w += 8)
-        STORE8(a * (LOAD8(dy, row + w) - db) - kx * (LOAD8(x, row + w) - mu), dx, row + w);
-    for (; w < w1; ++w)
-        STORE(a * (LOAD(dy, row + w) - db) - kx * (LOAD(x, row + w) - mu), dx, row + w);
+    ROWS_END
 }

@@ -1,12 +1,13 @@
-/* Memory-copy roofline: dst = src, four floats per work-item where possible, the tail one by one.
- * n4: number of float4 elements; n: number of floats. */
-__kernel void copy_f4(__global const float4 *src, __global float4 *dst, uint n4,
-                      __global const float *src1, __global float *dst1, uint n)
+/* Memory-copy roofline: dst = src. Work-item g copies floats [g * seg, min((g + 1) * seg, n)), eight at a
+ * time, like the BatchNorm kernels walk their data. */
+__kernel __attribute__((reqd_work_group_size(1, 1, 1)))
+void copy_seg(__global const float *src, __global float *dst, ulong n, uint seg)
 {
-    uint i = get_global_id(0);
-    if (i < n4)
-        dst[i] = src[i];
-    uint tail = 4 * n4 + i;
-    if (i < n - 4 * n4)
-        dst1[tail] = src1[tail];
+    const size_t f0 = (size_t)get_global_id(0) * seg;
+    const size_t f1 = min(f0 + seg, (size_t)n);
+    size_t f = f0;
+    for (; f + 8 <= f1; f += 8)
+        vstore8(vload8(0, src + f), 0, dst + f);
+    for (; f < f1; ++f)
+        dst[f] = src[f];
 }

@@ -18,7 +18,7 @@ if shutil.which("oclgrind") is None:
 KERNELS = Path(__file__).resolve().parents[1] / "kernels_cl"
 TAIL = "eps=1e-05,momentum=0.9,seed=0,fill=normal:mean=0.0:std=1.0"
 # Every kernel and branch: train (shift, partial, final, apply, backward), infer (prep, apply, backward),
-# fix_gamma, channel last, rows long enough for the 8-wide vector loops and their tails (100, 21), and the
+# fix_gamma, channel last (with a full block of 16 channels and a tail), rows long enough for the 8-wide vector loops and their tails (100, 21), and the
 # profile arguments.
 VARIANTS = [
     "v,dtype={d},shape=2x3x4,axis=1,mode=train,backward=1,fix_gamma=0,running_var=biased,stats=var,momentum_dir=old,",
@@ -26,6 +26,7 @@ VARIANTS = [
     "v,dtype={d},shape=3x100x2,axis=-1,mode=train,backward=1,fix_gamma=0,running_var=biased,stats=var,momentum_dir=old,",
     "v,dtype={d},shape=2x5x3,axis=1,mode=infer,backward=1,fix_gamma=0,running_var=biased,stats=var,momentum_dir=old,",
     "v,dtype={d},shape=2x3x21,axis=1,mode=infer,backward=1,fix_gamma=0,running_var=biased,stats=var,momentum_dir=old,",
+    "v,dtype={d},shape=3x5x20,axis=-1,mode=train,backward=1,fix_gamma=0,running_var=biased,stats=var,momentum_dir=old,",
     "v,dtype={d},shape=2x5x3,axis=-1,mode=infer,backward=1,fix_gamma=1,running_var=biased,stats=var,momentum_dir=old,",
 ]
 
@@ -55,7 +56,7 @@ def test_planted_out_of_bounds_write_is_reported(tmp_path):
     bad = tmp_path / "kernels"
     shutil.copytree(KERNELS, bad)
     src = (bad / "batchnorm.cl").read_text()
-    planted = src.replace("STORE((LOAD(x, row + w) - mu) * a + b, y, row + w);", "STORE((LOAD(x, row + w) - mu) * a + b, y, row + w + 1);")
+    planted = src.replace("STORE((LOAD(x, base + w) - mu) * a + b, y, base + w);", "STORE((LOAD(x, base + w) - mu) * a + b, y, base + w + 1);")
     assert planted != src, "the line to plant the bug in has moved: update this test"
     (bad / "batchnorm.cl").write_text(planted)
     r, _ = under_oclgrind(tmp_path, VARIANTS[0].format(d="float32") + TAIL, kernels=bad)

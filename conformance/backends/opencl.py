@@ -228,11 +228,12 @@ def _plan(session, case, inputs):
          "y": cl.Buffer(ctx, mf.WRITE_ONLY, data_bytes),
          "mean_w": cl.Buffer(ctx, mf.READ_WRITE, param_bytes), "invstd_w": cl.Buffer(ctx, mf.READ_WRITE, param_bytes)}
     width = C if chan_last else inner
-    elementwise = ((-(-width // seg), 1 if chan_last else C, outer), (1, 1, 1))
+    elementwise = ((-(-n // seg),), (1,))
     c_groups = -(-C // als)
-    if chan_last:  # reductions over rows, one work-item per channel
-        chunk, K = _split(outer, max(1, tune["chunk_bytes"] // (C * item)), c_groups, want)
-        red_shape = ((c_groups * als, K), (als, 1))
+    if chan_last:  # reductions over chunks of rows, one work-item per (block of 16 channels, chunk)
+        blocks = -(-C // 16)
+        chunk, K = _split(outer, max(1, tune["chunk_bytes"] // (16 * item)), blocks, want)
+        red_shape = ((blocks, K), (1, 1))
     else:  # reductions over chunks of each channel, one work-item per (chunk, channel)
         chunk, K = _split(m, tune["chunk"], C, want)
         red_shape = ((K, C), (1, 1))
@@ -260,7 +261,7 @@ def _plan(session, case, inputs):
     else:
         launches.append((kernels["bn_infer_prep"], *per_channel, (b["running_mean"], b["running_var"], eps, u32(C), *work)))
     launches.append((kernels["bn_apply"], *elementwise, (
-        b["x"], b["y"], u32(width), u32(C), u32(inner), u32(seg), i32(chan_last), *work, b["gamma"], b["beta"],
+        b["x"], b["y"], np.uint64(n), u32(width), u32(C), u32(seg), i32(chan_last), *work, b["gamma"], b["beta"],
         i32(case.fix_gamma))))
     if case.backward:
         b["dy"] = upload(inputs.dy)
@@ -276,7 +277,7 @@ def _plan(session, case, inputs):
         launches.append((kernels["bn_bwd_final"], *per_channel, (
             b["part"], u32(C), u32(K), b["invstd_w"], i32(case.fix_gamma), b["dbeta"], b["dgamma_sum"], b["dgamma"])))
         launches.append((kernels["bn_bwd_apply"], *elementwise, (
-            b["x"], b["dy"], b["dx"], u32(width), u32(C), u32(inner), u32(seg), i32(chan_last), u32(m), *work, b["gamma"],
+            b["x"], b["dy"], b["dx"], np.uint64(n), u32(width), u32(C), u32(seg), i32(chan_last), u32(m), *work, b["gamma"],
             i32(case.fix_gamma), b["dbeta"], b["dgamma_sum"], i32(case.mode == "train"))))
     return b, launches
 
@@ -315,25 +316,30 @@ def run(session, case, inputs, policy):
 
 
 def measure_copy(session, nbytes, policy):
-    """The device's memory-copy roofline: kernels_cl/copy.cl on two buffers of nbytes, allocated once."""
+    """The device's memory-copy roofline on nbytes: per repeat, the faster of clEnqueueCopyBuffer and the
+    segment copy kernel of kernels_cl/copy.cl (the same work split as the BatchNorm kernels), on two buffers
+    allocated once."""
     import pyopencl as cl
 
     if "copy" not in session["programs"]:
         src = (kernels_dir() / "copy.cl").read_text()
-        session["programs"]["copy"] = cl.Program(session["context"], src).build().copy_f4
+        session["programs"]["copy"] = cl.Program(session["context"], src).build().copy_seg
     kernel = session["programs"]["copy"]
     n = nbytes // 4
-    n4 = n // 4
+    seg = session["tuning"]["seg"]
     mf = cl.mem_flags
     src = cl.Buffer(session["context"], mf.READ_WRITE | mf.COPY_HOST_PTR, hostbuf=np.ones(n, np.float32))
     dst = cl.Buffer(session["context"], mf.READ_WRITE, n * 4)
-    ls = session["tuning"]["apply_ls"]
-    gsize = _round_up(max(n4, n - 4 * n4, 1), ls)
     queue = session["queue"]
 
-    def once():
-        kernel(queue, (gsize,), (ls,), src, dst, np.uint32(n4), src, dst, np.uint32(n))
+    def by_kernel():
+        kernel(queue, (-(-n // seg),), (1,), src, dst, np.uint64(n), np.uint32(seg))
         queue.finish()
 
-    walls, _ = time_repeats(once, policy)
-    return walls
+    def by_copy():
+        cl.enqueue_copy(queue, dst, src)
+        queue.finish()
+
+    walls_k, _ = time_repeats(by_kernel, policy)
+    walls_c, _ = time_repeats(by_copy, policy)
+    return [min(a, b) for a, b in zip(walls_k, walls_c)]

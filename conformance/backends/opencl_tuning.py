@@ -6,11 +6,11 @@ one work-group reduces (small enough to stay in cache for the second pass, large
     apply_ls       work-group size of the per-channel and channel-last kernels (power of two)
     seg            elements of a row one elementwise work-item handles
     chunk          elements of one channel one reduction work-item handles (channel-first)
-    chunk_bytes    bytes of rows per channel-last reduction work-group (rows * C * itemsize)
+    chunk_bytes    bytes one channel-last reduction work-item reads (rows * 16 channels * itemsize)
     min_groups     work is split until there are at least this many work-groups per compute unit
 """
 
-DEFAULT = {"apply_ls": 64, "seg": 4096, "chunk": 32768, "chunk_bytes": 256 * 1024, "min_groups": 4}
+DEFAULT = {"apply_ls": 64, "seg": 4096, "chunk": 32768, "chunk_bytes": 128 * 1024, "min_groups": 4}
 
 TUNING = [
     ("pocl", {}),
