@@ -17,6 +17,7 @@ from .generate import load_npz
 from .progress import Progress
 from .report import ArraysWriter, write
 from .runner import DEFAULT_TIMEOUT_S, discover, select_targets, run_cases
+from .worker import peak_rss_mib
 from . import meta as metadata
 
 
@@ -96,6 +97,9 @@ def cmd_run(args, argv) -> int:
     meta = metadata.collect(argv, suite_label, infos, targets, THRESHOLDS)
     meta["elapsed_s"] = time.monotonic() - t0
     meta["warnings"] = warnings
+    workers = {t.label: t.meta.get("peak_rss_mib") for t in targets if t.meta.get("peak_rss_mib")}
+    own = peak_rss_mib()
+    meta["peak_rss_mib"] = {"main": own, "workers": workers, "upper_bound_total": own + sum(workers.values())}
     df = write(out, rows, meta)
     bad = df[df["status"].isin(UNEXPECTED)]
     counts = df["status"].value_counts().to_dict()

@@ -92,6 +92,12 @@ def summary_markdown(df: pd.DataFrame, meta: dict, max_listed: int = 200) -> str
         w("Unavailable backends: " + "; ".join(f"`{b['name']}` ({b['reason']})" for b in missing))
     w()
     w("Packages: " + ", ".join(f"{k} {v}" for k, v in meta["packages"].items()))
+    rss = meta.get("peak_rss_mib")
+    if rss:
+        w()
+        w(f"Peak resident memory: main process {rss['main']:.0f} MiB; workers " +
+          ", ".join(f"{k} {v:.0f}" for k, v in sorted(rss["workers"].items())) +
+          f" MiB; at most {rss['upper_bound_total']:.0f} MiB together (sum of peaks)")
     w()
     w("## Results per target, against the oracle")
     w(counts_table(df[df["vs"] == "oracle"]) if len(df) else "No rows.")

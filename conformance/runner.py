@@ -251,6 +251,8 @@ def run_cases(cases: list[Case], targets: list[Target], *, policy: TimingPolicy,
     finally:
         for t in targets:
             if t.worker is not None:
+                if t.worker.proc is not None and t.worker.proc.is_alive():
+                    t.meta = {**t.meta, "peak_rss_mib": t.worker.peak_rss_mib()}
                 t.worker.stop()
         if progress is not None:
             progress.close()

@@ -25,6 +25,19 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
 
 
+def peak_rss_mib() -> float:
+    """This process's peak resident memory in MiB: VmHWM (ru_maxrss would count the parent's memory at the
+    fork that preceded this worker's exec)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
 def _meta(mod) -> dict:
     """What the parent needs to know of a backend without importing it: its conventions and extra outputs."""
     version = getattr(mod, "version", None)
@@ -78,7 +91,7 @@ def _main(conn, backend: str, device_key) -> None:  # runs in the child
                 conn.send(("error", _first_line(exc), ""))
             continue
         if msg[0] == "rss":
-            conn.send(("rss", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0))  # MiB (Linux: KiB)
+            conn.send(("rss", peak_rss_mib()))
             continue
         _, case, inputs, policy, use_defaults = msg
         if isinstance(inputs, str):
