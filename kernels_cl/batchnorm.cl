@@ -16,8 +16,8 @@
  * on CPU devices that is what vectorises and what amortises the cost of a work-group.
  *
  * Reductions run in stages, so that every shape gives the device enough work-groups:
- *   shift    one work-item per channel: K_c = the mean of the channel's first SHIFT_SAMPLES values, an
- *            estimate of the mean close enough that sums of x - K_c do not cancel (|K - mean| ~ sigma / 8);
+ *   shift    K_c = the mean of the channel's first SHIFT_SAMPLES values, an estimate of the mean close
+ *            enough that sums of x - K_c do not cancel (|K - mean| ~ sigma / 8), recomputed where needed;
  *   partial  one partial per (chunk k, channel c), in a single pass over x: S1 = sum (x - K),
  *            S2 = sum (x - K)^2 and the plain sum P; x - K is exact for offset data (Sterbenz);
  *   final    one work-item per channel adds the K partials: mean = K + S1 / m,
@@ -70,30 +70,35 @@ inline acc_t hsum8(acc8_t v)
 #define ITEM_ATTR __attribute__((reqd_work_group_size(1, 1, 1)))
 #define APPLY_ATTR __attribute__((reqd_work_group_size(APPLY_LS, 1, 1)))
 
-/* Shift: shift[c] = mean of the first min(m, SHIFT_SAMPLES) values of channel c (one work-item per channel). */
-__kernel APPLY_ATTR void bn_shift(__global const data_t *x, uint C, uint inner, uint m, __global acc_t *shift)
+/* The shift of channel c: the mean of its first min(m, SHIFT_SAMPLES) values. Every kernel that needs it
+ * recomputes it (a few dozen loads), which saves a launch. */
+inline acc_t channel_shift(__global const data_t *x, uint C, uint inner, uint m, uint c)
 {
-    const uint c = get_global_id(0);
-    if (c >= C)
-        return;
     const uint cnt = min(m, (uint)SHIFT_SAMPLES);
     acc_t s = 0;
     for (uint j = 0; j < cnt; ++j) {
         const uint o = j / inner;
         s += LOAD(x, ((size_t)o * C + c) * inner + (j - o * inner));
     }
-    shift[c] = s / (acc_t)cnt;
+    return s / (acc_t)cnt;
+}
+
+/* invstd of channel c from a buffer of invstd (is_var == 0) or of variances (is_var != 0: the running
+ * variance in inference). */
+inline acc_t invstd_of(__global const acc_t *stat, uint c, int is_var, acc_t eps)
+{
+    return is_var ? (acc_t)1 / sqrt(stat[c] + eps) : stat[c];
 }
 
 /* Partial, channel-first: work-item (k, c) = (get_global_id(0), get_global_id(1)) covers elements
  * [k * chunk, min((k + 1) * chunk, m)) of channel c, walked as contiguous runs of a row, 8 at a time.
  * part[(k * C + c) * 3 + {0,1,2}] = S1, S2, P. */
 __kernel ITEM_ATTR void bn_stats_partial_cf(__global const data_t *x, uint C, uint inner, uint m, uint chunk,
-                                            __global const acc_t *shift, __global acc_t *part)
+                                            __global acc_t *part)
 {
     const uint k = get_global_id(0), c = get_global_id(1);
     const uint end = min(k * chunk + chunk, m);
-    const acc_t K = shift[c];
+    const acc_t K = channel_shift(x, C, inner, m, c);
     acc8_t v1 = 0, v2 = 0, vp = 0;
     acc_t s1 = 0, s2 = 0, p = 0;
     for (uint j = k * chunk; j < end;) {
@@ -126,12 +131,15 @@ __kernel ITEM_ATTR void bn_stats_partial_cf(__global const data_t *x, uint C, ui
 /* Partial, channel-last: work-item (b, k) covers channels [16 b, 16 b + 16) (one 64-byte line of float
  * per row) over rows [k * chunk, min((k + 1) * chunk, outer)); a last block of fewer channels goes one by one. */
 __kernel ITEM_ATTR void bn_stats_partial_cl(__global const data_t *x, uint C, uint outer, uint chunk,
-                                            __global const acc_t *shift, __global acc_t *part)
+                                            __global acc_t *part)
 {
     const uint c0 = get_global_id(0) * 16, k = get_global_id(1);
     const uint r0 = k * chunk, r1 = min(r0 + chunk, outer);
     if (c0 + 16 <= C) {
-        const acc8_t ka = vload8(0, shift + c0), kb = vload8(0, shift + c0 + 8);
+        acc_t ks[16];
+        for (uint j = 0; j < 16; ++j)
+            ks[j] = channel_shift(x, C, 1, outer, c0 + j);
+        const acc8_t ka = vload8(0, ks), kb = vload8(1, ks);
         acc8_t s1a = 0, s2a = 0, pa = 0, s1b = 0, s2b = 0, pb = 0;
         for (uint r = r0; r < r1; ++r) {
             const size_t at = (size_t)r * C + c0;
@@ -160,7 +168,7 @@ __kernel ITEM_ATTR void bn_stats_partial_cl(__global const data_t *x, uint C, ui
         return;
     }
     for (uint c = c0; c < C; ++c) {
-        const acc_t K = shift[c];
+        const acc_t K = channel_shift(x, C, 1, outer, c);
         acc_t s1 = 0, s2 = 0, p = 0;
         for (uint r = r0; r < r1; ++r) {
             const acc_t v = LOAD(x, (size_t)r * C + c);
@@ -182,8 +190,8 @@ __kernel ITEM_ATTR void bn_stats_partial_cl(__global const data_t *x, uint C, ui
  *                   momentum_new != 0: running = (1 - p) running + p batch
  *   unbiased        != 0: the running variance moves towards var * m / (m - 1)
  *   want_invstd     != 0: stat_out gets invstd, else the biased batch variance */
-__kernel APPLY_ATTR void bn_stats_final(__global const acc_t *part, __global const acc_t *shift, uint C, uint K,
-                                        uint m, acc_t eps, acc_t momentum, int momentum_new, int unbiased,
+__kernel APPLY_ATTR void bn_stats_final(__global const acc_t *part, __global const data_t *x, uint C, uint inner,
+                                        uint K, uint m, acc_t eps, acc_t momentum, int momentum_new, int unbiased,
                                         int want_invstd, __global acc_t *running_mean, __global acc_t *running_var,
                                         __global acc_t *mean_out, __global acc_t *stat_out,
                                         __global acc_t *mean_w, __global acc_t *invstd_w)
@@ -200,7 +208,7 @@ __kernel APPLY_ATTR void bn_stats_final(__global const acc_t *part, __global con
     }
     const acc_t fm = (acc_t)m;
     const acc_t d = s1 / fm; /* mean - shift */
-    acc_t mean = shift[c] + d;
+    acc_t mean = channel_shift(x, C, inner, m, c) + d;
     acc_t var;
     if (isfinite(mean)) {
         var = (s2 - d * s1) / fm; /* +Inf when the squares overflow */
@@ -222,17 +230,6 @@ __kernel APPLY_ATTR void bn_stats_final(__global const acc_t *part, __global con
     running_var[c] = w_old * running_var[c] + w_new * var_run;
 }
 
-/* Inference: the work buffers from the running statistics, one work-item per channel. */
-__kernel APPLY_ATTR void bn_infer_prep(__global const acc_t *running_mean, __global const acc_t *running_var,
-                                       acc_t eps, uint C, __global acc_t *mean_w, __global acc_t *invstd_w)
-{
-    const uint c = get_global_id(0);
-    if (c < C) {
-        mean_w[c] = running_mean[c];
-        invstd_w[c] = (acc_t)1 / sqrt(running_var[c] + eps);
-    }
-}
-
 /* Elementwise kernels: work-item g handles the flat elements [g * seg, min((g + 1) * seg, n)), row by row
  * (a row is `inner` elements of one channel, channel-first, or the C channels of one position, channel-last),
  * so short rows (7x7 maps) and long ones get the same amount of work per item. */
@@ -248,20 +245,22 @@ __kernel APPLY_ATTR void bn_infer_prep(__global const acc_t *running_mean, __glo
         f += len;                                                                          \
     }
 
-/* y = (x - mean) * invstd * gamma + beta. fix_gamma != 0: gamma is taken as 1. */
+/* y = (x - mean) * invstd * gamma + beta. fix_gamma != 0: gamma is taken as 1. mean_w and stat_w are the
+ * batch mean and invstd (training, is_var == 0) or the running mean and variance (inference, is_var != 0). */
 __kernel ITEM_ATTR void bn_apply(__global const data_t *x, __global data_t *y, ulong n, uint width, uint C,
                                  uint seg, int chan_last, __global const acc_t *mean_w,
-                                 __global const acc_t *invstd_w, __global const acc_t *gamma,
+                                 __global const acc_t *stat_w, int is_var, acc_t eps, __global const acc_t *gamma,
                                  __global const acc_t *beta, int fix_gamma)
 {
     ROWS_BEGIN
     if (chan_last) {
         for (uint w = w0; w < w0 + len; ++w) {
-            const acc_t a = (fix_gamma ? (acc_t)1 : gamma[w]) * invstd_w[w];
+            const acc_t a = (fix_gamma ? (acc_t)1 : gamma[w]) * invstd_of(stat_w, w, is_var, eps);
             STORE((LOAD(x, base + w) - mean_w[w]) * a + beta[w], y, base + w);
         }
     } else {
-        const acc_t mu = mean_w[cc], a = (fix_gamma ? (acc_t)1 : gamma[cc]) * invstd_w[cc], b = beta[cc];
+        const acc_t mu = mean_w[cc], a = (fix_gamma ? (acc_t)1 : gamma[cc]) * invstd_of(stat_w, cc, is_var, eps);
+        const acc_t b = beta[cc];
         uint w = w0;
         for (; w + 8 <= w0 + len; w += 8)
             STORE8((LOAD8(x, base + w) - mu) * a + b, y, base + w);
@@ -346,8 +345,8 @@ __kernel ITEM_ATTR void bn_bwd_partial_cl(__global const data_t *x, __global con
 
 /* Backward stage 2, one work-item per channel: dbeta = sum dy, dgamma = invstd * sum dy (x - mean).
  * dgamma_sum keeps the sum for bn_bwd_apply; dgamma_out gets 0 when fix_gamma != 0. */
-__kernel APPLY_ATTR void bn_bwd_final(__global const acc_t *part, uint C, uint K, __global const acc_t *invstd_w,
-                                      int fix_gamma, __global acc_t *dbeta_out, __global acc_t *dgamma_sum,
+__kernel APPLY_ATTR void bn_bwd_final(__global const acc_t *part, uint C, uint K, __global const acc_t *stat_w,
+                                      int is_var, acc_t eps, int fix_gamma, __global acc_t *dbeta_out, __global acc_t *dgamma_sum,
                                       __global acc_t *dgamma_out)
 {
     const uint c = get_global_id(0);
@@ -358,7 +357,7 @@ __kernel APPLY_ATTR void bn_bwd_final(__global const acc_t *part, uint C, uint K
         s_dy += part[((size_t)k * C + c) * 2];
         s_dyx += part[((size_t)k * C + c) * 2 + 1];
     }
-    const acc_t dg = s_dyx * invstd_w[c];
+    const acc_t dg = s_dyx * invstd_of(stat_w, c, is_var, eps);
     dbeta_out[c] = s_dy;
     dgamma_sum[c] = dg;
     dgamma_out[c] = fix_gamma ? (acc_t)0 : dg;
@@ -370,22 +369,22 @@ __kernel APPLY_ATTR void bn_bwd_final(__global const acc_t *part, uint C, uint K
  *               Inf in x cannot reach dx) */
 __kernel ITEM_ATTR void bn_bwd_apply(__global const data_t *x, __global const data_t *dy, __global data_t *dx,
                                      ulong n, uint width, uint C, uint seg, int chan_last, uint m,
-                                     __global const acc_t *mean_w, __global const acc_t *invstd_w,
-                                     __global const acc_t *gamma, int fix_gamma,
+                                     __global const acc_t *mean_w, __global const acc_t *stat_w, int is_var,
+                                     acc_t eps, __global const acc_t *gamma, int fix_gamma,
                                      __global const acc_t *dbeta, __global const acc_t *dgamma_sum, int train)
 {
     const acc_t fm = (acc_t)m;
     ROWS_BEGIN
     if (chan_last) {
         for (uint w = w0; w < w0 + len; ++w) {
-            const acc_t inv = invstd_w[w], a = (fix_gamma ? (acc_t)1 : gamma[w]) * inv;
+            const acc_t inv = invstd_of(stat_w, w, is_var, eps), a = (fix_gamma ? (acc_t)1 : gamma[w]) * inv;
             const acc_t g = LOAD(dy, base + w);
             const acc_t r = train ? a * (g - dbeta[w] / fm - (LOAD(x, base + w) - mean_w[w]) * inv * dgamma_sum[w] / fm)
                                   : a * g;
             STORE(r, dx, base + w);
         }
     } else {
-        const acc_t inv = invstd_w[cc], a = (fix_gamma ? (acc_t)1 : gamma[cc]) * inv;
+        const acc_t inv = invstd_of(stat_w, cc, is_var, eps), a = (fix_gamma ? (acc_t)1 : gamma[cc]) * inv;
         uint w = w0;
         if (!train) {
             for (; w + 8 <= w0 + len; w += 8)

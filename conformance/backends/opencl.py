@@ -28,7 +28,7 @@ from .base import DeviceInfo, Result, Skip, time_repeats  # noqa: E402
 
 NAME = "opencl"
 KERNEL_FILE = "batchnorm.cl"
-KERNELS = ("bn_shift", "bn_stats_partial_cf", "bn_stats_partial_cl", "bn_stats_final", "bn_infer_prep", "bn_apply",
+KERNELS = ("bn_stats_partial_cf", "bn_stats_partial_cl", "bn_stats_final", "bn_apply",
            "bn_bwd_partial_cf", "bn_bwd_partial_cl", "bn_bwd_final", "bn_bwd_apply")
 _DTYPE_DEFINES = {"float16": ["-DDATA_HALF"], "float32": [], "float64": ["-DDATA_DOUBLE"]}
 _PLATFORM_SHORT = {  # platform-name prefix -> short name
@@ -227,6 +227,7 @@ def _plan(session, case, inputs):
          "running_var": upload(inputs.running_var, mf.READ_WRITE),
          "y": cl.Buffer(ctx, mf.WRITE_ONLY, data_bytes),
          "mean_w": cl.Buffer(ctx, mf.READ_WRITE, param_bytes), "invstd_w": cl.Buffer(ctx, mf.READ_WRITE, param_bytes)}
+    # mean_w / invstd_w: the batch mean and invstd the statistics kernel leaves for the elementwise kernels
     width = C if chan_last else inner
     elementwise = ((-(-n // seg),), (1,))
     c_groups = -(-C // als)
@@ -239,29 +240,28 @@ def _plan(session, case, inputs):
         red_shape = ((K, C), (1, 1))
     per_channel = ((c_groups * als,), (als,))
     b["part"] = cl.Buffer(ctx, mf.READ_WRITE, K * param_bytes * 3)
-    work = (b["mean_w"], b["invstd_w"])
     eps = acc(case.eps)
     launches = []
-    if case.mode == "train":
+    train = case.mode == "train"
+    if train:
         b["mean"] = cl.Buffer(ctx, mf.WRITE_ONLY, param_bytes)
         b["stat"] = cl.Buffer(ctx, mf.WRITE_ONLY, param_bytes)
-        b["shift"] = cl.Buffer(ctx, mf.READ_WRITE, param_bytes)
-        launches.append((kernels["bn_shift"], *per_channel, (b["x"], u32(C), u32(inner), u32(m), b["shift"])))
         if chan_last:
-            launches.append((kernels["bn_stats_partial_cl"], *red_shape,
-                             (b["x"], u32(C), u32(outer), u32(chunk), b["shift"], b["part"])))
+            launches.append((kernels["bn_stats_partial_cl"], *red_shape, (b["x"], u32(C), u32(outer), u32(chunk), b["part"])))
         else:
             launches.append((kernels["bn_stats_partial_cf"], *red_shape,
-                             (b["x"], u32(C), u32(inner), u32(m), u32(chunk), b["shift"], b["part"])))
+                             (b["x"], u32(C), u32(inner), u32(m), u32(chunk), b["part"])))
         p = case.momentum if case.momentum_dir == "old" else 1.0 - case.momentum  # framework-style parameter
         launches.append((kernels["bn_stats_final"], *per_channel, (
-            b["part"], b["shift"], u32(C), u32(K), u32(m), eps, acc(p), i32(case.momentum_dir == "new"),
+            b["part"], b["x"], u32(C), u32(inner), u32(K), u32(m), eps, acc(p), i32(case.momentum_dir == "new"),
             i32(case.running_var == "unbiased"), i32(case.stats == "invstd"),
-            b["running_mean"], b["running_var"], b["mean"], b["stat"], *work)))
-    else:
-        launches.append((kernels["bn_infer_prep"], *per_channel, (b["running_mean"], b["running_var"], eps, u32(C), *work)))
+            b["running_mean"], b["running_var"], b["mean"], b["stat"], b["mean_w"], b["invstd_w"])))
+        # the batch statistics: mean and invstd
+        stats = (b["mean_w"], b["invstd_w"], i32(0), eps)
+    else:  # inference reads the running statistics directly: one launch
+        stats = (b["running_mean"], b["running_var"], i32(1), eps)
     launches.append((kernels["bn_apply"], *elementwise, (
-        b["x"], b["y"], np.uint64(n), u32(width), u32(C), u32(seg), i32(chan_last), *work, b["gamma"], b["beta"],
+        b["x"], b["y"], np.uint64(n), u32(width), u32(C), u32(seg), i32(chan_last), *stats, b["gamma"], b["beta"],
         i32(case.fix_gamma))))
     if case.backward:
         b["dy"] = upload(inputs.dy)
@@ -270,15 +270,15 @@ def _plan(session, case, inputs):
             b[name] = cl.Buffer(ctx, mf.READ_WRITE, param_bytes)
         if chan_last:
             launches.append((kernels["bn_bwd_partial_cl"], *red_shape,
-                             (b["x"], b["dy"], u32(C), u32(outer), u32(chunk), b["mean_w"], b["part"])))
+                             (b["x"], b["dy"], u32(C), u32(outer), u32(chunk), stats[0], b["part"])))
         else:
             launches.append((kernels["bn_bwd_partial_cf"], *red_shape,
-                             (b["x"], b["dy"], u32(C), u32(inner), u32(m), u32(chunk), b["mean_w"], b["part"])))
+                             (b["x"], b["dy"], u32(C), u32(inner), u32(m), u32(chunk), stats[0], b["part"])))
         launches.append((kernels["bn_bwd_final"], *per_channel, (
-            b["part"], u32(C), u32(K), b["invstd_w"], i32(case.fix_gamma), b["dbeta"], b["dgamma_sum"], b["dgamma"])))
+            b["part"], u32(C), u32(K), *stats[1:], i32(case.fix_gamma), b["dbeta"], b["dgamma_sum"], b["dgamma"])))
         launches.append((kernels["bn_bwd_apply"], *elementwise, (
-            b["x"], b["dy"], b["dx"], np.uint64(n), u32(width), u32(C), u32(seg), i32(chan_last), u32(m), *work, b["gamma"],
-            i32(case.fix_gamma), b["dbeta"], b["dgamma_sum"], i32(case.mode == "train"))))
+            b["x"], b["dy"], b["dx"], np.uint64(n), u32(width), u32(C), u32(seg), i32(chan_last), u32(m), *stats,
+            b["gamma"], i32(case.fix_gamma), b["dbeta"], b["dgamma_sum"], i32(train))))
     return b, launches
 
 
