@@ -97,6 +97,9 @@ def _bench_problem(problem: Case, targets: list[Target], rounds: int, policy: Ti
                         t.worker.start()
                         t.worker.keep(key, inputs)
                     continue
+                if ph == "train_step" and "dx" not in reply[1].outputs:
+                    status[(t.label, ph)] = f"{t.backend} has no backward"
+                    continue
                 walls[(t.label, ph)].extend(reply[1].wall_ms)
                 kernel[(t.label, ph)].extend(reply[1].kernel_ms or [])
     return _rows(problem, targets, walls, kernel, status, copy)
