@@ -90,20 +90,16 @@ inline acc_t invstd_of(__global const acc_t *stat, uint c, int is_var, acc_t eps
     return is_var ? (acc_t)1 / sqrt(stat[c] + eps) : stat[c];
 }
 
-/* Partial, channel-first: work-item (k, c) = (get_global_id(0), get_global_id(1)) covers elements
- * [k * chunk, min((k + 1) * chunk, m)) of channel c, walked as contiguous runs of a row, 8 at a time.
- * part[(k * C + c) * 3 + {0,1,2}] = S1, S2, P. */
-__kernel ITEM_ATTR void bn_stats_partial_cf(__global const data_t *x, uint C, uint inner, uint m, uint chunk,
-                                            __global acc_t *part)
+/* Shifted sums of channel c over its elements [j0, j1), walked as contiguous runs of a row, 8 at a time:
+ * s1 += sum (x - K), s2 += sum (x - K)^2, p += sum x. */
+inline void cf_sums(__global const data_t *x, uint C, uint inner, uint c, uint j0, uint j1, acc_t K,
+                    acc_t *s1, acc_t *s2, acc_t *p)
 {
-    const uint k = get_global_id(0), c = get_global_id(1);
-    const uint end = min(k * chunk + chunk, m);
-    const acc_t K = channel_shift(x, C, inner, m, c);
     acc8_t v1 = 0, v2 = 0, vp = 0;
-    acc_t s1 = 0, s2 = 0, p = 0;
-    for (uint j = k * chunk; j < end;) {
+    acc_t t1 = 0, t2 = 0, tp = 0;
+    for (uint j = j0; j < j1;) {
         const uint o = j / inner, i = j - o * inner;
-        const uint len = min(inner - i, end - j);
+        const uint len = min(inner - i, j1 - j);
         const size_t at = ((size_t)o * C + c) * inner + i;
         uint t = 0;
         for (; t + 8 <= len; t += 8) {
@@ -116,16 +112,29 @@ __kernel ITEM_ATTR void bn_stats_partial_cf(__global const data_t *x, uint C, ui
         for (; t < len; ++t) {
             const acc_t v = LOAD(x, at + t);
             const acc_t d = v - K;
-            s1 += d;
-            s2 += d * d;
-            p += v;
+            t1 += d;
+            t2 += d * d;
+            tp += v;
         }
         j += len;
     }
+    *s1 += t1 + hsum8(v1);
+    *s2 += t2 + hsum8(v2);
+    *p += tp + hsum8(vp);
+}
+
+/* Partial, channel-first: work-item (k, c) = (get_global_id(0), get_global_id(1)) covers elements
+ * [k * chunk, min((k + 1) * chunk, m)) of channel c. part[(k * C + c) * 3 + {0,1,2}] = S1, S2, P. */
+__kernel ITEM_ATTR void bn_stats_partial_cf(__global const data_t *x, uint C, uint inner, uint m, uint chunk,
+                                            __global acc_t *part)
+{
+    const uint k = get_global_id(0), c = get_global_id(1);
+    acc_t s1 = 0, s2 = 0, p = 0;
+    cf_sums(x, C, inner, c, k * chunk, min(k * chunk + chunk, m), channel_shift(x, C, inner, m, c), &s1, &s2, &p);
     __global acc_t *q = part + ((size_t)k * C + c) * 3;
-    q[0] = s1 + hsum8(v1);
-    q[1] = s2 + hsum8(v2);
-    q[2] = p + hsum8(vp);
+    q[0] = s1;
+    q[1] = s2;
+    q[2] = p;
 }
 
 /* Partial, channel-last: work-item (b, k) covers channels [16 b, 16 b + 16) (one 64-byte line of float
@@ -184,31 +193,23 @@ __kernel ITEM_ATTR void bn_stats_partial_cl(__global const data_t *x, uint C, ui
     }
 }
 
-/* Final, one work-item per channel: add the K partials; write the batch statistics, update the running
- * statistics and fill the work buffers mean_w / invstd_w used by the elementwise and backward kernels.
+/* The statistics of channel c from its shifted sums: write the batch statistics, update the running ones,
+ * fill the work buffers mean_w / invstd_w; returns nothing, the work buffers carry the result.
  *   momentum        the framework-style parameter p: momentum_new == 0: running = p running + (1 - p) batch,
  *                   momentum_new != 0: running = (1 - p) running + p batch
  *   unbiased        != 0: the running variance moves towards var * m / (m - 1)
  *   want_invstd     != 0: stat_out gets invstd, else the biased batch variance */
-__kernel APPLY_ATTR void bn_stats_final(__global const acc_t *part, __global const data_t *x, uint C, uint inner,
-                                        uint K, uint m, acc_t eps, acc_t momentum, int momentum_new, int unbiased,
-                                        int want_invstd, __global acc_t *running_mean, __global acc_t *running_var,
-                                        __global acc_t *mean_out, __global acc_t *stat_out,
-                                        __global acc_t *mean_w, __global acc_t *invstd_w)
+#define STATS_ARGS acc_t eps, acc_t momentum, int momentum_new, int unbiased, int want_invstd,                \
+                   __global acc_t *running_mean, __global acc_t *running_var, __global acc_t *mean_out,     \
+                   __global acc_t *stat_out, __global acc_t *mean_w, __global acc_t *invstd_w
+#define STATS_PASS eps, momentum, momentum_new, unbiased, want_invstd, running_mean, running_var, mean_out, \
+                   stat_out, mean_w, invstd_w
+
+inline void finish_stats(uint c, uint m, acc_t shift, acc_t s1, acc_t s2, acc_t p, STATS_ARGS)
 {
-    const uint c = get_global_id(0);
-    if (c >= C)
-        return;
-    acc_t s1 = 0, s2 = 0, p = 0;
-    for (uint k = 0; k < K; ++k) {
-        __global const acc_t *q = part + ((size_t)k * C + c) * 3;
-        s1 += q[0];
-        s2 += q[1];
-        p += q[2];
-    }
     const acc_t fm = (acc_t)m;
     const acc_t d = s1 / fm; /* mean - shift */
-    acc_t mean = channel_shift(x, C, inner, m, c) + d;
+    acc_t mean = shift + d;
     acc_t var;
     if (isfinite(mean)) {
         var = (s2 - d * s1) / fm; /* +Inf when the squares overflow */
@@ -228,6 +229,34 @@ __kernel APPLY_ATTR void bn_stats_final(__global const acc_t *part, __global con
     const acc_t var_run = unbiased ? var * fm / (acc_t)(m - 1) : var; /* m = 1: 0/0 = NaN, as the formula */
     running_mean[c] = w_old * running_mean[c] + w_new * mean;
     running_var[c] = w_old * running_var[c] + w_new * var_run;
+}
+
+/* Final, one work-item per channel: add the K partials and finish. */
+__kernel APPLY_ATTR void bn_stats_final(__global const acc_t *part, __global const data_t *x, uint C, uint inner,
+                                        uint K, uint m, STATS_ARGS)
+{
+    const uint c = get_global_id(0);
+    if (c >= C)
+        return;
+    acc_t s1 = 0, s2 = 0, p = 0;
+    for (uint k = 0; k < K; ++k) {
+        __global const acc_t *q = part + ((size_t)k * C + c) * 3;
+        s1 += q[0];
+        s2 += q[1];
+        p += q[2];
+    }
+    finish_stats(c, m, channel_shift(x, C, inner, m, c), s1, s2, p, STATS_PASS);
+}
+
+/* y over a contiguous run of one channel: (x - mu) * a + b. */
+inline void cf_apply_run(__global const data_t *x, __global data_t *y, size_t base, uint len, acc_t mu, acc_t a,
+                         acc_t b)
+{
+    uint w = 0;
+    for (; w + 8 <= len; w += 8)
+        STORE8((LOAD8(x, base + w) - mu) * a + b, y, base + w);
+    for (; w < len; ++w)
+        STORE((LOAD(x, base + w) - mu) * a + b, y, base + w);
 }
 
 /* Elementwise kernels: work-item g handles the flat elements [g * seg, min((g + 1) * seg, n)), row by row
@@ -259,30 +288,21 @@ __kernel ITEM_ATTR void bn_apply(__global const data_t *x, __global data_t *y, u
             STORE((LOAD(x, base + w) - mean_w[w]) * a + beta[w], y, base + w);
         }
     } else {
-        const acc_t mu = mean_w[cc], a = (fix_gamma ? (acc_t)1 : gamma[cc]) * invstd_of(stat_w, cc, is_var, eps);
-        const acc_t b = beta[cc];
-        uint w = w0;
-        for (; w + 8 <= w0 + len; w += 8)
-            STORE8((LOAD8(x, base + w) - mu) * a + b, y, base + w);
-        for (; w < w0 + len; ++w)
-            STORE((LOAD(x, base + w) - mu) * a + b, y, base + w);
+        const acc_t a = (fix_gamma ? (acc_t)1 : gamma[cc]) * invstd_of(stat_w, cc, is_var, eps);
+        cf_apply_run(x, y, base + w0, len, mean_w[cc], a, beta[cc]);
     }
     ROWS_END
 }
 
-/* Backward stage 1, channel-first: part[(k * C + c) * 2 + {0, 1}] = sum dy, sum dy * (x - mean) over the
- * chunk, walked like bn_stats_partial_cf. */
-__kernel ITEM_ATTR void bn_bwd_partial_cf(__global const data_t *x, __global const data_t *dy, uint C, uint inner,
-                                          uint m, uint chunk, __global const acc_t *mean_w, __global acc_t *part)
+/* Backward sums of channel c over its elements [j0, j1): s_dy += sum dy, s_dyx += sum dy (x - mu). */
+inline void cf_bwd_sums(__global const data_t *x, __global const data_t *dy, uint C, uint inner, uint c, uint j0,
+                        uint j1, acc_t mu, acc_t *s_dy, acc_t *s_dyx)
 {
-    const uint k = get_global_id(0), c = get_global_id(1);
-    const uint end = min(k * chunk + chunk, m);
-    const acc_t mu = mean_w[c];
     acc8_t vg = 0, vgx = 0;
-    acc_t s_dy = 0, s_dyx = 0;
-    for (uint j = k * chunk; j < end;) {
+    acc_t tg = 0, tgx = 0;
+    for (uint j = j0; j < j1;) {
         const uint o = j / inner, i = j - o * inner;
-        const uint len = min(inner - i, end - j);
+        const uint len = min(inner - i, j1 - j);
         const size_t at = ((size_t)o * C + c) * inner + i;
         uint t = 0;
         for (; t + 8 <= len; t += 8) {
@@ -292,13 +312,25 @@ __kernel ITEM_ATTR void bn_bwd_partial_cf(__global const data_t *x, __global con
         }
         for (; t < len; ++t) {
             const acc_t g = LOAD(dy, at + t);
-            s_dy += g;
-            s_dyx += g * (LOAD(x, at + t) - mu);
+            tg += g;
+            tgx += g * (LOAD(x, at + t) - mu);
         }
         j += len;
     }
-    part[((size_t)k * C + c) * 2] = s_dy + hsum8(vg);
-    part[((size_t)k * C + c) * 2 + 1] = s_dyx + hsum8(vgx);
+    *s_dy += tg + hsum8(vg);
+    *s_dyx += tgx + hsum8(vgx);
+}
+
+/* Backward stage 1, channel-first: part[(k * C + c) * 2 + {0, 1}] = sum dy, sum dy * (x - mean) over the
+ * chunk k of channel c. mean_w: the batch mean (training) or the running mean (inference). */
+__kernel ITEM_ATTR void bn_bwd_partial_cf(__global const data_t *x, __global const data_t *dy, uint C, uint inner,
+                                          uint m, uint chunk, __global const acc_t *mean_w, __global acc_t *part)
+{
+    const uint k = get_global_id(0), c = get_global_id(1);
+    acc_t s_dy = 0, s_dyx = 0;
+    cf_bwd_sums(x, dy, C, inner, c, k * chunk, min(k * chunk + chunk, m), mean_w[c], &s_dy, &s_dyx);
+    part[((size_t)k * C + c) * 2] = s_dy;
+    part[((size_t)k * C + c) * 2 + 1] = s_dyx;
 }
 
 /* Backward stage 1, channel-last: blocks of 16 channels like bn_stats_partial_cl. */
@@ -343,11 +375,21 @@ __kernel ITEM_ATTR void bn_bwd_partial_cl(__global const data_t *x, __global con
     }
 }
 
-/* Backward stage 2, one work-item per channel: dbeta = sum dy, dgamma = invstd * sum dy (x - mean).
- * dgamma_sum keeps the sum for bn_bwd_apply; dgamma_out gets 0 when fix_gamma != 0. */
+/* dbeta = sum dy, dgamma = invstd * sum dy (x - mean) of channel c; dgamma_sum keeps the value for the dx
+ * kernels, dgamma_out gets 0 when fix_gamma != 0. */
+inline void finish_bwd(uint c, acc_t s_dy, acc_t s_dyx, acc_t inv, int fix_gamma, __global acc_t *dbeta_out,
+                       __global acc_t *dgamma_sum, __global acc_t *dgamma_out)
+{
+    const acc_t dg = s_dyx * inv;
+    dbeta_out[c] = s_dy;
+    dgamma_sum[c] = dg;
+    dgamma_out[c] = fix_gamma ? (acc_t)0 : dg;
+}
+
+/* Backward stage 2, one work-item per channel: add the K partials and finish. */
 __kernel APPLY_ATTR void bn_bwd_final(__global const acc_t *part, uint C, uint K, __global const acc_t *stat_w,
-                                      int is_var, acc_t eps, int fix_gamma, __global acc_t *dbeta_out, __global acc_t *dgamma_sum,
-                                      __global acc_t *dgamma_out)
+                                      int is_var, acc_t eps, int fix_gamma, __global acc_t *dbeta_out,
+                                      __global acc_t *dgamma_sum, __global acc_t *dgamma_out)
 {
     const uint c = get_global_id(0);
     if (c >= C)
@@ -357,10 +399,26 @@ __kernel APPLY_ATTR void bn_bwd_final(__global const acc_t *part, uint C, uint K
         s_dy += part[((size_t)k * C + c) * 2];
         s_dyx += part[((size_t)k * C + c) * 2 + 1];
     }
-    const acc_t dg = s_dyx * invstd_of(stat_w, c, is_var, eps);
-    dbeta_out[c] = s_dy;
-    dgamma_sum[c] = dg;
-    dgamma_out[c] = fix_gamma ? (acc_t)0 : dg;
+    finish_bwd(c, s_dy, s_dyx, invstd_of(stat_w, c, is_var, eps), fix_gamma, dbeta_out, dgamma_sum, dgamma_out);
+}
+
+/* dx over a contiguous run of one channel: a dy (inference: x is not read, so an Inf in x cannot reach dx)
+ * or a (dy - db) - kx (x - mu) (training). */
+inline void cf_dx_run(__global const data_t *x, __global const data_t *dy, __global data_t *dx, size_t base,
+                      uint len, int train, acc_t a, acc_t mu, acc_t db, acc_t kx)
+{
+    uint w = 0;
+    if (!train) {
+        for (; w + 8 <= len; w += 8)
+            STORE8(a * LOAD8(dy, base + w), dx, base + w);
+        for (; w < len; ++w)
+            STORE(a * LOAD(dy, base + w), dx, base + w);
+        return;
+    }
+    for (; w + 8 <= len; w += 8)
+        STORE8(a * (LOAD8(dy, base + w) - db) - kx * (LOAD8(x, base + w) - mu), dx, base + w);
+    for (; w < len; ++w)
+        STORE(a * (LOAD(dy, base + w) - db) - kx * (LOAD(x, base + w) - mu), dx, base + w);
 }
 
 /* dx, launched like bn_apply.
@@ -385,19 +443,43 @@ __kernel ITEM_ATTR void bn_bwd_apply(__global const data_t *x, __global const da
         }
     } else {
         const acc_t inv = invstd_of(stat_w, cc, is_var, eps), a = (fix_gamma ? (acc_t)1 : gamma[cc]) * inv;
-        uint w = w0;
-        if (!train) {
-            for (; w + 8 <= w0 + len; w += 8)
-                STORE8(a * LOAD8(dy, base + w), dx, base + w);
-            for (; w < w0 + len; ++w)
-                STORE(a * LOAD(dy, base + w), dx, base + w);
-        } else { /* dx = a (dy - dbeta / m) - a invstd dgamma / m (x - mean) */
-            const acc_t mu = mean_w[cc], db = dbeta[cc] / fm, kx = a * inv * dgamma_sum[cc] / fm;
-            for (; w + 8 <= w0 + len; w += 8)
-                STORE8(a * (LOAD8(dy, base + w) - db) - kx * (LOAD8(x, base + w) - mu), dx, base + w);
-            for (; w < w0 + len; ++w)
-                STORE(a * (LOAD(dy, base + w) - db) - kx * (LOAD(x, base + w) - mu), dx, base + w);
-        }
+        const acc_t db = train ? dbeta[cc] / fm : (acc_t)0, kx = train ? a * inv * dgamma_sum[cc] / fm : (acc_t)0;
+        cf_dx_run(x, dy, dx, base + w0, len, train, a, mean_w[cc], db, kx);
     }
     ROWS_END
+}
+
+/* Fused, channel-first, one work-item per channel whose values fit in cache: the statistics in one pass
+ * over the channel, then y from the cached values. One launch, and x crosses the memory bus once. */
+__kernel ITEM_ATTR void bn_fused_train_cf(__global const data_t *x, __global data_t *y, uint C, uint inner, uint m,
+                                          __global const acc_t *gamma, __global const acc_t *beta, int fix_gamma,
+                                          STATS_ARGS)
+{
+    const uint c = get_global_id(0);
+    const acc_t shift = channel_shift(x, C, inner, m, c);
+    acc_t s1 = 0, s2 = 0, p = 0;
+    cf_sums(x, C, inner, c, 0, m, shift, &s1, &s2, &p);
+    finish_stats(c, m, shift, s1, s2, p, STATS_PASS);
+    const acc_t a = (fix_gamma ? (acc_t)1 : gamma[c]) * invstd_w[c], mu = mean_w[c], b = beta[c];
+    for (uint o = 0; o < m / inner; ++o)
+        cf_apply_run(x, y, ((size_t)o * C + c) * inner, inner, mu, a, b);
+}
+
+/* Fused backward, channel-first, one work-item per channel: the two sums, then dx from the cached values.
+ * mean_w / stat_w as in bn_apply. */
+__kernel ITEM_ATTR void bn_fused_bwd_cf(__global const data_t *x, __global const data_t *dy, __global data_t *dx,
+                                        uint C, uint inner, uint m, __global const acc_t *mean_w,
+                                        __global const acc_t *stat_w, int is_var, acc_t eps,
+                                        __global const acc_t *gamma, int fix_gamma, __global acc_t *dbeta_out,
+                                        __global acc_t *dgamma_sum, __global acc_t *dgamma_out, int train)
+{
+    const uint c = get_global_id(0);
+    const acc_t mu = mean_w[c], inv = invstd_of(stat_w, c, is_var, eps);
+    acc_t s_dy = 0, s_dyx = 0;
+    cf_bwd_sums(x, dy, C, inner, c, 0, m, mu, &s_dy, &s_dyx);
+    finish_bwd(c, s_dy, s_dyx, inv, fix_gamma, dbeta_out, dgamma_sum, dgamma_out);
+    const acc_t fm = (acc_t)m, a = (fix_gamma ? (acc_t)1 : gamma[c]) * inv;
+    const acc_t db = train ? s_dy / fm : (acc_t)0, kx = train ? a * inv * dgamma_sum[c] / fm : (acc_t)0;
+    for (uint o = 0; o < m / inner; ++o)
+        cf_dx_run(x, dy, dx, ((size_t)o * C + c) * inner, inner, train, a, mu, db, kx);
 }

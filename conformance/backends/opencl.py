@@ -28,7 +28,7 @@ from .base import DeviceInfo, Result, Skip, time_repeats  # noqa: E402
 
 NAME = "opencl"
 KERNEL_FILE = "batchnorm.cl"
-KERNELS = ("bn_stats_partial_cf", "bn_stats_partial_cl", "bn_stats_final", "bn_apply",
+KERNELS = ("bn_fused_train_cf", "bn_fused_bwd_cf", "bn_stats_partial_cf", "bn_stats_partial_cl", "bn_stats_final", "bn_apply",
            "bn_bwd_partial_cf", "bn_bwd_partial_cl", "bn_bwd_final", "bn_bwd_apply")
 _DTYPE_DEFINES = {"float16": ["-DDATA_HALF"], "float32": [], "float64": ["-DDATA_DOUBLE"]}
 _PLATFORM_SHORT = {  # platform-name prefix -> short name
@@ -243,31 +243,46 @@ def _plan(session, case, inputs):
     eps = acc(case.eps)
     launches = []
     train = case.mode == "train"
-    if train:
+    # channel-first channels small enough to stay in cache, and enough of them: one work-item per channel
+    fused = not chan_last and m * item * (2 if case.backward else 1) <= tune["fused_bytes"] and C >= want
+    p = case.momentum if case.momentum_dir == "old" else 1.0 - case.momentum  # framework-style parameter
+    stats_args = (eps, acc(p), i32(case.momentum_dir == "new"), i32(case.running_var == "unbiased"),
+                  i32(case.stats == "invstd"), b["running_mean"], b["running_var"])
+    if train and fused:
         b["mean"] = cl.Buffer(ctx, mf.WRITE_ONLY, param_bytes)
         b["stat"] = cl.Buffer(ctx, mf.WRITE_ONLY, param_bytes)
-        if chan_last:
+        launches.append((kernels["bn_fused_train_cf"], (C,), (1,), (
+            b["x"], b["y"], u32(C), u32(inner), u32(m), b["gamma"], b["beta"], i32(case.fix_gamma), *stats_args,
+            b["mean"], b["stat"], b["mean_w"], b["invstd_w"])))
+        stats = (b["mean_w"], b["invstd_w"], i32(0), eps)
+    elif train:
+        b["mean"] = cl.Buffer(ctx, mf.WRITE_ONLY, param_bytes)
+        b["stat"] = cl.Buffer(ctx, mf.WRITE_ONLY, param_bytes)
+        if chan_last:  # statistics in stages: partial sums per chunk, then per channel
             launches.append((kernels["bn_stats_partial_cl"], *red_shape, (b["x"], u32(C), u32(outer), u32(chunk), b["part"])))
         else:
             launches.append((kernels["bn_stats_partial_cf"], *red_shape,
                              (b["x"], u32(C), u32(inner), u32(m), u32(chunk), b["part"])))
-        p = case.momentum if case.momentum_dir == "old" else 1.0 - case.momentum  # framework-style parameter
         launches.append((kernels["bn_stats_final"], *per_channel, (
-            b["part"], b["x"], u32(C), u32(inner), u32(K), u32(m), eps, acc(p), i32(case.momentum_dir == "new"),
-            i32(case.running_var == "unbiased"), i32(case.stats == "invstd"),
-            b["running_mean"], b["running_var"], b["mean"], b["stat"], b["mean_w"], b["invstd_w"])))
-        # the batch statistics: mean and invstd
-        stats = (b["mean_w"], b["invstd_w"], i32(0), eps)
+            b["part"], b["x"], u32(C), u32(inner), u32(K), u32(m), *stats_args,
+            b["mean"], b["stat"], b["mean_w"], b["invstd_w"])))
+        stats = (b["mean_w"], b["invstd_w"], i32(0), eps)  # the batch mean and invstd
     else:  # inference reads the running statistics directly: one launch
         stats = (b["running_mean"], b["running_var"], i32(1), eps)
-    launches.append((kernels["bn_apply"], *elementwise, (
-        b["x"], b["y"], np.uint64(n), u32(width), u32(C), u32(seg), i32(chan_last), *stats, b["gamma"], b["beta"],
-        i32(case.fix_gamma))))
+    if not (train and fused):
+        launches.append((kernels["bn_apply"], *elementwise, (
+            b["x"], b["y"], np.uint64(n), u32(width), u32(C), u32(seg), i32(chan_last), *stats, b["gamma"],
+            b["beta"], i32(case.fix_gamma))))
     if case.backward:
         b["dy"] = upload(inputs.dy)
         b["dx"] = cl.Buffer(ctx, mf.WRITE_ONLY, data_bytes)
         for name in ("dbeta", "dgamma_sum", "dgamma"):
             b[name] = cl.Buffer(ctx, mf.READ_WRITE, param_bytes)
+        if fused:
+            launches.append((kernels["bn_fused_bwd_cf"], (C,), (1,), (
+                b["x"], b["dy"], b["dx"], u32(C), u32(inner), u32(m), *stats, b["gamma"], i32(case.fix_gamma),
+                b["dbeta"], b["dgamma_sum"], b["dgamma"], i32(train))))
+            return b, launches
         if chan_last:
             launches.append((kernels["bn_bwd_partial_cl"], *red_shape,
                              (b["x"], b["dy"], u32(C), u32(outer), u32(chunk), stats[0], b["part"])))

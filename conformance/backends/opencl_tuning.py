@@ -8,14 +8,18 @@ one work-group reduces (small enough to stay in cache for the second pass, large
     chunk          elements of one channel one reduction work-item handles (channel-first)
     chunk_bytes    bytes one channel-last reduction work-item reads (rows * 16 channels * itemsize)
     min_groups     work is split until there are at least this many work-groups per compute unit
+    fused_bytes    a channel-first channel of at most this many bytes (x, plus dy for backward) is done by one
+                   work-item, statistics and elementwise in one launch, while there are min_groups channels per
+                   compute unit
 """
 
-DEFAULT = {"apply_ls": 64, "seg": 4096, "chunk": 32768, "chunk_bytes": 128 * 1024, "min_groups": 4}
+DEFAULT = {"apply_ls": 64, "seg": 4096, "chunk": 32768, "chunk_bytes": 128 * 1024, "min_groups": 4,
+           "fused_bytes": 1 << 20}
 
 TUNING = [
     ("pocl", {}),
     ("intel", {}),
-    ("nvidia", {"apply_ls": 128, "seg": 256, "chunk": 4096, "chunk_bytes": 1 << 20, "min_groups": 16}),
+    ("nvidia", {"apply_ls": 128, "seg": 256, "chunk": 4096, "chunk_bytes": 1 << 20, "min_groups": 16, "fused_bytes": 0}),
 ]
 
 
