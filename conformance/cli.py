@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import time
 from pathlib import Path
@@ -55,7 +56,16 @@ def build_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("list", help="list cases, backends or devices")
     ls.add_argument("what", choices=["cases", "backends", "devices", "suites"])
     ls.add_argument("--suite", default="smoke")
+    for module in EXTRA_COMMANDS:  # each adds its sub-parsers with set_defaults(func=handler)
+        try:
+            importlib.import_module(module).add_commands(sub)
+        except ImportError:
+            pass
     return p
+
+
+# Modules that add sub-commands: add_commands(subparsers); each handler takes args and returns an exit code.
+EXTRA_COMMANDS = ("conformance.cli_history",)
 
 
 def _cases(args) -> tuple[str, list[Case], list[str]]:
@@ -186,7 +196,11 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_run(args, argv)
         if args.command == "bench":
             return cmd_bench(args, argv)
-        return cmd_conventions(args) if args.command == "conventions" else cmd_list(args)
+        if args.command == "conventions":
+            return cmd_conventions(args)
+        if args.command == "list":
+            return cmd_list(args)
+        return args.func(args)  # commands registered by other modules (see build_parser)
     except UserError as exc:
         print(f"conformance: error: {exc}", file=sys.stderr)
         return 2

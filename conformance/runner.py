@@ -125,11 +125,12 @@ def _case_columns(case: Case) -> dict:
 
 
 def _timing_columns(result, case: Case) -> dict:
-    cols = {"time_ms_median": np.nan, "time_ms_min": np.nan, "kernel_ms_median": np.nan, "kernel_ms_min": np.nan,
-            "bytes": bytes_moved(case), "gbps": np.nan, "repeats": 0}
+    cols = {"time_ms_median": np.nan, "time_ms_min": np.nan, "time_ms_p10": np.nan, "time_ms_p90": np.nan,
+            "kernel_ms_median": np.nan, "kernel_ms_min": np.nan, "bytes": bytes_moved(case), "gbps": np.nan, "repeats": 0}
     if result is not None and result.wall_ms:
         med = statistics.median(result.wall_ms)
         cols.update(time_ms_median=med, time_ms_min=min(result.wall_ms), repeats=len(result.wall_ms),
+                    time_ms_p10=float(np.percentile(result.wall_ms, 10)), time_ms_p90=float(np.percentile(result.wall_ms, 90)),
                     gbps=cols["bytes"] / (med * 1e-3) / 1e9 if med > 0 else np.nan)
         if result.kernel_ms:
             cols.update(kernel_ms_median=statistics.median(result.kernel_ms), kernel_ms_min=min(result.kernel_ms))
