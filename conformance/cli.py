@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
+import signal
 import sys
 import time
 from pathlib import Path
+
+import pandas as pd
 
 from . import deviations
 from . import suite as suites
@@ -20,6 +24,9 @@ from .report import ArraysWriter, write
 from .runner import DEFAULT_TIMEOUT_S, discover, select_targets, run_cases
 from .worker import peak_rss_mib
 from . import meta as metadata
+
+
+REPORTS = Path(__file__).resolve().parents[1] / "reports"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -41,6 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--repeats", type=int, default=TimingPolicy.max_repeats, help="at most this many timed repeats per case and target")
     r.add_argument("--time-budget", type=float, default=TimingPolicy.budget_s, help="seconds of timed repeats per case and target (after 3)")
     r.add_argument("--deviations", default=str(deviations.DEFAULT_PATH), help="known-deviations file (default: cases/known_deviations.toml)")
+    r.add_argument("--resume", metavar="DIR", help="complete an interrupted run in DIR: run only the cases it lacks")
+    r.add_argument("--format", choices=["text", "json"], default="text", help="what to print at the end (json: for machines)")
+    r.add_argument("--history", default=None, metavar="URL",
+                   help="history store: an SQLAlchemy URL (default: reports/history.sqlite); 'none' to record nothing")
+    r.add_argument("--conventions", default=str(REPORTS / "conventions" / "conventions.json"),
+                   help="conventions.json to show in report.html (from conformance conventions --out)")
+    r.add_argument("--bench", default=str(REPORTS / "bench" / "bench.csv"),
+                   help="bench.csv whose copy-bandwidth fractions report.html shows (from conformance bench)")
     b = sub.add_parser("bench", help="time forward/backward on every backend side by side, against the memory-copy roofline")
     b.add_argument("--suite", default="perf", help="suite name or path (default: perf)")
     b.add_argument("--case", action="append", metavar="ID", help="only this case id (repeatable)")
@@ -81,10 +96,34 @@ def _cases(args) -> tuple[str, list[Case], list[str]]:
     return label, cases, warnings
 
 
+def _resume(args) -> tuple[list[str], list[dict], list[str]]:
+    """For --resume DIR: the original argv (out forced to DIR), the rows already there, the finished case ids."""
+    run_dir = Path(args.resume)
+    try:
+        meta = json.loads((run_dir / "run.json").read_text())
+        old = pd.read_csv(run_dir / "results.csv", keep_default_na=False, na_values=[""])
+    except (OSError, ValueError) as exc:
+        raise UserError(f"not a run directory ({exc})".splitlines()[0], source="--resume", field=str(run_dir)) from None
+    if not meta.get("partial"):
+        raise UserError("this run is complete: nothing to resume", source="--resume", field=str(run_dir))
+    argv = [a for a in meta["argv"]]
+    if "--out" in argv:
+        argv[argv.index("--out") + 1] = str(run_dir)
+    else:
+        argv += ["--out", str(run_dir)]
+    return argv, old.to_dict("records"), meta.get("done_cases", [])
+
+
 def cmd_run(args, argv) -> int:
+    prior_rows, done = [], []
+    if args.resume:
+        argv, prior_rows, done = _resume(args)
+        args = build_parser().parse_args(argv)
     if args.repeats < 1 or args.timeout <= 0 or args.time_budget < 0:
         raise UserError("--repeats must be >= 1, --timeout > 0 and --time-budget >= 0", source="conformance run")
     suite_label, cases, warnings = _cases(args)
+    all_ids = [c.id for c in cases]
+    cases = [c for c in cases if c.id not in set(done)]
     if args.deviations != str(deviations.DEFAULT_PATH) and not Path(args.deviations).is_file():
         raise UserError(f"no such file {args.deviations!r}", source="--deviations")
     known = deviations.load(args.deviations)
@@ -93,28 +132,67 @@ def cmd_run(args, argv) -> int:
     if not targets:
         raise UserError("no backend is available: " + "; ".join(f"{i.name}: {i.reason}" for i in infos), source="conformance run")
     policy = TimingPolicy(max_repeats=args.repeats, min_repeats=min(3, args.repeats), budget_s=args.time_budget)
-    print(f"suite {suite_label}: {len(cases)} cases on " + ", ".join(t.label for t in targets), file=sys.stderr)
+    print(f"suite {suite_label}: {len(cases)} cases on " + ", ".join(t.label for t in targets)
+          + (f" (resuming: {len(done)} done)" if done else ""), file=sys.stderr)
     t0 = time.monotonic()
     out = args.out
     on_arrays = ArraysWriter(out) if args.keep_arrays else None
     seen: dict = {}
-    rows = run_cases(cases, targets, policy=policy, timeout_s=args.timeout, on_arrays=on_arrays,
-                     progress=Progress(len(cases)), seen=seen)
+    state: dict = {}
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        rows = run_cases(cases, targets, policy=policy, timeout_s=args.timeout, on_arrays=on_arrays,
+                         progress=Progress(len(cases)), seen=seen, state=state)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     versions = {t.backend: t.meta.get("version") or getattr(t.device, "driver", "") for t in targets}
     warnings += deviations.apply(rows, seen, versions, known)
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
     meta = metadata.collect(argv, suite_label, infos, targets, THRESHOLDS)
-    meta["elapsed_s"] = time.monotonic() - t0
-    meta["warnings"] = warnings
+    meta.update(elapsed_s=time.monotonic() - t0, warnings=warnings, argv=argv,
+                done_cases=[i for i in all_ids if i in set(done) | set(state["done"])])
+    meta["partial"] = len(meta["done_cases"]) < len(all_ids)
     workers = {t.label: t.meta.get("peak_rss_mib") for t in targets if t.meta.get("peak_rss_mib")}
     own = peak_rss_mib()
     meta["peak_rss_mib"] = {"main": own, "workers": workers, "upper_bound_total": own + sum(workers.values())}
-    df = write(out, rows, meta)
+    df = write(out, prior_rows + rows, meta)
+    _after_report(args, out, df, meta)
     bad = df[df["status"].isin(UNEXPECTED)]
     counts = df["status"].value_counts().to_dict()
-    print(f"{len(df)} rows: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + f"; report in {out}/summary.md")
-    return 1 if len(bad) else 0
+    code = 130 if state["interrupted"] else (1 if len(bad) else 0)
+    if args.format == "json":
+        print(json.dumps({"exit_code": code, "partial": meta["partial"], "report_dir": str(out), "rows": len(df),
+                          "counts": counts, "unexpected": bad[["case_id", "target", "vs", "output", "status", "reason"]].to_dict("records")},
+                         default=str))
+    else:
+        note = f" (INTERRUPTED after {len(meta['done_cases'])} of {len(all_ids)} cases: conformance run --resume {out})" if meta["partial"] else ""
+        print(f"{len(df)} rows: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + f"; report in {out}/summary.md{note}")
+    return code
+
+
+def _terminate(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM ends a run like Ctrl-C: every finished row is written, marked partial
+
+
+def _after_report(args, out: Path, df, meta) -> None:
+    """report.html and the history store, where those modules are present."""
+    try:
+        from . import html_report
+    except ImportError:
+        html_report = None
+    if html_report is not None:
+        conv = Path(args.conventions) if args.conventions else None
+        bench = Path(args.bench) if args.bench else None
+        html_report.write(out, df, meta, conventions=json.loads(conv.read_text()) if conv and conv.is_file() else None,
+                          bench=pd.read_csv(bench) if bench and bench.is_file() else None)
+    if args.history != "none":
+        try:
+            from . import history
+        except ImportError:
+            return
+        run_id = history.record(df, meta, str(out), url=args.history)
+        print(f"recorded as run {run_id} in the history store", file=sys.stderr)
 
 
 def cmd_list(args) -> int:

@@ -72,8 +72,14 @@ def summary_markdown(df: pd.DataFrame, meta: dict, max_listed: int = 200) -> str
     w = lambda s="": print(s, file=out)  # noqa: E731
     bad = df[df["status"].isin(UNEXPECTED)]
     verdict = "FAILED" if len(bad) else "passed"
+    if meta.get("partial"):
+        verdict = f"PARTIAL ({verdict} so far)"
     w(f"# BatchNorm conformance: suite `{meta['suite']}`: {verdict}")
     w()
+    if meta.get("partial"):
+        w(f"**Interrupted**: {len(meta.get('done_cases', []))} cases finished; every row of them is here. "
+          f"Complete it with `conformance run --resume {meta.get('out_dir', 'DIR')}`.")
+        w()
     w(f"`{meta['command']}` at {meta['started']}, git `{meta['git_commit']}`, {meta.get('elapsed_s', 0):.1f} s")
     w()
     h = meta["host"]
@@ -133,6 +139,7 @@ def summary_markdown(df: pd.DataFrame, meta: dict, max_listed: int = 200) -> str
 
 def write(out_dir: Path, rows: list[dict], meta: dict) -> pd.DataFrame:
     out_dir.mkdir(parents=True, exist_ok=True)
+    meta = {**meta, "out_dir": str(out_dir)}
     df = frame(rows)
     _atomic_write(out_dir / "results.csv", df.to_csv(index=False).encode())
     oracle_rows = df[df["vs"] == "oracle"]

@@ -220,35 +220,31 @@ def _reply(t: Target, case: Case, inputs, policy, timeout_s):
 
 
 def run_cases(cases: list[Case], targets: list[Target], *, policy: TimingPolicy, timeout_s: float = DEFAULT_TIMEOUT_S,
-              on_arrays=None, progress: Progress | None = None, seen: dict | None = None) -> list[dict]:
+              on_arrays=None, progress: Progress | None = None, seen: dict | None = None,
+              state: dict | None = None) -> list[dict]:
     """All rows for cases x targets. on_arrays(case, inputs, {label: outputs}) receives each case's arrays;
-    `seen` (case id -> Case) collects every profiled case that produced rows."""
+    `seen` (case id -> Case) collects every profiled case that produced rows. A KeyboardInterrupt (Ctrl-C, or
+    SIGTERM turned into one by the CLI) stops the run between two rows: the rows of every finished case are
+    returned, the case in flight is dropped, and `state` gets done = [ids of finished cases] and
+    interrupted = True."""
     rows: list[dict] = []
     counts: dict[str, int] = {}
     seen = {} if seen is None else seen
+    state = {} if state is None else state
+    state.update(done=[], interrupted=False)
     try:
         _start(targets)
         for case in cases:
-            inputs = generate(case)  # profiles never change the inputs: one draw serves every variant
-            variants = {case.id: case}
-            home = {}  # framework target -> the id of its profiled case
-            for t in targets:
-                if t.is_framework:
-                    pc = profiled(case, t.meta.get("profile"))
-                    variants.setdefault(pc.id, pc)
-                    home[t.label] = pc.id
-            for variant in variants.values():
-                chosen = [t for t in targets if (home.get(t.label) == variant.id if t.is_framework
-                                                 else t.is_sut or variant is case)]
-                new, arrays = _run_variant(variant, chosen, inputs, policy, timeout_s)
-                seen[variant.id] = variant
-                rows.extend(new)
-                for r in new:
-                    counts[r["status"]] = counts.get(r["status"], 0) + 1
-                if on_arrays is not None:
-                    on_arrays(variant, inputs, arrays)
+            case_rows, case_seen = _run_case(case, targets, policy, timeout_s, on_arrays)
+            rows.extend(case_rows)  # only a finished case lands
+            seen.update(case_seen)
+            state["done"].append(case.id)
+            for r in case_rows:
+                counts[r["status"]] = counts.get(r["status"], 0) + 1
             if progress is not None:
                 progress.step(case.name, counts)
+    except KeyboardInterrupt:
+        state["interrupted"] = True
     finally:
         for t in targets:
             if t.worker is not None:
@@ -258,6 +254,28 @@ def run_cases(cases: list[Case], targets: list[Target], *, policy: TimingPolicy,
         if progress is not None:
             progress.close()
     return rows
+
+
+def _run_case(case: Case, targets: list[Target], policy, timeout_s, on_arrays):
+    """Rows of one canonical case: its own variant and each framework's profiled one."""
+    inputs = generate(case)  # profiles never change the inputs: one draw serves every variant
+    variants = {case.id: case}
+    home = {}  # framework target -> the id of its profiled case
+    for t in targets:
+        if t.is_framework:
+            pc = profiled(case, t.meta.get("profile"))
+            variants.setdefault(pc.id, pc)
+            home[t.label] = pc.id
+    rows, seen = [], {}
+    for variant in variants.values():
+        chosen = [t for t in targets if (home.get(t.label) == variant.id if t.is_framework
+                                         else t.is_sut or variant is case)]
+        new, arrays = _run_variant(variant, chosen, inputs, policy, timeout_s)
+        seen[variant.id] = variant
+        rows.extend(new)
+        if on_arrays is not None:
+            on_arrays(variant, inputs, arrays)
+    return rows, seen
 
 
 def _run_variant(variant: Case, targets, inputs, policy, timeout_s):

@@ -53,6 +53,8 @@ def _meta(mod) -> dict:
 def _main(conn, backend: str, device_key) -> None:  # runs in the child
     from . import backends
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops us cleanly
+
     try:
         mod = backends.load(backend)
         reason = mod.available()

@@ -1,0 +1,69 @@
+"""Interrupted runs lose nothing: SIGTERM or Ctrl-C leaves a report of every finished case, marked partial,
+and `conformance run --resume DIR` completes it with the same rows as an uninterrupted run."""
+
+import json
+import signal
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+SUITE = """[suite]
+name = "resumable"
+[defaults]
+backward = true
+[[case]]
+name = "r"
+shape = [[8, 6, 5, 5], [16, 12], [4, 3, 7]]
+mode = ["train", "infer"]
+seed = [1, 2]
+"""
+SLOW = ["--backend", "numpy", "--repeats", "100000", "--time-budget", "0.25", "--history", "none"]
+TIMING = ["time_ms_median", "time_ms_min", "time_ms_p10", "time_ms_p90", "kernel_ms_median", "kernel_ms_min", "gbps", "repeats"]
+
+
+def conformance(*args):
+    return subprocess.run([sys.executable, "-m", "conformance", *args], capture_output=True, text=True, timeout=600)
+
+
+def interrupted_run(suite, out, sig):
+    proc = subprocess.Popen([sys.executable, "-m", "conformance", "run", "--suite", str(suite), "--out", str(out), *SLOW],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:
+        if line.startswith("[4/12]"):
+            proc.send_signal(sig)
+            break
+    proc.communicate(timeout=300)
+    return proc.returncode
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_interrupt_then_resume_equals_uninterrupted(tmp_path, sig):
+    suite = tmp_path / "s.toml"
+    suite.write_text(SUITE)
+    full, part = tmp_path / "full", tmp_path / "part"
+    r = conformance("run", "--suite", str(suite), "--out", str(full), *SLOW[:1], "numpy", "--history", "none")
+    assert r.returncode == 0, r.stderr
+
+    assert interrupted_run(suite, part, sig) == 130
+    meta = json.loads((part / "run.json").read_text())
+    assert meta["partial"] is True and 4 <= len(meta["done_cases"]) < 12
+    partial = pd.read_csv(part / "results.csv")
+    assert set(partial["case_id"]) == set(meta["done_cases"])  # finished cases only, each whole
+    assert partial.groupby("case_id").size().isin([6, 8]).all()
+    assert "Interrupted" in (part / "summary.md").read_text()
+
+    r = conformance("run", "--resume", str(part))
+    assert r.returncode == 0, r.stderr
+    done = pd.read_csv(part / "results.csv").drop(columns=TIMING)
+    want = pd.read_csv(full / "results.csv").drop(columns=TIMING)
+    pd.testing.assert_frame_equal(done.reset_index(drop=True), want.reset_index(drop=True))
+    assert json.loads((part / "run.json").read_text())["partial"] is False
+
+
+def test_resume_of_a_complete_run_is_a_user_error(tmp_path):
+    out = tmp_path / "o"
+    assert conformance("run", "--backend", "numpy", "--out", str(out), "--history", "none").returncode == 0
+    r = conformance("run", "--resume", str(out))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "nothing to resume" in r.stderr
