@@ -84,7 +84,7 @@ def _bench_problem(problem: Case, targets: list[Target], rounds: int, policy: Ti
     copy = {}
     for t in targets:
         t.worker.keep(key, inputs)
-        copy[t.label] = t.worker.measure_copy(inputs.x.nbytes, policy) if hasattr(t.worker, "measure_copy") else None
+        copy[t.label] = t.worker.measure_copy(inputs.x.nbytes, policy)  # None where the backend has no copy
     for _ in range(rounds):
         for t in targets:
             for ph, case in _variants(problem, t).items():

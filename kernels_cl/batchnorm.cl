@@ -9,11 +9,13 @@
  *                buffer are float.
  *   DATA_DOUBLE  everything is double (needs cl_khr_fp64).
  *   (neither)    everything is float.
- *   APPLY_LS     work-group size of the per-channel and channel-last kernels (default 64)
+ *   APPLY_LS     work-group size of the two kernels with one work-item per channel (the `final` stages)
+ *                (default 64)
  * Every kernel has a fixed work-group size (reqd_work_group_size), so a driver that compiles per launch
- * shape (PoCL) compiles each kernel once. Kernels over contiguous data run one work-item per work-group, and
- * each work-item walks a long contiguous run 8 values at a time (vload8 / vstore8, eight accumulators):
- * on CPU devices that is what vectorises and what amortises the cost of a work-group.
+ * shape (PoCL) compiles each kernel once. Every other kernel runs one work-item per work-group, and each
+ * work-item walks a long contiguous run 8 values at a time (vload8 / vstore8, eight accumulators): on CPU
+ * devices that is what vectorises and what amortises the cost of a work-group. A channel-first channel
+ * small enough to stay in cache is done whole by one work-item (the fused kernels at the end).
  *
  * Reductions run in stages, so that every shape gives the device enough work-groups:
  *   shift    K_c = the mean of the channel's first SHIFT_SAMPLES values, an estimate of the mean close

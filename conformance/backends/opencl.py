@@ -161,7 +161,7 @@ def open(device_key):  # noqa: A001 - the contract's name
     context = cl.Context([dev])
     queue = cl.CommandQueue(context, dev, properties=cl.command_queue_properties.PROFILING_ENABLE)
     session = {"info": info, "device": dev, "context": context, "queue": queue,
-               "tuning": tune, "local_size": tune["apply_ls"], "programs": {}}
+               "tuning": tune, "programs": {}}
     try:
         _build(session, "float32")
     except RuntimeError as exc:
@@ -189,10 +189,6 @@ def supports(session, case):
 
 
 # ---- run -----------------------------------------------------------------------------------------------------
-def _round_up(n: int, k: int) -> int:
-    return (n + k - 1) // k * k
-
-
 def _split(n_items: int, per_group: int, groups_other: int, want_groups: int) -> tuple[int, int]:
     """(chunk, K): n_items cut into K chunks of `chunk`, at most per_group each, and smaller while fewer
     than want_groups work-groups (K x groups_other) would run."""

@@ -3,7 +3,7 @@ device key wins; `default` serves unknown devices. Work-group sizes are fixed pe
 compiles per launch shape, like PoCL, then compiles each kernel once); chunk sizes set how much of a channel
 one work-group reduces (small enough to stay in cache for the second pass, large enough to amortise).
 
-    apply_ls       work-group size of the per-channel and channel-last kernels (power of two)
+    apply_ls       work-group size of the kernels with one work-item per channel (power of two)
     seg            elements of a row one elementwise work-item handles
     chunk          elements of one channel one reduction work-item handles (channel-first)
     chunk_bytes    bytes one channel-last reduction work-item reads (rows * 16 channels * itemsize)
