@@ -248,6 +248,9 @@ def run_cases(cases: list[Case], targets: list[Target], *, policy: TimingPolicy,
     finally:
         for t in targets:
             if t.worker is not None:
+                if state["interrupted"]:  # a worker may be mid-case, its reply still on the pipe: end it
+                    t.worker.kill()
+                    continue
                 if t.worker.proc is not None and t.worker.proc.is_alive():
                     t.meta = {**t.meta, "peak_rss_mib": t.worker.peak_rss_mib()}
                 t.worker.stop()

@@ -208,9 +208,10 @@ class Worker:
     def peak_rss_mib(self) -> float | None:
         try:
             self.conn.send(("rss",))
-            return self._recv(30)[1]
+            reply = self._recv(30)
         except Exception:  # noqa: BLE001 - a dead worker has no answer; the figure is then unknown
             return None
+        return reply[1] if reply[0] == "rss" else None
 
     def kill(self):
         if self.proc is not None and self.proc.is_alive():

@@ -5,6 +5,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 
 import pandas as pd
 import pytest
@@ -32,6 +33,7 @@ def interrupted_run(suite, out, sig):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for line in proc.stderr:
         if line.startswith("[4/12]"):
+            time.sleep(0.1)  # land inside the next case, while the worker is busy and owes a reply
             proc.send_signal(sig)
             break
     proc.communicate(timeout=300)
