@@ -32,6 +32,7 @@
 #define APPLY_LS 64
 #endif
 #define SHIFT_SAMPLES 64
+#define SHIFT_ROWS 16 /* channel-last: the shift is the mean of the first rows */
 
 #if defined(DATA_DOUBLE)
 #pragma OPENCL EXTENSION cl_khr_fp64 : enable
@@ -76,13 +77,24 @@ inline acc_t hsum8(acc8_t v)
  * recomputes it (a few dozen loads), which saves a launch. */
 inline acc_t channel_shift(__global const data_t *x, uint C, uint inner, uint m, uint c)
 {
-    const uint cnt = min(m, (uint)SHIFT_SAMPLES);
+    const uint cnt = min(m, inner == 1 ? (uint)SHIFT_ROWS : (uint)SHIFT_SAMPLES);
     acc_t s = 0;
     for (uint j = 0; j < cnt; ++j) {
         const uint o = j / inner;
         s += LOAD(x, ((size_t)o * C + c) * inner + (j - o * inner));
     }
     return s / (acc_t)cnt;
+}
+
+/* Plain sum of channel c, for the rare channel whose shifted mean is not finite (Inf or NaN in it). */
+inline acc_t channel_sum(__global const data_t *x, uint C, uint inner, uint m, uint c)
+{
+    acc_t s = 0;
+    for (uint j = 0; j < m; ++j) {
+        const uint o = j / inner;
+        s += LOAD(x, ((size_t)o * C + c) * inner + (j - o * inner));
+    }
+    return s;
 }
 
 /* invstd of channel c from a buffer of invstd (is_var == 0) or of variances (is_var != 0: the running
@@ -92,111 +104,56 @@ inline acc_t invstd_of(__global const acc_t *stat, uint c, int is_var, acc_t eps
     return is_var ? (acc_t)1 / sqrt(stat[c] + eps) : stat[c];
 }
 
-/* Shifted sums of channel c over its elements [j0, j1), walked as contiguous runs of a row, 8 at a time:
- * s1 += sum (x - K), s2 += sum (x - K)^2, p += sum x. */
+/* Shifted sums of channel c over its elements [j0, j1), walked as contiguous runs of a row, 16 values at a
+ * time in two sets of accumulators (two dependency chains: the loop waits on memory, not on the adds):
+ * s1 += sum (x - K), s2 += sum (x - K)^2. */
 inline void cf_sums(__global const data_t *x, uint C, uint inner, uint c, uint j0, uint j1, acc_t K,
-                    acc_t *s1, acc_t *s2, acc_t *p)
+                    acc_t *s1, acc_t *s2)
 {
-    acc8_t v1 = 0, v2 = 0, vp = 0;
-    acc_t t1 = 0, t2 = 0, tp = 0;
+    acc8_t a1 = 0, a2 = 0, b1 = 0, b2 = 0;
+    acc_t t1 = 0, t2 = 0;
     for (uint j = j0; j < j1;) {
         const uint o = j / inner, i = j - o * inner;
         const uint len = min(inner - i, j1 - j);
         const size_t at = ((size_t)o * C + c) * inner + i;
         uint t = 0;
+        for (; t + 16 <= len; t += 16) {
+            const acc8_t da = LOAD8(x, at + t) - K, db = LOAD8(x, at + t + 8) - K;
+            a1 += da;
+            a2 += da * da;
+            b1 += db;
+            b2 += db * db;
+        }
         for (; t + 8 <= len; t += 8) {
-            const acc8_t v = LOAD8(x, at + t);
-            const acc8_t d = v - K;
-            v1 += d;
-            v2 += d * d;
-            vp += v;
+            const acc8_t da = LOAD8(x, at + t) - K;
+            a1 += da;
+            a2 += da * da;
         }
         for (; t < len; ++t) {
-            const acc_t v = LOAD(x, at + t);
-            const acc_t d = v - K;
+            const acc_t d = LOAD(x, at + t) - K;
             t1 += d;
             t2 += d * d;
-            tp += v;
         }
         j += len;
     }
-    *s1 += t1 + hsum8(v1);
-    *s2 += t2 + hsum8(v2);
-    *p += tp + hsum8(vp);
+    *s1 += t1 + hsum8(a1 + b1);
+    *s2 += t2 + hsum8(a2 + b2);
 }
 
 /* Partial, channel-first: work-item (k, c) = (get_global_id(0), get_global_id(1)) covers elements
- * [k * chunk, min((k + 1) * chunk, m)) of channel c. part[(k * C + c) * 3 + {0,1,2}] = S1, S2, P. */
+ * [k * chunk, min((k + 1) * chunk, m)) of channel c. part[(k * C + c) * 2 + {0, 1}] = S1, S2. */
 __kernel ITEM_ATTR void bn_stats_partial_cf(__global const data_t *x, uint C, uint inner, uint m, uint chunk,
                                             __global acc_t *part)
 {
     const uint k = get_global_id(0), c = get_global_id(1);
-    acc_t s1 = 0, s2 = 0, p = 0;
-    cf_sums(x, C, inner, c, k * chunk, min(k * chunk + chunk, m), channel_shift(x, C, inner, m, c), &s1, &s2, &p);
-    __global acc_t *q = part + ((size_t)k * C + c) * 3;
-    q[0] = s1;
-    q[1] = s2;
-    q[2] = p;
-}
-
-/* Partial, channel-last: work-item (b, k) covers channels [16 b, 16 b + 16) (one 64-byte line of float
- * per row) over rows [k * chunk, min((k + 1) * chunk, outer)); a last block of fewer channels goes one by one. */
-__kernel ITEM_ATTR void bn_stats_partial_cl(__global const data_t *x, uint C, uint outer, uint chunk,
-                                            __global acc_t *part)
-{
-    const uint c0 = get_global_id(0) * 16, k = get_global_id(1);
-    const uint r0 = k * chunk, r1 = min(r0 + chunk, outer);
-    if (c0 + 16 <= C) {
-        acc_t ks[16];
-        for (uint j = 0; j < 16; ++j)
-            ks[j] = channel_shift(x, C, 1, outer, c0 + j);
-        const acc8_t ka = vload8(0, ks), kb = vload8(1, ks);
-        acc8_t s1a = 0, s2a = 0, pa = 0, s1b = 0, s2b = 0, pb = 0;
-        for (uint r = r0; r < r1; ++r) {
-            const size_t at = (size_t)r * C + c0;
-            const acc8_t va = LOAD8(x, at), vb = LOAD8(x, at + 8);
-            const acc8_t da = va - ka, db = vb - kb;
-            s1a += da;
-            s2a += da * da;
-            pa += va;
-            s1b += db;
-            s2b += db * db;
-            pb += vb;
-        }
-        acc_t t1[16], t2[16], tp[16];
-        vstore8(s1a, 0, t1);
-        vstore8(s1b, 1, t1);
-        vstore8(s2a, 0, t2);
-        vstore8(s2b, 1, t2);
-        vstore8(pa, 0, tp);
-        vstore8(pb, 1, tp);
-        for (uint j = 0; j < 16; ++j) {
-            __global acc_t *q = part + ((size_t)k * C + c0 + j) * 3;
-            q[0] = t1[j];
-            q[1] = t2[j];
-            q[2] = tp[j];
-        }
-        return;
-    }
-    for (uint c = c0; c < C; ++c) {
-        const acc_t K = channel_shift(x, C, 1, outer, c);
-        acc_t s1 = 0, s2 = 0, p = 0;
-        for (uint r = r0; r < r1; ++r) {
-            const acc_t v = LOAD(x, (size_t)r * C + c);
-            const acc_t d = v - K;
-            s1 += d;
-            s2 += d * d;
-            p += v;
-        }
-        __global acc_t *q = part + ((size_t)k * C + c) * 3;
-        q[0] = s1;
-        q[1] = s2;
-        q[2] = p;
-    }
+    acc_t s1 = 0, s2 = 0;
+    cf_sums(x, C, inner, c, k * chunk, min(k * chunk + chunk, m), channel_shift(x, C, inner, m, c), &s1, &s2);
+    part[((size_t)k * C + c) * 2] = s1;
+    part[((size_t)k * C + c) * 2 + 1] = s2;
 }
 
 /* The statistics of channel c from its shifted sums: write the batch statistics, update the running ones,
- * fill the work buffers mean_w / invstd_w; returns nothing, the work buffers carry the result.
+ * fill the work buffers mean_w / invstd_w (the batch mean and invstd the elementwise kernels read).
  *   momentum        the framework-style parameter p: momentum_new == 0: running = p running + (1 - p) batch,
  *                   momentum_new != 0: running = (1 - p) running + p batch
  *   unbiased        != 0: the running variance moves towards var * m / (m - 1)
@@ -207,7 +164,8 @@ __kernel ITEM_ATTR void bn_stats_partial_cl(__global const data_t *x, uint C, ui
 #define STATS_PASS eps, momentum, momentum_new, unbiased, want_invstd, running_mean, running_var, mean_out, \
                    stat_out, mean_w, invstd_w
 
-inline void finish_stats(uint c, uint m, acc_t shift, acc_t s1, acc_t s2, acc_t p, STATS_ARGS)
+inline void finish_stats(__global const data_t *x, uint C, uint inner, uint c, uint m, acc_t shift, acc_t s1,
+                         acc_t s2, STATS_ARGS)
 {
     const acc_t fm = (acc_t)m;
     const acc_t d = s1 / fm; /* mean - shift */
@@ -218,7 +176,7 @@ inline void finish_stats(uint c, uint m, acc_t shift, acc_t s1, acc_t s2, acc_t 
         if (var < (acc_t)0)      /* rounding only; written so that NaN stays NaN */
             var = (acc_t)0;
     } else { /* Inf or NaN in the channel: the textbook mean, and (x - mean)^2 is NaN somewhere */
-        mean = p / fm;
+        mean = channel_sum(x, C, inner, m, c) / fm;
         var = NAN;
     }
     const acc_t invstd = (acc_t)1 / sqrt(var + eps);
@@ -240,14 +198,22 @@ __kernel APPLY_ATTR void bn_stats_final(__global const acc_t *part, __global con
     const uint c = get_global_id(0);
     if (c >= C)
         return;
-    acc_t s1 = 0, s2 = 0, p = 0;
+    acc_t s1 = 0, s2 = 0;
     for (uint k = 0; k < K; ++k) {
-        __global const acc_t *q = part + ((size_t)k * C + c) * 3;
-        s1 += q[0];
-        s2 += q[1];
-        p += q[2];
+        s1 += part[((size_t)k * C + c) * 2];
+        s2 += part[((size_t)k * C + c) * 2 + 1];
     }
-    finish_stats(c, m, channel_shift(x, C, inner, m, c), s1, s2, p, STATS_PASS);
+    finish_stats(x, C, inner, c, m, channel_shift(x, C, inner, m, c), s1, s2, STATS_PASS);
+}
+
+/* The per-channel factors of y = (x - mu) a + b for channel c. */
+inline void apply_factors(uint c, __global const acc_t *mean_w, __global const acc_t *stat_w, int is_var, acc_t eps,
+                          __global const acc_t *gamma, __global const acc_t *beta, int fix_gamma, acc_t *mu,
+                          acc_t *a, acc_t *b)
+{
+    *mu = mean_w[c];
+    *a = (fix_gamma ? (acc_t)1 : gamma[c]) * invstd_of(stat_w, c, is_var, eps);
+    *b = beta[c];
 }
 
 /* y over a contiguous run of one channel: (x - mu) * a + b. */
@@ -261,38 +227,29 @@ inline void cf_apply_run(__global const data_t *x, __global data_t *y, size_t ba
         STORE((LOAD(x, base + w) - mu) * a + b, y, base + w);
 }
 
-/* Elementwise kernels: work-item g handles the flat elements [g * seg, min((g + 1) * seg, n)), row by row
- * (a row is `inner` elements of one channel, channel-first, or the C channels of one position, channel-last),
- * so short rows (7x7 maps) and long ones get the same amount of work per item. */
+/* y = (x - mean) * invstd * gamma + beta, channel-first. fix_gamma != 0: gamma is taken as 1. mean_w and
+ * stat_w are the batch mean and invstd (training, is_var == 0) or the running mean and variance (inference,
+ * is_var != 0). Work-item g handles the flat elements [g * seg, min((g + 1) * seg, n)), row by row (a row is
+ * the `inner` values of one channel), so short rows (7x7 maps) and long ones get the same work per item. */
 #define ROWS_BEGIN                                                                          \
     const size_t f1 = min((size_t)(get_global_id(0) + 1) * seg, (size_t)n);                \
     for (size_t f = (size_t)get_global_id(0) * seg; f < f1;) {                             \
-        const size_t row = f / width;                                                      \
-        const uint w0 = (uint)(f - row * width);                                           \
-        const uint len = (uint)min((size_t)(width - w0), f1 - f);                           \
-        const size_t base = f - w0;                                                        \
-        const uint cc = chan_last ? 0 : (uint)(row % C);
+        const size_t row = f / inner;                                                      \
+        const uint w0 = (uint)(f - row * inner);                                           \
+        const uint len = (uint)min((size_t)(inner - w0), f1 - f);                           \
+        const uint cc = (uint)(row % C);
 #define ROWS_END                                                                            \
         f += len;                                                                          \
     }
 
-/* y = (x - mean) * invstd * gamma + beta. fix_gamma != 0: gamma is taken as 1. mean_w and stat_w are the
- * batch mean and invstd (training, is_var == 0) or the running mean and variance (inference, is_var != 0). */
-__kernel ITEM_ATTR void bn_apply(__global const data_t *x, __global data_t *y, ulong n, uint width, uint C,
-                                 uint seg, int chan_last, __global const acc_t *mean_w,
-                                 __global const acc_t *stat_w, int is_var, acc_t eps, __global const acc_t *gamma,
-                                 __global const acc_t *beta, int fix_gamma)
+__kernel ITEM_ATTR void bn_apply(__global const data_t *x, __global data_t *y, ulong n, uint inner, uint C,
+                                 uint seg, __global const acc_t *mean_w, __global const acc_t *stat_w, int is_var,
+                                 acc_t eps, __global const acc_t *gamma, __global const acc_t *beta, int fix_gamma)
 {
     ROWS_BEGIN
-    if (chan_last) {
-        for (uint w = w0; w < w0 + len; ++w) {
-            const acc_t a = (fix_gamma ? (acc_t)1 : gamma[w]) * invstd_of(stat_w, w, is_var, eps);
-            STORE((LOAD(x, base + w) - mean_w[w]) * a + beta[w], y, base + w);
-        }
-    } else {
-        const acc_t a = (fix_gamma ? (acc_t)1 : gamma[cc]) * invstd_of(stat_w, cc, is_var, eps);
-        cf_apply_run(x, y, base + w0, len, mean_w[cc], a, beta[cc]);
-    }
+    acc_t mu, a, b;
+    apply_factors(cc, mean_w, stat_w, is_var, eps, gamma, beta, fix_gamma, &mu, &a, &b);
+    cf_apply_run(x, y, f, len, mu, a, b);
     ROWS_END
 }
 
@@ -300,17 +257,24 @@ __kernel ITEM_ATTR void bn_apply(__global const data_t *x, __global data_t *y, u
 inline void cf_bwd_sums(__global const data_t *x, __global const data_t *dy, uint C, uint inner, uint c, uint j0,
                         uint j1, acc_t mu, acc_t *s_dy, acc_t *s_dyx)
 {
-    acc8_t vg = 0, vgx = 0;
+    acc8_t ga = 0, gxa = 0, gb = 0, gxb = 0;
     acc_t tg = 0, tgx = 0;
     for (uint j = j0; j < j1;) {
         const uint o = j / inner, i = j - o * inner;
         const uint len = min(inner - i, j1 - j);
         const size_t at = ((size_t)o * C + c) * inner + i;
         uint t = 0;
+        for (; t + 16 <= len; t += 16) {
+            const acc8_t g = LOAD8(dy, at + t), h = LOAD8(dy, at + t + 8);
+            ga += g;
+            gxa += g * (LOAD8(x, at + t) - mu);
+            gb += h;
+            gxb += h * (LOAD8(x, at + t + 8) - mu);
+        }
         for (; t + 8 <= len; t += 8) {
             const acc8_t g = LOAD8(dy, at + t);
-            vg += g;
-            vgx += g * (LOAD8(x, at + t) - mu);
+            ga += g;
+            gxa += g * (LOAD8(x, at + t) - mu);
         }
         for (; t < len; ++t) {
             const acc_t g = LOAD(dy, at + t);
@@ -319,8 +283,8 @@ inline void cf_bwd_sums(__global const data_t *x, __global const data_t *dy, uin
         }
         j += len;
     }
-    *s_dy += tg + hsum8(vg);
-    *s_dyx += tgx + hsum8(vgx);
+    *s_dy += tg + hsum8(ga + gb);
+    *s_dyx += tgx + hsum8(gxa + gxb);
 }
 
 /* Backward stage 1, channel-first: part[(k * C + c) * 2 + {0, 1}] = sum dy, sum dy * (x - mean) over the
@@ -333,48 +297,6 @@ __kernel ITEM_ATTR void bn_bwd_partial_cf(__global const data_t *x, __global con
     cf_bwd_sums(x, dy, C, inner, c, k * chunk, min(k * chunk + chunk, m), mean_w[c], &s_dy, &s_dyx);
     part[((size_t)k * C + c) * 2] = s_dy;
     part[((size_t)k * C + c) * 2 + 1] = s_dyx;
-}
-
-/* Backward stage 1, channel-last: blocks of 16 channels like bn_stats_partial_cl. */
-__kernel ITEM_ATTR void bn_bwd_partial_cl(__global const data_t *x, __global const data_t *dy, uint C, uint outer,
-                                          uint chunk, __global const acc_t *mean_w, __global acc_t *part)
-{
-    const uint c0 = get_global_id(0) * 16, k = get_global_id(1);
-    const uint r0 = k * chunk, r1 = min(r0 + chunk, outer);
-    if (c0 + 16 <= C) {
-        const acc8_t ma = vload8(0, mean_w + c0), mb = vload8(0, mean_w + c0 + 8);
-        acc8_t ga = 0, gxa = 0, gb = 0, gxb = 0;
-        for (uint r = r0; r < r1; ++r) {
-            const size_t at = (size_t)r * C + c0;
-            const acc8_t da = LOAD8(dy, at), db = LOAD8(dy, at + 8);
-            ga += da;
-            gxa += da * (LOAD8(x, at) - ma);
-            gb += db;
-            gxb += db * (LOAD8(x, at + 8) - mb);
-        }
-        acc_t tg[16], tgx[16];
-        vstore8(ga, 0, tg);
-        vstore8(gb, 1, tg);
-        vstore8(gxa, 0, tgx);
-        vstore8(gxb, 1, tgx);
-        for (uint j = 0; j < 16; ++j) {
-            part[((size_t)k * C + c0 + j) * 2] = tg[j];
-            part[((size_t)k * C + c0 + j) * 2 + 1] = tgx[j];
-        }
-        return;
-    }
-    for (uint c = c0; c < C; ++c) {
-        const acc_t mu = mean_w[c];
-        acc_t s_dy = 0, s_dyx = 0;
-        for (uint r = r0; r < r1; ++r) {
-            const size_t at = (size_t)r * C + c;
-            const acc_t g = LOAD(dy, at);
-            s_dy += g;
-            s_dyx += g * (LOAD(x, at) - mu);
-        }
-        part[((size_t)k * C + c) * 2] = s_dy;
-        part[((size_t)k * C + c) * 2 + 1] = s_dyx;
-    }
 }
 
 /* dbeta = sum dy, dgamma = invstd * sum dy (x - mean) of channel c; dgamma_sum keeps the value for the dx
@@ -404,8 +326,25 @@ __kernel APPLY_ATTR void bn_bwd_final(__global const acc_t *part, uint C, uint K
     finish_bwd(c, s_dy, s_dyx, invstd_of(stat_w, c, is_var, eps), fix_gamma, dbeta_out, dgamma_sum, dgamma_out);
 }
 
-/* dx over a contiguous run of one channel: a dy (inference: x is not read, so an Inf in x cannot reach dx)
- * or a (dy - db) - kx (x - mu) (training). */
+/* The per-channel factors of dx = a (dy - db) - kx (x - mu) (training) or a dy (inference) for channel c:
+ *   training:  dx = gamma invstd (dy - dbeta / m - xhat dgamma / m), xhat = (x - mean) invstd
+ *   inference: dx = gamma invstd dy (invstd of the running variance: a constant; x is not read, so an Inf in
+ *              x cannot reach dx) */
+#define DX_ARGS uint m, __global const acc_t *mean_w, __global const acc_t *stat_w, int is_var, acc_t eps, \
+                __global const acc_t *gamma, int fix_gamma, __global acc_t *dbeta, __global acc_t *dgamma_sum, \
+                int train
+#define DX_PASS m, mean_w, stat_w, is_var, eps, gamma, fix_gamma, dbeta, dgamma_sum, train
+
+inline void dx_factors(uint c, DX_ARGS, acc_t *a, acc_t *mu, acc_t *db, acc_t *kx)
+{
+    const acc_t fm = (acc_t)m, inv = invstd_of(stat_w, c, is_var, eps);
+    *a = (fix_gamma ? (acc_t)1 : gamma[c]) * inv;
+    *mu = mean_w[c];
+    *db = train ? dbeta[c] / fm : (acc_t)0;
+    *kx = train ? *a * inv * dgamma_sum[c] / fm : (acc_t)0;
+}
+
+/* dx over a contiguous run of one channel. */
 inline void cf_dx_run(__global const data_t *x, __global const data_t *dy, __global data_t *dx, size_t base,
                       uint len, int train, acc_t a, acc_t mu, acc_t db, acc_t kx)
 {
@@ -423,65 +362,306 @@ inline void cf_dx_run(__global const data_t *x, __global const data_t *dy, __glo
         STORE(a * (LOAD(dy, base + w) - db) - kx * (LOAD(x, base + w) - mu), dx, base + w);
 }
 
-/* dx, launched like bn_apply.
- *   train != 0: dx = gamma invstd (dy - dbeta / m - xhat dgamma / m), xhat = (x - mean) invstd
- *   train == 0: dx = gamma invstd dy   (invstd of the running variance: a constant; x is not read, so an
- *               Inf in x cannot reach dx) */
+/* dx, channel-first, launched like bn_apply. */
 __kernel ITEM_ATTR void bn_bwd_apply(__global const data_t *x, __global const data_t *dy, __global data_t *dx,
-                                     ulong n, uint width, uint C, uint seg, int chan_last, uint m,
-                                     __global const acc_t *mean_w, __global const acc_t *stat_w, int is_var,
-                                     acc_t eps, __global const acc_t *gamma, int fix_gamma,
-                                     __global const acc_t *dbeta, __global const acc_t *dgamma_sum, int train)
+                                     ulong n, uint inner, uint C, uint seg, DX_ARGS)
 {
-    const acc_t fm = (acc_t)m;
     ROWS_BEGIN
-    if (chan_last) {
-        for (uint w = w0; w < w0 + len; ++w) {
-            const acc_t inv = invstd_of(stat_w, w, is_var, eps), a = (fix_gamma ? (acc_t)1 : gamma[w]) * inv;
-            const acc_t g = LOAD(dy, base + w);
-            const acc_t r = train ? a * (g - dbeta[w] / fm - (LOAD(x, base + w) - mean_w[w]) * inv * dgamma_sum[w] / fm)
-                                  : a * g;
-            STORE(r, dx, base + w);
-        }
-    } else {
-        const acc_t inv = invstd_of(stat_w, cc, is_var, eps), a = (fix_gamma ? (acc_t)1 : gamma[cc]) * inv;
-        const acc_t db = train ? dbeta[cc] / fm : (acc_t)0, kx = train ? a * inv * dgamma_sum[cc] / fm : (acc_t)0;
-        cf_dx_run(x, dy, dx, base + w0, len, train, a, mean_w[cc], db, kx);
-    }
+    acc_t a, mu, db, kx;
+    dx_factors(cc, DX_PASS, &a, &mu, &db, &kx);
+    cf_dx_run(x, dy, dx, f, len, train, a, mu, db, kx);
     ROWS_END
 }
 
-/* Fused, channel-first, one work-item per channel whose values fit in cache: the statistics in one pass
- * over the channel, then y from the cached values. One launch, and x crosses the memory bus once. */
+/* Fused kernels: one work-item per group of channels whose values fit in cache, statistics and elementwise
+ * work in one launch, so x (and dy) cross the memory bus once.
+ * Channel-first: channels [g G, g G + G), each row o of the group being one contiguous run of G inner values.
+ * (The channel-last ones are in the next section.) */
 __kernel ITEM_ATTR void bn_fused_train_cf(__global const data_t *x, __global data_t *y, uint C, uint inner, uint m,
-                                          __global const acc_t *gamma, __global const acc_t *beta, int fix_gamma,
-                                          STATS_ARGS)
+                                          uint G, __global const acc_t *gamma, __global const acc_t *beta,
+                                          int fix_gamma, STATS_ARGS)
 {
-    const uint c = get_global_id(0);
-    const acc_t shift = channel_shift(x, C, inner, m, c);
-    acc_t s1 = 0, s2 = 0, p = 0;
-    cf_sums(x, C, inner, c, 0, m, shift, &s1, &s2, &p);
-    finish_stats(c, m, shift, s1, s2, p, STATS_PASS);
-    const acc_t a = (fix_gamma ? (acc_t)1 : gamma[c]) * invstd_w[c], mu = mean_w[c], b = beta[c];
+    const uint c0 = get_global_id(0) * G, c1 = min(c0 + G, C);
+    for (uint c = c0; c < c1; ++c) {
+        const acc_t shift = channel_shift(x, C, inner, m, c);
+        acc_t s1 = 0, s2 = 0;
+        cf_sums(x, C, inner, c, 0, m, shift, &s1, &s2);
+        finish_stats(x, C, inner, c, m, shift, s1, s2, STATS_PASS);
+    }
     for (uint o = 0; o < m / inner; ++o)
-        cf_apply_run(x, y, ((size_t)o * C + c) * inner, inner, mu, a, b);
+        for (uint c = c0; c < c1; ++c) {
+            acc_t mu, a, b;
+            apply_factors(c, mean_w, invstd_w, 0, eps, gamma, beta, fix_gamma, &mu, &a, &b);
+            cf_apply_run(x, y, ((size_t)o * C + c) * inner, inner, mu, a, b);
+        }
 }
 
-/* Fused backward, channel-first, one work-item per channel: the two sums, then dx from the cached values.
- * mean_w / stat_w as in bn_apply. */
+/* Fused backward: the two sums of each channel of the group, then dx from the cached values. mean_w / stat_w
+ * as in bn_apply. */
 __kernel ITEM_ATTR void bn_fused_bwd_cf(__global const data_t *x, __global const data_t *dy, __global data_t *dx,
-                                        uint C, uint inner, uint m, __global const acc_t *mean_w,
-                                        __global const acc_t *stat_w, int is_var, acc_t eps,
-                                        __global const acc_t *gamma, int fix_gamma, __global acc_t *dbeta_out,
-                                        __global acc_t *dgamma_sum, __global acc_t *dgamma_out, int train)
+                                        uint C, uint inner, uint G, DX_ARGS, __global acc_t *dgamma_out)
 {
-    const uint c = get_global_id(0);
-    const acc_t mu = mean_w[c], inv = invstd_of(stat_w, c, is_var, eps);
-    acc_t s_dy = 0, s_dyx = 0;
-    cf_bwd_sums(x, dy, C, inner, c, 0, m, mu, &s_dy, &s_dyx);
-    finish_bwd(c, s_dy, s_dyx, inv, fix_gamma, dbeta_out, dgamma_sum, dgamma_out);
-    const acc_t fm = (acc_t)m, a = (fix_gamma ? (acc_t)1 : gamma[c]) * inv;
-    const acc_t db = train ? s_dy / fm : (acc_t)0, kx = train ? a * inv * dgamma_sum[c] / fm : (acc_t)0;
+    const uint c0 = get_global_id(0) * G, c1 = min(c0 + G, C);
+    for (uint c = c0; c < c1; ++c) {
+        acc_t s_dy = 0, s_dyx = 0;
+        cf_bwd_sums(x, dy, C, inner, c, 0, m, mean_w[c], &s_dy, &s_dyx);
+        finish_bwd(c, s_dy, s_dyx, invstd_of(stat_w, c, is_var, eps), fix_gamma, dbeta, dgamma_sum, dgamma_out);
+    }
     for (uint o = 0; o < m / inner; ++o)
-        cf_dx_run(x, dy, dx, ((size_t)o * C + c) * inner, inner, train, a, mu, db, kx);
+        for (uint c = c0; c < c1; ++c) {
+            acc_t a, mu, db, kx;
+            dx_factors(c, DX_PASS, &a, &mu, &db, &kx);
+            cf_dx_run(x, dy, dx, ((size_t)o * C + c) * inner, inner, train, a, mu, db, kx);
+        }
+}
+
+/* ---- Channel-last (inner == 1): tiles ---------------------------------------------------------------------
+ * Work-item (j, k) covers the tile of channels [j W, min(j W + W, C)) over rows [k chunk, min(k chunk + chunk,
+ * outer)); each row of a tile is one contiguous run of w values, walked 8 at a time. The tile's per-channel
+ * values (shifts, sums, factors) live in a local-memory table `tab` of 4 W values (work-groups of one
+ * work-item: the table is that work-item's scratch). A fused kernel takes every row of its tile. */
+
+/* Shifts of the tile, channel by channel the same additions and division as channel_shift(x, C, 1, outer, c),
+ * so every kernel gets bit-identical shifts. */
+inline void tile_shift(__global const data_t *x, uint C, uint outer, uint c0, uint w, __local acc_t *ks)
+{
+    const uint cnt = min(outer, (uint)SHIFT_ROWS);
+    for (uint t = 0; t < w; ++t)
+        ks[t] = 0;
+    for (uint r = 0; r < cnt; ++r) {
+        const size_t at = (size_t)r * C + c0;
+        uint t = 0;
+        for (; t + 8 <= w; t += 8)
+            vstore8(vload8(0, ks + t) + LOAD8(x, at + t), 0, ks + t);
+        for (; t < w; ++t)
+            ks[t] += LOAD(x, at + t);
+    }
+    for (uint t = 0; t < w; ++t)
+        ks[t] = ks[t] / (acc_t)cnt;
+}
+
+/* s1 = sum (x - K), s2 = sum (x - K)^2 per channel of the tile over rows [r0, r1): 32 channels at a time with
+ * the sums in registers (a row's 32 values are a contiguous run; the rows of a tile stay in cache between
+ * the slabs), the last channels through the table. */
+inline void tile_sums(__global const data_t *x, uint C, uint c0, uint w, uint r0, uint r1, __local const acc_t *ks,
+                      __local acc_t *s1, __local acc_t *s2)
+{
+    uint t0 = 0;
+    for (; t0 + 32 <= w; t0 += 32) {
+        const acc8_t k0 = vload8(0, ks + t0), k1 = vload8(1, ks + t0), k2 = vload8(2, ks + t0), k3 = vload8(3, ks + t0);
+        acc8_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, q0 = 0, q1 = 0, q2 = 0, q3 = 0;
+        for (uint r = r0; r < r1; ++r) {
+            const size_t at = (size_t)r * C + c0 + t0;
+            const acc8_t d0 = LOAD8(x, at) - k0, d1 = LOAD8(x, at + 8) - k1;
+            const acc8_t d2 = LOAD8(x, at + 16) - k2, d3 = LOAD8(x, at + 24) - k3;
+            a0 += d0;
+            q0 += d0 * d0;
+            a1 += d1;
+            q1 += d1 * d1;
+            a2 += d2;
+            q2 += d2 * d2;
+            a3 += d3;
+            q3 += d3 * d3;
+        }
+        vstore8(a0, 0, s1 + t0);
+        vstore8(a1, 1, s1 + t0);
+        vstore8(a2, 2, s1 + t0);
+        vstore8(a3, 3, s1 + t0);
+        vstore8(q0, 0, s2 + t0);
+        vstore8(q1, 1, s2 + t0);
+        vstore8(q2, 2, s2 + t0);
+        vstore8(q3, 3, s2 + t0);
+    }
+    for (uint t = t0; t < w; ++t)
+        s1[t] = s2[t] = 0;
+    for (uint r = r0; r < r1 && t0 < w; ++r) {
+        const size_t at = (size_t)r * C + c0;
+        uint t = t0;
+        for (; t + 8 <= w; t += 8) {
+            const acc8_t d = LOAD8(x, at + t) - vload8(0, ks + t);
+            vstore8(vload8(0, s1 + t) + d, 0, s1 + t);
+            vstore8(vload8(0, s2 + t) + d * d, 0, s2 + t);
+        }
+        for (; t < w; ++t) {
+            const acc_t d = LOAD(x, at + t) - ks[t];
+            s1[t] += d;
+            s2[t] += d * d;
+        }
+    }
+}
+
+/* sg = sum dy, sgx = sum dy (x - mu) per channel of the tile over rows [r0, r1), 16 channels at a time in
+ * registers like tile_sums, the last channels through the table. */
+inline void tile_bwd_sums(__global const data_t *x, __global const data_t *dy, uint C, uint c0, uint w, uint r0,
+                          uint r1, __local const acc_t *mu, __local acc_t *sg, __local acc_t *sgx)
+{
+    uint t0 = 0;
+    for (; t0 + 16 <= w; t0 += 16) {
+        const acc8_t m0 = vload8(0, mu + t0), m1 = vload8(1, mu + t0);
+        acc8_t g0 = 0, g1 = 0, h0 = 0, h1 = 0;
+        for (uint r = r0; r < r1; ++r) {
+            const size_t at = (size_t)r * C + c0 + t0;
+            const acc8_t e0 = LOAD8(dy, at), e1 = LOAD8(dy, at + 8);
+            g0 += e0;
+            h0 += e0 * (LOAD8(x, at) - m0);
+            g1 += e1;
+            h1 += e1 * (LOAD8(x, at + 8) - m1);
+        }
+        vstore8(g0, 0, sg + t0);
+        vstore8(g1, 1, sg + t0);
+        vstore8(h0, 0, sgx + t0);
+        vstore8(h1, 1, sgx + t0);
+    }
+    for (uint t = t0; t < w; ++t)
+        sg[t] = sgx[t] = 0;
+    for (uint r = r0; r < r1 && t0 < w; ++r) {
+        const size_t at = (size_t)r * C + c0;
+        for (uint t = t0; t < w; ++t) {
+            const acc_t g = LOAD(dy, at + t);
+            sg[t] += g;
+            sgx[t] += g * (LOAD(x, at + t) - mu[t]);
+        }
+    }
+}
+
+/* y = (x - mu) a + b over rows [r0, r1) of the tile, with the factors in tab (mu, a, b at 0, W, 2 W). */
+inline void tile_apply(__global const data_t *x, __global data_t *y, uint C, uint c0, uint w, uint W, uint r0,
+                       uint r1, __local const acc_t *tab)
+{
+    __local const acc_t *mu = tab, *a = tab + W, *b = tab + 2 * W;
+    for (uint r = r0; r < r1; ++r) {
+        const size_t at = (size_t)r * C + c0;
+        uint t = 0;
+        for (; t + 8 <= w; t += 8)
+            STORE8((LOAD8(x, at + t) - vload8(0, mu + t)) * vload8(0, a + t) + vload8(0, b + t), y, at + t);
+        for (; t < w; ++t)
+            STORE((LOAD(x, at + t) - mu[t]) * a[t] + b[t], y, at + t);
+    }
+}
+
+inline void tile_apply_factors(uint c0, uint w, uint W, __global const acc_t *mean_w, __global const acc_t *stat_w,
+                               int is_var, acc_t eps, __global const acc_t *gamma, __global const acc_t *beta,
+                               int fix_gamma, __local acc_t *tab)
+{
+    for (uint t = 0; t < w; ++t) {
+        acc_t mu, a, b;
+        apply_factors(c0 + t, mean_w, stat_w, is_var, eps, gamma, beta, fix_gamma, &mu, &a, &b);
+        tab[t] = mu;
+        tab[W + t] = a;
+        tab[2 * W + t] = b;
+    }
+}
+
+/* dx over rows [r0, r1) of the tile, with the factors in tab (a, mu, db, kx at 0, W, 2 W, 3 W). */
+inline void tile_dx(__global const data_t *x, __global const data_t *dy, __global data_t *dx, uint C, uint c0, uint w,
+                    uint W, uint r0, uint r1, int train, __local const acc_t *tab)
+{
+    __local const acc_t *a = tab, *mu = tab + W, *db = tab + 2 * W, *kx = tab + 3 * W;
+    for (uint r = r0; r < r1; ++r) {
+        const size_t at = (size_t)r * C + c0;
+        uint t = 0;
+        if (train) {
+            for (; t + 8 <= w; t += 8)
+                STORE8(vload8(0, a + t) * (LOAD8(dy, at + t) - vload8(0, db + t)) -
+                           vload8(0, kx + t) * (LOAD8(x, at + t) - vload8(0, mu + t)), dx, at + t);
+            for (; t < w; ++t)
+                STORE(a[t] * (LOAD(dy, at + t) - db[t]) - kx[t] * (LOAD(x, at + t) - mu[t]), dx, at + t);
+        } else {
+            for (; t + 8 <= w; t += 8)
+                STORE8(vload8(0, a + t) * LOAD8(dy, at + t), dx, at + t);
+            for (; t < w; ++t)
+                STORE(a[t] * LOAD(dy, at + t), dx, at + t);
+        }
+    }
+}
+
+inline void tile_dx_factors(uint c0, uint w, uint W, DX_ARGS, __local acc_t *tab)
+{
+    for (uint t = 0; t < w; ++t) {
+        acc_t a, mu, db, kx;
+        dx_factors(c0 + t, DX_PASS, &a, &mu, &db, &kx);
+        tab[t] = a;
+        tab[W + t] = mu;
+        tab[2 * W + t] = db;
+        tab[3 * W + t] = kx;
+    }
+}
+
+#define TILE_BEGIN(rows)                                                                   \
+    const uint c0 = get_global_id(0) * W, w = min(W, C - c0);                              \
+    const uint r0 = get_global_id(1) * chunk, r1 = min(r0 + chunk, (uint)(rows));
+
+/* Partial statistics: part[(k * C + c) * 2 + {0, 1}] = S1, S2 of the tile's channels over its rows. */
+__kernel ITEM_ATTR void bn_stats_partial_cl(__global const data_t *x, uint C, uint outer, uint W, uint chunk,
+                                            __global acc_t *part, __local acc_t *tab)
+{
+    TILE_BEGIN(outer)
+    tile_shift(x, C, outer, c0, w, tab);
+    tile_sums(x, C, c0, w, r0, r1, tab, tab + W, tab + 2 * W);
+    for (uint t = 0; t < w; ++t) {
+        part[((size_t)get_global_id(1) * C + c0 + t) * 2] = tab[W + t];
+        part[((size_t)get_global_id(1) * C + c0 + t) * 2 + 1] = tab[2 * W + t];
+    }
+}
+
+__kernel ITEM_ATTR void bn_apply_cl(__global const data_t *x, __global data_t *y, uint C, uint outer, uint W,
+                                    uint chunk, __global const acc_t *mean_w, __global const acc_t *stat_w, int is_var,
+                                    acc_t eps, __global const acc_t *gamma, __global const acc_t *beta, int fix_gamma,
+                                    __local acc_t *tab)
+{
+    TILE_BEGIN(outer)
+    tile_apply_factors(c0, w, W, mean_w, stat_w, is_var, eps, gamma, beta, fix_gamma, tab);
+    tile_apply(x, y, C, c0, w, W, r0, r1, tab);
+}
+
+/* Partial backward sums: part[(k * C + c) * 2 + {0, 1}] = sum dy, sum dy (x - mean). */
+__kernel ITEM_ATTR void bn_bwd_partial_cl(__global const data_t *x, __global const data_t *dy, uint C, uint outer,
+                                          uint W, uint chunk, __global const acc_t *mean_w, __global acc_t *part,
+                                          __local acc_t *tab)
+{
+    TILE_BEGIN(outer)
+    for (uint t = 0; t < w; ++t)
+        tab[t] = mean_w[c0 + t];
+    tile_bwd_sums(x, dy, C, c0, w, r0, r1, tab, tab + W, tab + 2 * W);
+    for (uint t = 0; t < w; ++t) {
+        part[((size_t)get_global_id(1) * C + c0 + t) * 2] = tab[W + t];
+        part[((size_t)get_global_id(1) * C + c0 + t) * 2 + 1] = tab[2 * W + t];
+    }
+}
+
+__kernel ITEM_ATTR void bn_bwd_apply_cl(__global const data_t *x, __global const data_t *dy, __global data_t *dx,
+                                        uint C, uint outer, uint W, uint chunk, DX_ARGS, __local acc_t *tab)
+{
+    TILE_BEGIN(outer)
+    tile_dx_factors(c0, w, W, DX_PASS, tab);
+    tile_dx(x, dy, dx, C, c0, w, W, r0, r1, train, tab);
+}
+
+/* Fused, channel-last: a tile over every row (chunk = outer). */
+__kernel ITEM_ATTR void bn_fused_train_cl(__global const data_t *x, __global data_t *y, uint C, uint outer, uint W,
+                                          uint chunk, __global const acc_t *gamma, __global const acc_t *beta,
+                                          int fix_gamma, STATS_ARGS, __local acc_t *tab)
+{
+    TILE_BEGIN(outer)
+    tile_shift(x, C, outer, c0, w, tab);
+    tile_sums(x, C, c0, w, r0, r1, tab, tab + W, tab + 2 * W);
+    for (uint t = 0; t < w; ++t)
+        finish_stats(x, C, 1, c0 + t, outer, tab[t], tab[W + t], tab[2 * W + t], STATS_PASS);
+    tile_apply_factors(c0, w, W, mean_w, invstd_w, 0, eps, gamma, beta, fix_gamma, tab);
+    tile_apply(x, y, C, c0, w, W, r0, r1, tab);
+}
+
+__kernel ITEM_ATTR void bn_fused_bwd_cl(__global const data_t *x, __global const data_t *dy, __global data_t *dx,
+                                        uint C, uint W, uint chunk, DX_ARGS, __global acc_t *dgamma_out,
+                                        __local acc_t *tab)
+{
+    TILE_BEGIN(m)
+    for (uint t = 0; t < w; ++t)
+        tab[t] = mean_w[c0 + t];
+    tile_bwd_sums(x, dy, C, c0, w, r0, r1, tab, tab + W, tab + 2 * W);
+    for (uint t = 0; t < w; ++t)
+        finish_bwd(c0 + t, tab[W + t], tab[2 * W + t], invstd_of(stat_w, c0 + t, is_var, eps), fix_gamma, dbeta,
+                   dgamma_sum, dgamma_out);
+    tile_dx_factors(c0, w, W, DX_PASS, tab);
+    tile_dx(x, dy, dx, C, c0, w, W, r0, r1, train, tab);
 }

@@ -128,7 +128,7 @@ def test_build_failure_is_a_skip(monkeypatch, tmp_path):
     if not DEVICES:
         pytest.skip(REASON or "no OpenCL device")
     source = (opencl.kernels_dir() / opencl.KERNEL_FILE).read_text()
-    broken = source.replace("*s1 += t1 + hsum8(v1);", "*s1 += t1 + hsum9(v1);")
+    broken = source.replace("*s1 += t1 + hsum8(a1 + b1);", "*s1 += t1 + hsum9(a1 + b1);")
     assert broken != source, "the line to break has moved: update this test"
     (tmp_path / opencl.KERNEL_FILE).write_text(broken)
     monkeypatch.setenv("CONFORMANCE_KERNELS_DIR", str(tmp_path))

@@ -6,20 +6,26 @@ one work-group reduces (small enough to stay in cache for the second pass, large
     apply_ls       work-group size of the kernels with one work-item per channel (power of two)
     seg            elements of a row one elementwise work-item handles
     chunk          elements of one channel one reduction work-item handles (channel-first)
-    chunk_bytes    bytes one channel-last reduction work-item reads (rows * 16 channels * itemsize)
+    tile_bytes     channel-last: a work-item's tile is at most this many bytes of each row (W channels)
+    chunk_bytes    channel-last: bytes of x one tile's work-item reads (rows * W * itemsize)
     min_groups     work is split until there are at least this many work-groups per compute unit
     fused_bytes    a channel-first channel of at most this many bytes (x, plus dy for backward) is done by one
                    work-item, statistics and elementwise in one launch, while there are min_groups channels per
                    compute unit
+    group_bytes    such fused channels are grouped up to this many bytes per work-item (neighbouring channels
+                   are one contiguous run per row: long runs for short rows such as 7x7 maps)
+    fused_bytes_cl a channel-last tile over all rows of at most this many bytes (x, plus dy) is done by one
+                   work-item in one launch, with tiles of at least 8 channels, min_groups per compute unit
 """
 
 DEFAULT = {"apply_ls": 64, "seg": 4096, "chunk": 32768, "chunk_bytes": 128 * 1024, "min_groups": 4,
-           "fused_bytes": 1 << 20}
+           "fused_bytes": 1 << 20, "group_bytes": 256 * 1024, "fused_bytes_cl": 512 * 1024, "tile_bytes": 4096}
 
 TUNING = [
     ("pocl", {}),
     ("intel", {}),
-    ("nvidia", {"apply_ls": 128, "seg": 256, "chunk": 4096, "chunk_bytes": 1 << 20, "min_groups": 16, "fused_bytes": 0}),
+    ("nvidia", {"apply_ls": 128, "seg": 256, "chunk": 4096, "chunk_bytes": 1 << 20, "min_groups": 16, "fused_bytes": 0,
+                "fused_bytes_cl": 0}),
 ]
 
 
