@@ -79,10 +79,9 @@ inline acc_t channel_shift(__global const data_t *x, uint C, uint inner, uint m,
 {
     const uint cnt = min(m, inner == 1 ? (uint)SHIFT_ROWS : (uint)SHIFT_SAMPLES);
     acc_t s = 0;
-    for (uint j = 0; j < cnt; ++j) {
-        const uint o = j / inner;
-        s += LOAD(x, ((size_t)o * C + c) * inner + (j - o * inner));
-    }
+    for (uint o = 0, j = 0; j < cnt; ++o) /* row by row: no division per value */
+        for (uint i = 0; i < inner && j < cnt; ++i, ++j)
+            s += LOAD(x, ((size_t)o * C + c) * inner + i);
     return s / (acc_t)cnt;
 }
 
@@ -104,36 +103,50 @@ inline acc_t invstd_of(__global const acc_t *stat, uint c, int is_var, acc_t eps
     return is_var ? (acc_t)1 / sqrt(stat[c] + eps) : stat[c];
 }
 
-/* Shifted sums of channel c over its elements [j0, j1), walked as contiguous runs of a row, 16 values at a
- * time in two sets of accumulators (two dependency chains: the loop waits on memory, not on the adds):
- * s1 += sum (x - K), s2 += sum (x - K)^2. */
+/* Shifted sums of the contiguous run of len values at x + at, added to vector accumulators (two sets: two
+ * dependency chains, so the loop waits on memory, not on the adds) and scalar ones for the last values:
+ * sum (x - K) goes to a1 + b1 + t1, sum (x - K)^2 to a2 + b2 + t2. */
+inline void run_sums(__global const data_t *x, size_t at, uint len, acc_t K, acc8_t *a1, acc8_t *a2, acc8_t *b1,
+                     acc8_t *b2, acc_t *t1, acc_t *t2)
+{
+    uint t = 0;
+    acc8_t c1 = 0, c2 = 0, e1 = 0, e2 = 0; /* two more chains for long runs */
+    for (; t + 32 <= len; t += 32) {
+        const acc8_t da = LOAD8(x, at + t) - K, db = LOAD8(x, at + t + 8) - K;
+        const acc8_t dc = LOAD8(x, at + t + 16) - K, de = LOAD8(x, at + t + 24) - K;
+        *a1 += da;
+        *a2 += da * da;
+        *b1 += db;
+        *b2 += db * db;
+        c1 += dc;
+        c2 += dc * dc;
+        e1 += de;
+        e2 += de * de;
+    }
+    for (; t + 8 <= len; t += 8) {
+        const acc8_t da = LOAD8(x, at + t) - K;
+        *a1 += da;
+        *a2 += da * da;
+    }
+    *b1 += c1 + e1;
+    *b2 += c2 + e2;
+    for (; t < len; ++t) {
+        const acc_t d = LOAD(x, at + t) - K;
+        *t1 += d;
+        *t2 += d * d;
+    }
+}
+
+/* Shifted sums of channel c over its elements [j0, j1), run by run (a run: the part of one row in range). */
 inline void cf_sums(__global const data_t *x, uint C, uint inner, uint c, uint j0, uint j1, acc_t K,
                     acc_t *s1, acc_t *s2)
 {
     acc8_t a1 = 0, a2 = 0, b1 = 0, b2 = 0;
     acc_t t1 = 0, t2 = 0;
-    for (uint j = j0; j < j1;) {
-        const uint o = j / inner, i = j - o * inner;
+    uint o = j0 / inner, i = j0 - o * inner;
+    for (uint j = j0; j < j1; ++o, i = 0) {
         const uint len = min(inner - i, j1 - j);
-        const size_t at = ((size_t)o * C + c) * inner + i;
-        uint t = 0;
-        for (; t + 16 <= len; t += 16) {
-            const acc8_t da = LOAD8(x, at + t) - K, db = LOAD8(x, at + t + 8) - K;
-            a1 += da;
-            a2 += da * da;
-            b1 += db;
-            b2 += db * db;
-        }
-        for (; t + 8 <= len; t += 8) {
-            const acc8_t da = LOAD8(x, at + t) - K;
-            a1 += da;
-            a2 += da * da;
-        }
-        for (; t < len; ++t) {
-            const acc_t d = LOAD(x, at + t) - K;
-            t1 += d;
-            t2 += d * d;
-        }
+        run_sums(x, ((size_t)o * C + c) * inner + i, len, K, &a1, &a2, &b1, &b2, &t1, &t2);
         j += len;
     }
     *s1 += t1 + hsum8(a1 + b1);
@@ -233,11 +246,11 @@ inline void cf_apply_run(__global const data_t *x, __global data_t *y, size_t ba
  * the `inner` values of one channel), so short rows (7x7 maps) and long ones get the same work per item. */
 #define ROWS_BEGIN                                                                          \
     const size_t f1 = min((size_t)(get_global_id(0) + 1) * seg, (size_t)n);                \
-    for (size_t f = (size_t)get_global_id(0) * seg; f < f1;) {                             \
-        const size_t row = f / inner;                                                      \
-        const uint w0 = (uint)(f - row * inner);                                           \
-        const uint len = (uint)min((size_t)(inner - w0), f1 - f);                           \
-        const uint cc = (uint)(row % C);
+    size_t f = (size_t)get_global_id(0) * seg;                                             \
+    const size_t row0 = f / inner; /* the only divisions: later rows are counted */        \
+    uint w0 = (uint)(f - row0 * inner), cc = (uint)(row0 % C);                              \
+    for (; f < f1; w0 = 0, cc = cc + 1 == C ? 0 : cc + 1) {                                \
+        const uint len = (uint)min((size_t)(inner - w0), f1 - f);
 #define ROWS_END                                                                            \
         f += len;                                                                          \
     }
@@ -253,34 +266,49 @@ __kernel ITEM_ATTR void bn_apply(__global const data_t *x, __global data_t *y, u
     ROWS_END
 }
 
-/* Backward sums of channel c over its elements [j0, j1): s_dy += sum dy, s_dyx += sum dy (x - mu). */
+/* Backward sums of the contiguous run of len values at at, like run_sums: sum dy goes to ga + gb + tg,
+ * sum dy (x - mu) to gxa + gxb + tgx. */
+inline void run_bwd_sums(__global const data_t *x, __global const data_t *dy, size_t at, uint len, acc_t mu,
+                         acc8_t *ga, acc8_t *gxa, acc8_t *gb, acc8_t *gxb, acc_t *tg, acc_t *tgx)
+{
+    uint t = 0;
+    acc8_t gc = 0, gxc = 0, ge = 0, gxe = 0; /* two more chains for long runs */
+    for (; t + 32 <= len; t += 32) {
+        const acc8_t g = LOAD8(dy, at + t), h = LOAD8(dy, at + t + 8);
+        const acc8_t k = LOAD8(dy, at + t + 16), l = LOAD8(dy, at + t + 24);
+        *ga += g;
+        *gxa += g * (LOAD8(x, at + t) - mu);
+        *gb += h;
+        *gxb += h * (LOAD8(x, at + t + 8) - mu);
+        gc += k;
+        gxc += k * (LOAD8(x, at + t + 16) - mu);
+        ge += l;
+        gxe += l * (LOAD8(x, at + t + 24) - mu);
+    }
+    for (; t + 8 <= len; t += 8) {
+        const acc8_t g = LOAD8(dy, at + t);
+        *ga += g;
+        *gxa += g * (LOAD8(x, at + t) - mu);
+    }
+    *gb += gc + ge;
+    *gxb += gxc + gxe;
+    for (; t < len; ++t) {
+        const acc_t g = LOAD(dy, at + t);
+        *tg += g;
+        *tgx += g * (LOAD(x, at + t) - mu);
+    }
+}
+
+/* Backward sums of channel c over its elements [j0, j1), run by run. */
 inline void cf_bwd_sums(__global const data_t *x, __global const data_t *dy, uint C, uint inner, uint c, uint j0,
                         uint j1, acc_t mu, acc_t *s_dy, acc_t *s_dyx)
 {
     acc8_t ga = 0, gxa = 0, gb = 0, gxb = 0;
     acc_t tg = 0, tgx = 0;
-    for (uint j = j0; j < j1;) {
-        const uint o = j / inner, i = j - o * inner;
+    uint o = j0 / inner, i = j0 - o * inner;
+    for (uint j = j0; j < j1; ++o, i = 0) {
         const uint len = min(inner - i, j1 - j);
-        const size_t at = ((size_t)o * C + c) * inner + i;
-        uint t = 0;
-        for (; t + 16 <= len; t += 16) {
-            const acc8_t g = LOAD8(dy, at + t), h = LOAD8(dy, at + t + 8);
-            ga += g;
-            gxa += g * (LOAD8(x, at + t) - mu);
-            gb += h;
-            gxb += h * (LOAD8(x, at + t + 8) - mu);
-        }
-        for (; t + 8 <= len; t += 8) {
-            const acc8_t g = LOAD8(dy, at + t);
-            ga += g;
-            gxa += g * (LOAD8(x, at + t) - mu);
-        }
-        for (; t < len; ++t) {
-            const acc_t g = LOAD(dy, at + t);
-            tg += g;
-            tgx += g * (LOAD(x, at + t) - mu);
-        }
+        run_bwd_sums(x, dy, ((size_t)o * C + c) * inner + i, len, mu, &ga, &gxa, &gb, &gxb, &tg, &tgx);
         j += len;
     }
     *s_dy += tg + hsum8(ga + gb);
@@ -375,43 +403,82 @@ __kernel ITEM_ATTR void bn_bwd_apply(__global const data_t *x, __global const da
 
 /* Fused kernels: one work-item per group of channels whose values fit in cache, statistics and elementwise
  * work in one launch, so x (and dy) cross the memory bus once.
- * Channel-first: channels [g G, g G + G), each row o of the group being one contiguous run of G inner values.
+ * Channel-first: channels [g G, g G + G); row o of the group is one contiguous run of G inner values, and both
+ * passes walk the group row by row, the per-channel sums in a local-memory table `tab`. The
+ * second pass walks the rows backwards: what the first pass read last is still in cache. Per channel the table
+ * keeps vector sums (FUSED_TAB values), so a short row costs no horizontal sum.
  * (The channel-last ones are in the next section.) */
+#define FUSED_TAB 20 /* table values per channel: shift (or mean), 2 x 8 vector sums, 2 scalar sums, spare */
+
 __kernel ITEM_ATTR void bn_fused_train_cf(__global const data_t *x, __global data_t *y, uint C, uint inner, uint m,
                                           uint G, __global const acc_t *gamma, __global const acc_t *beta,
-                                          int fix_gamma, STATS_ARGS)
+                                          int fix_gamma, STATS_ARGS, __local acc_t *tab)
 {
-    const uint c0 = get_global_id(0) * G, c1 = min(c0 + G, C);
-    for (uint c = c0; c < c1; ++c) {
-        const acc_t shift = channel_shift(x, C, inner, m, c);
-        acc_t s1 = 0, s2 = 0;
-        cf_sums(x, C, inner, c, 0, m, shift, &s1, &s2);
-        finish_stats(x, C, inner, c, m, shift, s1, s2, STATS_PASS);
+    const uint c0 = get_global_id(0) * G, g = min(G, C - c0), outer = m / inner;
+    for (uint t = 0; t < g; ++t) {
+        __local acc_t *e = tab + t * FUSED_TAB;
+        e[0] = channel_shift(x, C, inner, m, c0 + t);
+        for (uint k = 1; k < FUSED_TAB; ++k)
+            e[k] = 0;
     }
-    for (uint o = 0; o < m / inner; ++o)
-        for (uint c = c0; c < c1; ++c) {
+    for (uint o = 0; o < outer; ++o)
+        for (uint t = 0; t < g; ++t) {
+            __local acc_t *e = tab + t * FUSED_TAB;
+            acc8_t a1 = vload8(0, e + 1), a2 = vload8(0, e + 9), b1 = 0, b2 = 0;
+            acc_t t1 = e[17], t2 = e[18];
+            run_sums(x, ((size_t)o * C + c0 + t) * inner, inner, e[0], &a1, &a2, &b1, &b2, &t1, &t2);
+            vstore8(a1 + b1, 0, e + 1);
+            vstore8(a2 + b2, 0, e + 9);
+            e[17] = t1;
+            e[18] = t2;
+        }
+    for (uint t = 0; t < g; ++t) {
+        __local acc_t *e = tab + t * FUSED_TAB;
+        finish_stats(x, C, inner, c0 + t, m, e[0], e[17] + hsum8(vload8(0, e + 1)), e[18] + hsum8(vload8(0, e + 9)),
+                     STATS_PASS);
+    }
+    for (uint o = outer; o-- > 0;)
+        for (uint t = g; t-- > 0;) {
             acc_t mu, a, b;
-            apply_factors(c, mean_w, invstd_w, 0, eps, gamma, beta, fix_gamma, &mu, &a, &b);
-            cf_apply_run(x, y, ((size_t)o * C + c) * inner, inner, mu, a, b);
+            apply_factors(c0 + t, mean_w, invstd_w, 0, eps, gamma, beta, fix_gamma, &mu, &a, &b);
+            cf_apply_run(x, y, ((size_t)o * C + c0 + t) * inner, inner, mu, a, b);
         }
 }
 
 /* Fused backward: the two sums of each channel of the group, then dx from the cached values. mean_w / stat_w
  * as in bn_apply. */
 __kernel ITEM_ATTR void bn_fused_bwd_cf(__global const data_t *x, __global const data_t *dy, __global data_t *dx,
-                                        uint C, uint inner, uint G, DX_ARGS, __global acc_t *dgamma_out)
+                                        uint C, uint inner, uint G, DX_ARGS, __global acc_t *dgamma_out,
+                                        __local acc_t *tab)
 {
-    const uint c0 = get_global_id(0) * G, c1 = min(c0 + G, C);
-    for (uint c = c0; c < c1; ++c) {
-        acc_t s_dy = 0, s_dyx = 0;
-        cf_bwd_sums(x, dy, C, inner, c, 0, m, mean_w[c], &s_dy, &s_dyx);
-        finish_bwd(c, s_dy, s_dyx, invstd_of(stat_w, c, is_var, eps), fix_gamma, dbeta, dgamma_sum, dgamma_out);
+    const uint c0 = get_global_id(0) * G, g = min(G, C - c0), outer = m / inner;
+    for (uint t = 0; t < g; ++t) {
+        __local acc_t *e = tab + t * FUSED_TAB;
+        e[0] = mean_w[c0 + t];
+        for (uint k = 1; k < FUSED_TAB; ++k)
+            e[k] = 0;
     }
-    for (uint o = 0; o < m / inner; ++o)
-        for (uint c = c0; c < c1; ++c) {
+    for (uint o = 0; o < outer; ++o)
+        for (uint t = 0; t < g; ++t) {
+            __local acc_t *e = tab + t * FUSED_TAB;
+            acc8_t ga = vload8(0, e + 1), gxa = vload8(0, e + 9), gb = 0, gxb = 0;
+            acc_t tg = e[17], tgx = e[18];
+            run_bwd_sums(x, dy, ((size_t)o * C + c0 + t) * inner, inner, e[0], &ga, &gxa, &gb, &gxb, &tg, &tgx);
+            vstore8(ga + gb, 0, e + 1);
+            vstore8(gxa + gxb, 0, e + 9);
+            e[17] = tg;
+            e[18] = tgx;
+        }
+    for (uint t = 0; t < g; ++t) {
+        __local acc_t *e = tab + t * FUSED_TAB;
+        finish_bwd(c0 + t, e[17] + hsum8(vload8(0, e + 1)), e[18] + hsum8(vload8(0, e + 9)),
+                   invstd_of(stat_w, c0 + t, is_var, eps), fix_gamma, dbeta, dgamma_sum, dgamma_out);
+    }
+    for (uint o = outer; o-- > 0;)
+        for (uint t = g; t-- > 0;) {
             acc_t a, mu, db, kx;
-            dx_factors(c, DX_PASS, &a, &mu, &db, &kx);
-            cf_dx_run(x, dy, dx, ((size_t)o * C + c) * inner, inner, train, a, mu, db, kx);
+            dx_factors(c0 + t, DX_PASS, &a, &mu, &db, &kx);
+            cf_dx_run(x, dy, dx, ((size_t)o * C + c0 + t) * inner, inner, train, a, mu, db, kx);
         }
 }
 

@@ -203,6 +203,9 @@ def _split(n_items: int, per_group: int, groups_other: int, want_groups: int) ->
     return chunk, -(-n_items // chunk)
 
 
+FUSED_TAB = 20  # table values per channel of the fused channel-first kernels (FUSED_TAB in batchnorm.cl)
+
+
 def choose(tune: dict, compute_units: int, case) -> dict:
     """The kernels for a case, from its shape and the device's tuning (pure: no OpenCL here).
     Returns {"layout": "cf" | "cl", "fused": bool, "group": channels per work-item (cf: fused kernels; cl: the
@@ -253,7 +256,9 @@ def _plan(session, case, inputs):
     # mean_w / invstd_w: the batch mean and invstd the statistics kernels leave for the elementwise kernels
     elementwise = ((-(-n // seg),), (1,))          # channel-first: flat segments of seg values
     tiles = ((-(-C // G), K), (1, 1))               # channel-last: (tile of G channels, chunk of rows)
-    tab = cl.LocalMemory(4 * G * np.dtype(case.param_dtype).itemsize)  # a tile's per-channel table
+    # per-channel table in local memory: 4 values per channel of a channel-last tile, FUSED_TAB per channel of
+    # a fused channel-first group
+    tab = cl.LocalMemory((4 if cl_layout else FUSED_TAB) * G * np.dtype(case.param_dtype).itemsize)
     red_cf = ((K, C), (1, 1))                       # channel-first reductions: (chunk, channel)
     per_channel = ((-(-C // als) * als,), (als,))
     groups = ((-(-C // G),), (1,))
@@ -273,7 +278,7 @@ def _plan(session, case, inputs):
                                                           *stats_args, *outs, tab)))
         elif fused:
             launches.append(("bn_fused_train_cf", *groups, (b["x"], b["y"], u32(C), u32(inner), u32(m), u32(G), *affine,
-                                                            *stats_args, *outs)))
+                                                            *stats_args, *outs, tab)))
         elif cl_layout:
             launches.append(("bn_stats_partial_cl", *tiles, (b["x"], u32(C), u32(outer), u32(G), u32(chunk), b["part"], tab)))
         else:
@@ -300,7 +305,7 @@ def _plan(session, case, inputs):
         if fused and cl_layout:
             launches.append(("bn_fused_bwd_cl", *tiles, (*xs, u32(C), u32(G), u32(chunk), *dx_args, b["dgamma"], tab)))
         elif fused:
-            launches.append(("bn_fused_bwd_cf", *groups, (*xs, u32(C), u32(inner), u32(G), *dx_args, b["dgamma"])))
+            launches.append(("bn_fused_bwd_cf", *groups, (*xs, u32(C), u32(inner), u32(G), *dx_args, b["dgamma"], tab)))
         else:
             if cl_layout:
                 launches.append(("bn_bwd_partial_cl", *tiles, (b["x"], b["dy"], u32(C), u32(outer), u32(G), u32(chunk), stats[0],
