@@ -30,6 +30,11 @@ VARIANTS = [
     "v,dtype={d},shape=2x9x10,axis=1,mode=train,backward=1,fix_gamma=0,running_var=biased,stats=var,momentum_dir=old,",
     "v,dtype={d},shape=2x9x10,axis=1,mode=infer,backward=1,fix_gamma=1,running_var=biased,stats=var,momentum_dir=old,",
     "v,dtype={d},shape=2x5x3,axis=-1,mode=infer,backward=1,fix_gamma=1,running_var=biased,stats=var,momentum_dir=old,",
+    # fused channel-last tiles (2D, 8 channels per tile), fused channel-first groups of 3 channels, and a fused
+    # tile of 256 channels (the 32- and 16-channel register slabs) with a last tile of 6 (the table path)
+    "v,dtype={d},shape=4x40,axis=1,mode=train,backward=1,fix_gamma=0,running_var=biased,stats=var,momentum_dir=old,",
+    "v,dtype={d},shape=2x12x5,axis=1,mode=train,backward=1,fix_gamma=0,running_var=unbiased,stats=invstd,momentum_dir=new,",
+    "v,dtype={d},shape=3x1030,axis=1,mode=train,backward=1,fix_gamma=0,running_var=biased,stats=var,momentum_dir=old,",
 ]
 
 

@@ -19,7 +19,7 @@ one work-group reduces (small enough to stay in cache for the second pass, large
 """
 
 DEFAULT = {"apply_ls": 64, "seg": 4096, "chunk": 32768, "chunk_bytes": 128 * 1024, "min_groups": 4,
-           "fused_bytes": 1 << 20, "group_bytes": 256 * 1024, "fused_bytes_cl": 512 * 1024, "tile_bytes": 4096}
+           "fused_bytes": 2 << 20, "group_bytes": 256 * 1024, "fused_bytes_cl": 512 * 1024, "tile_bytes": 4096}
 
 TUNING = [
     ("pocl", {}),
