@@ -13,19 +13,23 @@
  *                (default 64)
  * Every kernel has a fixed work-group size (reqd_work_group_size), so a driver that compiles per launch
  * shape (PoCL) compiles each kernel once. Every other kernel runs one work-item per work-group, and each
- * work-item walks a long contiguous run 8 values at a time (vload8 / vstore8, eight accumulators): on CPU
- * devices that is what vectorises and what amortises the cost of a work-group. A channel-first channel
- * small enough to stay in cache is done whole by one work-item (the fused kernels at the end).
+ * work-item walks contiguous runs 8 values at a time (vload8 / vstore8, several accumulator chains): on CPU
+ * devices that is what vectorises and what amortises the cost of a work-group. The host (choose() in
+ * conformance/backends/opencl.py) picks the kernels by shape:
+ *   channel-first, a channel fits in cache: fused kernels, one work-item per group of channels, statistics
+ *                then elementwise work in one launch;
+ *   channel-first, larger: partial -> final -> elementwise (below);
+ *   channel-last: the same stages on tiles of channels x rows (last section), fused when the tiles fit.
  *
  * Reductions run in stages, so that every shape gives the device enough work-groups:
- *   shift    K_c = the mean of the channel's first SHIFT_SAMPLES values, an estimate of the mean close
- *            enough that sums of x - K_c do not cancel (|K - mean| ~ sigma / 8), recomputed where needed;
+ *   shift    K_c = the mean of the channel's first SHIFT_SAMPLES values (channel-last: first SHIFT_ROWS rows),
+ *            an estimate of the mean close enough that sums of x - K_c do not cancel, recomputed where needed;
  *   partial  one partial per (chunk k, channel c), in a single pass over x: S1 = sum (x - K),
- *            S2 = sum (x - K)^2 and the plain sum P; x - K is exact for offset data (Sterbenz);
+ *            S2 = sum (x - K)^2; x - K is exact for offset data (Sterbenz);
  *   final    one work-item per channel adds the K partials: mean = K + S1 / m,
  *            var = (S2 - S1^2 / m) / m (the shifted-data form: never E[x^2] - E[x]^2 around 0).
- * A channel holding Inf or NaN gets the textbook values: mean = P / m (so +Inf stays +Inf) and var = NaN,
- * as (x - mean)^2 is then NaN somewhere.
+ * A channel holding Inf or NaN gets the textbook values: mean = (plain sum) / m, recomputed for that channel
+ * only (so +Inf stays +Inf), and var = NaN, as (x - mean)^2 is then NaN somewhere.
  */
 
 #ifndef APPLY_LS

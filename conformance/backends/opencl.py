@@ -1,12 +1,14 @@
 """The system under test: BatchNorm in OpenCL C (kernels_cl/batchnorm.cl) driven through pyopencl.
 
-One program per data type (built lazily, cached in the session), five kernels:
-  forward train   bn_stats (per channel) -> bn_apply (per element)
-  forward infer   bn_infer_prep (per channel) -> bn_apply
-  backward        bn_bwd_reduce (per channel) -> bn_bwd_apply (per element)
-Every kernel runs with the same fixed local size, so a driver that compiles per launch shape (PoCL) compiles
-once per program. The kernel takes the profile itself: momentum direction, running-variance estimator and
-the extra statistic are kernel arguments.
+One program per data type (built lazily, cached in the session). `choose()` picks the kernels from the
+shape and the device's tuning (opencl_tuning.py):
+  forward train   fused (one launch), or partial sums -> final (per channel) -> apply (per element)
+  forward infer   apply, one launch, from the running statistics
+  backward        fused (one launch), or partial sums -> final -> dx
+each in a channel-first (cf) and a channel-last (cl, tiles of channels x rows) variant. Every kernel has a
+fixed work-group size, so a driver that compiles per launch shape (PoCL) compiles once per program. The
+kernel takes the profile itself: momentum direction, running-variance estimator and the extra statistic are
+kernel arguments.
 """
 
 from __future__ import annotations
