@@ -15,7 +15,7 @@
  * shape (PoCL) compiles each kernel once. Every other kernel runs one work-item per work-group, and each
  * work-item walks contiguous runs 8 values at a time (vload8 / vstore8, several accumulator chains): on CPU
  * devices that is what vectorises and what amortises the cost of a work-group. The host (choose() in
- * conformance/backends/opencl.py) picks the kernels by shape:
+ * conformance/backends/opencl_plan.py) picks the kernels by shape:
  *   channel-first, a channel fits in cache: fused kernels, one work-item per group of channels, statistics
  *                then elementwise work in one launch;
  *   channel-first, larger: partial -> final -> elementwise (below);
@@ -662,6 +662,16 @@ inline void tile_dx_factors(uint c0, uint w, uint W, DX_ARGS, __local acc_t *tab
     const uint c0 = get_global_id(0) * W, w = min(W, C - c0);                              \
     const uint r0 = get_global_id(1) * chunk, r1 = min(r0 + chunk, (uint)(rows));
 
+/* The tile's two sums (tab at W and 2 W) into part[(k * C + c) * 2 + {0, 1}], k = the tile's chunk of rows. */
+inline void store_partials(__global acc_t *part, uint C, uint c0, uint w, uint W, __local const acc_t *tab)
+{
+    __global acc_t *q = part + ((size_t)get_global_id(1) * C + c0) * 2;
+    for (uint t = 0; t < w; ++t) {
+        q[2 * t] = tab[W + t];
+        q[2 * t + 1] = tab[2 * W + t];
+    }
+}
+
 /* Partial statistics: part[(k * C + c) * 2 + {0, 1}] = S1, S2 of the tile's channels over its rows. */
 __kernel ITEM_ATTR void bn_stats_partial_cl(__global const data_t *x, uint C, uint outer, uint W, uint chunk,
                                             __global acc_t *part, __local acc_t *tab)
@@ -669,10 +679,7 @@ __kernel ITEM_ATTR void bn_stats_partial_cl(__global const data_t *x, uint C, ui
     TILE_BEGIN(outer)
     tile_shift(x, C, outer, c0, w, tab);
     tile_sums(x, C, c0, w, r0, r1, tab, tab + W, tab + 2 * W);
-    for (uint t = 0; t < w; ++t) {
-        part[((size_t)get_global_id(1) * C + c0 + t) * 2] = tab[W + t];
-        part[((size_t)get_global_id(1) * C + c0 + t) * 2 + 1] = tab[2 * W + t];
-    }
+    store_partials(part, C, c0, w, W, tab);
 }
 
 __kernel ITEM_ATTR void bn_apply_cl(__global const data_t *x, __global data_t *y, uint C, uint outer, uint W,
@@ -694,10 +701,7 @@ __kernel ITEM_ATTR void bn_bwd_partial_cl(__global const data_t *x, __global con
     for (uint t = 0; t < w; ++t)
         tab[t] = mean_w[c0 + t];
     tile_bwd_sums(x, dy, C, c0, w, r0, r1, tab, tab + W, tab + 2 * W);
-    for (uint t = 0; t < w; ++t) {
-        part[((size_t)get_global_id(1) * C + c0 + t) * 2] = tab[W + t];
-        part[((size_t)get_global_id(1) * C + c0 + t) * 2 + 1] = tab[2 * W + t];
-    }
+    store_partials(part, C, c0, w, W, tab);
 }
 
 __kernel ITEM_ATTR void bn_bwd_apply_cl(__global const data_t *x, __global const data_t *dy, __global data_t *dx,

@@ -1,0 +1,137 @@
+"""How the OpenCL backend runs a case: which kernels, on what work split (`choose`, a pure function of the
+shape and the device's tuning), and the buffers and launches for them (`plan`). The kernels are in
+kernels_cl/batchnorm.cl; opencl.py builds, binds and times them."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def _split(n_items: int, per_group: int, groups_other: int, want_groups: int) -> tuple[int, int]:
+    """(chunk, K): n_items cut into K chunks of `chunk`, at most per_group each, and smaller while fewer
+    than want_groups work-groups (K x groups_other) would run."""
+    chunk = max(1, min(per_group, n_items))
+    while chunk > 1 and groups_other * -(-n_items // chunk) < want_groups:
+        chunk = max(1, chunk // 2)
+    return chunk, -(-n_items // chunk)
+
+
+FUSED_TAB = 20  # table values per channel of the fused channel-first kernels (FUSED_TAB in batchnorm.cl)
+
+
+def choose(tune: dict, compute_units: int, case) -> dict:
+    """The kernels for a case, from its shape and the device's tuning (pure: no OpenCL here).
+    Returns {"layout": "cf" | "cl", "fused": bool, "group": channels per work-item (cf: fused kernels; cl: the
+    tile width W), "chunk"/"K": how a channel is cut (cf: values per reduction work-item, cl: rows per tile)}."""
+    item = np.dtype(case.dtype).itemsize
+    want = tune["min_groups"] * compute_units
+    C, m, outer = case.channels, case.count, case.outer
+    streams = 2 if case.backward else 1  # x, or x and dy, stay in cache between the two passes
+    if case.inner == 1:  # channel-last: tiles of W channels x chunk rows
+        w_max = max(8, tune["tile_bytes"] // item)
+        w_fused = min(w_max, (C // want) // 8 * 8)  # at least `want` tiles of a multiple of 8 channels
+        if w_fused >= 8 and outer * w_fused * item * streams <= tune["fused_bytes_cl"]:
+            return {"layout": "cl", "fused": True, "group": w_fused, "chunk": outer, "K": 1}
+        W = min(C, w_max)
+        chunk, K = _split(outer, max(1, tune["chunk_bytes"] // (W * item)), -(-C // W), want)
+        return {"layout": "cl", "fused": False, "group": W, "chunk": chunk, "K": K}
+    chan_bytes = m * item * streams
+    fused = C >= want and chan_bytes <= tune["fused_bytes"]
+    group = max(1, min(tune["group_bytes"] // chan_bytes, C // want)) if fused else 1
+    chunk, K = _split(m, tune["chunk"], C, want)
+    return {"layout": "cf", "fused": fused, "group": group, "chunk": chunk, "K": K}
+
+
+def plan(session, case, inputs):
+    """Buffers (name -> cl.Buffer) and launches [(kernel name, global, local, args)] for the whole operation."""
+    import pyopencl as cl
+
+    ctx, tune = session["context"], session["tuning"]
+    als, seg = tune["apply_ls"], tune["seg"]
+    mf = cl.mem_flags
+    acc = np.dtype(case.param_dtype).type
+    u32, i32 = np.uint32, np.int32
+    n, C, inner, outer, m = math.prod(case.shape), case.channels, case.inner, case.outer, case.count
+    data_bytes = n * np.dtype(case.dtype).itemsize
+    param_bytes = C * np.dtype(case.param_dtype).itemsize
+    how = choose(tune, session["info"].extra.get("compute_units", 1), case)
+    cl_layout, fused, G, chunk, K = how["layout"] == "cl", how["fused"], how["group"], how["chunk"], how["K"]
+
+    def upload(arr, flags=mf.READ_ONLY):
+        return cl.Buffer(ctx, flags | mf.COPY_HOST_PTR, hostbuf=np.ascontiguousarray(arr))
+
+    b = {"x": upload(inputs.x), "gamma": upload(inputs.gamma), "beta": upload(inputs.beta),
+         "running_mean": upload(inputs.running_mean, mf.READ_WRITE),
+         "running_var": upload(inputs.running_var, mf.READ_WRITE),
+         "y": cl.Buffer(ctx, mf.WRITE_ONLY, data_bytes),
+         "mean_w": cl.Buffer(ctx, mf.READ_WRITE, param_bytes), "invstd_w": cl.Buffer(ctx, mf.READ_WRITE, param_bytes),
+         "part": cl.Buffer(ctx, mf.READ_WRITE, K * param_bytes * 2)}
+    # mean_w / invstd_w: the batch mean and invstd the statistics kernels leave for the elementwise kernels
+    elementwise = ((-(-n // seg),), (1,))          # channel-first: flat segments of seg values
+    tiles = ((-(-C // G), K), (1, 1))               # channel-last: (tile of G channels, chunk of rows)
+    # per-channel table in local memory: 4 values per channel of a channel-last tile, FUSED_TAB per channel of
+    # a fused channel-first group
+    tab = cl.LocalMemory((4 if cl_layout else FUSED_TAB) * G * np.dtype(case.param_dtype).itemsize)
+    red_cf = ((K, C), (1, 1))                       # channel-first reductions: (chunk, channel)
+    per_channel = ((-(-C // als) * als,), (als,))
+    groups = ((-(-C // G),), (1,))
+    eps = acc(case.eps)
+    train = case.mode == "train"
+    launches = []
+    p = case.momentum if case.momentum_dir == "old" else 1.0 - case.momentum  # framework-style parameter
+    stats_args = (eps, acc(p), i32(case.momentum_dir == "new"), i32(case.running_var == "unbiased"),
+                  i32(case.stats == "invstd"), b["running_mean"], b["running_var"])
+    if train:
+        b["mean"] = cl.Buffer(ctx, mf.WRITE_ONLY, param_bytes)
+        b["stat"] = cl.Buffer(ctx, mf.WRITE_ONLY, param_bytes)
+        outs = (b["mean"], b["stat"], b["mean_w"], b["invstd_w"])
+        affine = (b["gamma"], b["beta"], i32(case.fix_gamma))
+        if fused and cl_layout:
+            launches.append(("bn_fused_train_cl", *tiles, (b["x"], b["y"], u32(C), u32(outer), u32(G), u32(chunk), *affine,
+                                                          *stats_args, *outs, tab)))
+        elif fused:
+            launches.append(("bn_fused_train_cf", *groups, (b["x"], b["y"], u32(C), u32(inner), u32(m), u32(G), *affine,
+                                                            *stats_args, *outs, tab)))
+        elif cl_layout:
+            launches.append(("bn_stats_partial_cl", *tiles, (b["x"], u32(C), u32(outer), u32(G), u32(chunk), b["part"], tab)))
+        else:
+            launches.append(("bn_stats_partial_cf", *red_cf, (b["x"], u32(C), u32(inner), u32(m), u32(chunk), b["part"])))
+        if not fused:
+            launches.append(("bn_stats_final", *per_channel, (b["part"], b["x"], u32(C), u32(inner), u32(K), u32(m),
+                                                              *stats_args, *outs)))
+        stats = (b["mean_w"], b["invstd_w"], i32(0), eps)  # the batch mean and invstd
+    else:  # inference reads the running statistics directly: one launch
+        stats = (b["running_mean"], b["running_var"], i32(1), eps)
+    if not (train and fused):
+        tail = (*stats, b["gamma"], b["beta"], i32(case.fix_gamma))
+        if cl_layout:
+            launches.append(("bn_apply_cl", *tiles, (b["x"], b["y"], u32(C), u32(outer), u32(G), u32(chunk), *tail, tab)))
+        else:
+            launches.append(("bn_apply", *elementwise, (b["x"], b["y"], np.uint64(n), u32(inner), u32(C), u32(seg), *tail)))
+    if case.backward:
+        b["dy"] = upload(inputs.dy)
+        b["dx"] = cl.Buffer(ctx, mf.WRITE_ONLY, data_bytes)
+        for name in ("dbeta", "dgamma_sum", "dgamma"):
+            b[name] = cl.Buffer(ctx, mf.READ_WRITE, param_bytes)
+        dx_args = (u32(m), *stats, b["gamma"], i32(case.fix_gamma), b["dbeta"], b["dgamma_sum"], i32(train))
+        xs = (b["x"], b["dy"], b["dx"])
+        if fused and cl_layout:
+            launches.append(("bn_fused_bwd_cl", *tiles, (*xs, u32(C), u32(G), u32(chunk), *dx_args, b["dgamma"], tab)))
+        elif fused:
+            launches.append(("bn_fused_bwd_cf", *groups, (*xs, u32(C), u32(inner), u32(G), *dx_args, b["dgamma"], tab)))
+        else:
+            if cl_layout:
+                launches.append(("bn_bwd_partial_cl", *tiles, (b["x"], b["dy"], u32(C), u32(outer), u32(G), u32(chunk), stats[0],
+                                                               b["part"], tab)))
+            else:
+                launches.append(("bn_bwd_partial_cf", *red_cf, (b["x"], b["dy"], u32(C), u32(inner), u32(m), u32(chunk),
+                                                                 stats[0], b["part"])))
+            launches.append(("bn_bwd_final", *per_channel, (b["part"], u32(C), u32(K), *stats[1:], i32(case.fix_gamma),
+                                                            b["dbeta"], b["dgamma_sum"], b["dgamma"])))
+            if cl_layout:
+                launches.append(("bn_bwd_apply_cl", *tiles, (*xs, u32(C), u32(outer), u32(G), u32(chunk), *dx_args, tab)))
+            else:
+                launches.append(("bn_bwd_apply", *elementwise, (*xs, np.uint64(n), u32(inner), u32(C), u32(seg), *dx_args)))
+    return b, launches
