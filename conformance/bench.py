@@ -11,9 +11,11 @@ Phases of a problem (shape, axis, dtype):
     backward        (forward + backward) - forward_train, medians: no API here times a backward alone the same
                     way, so every backend gets the same derivation
 Minimal bytes: x read and y written for forward phases; x and dy read and dx written for backward.
-In the same run each device's memory-copy bandwidth is measured on the bytes of x (an OpenCL copy kernel per
+In every round each device's memory-copy bandwidth is measured on the bytes of x (an OpenCL copy kernel per
 device, np.copyto on the host), so every figure is also a fraction of that roofline: copy_time / time for
-forward (2N bytes either way), 1.5 copy_time / time for backward.
+forward (2N bytes either way), 1.5 copy_time / time for backward. Each round also times a copy of one float:
+the floor one command costs from enqueue to finish (floor_ms_median; floor_share = floor / time says how much of
+a small problem's time is that floor rather than the kernels: launches on PoCL's thread pool cost tens of us).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from .generate import generate
 from .runner import Target, _start, profiled
 
 PHASES = ("forward_train", "forward_infer", "backward")
+FLOOR_BYTES = 4  # a copy of one float: what one command costs from enqueue to finish, whatever it does
 
 
 def problems(cases: list[Case]) -> list[Case]:
@@ -81,12 +84,14 @@ def _bench_problem(problem: Case, targets: list[Target], rounds: int, policy: Ti
     walls = {(t.label, ph): [] for t in targets for ph in ("forward_train", "forward_infer", "train_step")}
     kernel = {k: [] for k in walls}
     status = {}
-    copy = {}
+    copy = {t.label: [] for t in targets}   # copy of x's bytes: the roofline, in every round like the phases
+    floor = {t.label: [] for t in targets}  # copy of FLOOR_BYTES: one command's enqueue-to-finish floor
     for t in targets:
         t.worker.keep(key, inputs)
-        copy[t.label] = t.worker.measure_copy(inputs.x.nbytes, policy)  # None where the backend has no copy
     for _ in range(rounds):
         for t in targets:
+            for store, nbytes in ((copy, inputs.x.nbytes), (floor, FLOOR_BYTES)):
+                store[t.label].extend(t.worker.measure_copy(nbytes, policy) or [])  # none where the backend cannot
             for ph, case in _variants(problem, t).items():
                 if status.get((t.label, ph), "ok") != "ok":
                     continue
@@ -102,16 +107,17 @@ def _bench_problem(problem: Case, targets: list[Target], rounds: int, policy: Ti
                     continue
                 walls[(t.label, ph)].extend(reply[1].wall_ms)
                 kernel[(t.label, ph)].extend(reply[1].kernel_ms or [])
-    return _rows(problem, targets, walls, kernel, status, copy)
+    return _rows(problem, targets, walls, kernel, status, copy, floor)
 
 
-def _rows(problem, targets, walls, kernel, status, copy) -> list[dict]:
+def _rows(problem, targets, walls, kernel, status, copy, floor) -> list[dict]:
     n = int(np.prod(problem.shape)) * np.dtype(problem.dtype).itemsize
     host_copy = next((statistics.median(v) for lbl, v in copy.items() if v and not lbl.startswith("opencl@")), np.nan)
     rows = []
     for t in targets:
         med = {ph: statistics.median(walls[(t.label, ph)]) if walls[(t.label, ph)] else np.nan for ph in ("forward_train", "forward_infer", "train_step")}
         own_copy = statistics.median(copy[t.label]) if copy.get(t.label) else host_copy
+        own_floor = statistics.median(floor[t.label]) if floor.get(t.label) else np.nan
         for ph in PHASES:
             if ph == "backward":
                 w = walls[(t.label, "train_step")]
@@ -133,6 +139,7 @@ def _rows(problem, targets, walls, kernel, status, copy) -> list[dict]:
                 "kernel_ms_median": statistics.median(ktimes) if ktimes else np.nan, "samples": len(times),
                 "bytes": nbytes, "gbps": nbytes / (m * 1e-3) / 1e9 if m and m > 0 else np.nan,
                 "copy_ms_median": own_copy, "frac_of_copy": factor * own_copy / m if m and m > 0 else np.nan,
+                "floor_ms_median": own_floor, "floor_share": own_floor / m if m and m > 0 else np.nan,
                 "status": "ok" if times else "no result", "reason": reason,
             })
     _speedups(rows, targets)

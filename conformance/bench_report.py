@@ -20,7 +20,12 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (target, phase), g in ocl.groupby(["target", "phase"], sort=True):
         big = g[g["bytes"] / (3 if phase == "backward" else 2) >= BIG_BYTES]
+        ranked = g.dropna(subset=["speedup_vs_best_framework"]).sort_values("speedup_vs_best_framework")
+        worst = ranked.iloc[0] if len(ranked) else None
         rows.append({"target": target, "phase": phase, "min_speedup_vs_best_framework": g["speedup_vs_best_framework"].min(),
+                     "worst_problem": f"{worst['case']} {worst['dtype']}" if worst is not None else "",
+                     "its_floor_share": worst["floor_share"] if worst is not None and "floor_share" in worst else np.nan,
+                     "below_1": int((g["speedup_vs_best_framework"] < 1).sum()),
                      "min_frac_of_copy_16MB+": big["frac_of_copy"].min() if len(big) else np.nan,
                      "problems": g["case_id"].nunique()})
     return pd.DataFrame(rows)
@@ -36,7 +41,8 @@ def markdown(df: pd.DataFrame, meta: dict, rss: dict) -> str:
     w()
     w("Wall time is enqueue (or call) to finish; `kernel` is the OpenCL profiling-event time. backward = "
       "(forward + backward) - forward_train, medians. frac = memory-copy time on the same bytes / time "
-      "(x1.5 for backward). speedup = best framework's median / this median.")
+      "(x1.5 for backward). speedup = best framework's median / this median. floor = a copy of one float, "
+      "enqueue to finish (what one command costs whatever it does); floor share = floor / median.")
     w()
     s = summary(df)
     if len(s):
@@ -53,12 +59,17 @@ def markdown(df: pd.DataFrame, meta: dict, rss: dict) -> str:
         n = first["bytes"] / (3 if first["phase"] == "backward" else 2)
         w("copy of x: " + ", ".join(f"{r.target} {r.copy_ms_median:.3g} ms ({2 * n / r.copy_ms_median / 1e6:.1f} GB/s)"
                                    for r in copies.itertuples() if r.copy_ms_median == r.copy_ms_median))
+        if "floor_ms_median" in g:
+            floors = g.drop_duplicates("target")[["target", "floor_ms_median"]].dropna()
+            w("floor of one command: " + ", ".join(f"{r.target} {r.floor_ms_median * 1e3:.3g} us" for r in floors.itertuples()))
         w()
         table = []
         for r in g.sort_values(["phase", "time_ms_median"]).itertuples():
             table.append([r.phase, r.target, r.time_ms_median, f"{r.time_ms_p10:.3g}-{r.time_ms_p90:.3g}",
-                          r.kernel_ms_median, r.gbps, r.frac_of_copy, r.speedup_vs_best_framework, r.reason])
-        w(md_table(["phase", "target", "median ms", "p10-p90 ms", "kernel ms", "GB/s", "frac of copy", "speedup", "note"], table))
+                          r.kernel_ms_median, r.gbps, r.frac_of_copy, r.speedup_vs_best_framework,
+                          getattr(r, "floor_share", np.nan), r.reason])
+        w(md_table(["phase", "target", "median ms", "p10-p90 ms", "kernel ms", "GB/s", "frac of copy", "speedup",
+                    "floor share", "note"], table))
         w()
     return out.getvalue()
 

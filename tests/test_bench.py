@@ -15,7 +15,7 @@ mode = ["train", "infer"]
 backward = true
 """
 COLUMNS = ["case_id", "phase", "backend", "device", "time_ms_median", "time_ms_p10", "time_ms_p90", "gbps",
-           "frac_of_copy", "speedup_vs_best_framework", "peak_rss_mib", "kernel_ms_median", "copy_ms_median"]
+           "frac_of_copy", "speedup_vs_best_framework", "peak_rss_mib", "kernel_ms_median", "copy_ms_median", "floor_ms_median", "floor_share"]
 
 
 def test_bench_writes_csv_and_md(tmp_path):
@@ -34,6 +34,10 @@ def test_bench_writes_csv_and_md(tmp_path):
     assert len(ocl) and (fwd_ocl["time_ms_median"] > 0).all() and (fwd_ocl["kernel_ms_median"] > 0).all()
     assert np.isfinite(ocl["time_ms_median"]).all() and (ocl["copy_ms_median"] > 0).all()
     assert (fwd_ocl["frac_of_copy"] > 0).all()
+    # the one-command floor is measured for every OpenCL device and the host, and its share is floor / median
+    timed = df[(df["backend"].isin(["opencl", "numpy"])) & (df["phase"] != "backward")]
+    assert (timed["floor_ms_median"] > 0).all() and np.isfinite(timed["floor_ms_median"]).all()
+    assert np.allclose(timed["floor_share"], timed["floor_ms_median"] / timed["time_ms_median"])
     n = 16 * 32 * 16 * 16 * 4
     fwd = df[df["phase"] != "backward"]
     assert (fwd["bytes"] == 2 * n).all() and (df[df["phase"] == "backward"]["bytes"] == 3 * n).all()
@@ -48,4 +52,4 @@ def test_bench_writes_csv_and_md(tmp_path):
             timed = g[g["time_ms_median"] > 0]  # a derived backward on a loaded machine may come out <= 0: no speedup
             assert np.allclose(timed["speedup_vs_best_framework"], best / timed["time_ms_median"], equal_nan=True)
     md = (tmp_path / "b" / "bench.md").read_text()
-    assert "## Targets of the OpenCL kernels" in md and "Peak resident memory" in md
+    assert "## Targets of the OpenCL kernels" in md and "Peak resident memory" in md and "floor of one command" in md
