@@ -237,11 +237,13 @@ inline void apply_factors(uint c, __global const acc_t *mean_w, __global const a
 inline void cf_apply_run(__global const data_t *x, __global data_t *y, size_t base, uint len, acc_t mu, acc_t a,
                          acc_t b)
 {
-    uint w = 0;
-    for (; w + 8 <= len; w += 8)
-        STORE8((LOAD8(x, base + w) - mu) * a + b, y, base + w);
-    for (; w < len; ++w)
-        STORE((LOAD(x, base + w) - mu) * a + b, y, base + w);
+    __global const data_t *xs = x + base;
+    __global data_t *ys = y + base;
+    const uint n8 = len / 8;
+    for (uint k = 0; k < n8; ++k)
+        STORE8((LOAD8(xs, 8 * k) - mu) * a + b, ys, 8 * k);
+    for (uint w = n8 * 8; w < len; ++w)
+        STORE((LOAD(xs, w) - mu) * a + b, ys, w);
 }
 
 /* y = (x - mean) * invstd * gamma + beta, channel-first. fix_gamma != 0: gamma is taken as 1. mean_w and

@@ -63,7 +63,7 @@ def test_planted_out_of_bounds_write_is_reported(tmp_path):
     bad = tmp_path / "kernels"
     shutil.copytree(KERNELS, bad)
     src = (bad / "batchnorm.cl").read_text()
-    planted = src.replace("STORE((LOAD(x, base + w) - mu) * a + b, y, base + w);", "STORE((LOAD(x, base + w) - mu) * a + b, y, base + w + 1);")
+    planted = src.replace("STORE((LOAD(xs, w) - mu) * a + b, ys, w);", "STORE((LOAD(xs, w) - mu) * a + b, ys, w + 1);")
     assert planted != src, "the line to plant the bug in has moved: update this test"
     (bad / "batchnorm.cl").write_text(planted)
     r, _ = under_oclgrind(tmp_path, VARIANTS[0].format(d="float32") + TAIL, kernels=bad)
