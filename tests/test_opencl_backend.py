@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conformance.backends import numpy_ref
-from conformance.backends import opencl
+from conformance.backends import opencl, opencl_plan, opencl_tuning
 from conformance.backends.base import Result, Skip, TimingPolicy
 from conformance.case import Case, Fill
 from conformance.generate import generate
@@ -113,6 +113,24 @@ def test_nan_and_inf_propagate(session):
     for name in case.outputs:
         assert np.array_equal(np.isnan(got[name]), np.isnan(ref[name])), name
         assert np.array_equal(np.isinf(got[name]), np.isinf(ref[name])), name
+
+
+@pytest.mark.parametrize("local_bytes", [16 * 1024, 48 * 1024, 256 * 1024])
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_kernel_tables_fit_in_local_memory(local_bytes, dtype):
+    """Wide shapes with few values per channel make choose() group many channels per work-item; its table
+    (FUSED_TAB values per channel channel-first, 4 per channel of a channel-last tile) must stay within
+    half the device's local memory (a launch past the whole of it fails: OUT_OF_RESOURCES on Intel's CPU
+    runtime for 2x16384x3 float64 before the cap). The edge suite runs that shape on the real devices."""
+    item = np.dtype("float64" if dtype == "float64" else "float32").itemsize
+    tune = opencl_tuning.params("unknown device")
+    for shape, axis in [((2, 16384, 3), 1), ((1, 40000, 2), 1), ((2, 4096, 7, 7), 1), ((4, 65536), 1),
+                        ((2, 3, 9000), -1), ((32, 64, 56, 56), 1)]:
+        case = Case(name="wide", shape=shape, axis=axis, mode="train", dtype=dtype, backward=True, fill=NORMAL)
+        how = opencl_plan.choose(tune, 2, local_bytes, case)
+        per_channel = 4 if how["layout"] == "cl" else opencl_plan.FUSED_TAB
+        assert how["group"] >= 1
+        assert per_channel * how["group"] * item <= local_bytes // 2, (shape, how)
 
 
 def test_devices_have_safe_unique_keys():

@@ -104,7 +104,8 @@ def _enumerate():
                 fp16="cl_khr_fp16" in ext, fp64="cl_khr_fp64" in ext,
                 extra={"max_work_group_size": int(dev.max_work_group_size),
                        "global_mem_size": int(dev.global_mem_size),
-                       "compute_units": int(dev.max_compute_units)},
+                       "compute_units": int(dev.max_compute_units),
+                       "local_mem_size": int(dev.local_mem_size)},
             )
             found.append((info, dev))
     return found

@@ -21,16 +21,19 @@ def _split(n_items: int, per_group: int, groups_other: int, want_groups: int) ->
 FUSED_TAB = 20  # table values per channel of the fused channel-first kernels (FUSED_TAB in batchnorm.cl)
 
 
-def choose(tune: dict, compute_units: int, case) -> dict:
+def choose(tune: dict, compute_units: int, local_bytes: int, case) -> dict:
     """The kernels for a case, from its shape and the device's tuning (pure: no OpenCL here).
+    local_bytes: the device's local memory; the per-channel table of a work-group (4 values per channel of a
+    channel-last tile, FUSED_TAB per channel of a fused channel-first group) gets at most half of it.
     Returns {"layout": "cf" | "cl", "fused": bool, "group": channels per work-item (cf: fused kernels; cl: the
     tile width W), "chunk"/"K": how a channel is cut (cf: values per reduction work-item, cl: rows per tile)}."""
     item = np.dtype(case.dtype).itemsize
+    table = (local_bytes // 2) // np.dtype(case.param_dtype).itemsize  # table values that fit
     want = tune["min_groups"] * compute_units
     C, m, outer = case.channels, case.count, case.outer
     streams = 2 if case.backward else 1  # x, or x and dy, stay in cache between the two passes
     if case.inner == 1:  # channel-last: tiles of W channels x chunk rows
-        w_max = max(8, tune["tile_bytes"] // item)
+        w_max = max(8, min(tune["tile_bytes"] // item, table // 4 // 8 * 8))
         w_fused = min(w_max, (C // want) // 8 * 8)  # at least `want` tiles of a multiple of 8 channels
         if w_fused >= 8 and outer * w_fused * item * streams <= tune["fused_bytes_cl"]:
             return {"layout": "cl", "fused": True, "group": w_fused, "chunk": outer, "K": 1}
@@ -38,8 +41,8 @@ def choose(tune: dict, compute_units: int, case) -> dict:
         chunk, K = _split(outer, max(1, tune["chunk_bytes"] // (W * item)), -(-C // W), want)
         return {"layout": "cl", "fused": False, "group": W, "chunk": chunk, "K": K}
     chan_bytes = m * item * streams
-    fused = C >= want and chan_bytes <= tune["fused_bytes"]
-    group = max(1, min(tune["group_bytes"] // chan_bytes, C // want)) if fused else 1
+    fused = C >= want and chan_bytes <= tune["fused_bytes"] and table >= FUSED_TAB
+    group = max(1, min(tune["group_bytes"] // chan_bytes, C // want, table // FUSED_TAB)) if fused else 1
     chunk, K = _split(m, tune["chunk"], C, want)
     return {"layout": "cf", "fused": fused, "group": group, "chunk": chunk, "K": K}
 
@@ -56,7 +59,8 @@ def plan(session, case, inputs):
     n, C, inner, outer, m = math.prod(case.shape), case.channels, case.inner, case.outer, case.count
     data_bytes = n * np.dtype(case.dtype).itemsize
     param_bytes = C * np.dtype(case.param_dtype).itemsize
-    how = choose(tune, session["info"].extra.get("compute_units", 1), case)
+    extra = session["info"].extra
+    how = choose(tune, extra.get("compute_units", 1), extra.get("local_mem_size", 32 * 1024), case)
     cl_layout, fused, G, chunk, K = how["layout"] == "cl", how["fused"], how["group"], how["chunk"], how["K"]
 
     def upload(arr, flags=mf.READ_ONLY):
