@@ -74,6 +74,72 @@ inline acc_t hsum8(acc8_t v)
     return ((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7]));
 }
 
+/* Long sums are blocked: fresh accumulators take at most SUM_BLOCK values (channel-first; TILE_BLOCK rows
+ * channel-last), then the block's total joins a running sum with its rounding error kept (Neumaier). One long
+ * chain of additions would drift: float16 data are few distinct values, so the roundings of a growing sum lean
+ * one way (a 100352-value channel was 3.9e-5 off in var, about 650 float32 ulps, with chains of 3136 adds). */
+#define SUM_BLOCK 1024
+#define TILE_BLOCK 32
+
+/* Running sums of two quantities, vector lanes (s1, s2) and scalars (t1, t2), each with its compensation. */
+typedef struct {
+    acc8_t s1, c1, s2, c2;
+    acc_t t1, u1, t2, u2;
+} sums_t;
+
+inline void sums_zero(sums_t *r)
+{
+    r->s1 = r->c1 = r->s2 = r->c2 = 0;
+    r->t1 = r->u1 = r->t2 = r->u2 = 0;
+}
+
+/* *s += v with the rounding error of the addition added to *c. */
+inline void kadd8(acc8_t *s, acc8_t *c, acc8_t v)
+{
+    const acc8_t t = *s + v;
+    *c += fabs(*s) >= fabs(v) ? (*s - t) + v : (v - t) + *s;
+    *s = t;
+}
+
+inline void kadd(acc_t *s, acc_t *c, acc_t v)
+{
+    const acc_t t = *s + v;
+    *c += fabs(*s) >= fabs(v) ? (*s - t) + v : (v - t) + *s;
+    *s = t;
+}
+
+/* A sum plus its compensation; a sum that reached Inf or NaN is taken as it is (its compensation is NaN). */
+inline acc8_t comp8(acc8_t s, acc8_t c) { return isfinite(s) ? s + c : s; }
+inline acc_t comp(acc_t s, acc_t c) { return isfinite(s) ? s + c : s; }
+
+inline acc_t sums_first(const sums_t *r) { return comp(r->t1, r->u1) + hsum8(comp8(r->s1, r->c1)); }
+inline acc_t sums_second(const sums_t *r) { return comp(r->t2, r->u2) + hsum8(comp8(r->s2, r->c2)); }
+
+/* The sums of a fused kernel's channel live in its table: e[0] the shift (or mean), e[1..] the sums. */
+inline void sums_load(__local const acc_t *e, sums_t *r)
+{
+    r->s1 = vload8(0, e + 1);
+    r->c1 = vload8(1, e + 1);
+    r->s2 = vload8(2, e + 1);
+    r->c2 = vload8(3, e + 1);
+    r->t1 = e[33];
+    r->u1 = e[34];
+    r->t2 = e[35];
+    r->u2 = e[36];
+}
+
+inline void sums_store(__local acc_t *e, const sums_t *r)
+{
+    vstore8(r->s1, 0, e + 1);
+    vstore8(r->c1, 1, e + 1);
+    vstore8(r->s2, 2, e + 1);
+    vstore8(r->c2, 3, e + 1);
+    e[33] = r->t1;
+    e[34] = r->u1;
+    e[35] = r->t2;
+    e[36] = r->u2;
+}
+
 #define ITEM_ATTR __attribute__((reqd_work_group_size(1, 1, 1)))
 #define APPLY_ATTR __attribute__((reqd_work_group_size(APPLY_LS, 1, 1)))
 
@@ -107,37 +173,45 @@ inline acc_t invstd_of(__global const acc_t *stat, uint c, int is_var, acc_t eps
     return is_var ? (acc_t)1 / sqrt(stat[c] + eps) : stat[c];
 }
 
-/* Shifted sums of the contiguous run of len values at x + at, added to vector accumulators (two sets: two
- * dependency chains, so the loop waits on memory, not on the adds) and scalar ones for the last values:
- * sum (x - K) goes to a1 + b1 + t1, sum (x - K)^2 to a2 + b2 + t2. */
-inline void run_sums(__global const data_t *x, size_t at, uint len, acc_t K, acc8_t *a1, acc8_t *a2, acc8_t *b1,
-                     acc8_t *b2, acc_t *t1, acc_t *t2)
+/* Shifted sums of the contiguous run of len values at x + at into r: sum (x - K) to the first sums, sum
+ * (x - K)^2 to the second; blocks of SUM_BLOCK values on four fresh dependency chains (so the loop waits on
+ * memory, not on the adds), the last len % 8 values as scalars. */
+inline void run_sums(__global const data_t *x, size_t at, uint len, acc_t K, sums_t *r)
 {
+    __global const data_t *p = x + at;
     uint t = 0;
-    acc8_t c1 = 0, c2 = 0, e1 = 0, e2 = 0; /* two more chains for long runs */
-    for (; t + 32 <= len; t += 32) {
-        const acc8_t da = LOAD8(x, at + t) - K, db = LOAD8(x, at + t + 8) - K;
-        const acc8_t dc = LOAD8(x, at + t + 16) - K, de = LOAD8(x, at + t + 24) - K;
-        *a1 += da;
-        *a2 += da * da;
-        *b1 += db;
-        *b2 += db * db;
-        c1 += dc;
-        c2 += dc * dc;
-        e1 += de;
-        e2 += de * de;
+    while (t + 8 <= len) {
+        const uint end = t + min((len - t) / 8 * 8, (uint)SUM_BLOCK);
+        acc8_t a1 = 0, a2 = 0, b1 = 0, b2 = 0, c1 = 0, c2 = 0, e1 = 0, e2 = 0;
+        for (; t + 32 <= end; t += 32) {
+            const acc8_t da = LOAD8(p, t) - K, db = LOAD8(p, t + 8) - K;
+            const acc8_t dc = LOAD8(p, t + 16) - K, de = LOAD8(p, t + 24) - K;
+            a1 += da;
+            a2 += da * da;
+            b1 += db;
+            b2 += db * db;
+            c1 += dc;
+            c2 += dc * dc;
+            e1 += de;
+            e2 += de * de;
+        }
+        for (; t < end; t += 8) {
+            const acc8_t da = LOAD8(p, t) - K;
+            a1 += da;
+            a2 += da * da;
+        }
+        kadd8(&r->s1, &r->c1, (a1 + b1) + (c1 + e1));
+        kadd8(&r->s2, &r->c2, (a2 + b2) + (c2 + e2));
     }
-    for (; t + 8 <= len; t += 8) {
-        const acc8_t da = LOAD8(x, at + t) - K;
-        *a1 += da;
-        *a2 += da * da;
-    }
-    *b1 += c1 + e1;
-    *b2 += c2 + e2;
-    for (; t < len; ++t) {
-        const acc_t d = LOAD(x, at + t) - K;
-        *t1 += d;
-        *t2 += d * d;
+    if (t < len) {
+        acc_t t1 = 0, t2 = 0;
+        for (; t < len; ++t) {
+            const acc_t d = LOAD(p, t) - K;
+            t1 += d;
+            t2 += d * d;
+        }
+        kadd(&r->t1, &r->u1, t1);
+        kadd(&r->t2, &r->u2, t2);
     }
 }
 
@@ -145,16 +219,16 @@ inline void run_sums(__global const data_t *x, size_t at, uint len, acc_t K, acc
 inline void cf_sums(__global const data_t *x, uint C, uint inner, uint c, uint j0, uint j1, acc_t K,
                     acc_t *s1, acc_t *s2)
 {
-    acc8_t a1 = 0, a2 = 0, b1 = 0, b2 = 0;
-    acc_t t1 = 0, t2 = 0;
+    sums_t r;
+    sums_zero(&r);
     uint o = j0 / inner, i = j0 - o * inner;
     for (uint j = j0; j < j1; ++o, i = 0) {
         const uint len = min(inner - i, j1 - j);
-        run_sums(x, ((size_t)o * C + c) * inner + i, len, K, &a1, &a2, &b1, &b2, &t1, &t2);
+        run_sums(x, ((size_t)o * C + c) * inner + i, len, K, &r);
         j += len;
     }
-    *s1 += t1 + hsum8(a1 + b1);
-    *s2 += t2 + hsum8(a2 + b2);
+    *s1 += sums_first(&r);
+    *s2 += sums_second(&r);
 }
 
 /* Partial, channel-first: work-item (k, c) = (get_global_id(0), get_global_id(1)) covers elements
@@ -272,36 +346,44 @@ __kernel ITEM_ATTR void bn_apply(__global const data_t *x, __global data_t *y, u
     ROWS_END
 }
 
-/* Backward sums of the contiguous run of len values at at, like run_sums: sum dy goes to ga + gb + tg,
- * sum dy (x - mu) to gxa + gxb + tgx. */
+/* Backward sums of the contiguous run of len values at at into r, blocked like run_sums: sum dy to the first
+ * sums, sum dy (x - mu) to the second. */
 inline void run_bwd_sums(__global const data_t *x, __global const data_t *dy, size_t at, uint len, acc_t mu,
-                         acc8_t *ga, acc8_t *gxa, acc8_t *gb, acc8_t *gxb, acc_t *tg, acc_t *tgx)
+                         sums_t *r)
 {
+    __global const data_t *p = x + at, *g = dy + at;
     uint t = 0;
-    acc8_t gc = 0, gxc = 0, ge = 0, gxe = 0; /* two more chains for long runs */
-    for (; t + 32 <= len; t += 32) {
-        const acc8_t g = LOAD8(dy, at + t), h = LOAD8(dy, at + t + 8);
-        const acc8_t k = LOAD8(dy, at + t + 16), l = LOAD8(dy, at + t + 24);
-        *ga += g;
-        *gxa += g * (LOAD8(x, at + t) - mu);
-        *gb += h;
-        *gxb += h * (LOAD8(x, at + t + 8) - mu);
-        gc += k;
-        gxc += k * (LOAD8(x, at + t + 16) - mu);
-        ge += l;
-        gxe += l * (LOAD8(x, at + t + 24) - mu);
+    while (t + 8 <= len) {
+        const uint end = t + min((len - t) / 8 * 8, (uint)SUM_BLOCK);
+        acc8_t ga = 0, gxa = 0, gb = 0, gxb = 0, gc = 0, gxc = 0, ge = 0, gxe = 0;
+        for (; t + 32 <= end; t += 32) {
+            const acc8_t u = LOAD8(g, t), h = LOAD8(g, t + 8), k = LOAD8(g, t + 16), l = LOAD8(g, t + 24);
+            ga += u;
+            gxa += u * (LOAD8(p, t) - mu);
+            gb += h;
+            gxb += h * (LOAD8(p, t + 8) - mu);
+            gc += k;
+            gxc += k * (LOAD8(p, t + 16) - mu);
+            ge += l;
+            gxe += l * (LOAD8(p, t + 24) - mu);
+        }
+        for (; t < end; t += 8) {
+            const acc8_t u = LOAD8(g, t);
+            ga += u;
+            gxa += u * (LOAD8(p, t) - mu);
+        }
+        kadd8(&r->s1, &r->c1, (ga + gb) + (gc + ge));
+        kadd8(&r->s2, &r->c2, (gxa + gxb) + (gxc + gxe));
     }
-    for (; t + 8 <= len; t += 8) {
-        const acc8_t g = LOAD8(dy, at + t);
-        *ga += g;
-        *gxa += g * (LOAD8(x, at + t) - mu);
-    }
-    *gb += gc + ge;
-    *gxb += gxc + gxe;
-    for (; t < len; ++t) {
-        const acc_t g = LOAD(dy, at + t);
-        *tg += g;
-        *tgx += g * (LOAD(x, at + t) - mu);
+    if (t < len) {
+        acc_t tg = 0, tgx = 0;
+        for (; t < len; ++t) {
+            const acc_t u = LOAD(g, t);
+            tg += u;
+            tgx += u * (LOAD(p, t) - mu);
+        }
+        kadd(&r->t1, &r->u1, tg);
+        kadd(&r->t2, &r->u2, tgx);
     }
 }
 
@@ -309,16 +391,16 @@ inline void run_bwd_sums(__global const data_t *x, __global const data_t *dy, si
 inline void cf_bwd_sums(__global const data_t *x, __global const data_t *dy, uint C, uint inner, uint c, uint j0,
                         uint j1, acc_t mu, acc_t *s_dy, acc_t *s_dyx)
 {
-    acc8_t ga = 0, gxa = 0, gb = 0, gxb = 0;
-    acc_t tg = 0, tgx = 0;
+    sums_t r;
+    sums_zero(&r);
     uint o = j0 / inner, i = j0 - o * inner;
     for (uint j = j0; j < j1; ++o, i = 0) {
         const uint len = min(inner - i, j1 - j);
-        run_bwd_sums(x, dy, ((size_t)o * C + c) * inner + i, len, mu, &ga, &gxa, &gb, &gxb, &tg, &tgx);
+        run_bwd_sums(x, dy, ((size_t)o * C + c) * inner + i, len, mu, &r);
         j += len;
     }
-    *s_dy += tg + hsum8(ga + gb);
-    *s_dyx += tgx + hsum8(gxa + gxb);
+    *s_dy += sums_first(&r);
+    *s_dyx += sums_second(&r);
 }
 
 /* Backward stage 1, channel-first: part[(k * C + c) * 2 + {0, 1}] = sum dy, sum dy * (x - mean) over the
@@ -414,7 +496,98 @@ __kernel ITEM_ATTR void bn_bwd_apply(__global const data_t *x, __global const da
  * second pass walks the rows backwards: what the first pass read last is still in cache. Per channel the table
  * keeps vector sums (FUSED_TAB values), so a short row costs no horizontal sum.
  * (The channel-last ones are in the next section.) */
-#define FUSED_TAB 20 /* table values per channel: shift (or mean), 2 x 8 vector sums, 2 scalar sums, spare */
+#define FUSED_TAB 56 /* table values per channel: shift (or mean), a sums_t (e[1..36]), plain sums (e[37..54]) */
+#define PLAIN 37     /* where the plain sums of short rows start in a channel's table entry */
+
+/* Short rows (fewer than SUM_BLOCK values): a run is too short to pay for its own compensated addition, so
+ * its sums are added plainly to 2 x 8 lanes and 2 scalars at e + PLAIN, and every SUM_BLOCK / inner rows
+ * flush_plain() moves them into the compensated sums. */
+inline void run_sums_plain(__global const data_t *x, size_t at, uint len, acc_t K, __local acc_t *p)
+{
+    __global const data_t *q = x + at;
+    acc8_t a1 = vload8(0, p), a2 = vload8(1, p), b1 = 0, b2 = 0;
+    acc_t t1 = p[16], t2 = p[17];
+    uint t = 0;
+    acc8_t c1 = 0, c2 = 0, e1 = 0, e2 = 0; /* four chains: the adds of short rows wait on each other otherwise */
+    for (; t + 32 <= len; t += 32) {
+        const acc8_t da = LOAD8(q, t) - K, db = LOAD8(q, t + 8) - K;
+        const acc8_t dc = LOAD8(q, t + 16) - K, de = LOAD8(q, t + 24) - K;
+        a1 += da;
+        a2 += da * da;
+        b1 += db;
+        b2 += db * db;
+        c1 += dc;
+        c2 += dc * dc;
+        e1 += de;
+        e2 += de * de;
+    }
+    b1 += c1 + e1;
+    b2 += c2 + e2;
+    for (; t + 8 <= len; t += 8) {
+        const acc8_t da = LOAD8(q, t) - K;
+        a1 += da;
+        a2 += da * da;
+    }
+    for (; t < len; ++t) {
+        const acc_t d = LOAD(q, t) - K;
+        t1 += d;
+        t2 += d * d;
+    }
+    vstore8(a1 + b1, 0, p);
+    vstore8(a2 + b2, 1, p);
+    p[16] = t1;
+    p[17] = t2;
+}
+
+inline void run_bwd_sums_plain(__global const data_t *x, __global const data_t *dy, size_t at, uint len, acc_t mu,
+                               __local acc_t *p)
+{
+    __global const data_t *q = x + at, *g = dy + at;
+    acc8_t ga = vload8(0, p), gxa = vload8(1, p), gb = 0, gxb = 0;
+    acc_t tg = p[16], tgx = p[17];
+    uint t = 0;
+    acc8_t gc = 0, gxc = 0, ge = 0, gxe = 0;
+    for (; t + 32 <= len; t += 32) {
+        const acc8_t u = LOAD8(g, t), h = LOAD8(g, t + 8), k = LOAD8(g, t + 16), l = LOAD8(g, t + 24);
+        ga += u;
+        gxa += u * (LOAD8(q, t) - mu);
+        gb += h;
+        gxb += h * (LOAD8(q, t + 8) - mu);
+        gc += k;
+        gxc += k * (LOAD8(q, t + 16) - mu);
+        ge += l;
+        gxe += l * (LOAD8(q, t + 24) - mu);
+    }
+    gb += gc + ge;
+    gxb += gxc + gxe;
+    for (; t + 8 <= len; t += 8) {
+        const acc8_t u = LOAD8(g, t);
+        ga += u;
+        gxa += u * (LOAD8(q, t) - mu);
+    }
+    for (; t < len; ++t) {
+        const acc_t u = LOAD(g, t);
+        tg += u;
+        tgx += u * (LOAD(q, t) - mu);
+    }
+    vstore8(ga + gb, 0, p);
+    vstore8(gxa + gxb, 1, p);
+    p[16] = tg;
+    p[17] = tgx;
+}
+
+inline void flush_plain(__local acc_t *e)
+{
+    sums_t r;
+    sums_load(e, &r);
+    kadd8(&r.s1, &r.c1, vload8(0, e + PLAIN));
+    kadd8(&r.s2, &r.c2, vload8(1, e + PLAIN));
+    kadd(&r.t1, &r.u1, e[PLAIN + 16]);
+    kadd(&r.t2, &r.u2, e[PLAIN + 17]);
+    sums_store(e, &r);
+    for (uint k = PLAIN; k < PLAIN + 18; ++k)
+        e[k] = 0;
+}
 
 __kernel ITEM_ATTR void bn_fused_train_cf(__global const data_t *x, __global data_t *y, uint C, uint inner, uint m,
                                           uint G, __global const acc_t *gamma, __global const acc_t *beta,
@@ -427,21 +600,29 @@ __kernel ITEM_ATTR void bn_fused_train_cf(__global const data_t *x, __global dat
         for (uint k = 1; k < FUSED_TAB; ++k)
             e[k] = 0;
     }
-    for (uint o = 0; o < outer; ++o)
+    const uint rows = inner >= SUM_BLOCK ? 1 : SUM_BLOCK / inner; /* short rows: rows per flush */
+    for (uint o = 0; o < outer; ++o) {
         for (uint t = 0; t < g; ++t) {
             __local acc_t *e = tab + t * FUSED_TAB;
-            acc8_t a1 = vload8(0, e + 1), a2 = vload8(0, e + 9), b1 = 0, b2 = 0;
-            acc_t t1 = e[17], t2 = e[18];
-            run_sums(x, ((size_t)o * C + c0 + t) * inner, inner, e[0], &a1, &a2, &b1, &b2, &t1, &t2);
-            vstore8(a1 + b1, 0, e + 1);
-            vstore8(a2 + b2, 0, e + 9);
-            e[17] = t1;
-            e[18] = t2;
+            const size_t at = ((size_t)o * C + c0 + t) * inner;
+            if (inner < SUM_BLOCK) {
+                run_sums_plain(x, at, inner, e[0], e + PLAIN);
+            } else {
+                sums_t r;
+                sums_load(e, &r);
+                run_sums(x, at, inner, e[0], &r);
+                sums_store(e, &r);
+            }
         }
+        if (inner < SUM_BLOCK && ((o + 1) % rows == 0 || o + 1 == outer))
+            for (uint t = 0; t < g; ++t)
+                flush_plain(tab + t * FUSED_TAB);
+    }
     for (uint t = 0; t < g; ++t) {
         __local acc_t *e = tab + t * FUSED_TAB;
-        finish_stats(x, C, inner, c0 + t, m, e[0], e[17] + hsum8(vload8(0, e + 1)), e[18] + hsum8(vload8(0, e + 9)),
-                     STATS_PASS);
+        sums_t r;
+        sums_load(e, &r);
+        finish_stats(x, C, inner, c0 + t, m, e[0], sums_first(&r), sums_second(&r), STATS_PASS);
     }
     for (uint o = outer; o-- > 0;)
         for (uint t = g; t-- > 0;) {
@@ -464,21 +645,30 @@ __kernel ITEM_ATTR void bn_fused_bwd_cf(__global const data_t *x, __global const
         for (uint k = 1; k < FUSED_TAB; ++k)
             e[k] = 0;
     }
-    for (uint o = 0; o < outer; ++o)
+    const uint rows = inner >= SUM_BLOCK ? 1 : SUM_BLOCK / inner; /* short rows: rows per flush */
+    for (uint o = 0; o < outer; ++o) {
         for (uint t = 0; t < g; ++t) {
             __local acc_t *e = tab + t * FUSED_TAB;
-            acc8_t ga = vload8(0, e + 1), gxa = vload8(0, e + 9), gb = 0, gxb = 0;
-            acc_t tg = e[17], tgx = e[18];
-            run_bwd_sums(x, dy, ((size_t)o * C + c0 + t) * inner, inner, e[0], &ga, &gxa, &gb, &gxb, &tg, &tgx);
-            vstore8(ga + gb, 0, e + 1);
-            vstore8(gxa + gxb, 0, e + 9);
-            e[17] = tg;
-            e[18] = tgx;
+            const size_t at = ((size_t)o * C + c0 + t) * inner;
+            if (inner < SUM_BLOCK) {
+                run_bwd_sums_plain(x, dy, at, inner, e[0], e + PLAIN);
+            } else {
+                sums_t r;
+                sums_load(e, &r);
+                run_bwd_sums(x, dy, at, inner, e[0], &r);
+                sums_store(e, &r);
+            }
         }
+        if (inner < SUM_BLOCK && ((o + 1) % rows == 0 || o + 1 == outer))
+            for (uint t = 0; t < g; ++t)
+                flush_plain(tab + t * FUSED_TAB);
+    }
     for (uint t = 0; t < g; ++t) {
         __local acc_t *e = tab + t * FUSED_TAB;
-        finish_bwd(c0 + t, e[17] + hsum8(vload8(0, e + 1)), e[18] + hsum8(vload8(0, e + 9)),
-                   invstd_of(stat_w, c0 + t, is_var, eps), fix_gamma, dbeta, dgamma_sum, dgamma_out);
+        sums_t r;
+        sums_load(e, &r);
+        finish_bwd(c0 + t, sums_first(&r), sums_second(&r), invstd_of(stat_w, c0 + t, is_var, eps), fix_gamma, dbeta,
+                   dgamma_sum, dgamma_out);
     }
     for (uint o = outer; o-- > 0;)
         for (uint t = g; t-- > 0;) {
@@ -491,8 +681,9 @@ __kernel ITEM_ATTR void bn_fused_bwd_cf(__global const data_t *x, __global const
 /* ---- Channel-last (inner == 1): tiles ---------------------------------------------------------------------
  * Work-item (j, k) covers the tile of channels [j W, min(j W + W, C)) over rows [k chunk, min(k chunk + chunk,
  * outer)); each row of a tile is one contiguous run of w values, walked 8 at a time. The tile's per-channel
- * values (shifts, sums, factors) live in a local-memory table `tab` of 4 W values (work-groups of one
- * work-item: the table is that work-item's scratch). A fused kernel takes every row of its tile. */
+ * values (shift or mean, two sums and their two compensations; later the factors) live in a local-memory
+ * table `tab` of 5 W values (TILE_TAB in opencl_plan.py; work-groups of one work-item: the table is that
+ * work-item's scratch). A fused kernel takes every row of its tile. */
 
 /* Shifts of the tile, channel by channel the same additions and division as channel_shift(x, C, 1, outer, c),
  * so every kernel gets bit-identical shifts. */
@@ -513,87 +704,142 @@ inline void tile_shift(__global const data_t *x, uint C, uint outer, uint c0, ui
         ks[t] = ks[t] / (acc_t)cnt;
 }
 
-/* s1 = sum (x - K), s2 = sum (x - K)^2 per channel of the tile over rows [r0, r1): 32 channels at a time with
- * the sums in registers (a row's 32 values are a contiguous run; the rows of a tile stay in cache between
- * the slabs), the last channels through the table. */
-inline void tile_sums(__global const data_t *x, uint C, uint c0, uint w, uint r0, uint r1, __local const acc_t *ks,
-                      __local acc_t *s1, __local acc_t *s2)
+/* *s += v (8 channels of a table) with the rounding error kept in *c, and its scalar twin. */
+inline void ladd8(__local acc_t *s, __local acc_t *c, acc8_t v)
 {
-    uint t0 = 0;
-    for (; t0 + 32 <= w; t0 += 32) {
-        const acc8_t k0 = vload8(0, ks + t0), k1 = vload8(1, ks + t0), k2 = vload8(2, ks + t0), k3 = vload8(3, ks + t0);
-        acc8_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, q0 = 0, q1 = 0, q2 = 0, q3 = 0;
-        for (uint r = r0; r < r1; ++r) {
-            const size_t at = (size_t)r * C + c0 + t0;
-            const acc8_t d0 = LOAD8(x, at) - k0, d1 = LOAD8(x, at + 8) - k1;
-            const acc8_t d2 = LOAD8(x, at + 16) - k2, d3 = LOAD8(x, at + 24) - k3;
-            a0 += d0;
-            q0 += d0 * d0;
-            a1 += d1;
-            q1 += d1 * d1;
-            a2 += d2;
-            q2 += d2 * d2;
-            a3 += d3;
-            q3 += d3 * d3;
+    acc8_t a = vload8(0, s), k = vload8(0, c);
+    kadd8(&a, &k, v);
+    vstore8(a, 0, s);
+    vstore8(k, 0, c);
+}
+
+inline void ladd(__local acc_t *s, __local acc_t *c, acc_t v)
+{
+    acc_t a = *s, k = *c;
+    kadd(&a, &k, v);
+    *s = a;
+    *c = k;
+}
+
+/* s1 = sum (x - K), s2 = sum (x - K)^2 per channel of the tile over rows [r0, r1), in blocks of TILE_BLOCK rows
+ * on fresh registers whose totals join s1 and s2 with compensation (kept in q1, q2, folded in at the end):
+ * 32 channels at a time (a row's 32 values are a contiguous run; the block's rows stay in cache between the
+ * slabs), then 8 at a time, then one at a time. */
+inline void tile_sums(__global const data_t *x, uint C, uint c0, uint w, uint r0, uint r1, __local const acc_t *ks,
+                      __local acc_t *s1, __local acc_t *s2, __local acc_t *q1, __local acc_t *q2)
+{
+    for (uint t = 0; t < w; ++t)
+        s1[t] = s2[t] = q1[t] = q2[t] = 0;
+    for (uint b0 = r0; b0 < r1; b0 += TILE_BLOCK) {
+        const uint b1 = min(b0 + TILE_BLOCK, r1);
+        uint t0 = 0;
+        for (; t0 + 32 <= w; t0 += 32) {
+            const acc8_t k0 = vload8(0, ks + t0), k1 = vload8(1, ks + t0), k2 = vload8(2, ks + t0), k3 = vload8(3, ks + t0);
+            acc8_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, p0 = 0, p1 = 0, p2 = 0, p3 = 0;
+            for (uint r = b0; r < b1; ++r) {
+                const size_t at = (size_t)r * C + c0 + t0;
+                const acc8_t d0 = LOAD8(x, at) - k0, d1 = LOAD8(x, at + 8) - k1;
+                const acc8_t d2 = LOAD8(x, at + 16) - k2, d3 = LOAD8(x, at + 24) - k3;
+                a0 += d0;
+                p0 += d0 * d0;
+                a1 += d1;
+                p1 += d1 * d1;
+                a2 += d2;
+                p2 += d2 * d2;
+                a3 += d3;
+                p3 += d3 * d3;
+            }
+            ladd8(s1 + t0, q1 + t0, a0);
+            ladd8(s1 + t0 + 8, q1 + t0 + 8, a1);
+            ladd8(s1 + t0 + 16, q1 + t0 + 16, a2);
+            ladd8(s1 + t0 + 24, q1 + t0 + 24, a3);
+            ladd8(s2 + t0, q2 + t0, p0);
+            ladd8(s2 + t0 + 8, q2 + t0 + 8, p1);
+            ladd8(s2 + t0 + 16, q2 + t0 + 16, p2);
+            ladd8(s2 + t0 + 24, q2 + t0 + 24, p3);
         }
-        vstore8(a0, 0, s1 + t0);
-        vstore8(a1, 1, s1 + t0);
-        vstore8(a2, 2, s1 + t0);
-        vstore8(a3, 3, s1 + t0);
-        vstore8(q0, 0, s2 + t0);
-        vstore8(q1, 1, s2 + t0);
-        vstore8(q2, 2, s2 + t0);
-        vstore8(q3, 3, s2 + t0);
+        for (; t0 + 8 <= w; t0 += 8) {
+            const acc8_t k0 = vload8(0, ks + t0);
+            acc8_t a0 = 0, p0 = 0;
+            for (uint r = b0; r < b1; ++r) {
+                const acc8_t d = LOAD8(x, (size_t)r * C + c0 + t0) - k0;
+                a0 += d;
+                p0 += d * d;
+            }
+            ladd8(s1 + t0, q1 + t0, a0);
+            ladd8(s2 + t0, q2 + t0, p0);
+        }
+        for (; t0 < w; ++t0) {
+            acc_t a0 = 0, p0 = 0;
+            for (uint r = b0; r < b1; ++r) {
+                const acc_t d = LOAD(x, (size_t)r * C + c0 + t0) - ks[t0];
+                a0 += d;
+                p0 += d * d;
+            }
+            ladd(s1 + t0, q1 + t0, a0);
+            ladd(s2 + t0, q2 + t0, p0);
+        }
     }
-    for (uint t = t0; t < w; ++t)
-        s1[t] = s2[t] = 0;
-    for (uint r = r0; r < r1 && t0 < w; ++r) {
-        const size_t at = (size_t)r * C + c0;
-        uint t = t0;
-        for (; t + 8 <= w; t += 8) {
-            const acc8_t d = LOAD8(x, at + t) - vload8(0, ks + t);
-            vstore8(vload8(0, s1 + t) + d, 0, s1 + t);
-            vstore8(vload8(0, s2 + t) + d * d, 0, s2 + t);
-        }
-        for (; t < w; ++t) {
-            const acc_t d = LOAD(x, at + t) - ks[t];
-            s1[t] += d;
-            s2[t] += d * d;
-        }
+    for (uint t = 0; t < w; ++t) {
+        s1[t] = comp(s1[t], q1[t]);
+        s2[t] = comp(s2[t], q2[t]);
     }
 }
 
-/* sg = sum dy, sgx = sum dy (x - mu) per channel of the tile over rows [r0, r1), 16 channels at a time in
- * registers like tile_sums, the last channels through the table. */
+/* sg = sum dy, sgx = sum dy (x - mu) per channel of the tile over rows [r0, r1), blocked like tile_sums: 16
+ * channels at a time, then 8, then one. */
 inline void tile_bwd_sums(__global const data_t *x, __global const data_t *dy, uint C, uint c0, uint w, uint r0,
-                          uint r1, __local const acc_t *mu, __local acc_t *sg, __local acc_t *sgx)
+                          uint r1, __local const acc_t *mu, __local acc_t *sg, __local acc_t *sgx, __local acc_t *q1,
+                          __local acc_t *q2)
 {
-    uint t0 = 0;
-    for (; t0 + 16 <= w; t0 += 16) {
-        const acc8_t m0 = vload8(0, mu + t0), m1 = vload8(1, mu + t0);
-        acc8_t g0 = 0, g1 = 0, h0 = 0, h1 = 0;
-        for (uint r = r0; r < r1; ++r) {
-            const size_t at = (size_t)r * C + c0 + t0;
-            const acc8_t e0 = LOAD8(dy, at), e1 = LOAD8(dy, at + 8);
-            g0 += e0;
-            h0 += e0 * (LOAD8(x, at) - m0);
-            g1 += e1;
-            h1 += e1 * (LOAD8(x, at + 8) - m1);
+    for (uint t = 0; t < w; ++t)
+        sg[t] = sgx[t] = q1[t] = q2[t] = 0;
+    for (uint b0 = r0; b0 < r1; b0 += TILE_BLOCK) {
+        const uint b1 = min(b0 + TILE_BLOCK, r1);
+        uint t0 = 0;
+        for (; t0 + 16 <= w; t0 += 16) {
+            const acc8_t m0 = vload8(0, mu + t0), m1 = vload8(1, mu + t0);
+            acc8_t g0 = 0, g1 = 0, h0 = 0, h1 = 0;
+            for (uint r = b0; r < b1; ++r) {
+                const size_t at = (size_t)r * C + c0 + t0;
+                const acc8_t e0 = LOAD8(dy, at), e1 = LOAD8(dy, at + 8);
+                g0 += e0;
+                h0 += e0 * (LOAD8(x, at) - m0);
+                g1 += e1;
+                h1 += e1 * (LOAD8(x, at + 8) - m1);
+            }
+            ladd8(sg + t0, q1 + t0, g0);
+            ladd8(sg + t0 + 8, q1 + t0 + 8, g1);
+            ladd8(sgx + t0, q2 + t0, h0);
+            ladd8(sgx + t0 + 8, q2 + t0 + 8, h1);
         }
-        vstore8(g0, 0, sg + t0);
-        vstore8(g1, 1, sg + t0);
-        vstore8(h0, 0, sgx + t0);
-        vstore8(h1, 1, sgx + t0);
+        for (; t0 + 8 <= w; t0 += 8) {
+            const acc8_t m0 = vload8(0, mu + t0);
+            acc8_t g0 = 0, h0 = 0;
+            for (uint r = b0; r < b1; ++r) {
+                const size_t at = (size_t)r * C + c0 + t0;
+                const acc8_t e0 = LOAD8(dy, at);
+                g0 += e0;
+                h0 += e0 * (LOAD8(x, at) - m0);
+            }
+            ladd8(sg + t0, q1 + t0, g0);
+            ladd8(sgx + t0, q2 + t0, h0);
+        }
+        for (; t0 < w; ++t0) {
+            acc_t g0 = 0, h0 = 0;
+            for (uint r = b0; r < b1; ++r) {
+                const size_t at = (size_t)r * C + c0 + t0;
+                const acc_t e0 = LOAD(dy, at);
+                g0 += e0;
+                h0 += e0 * (LOAD(x, at) - mu[t0]);
+            }
+            ladd(sg + t0, q1 + t0, g0);
+            ladd(sgx + t0, q2 + t0, h0);
+        }
     }
-    for (uint t = t0; t < w; ++t)
-        sg[t] = sgx[t] = 0;
-    for (uint r = r0; r < r1 && t0 < w; ++r) {
-        const size_t at = (size_t)r * C + c0;
-        for (uint t = t0; t < w; ++t) {
-            const acc_t g = LOAD(dy, at + t);
-            sg[t] += g;
-            sgx[t] += g * (LOAD(x, at + t) - mu[t]);
-        }
+    for (uint t = 0; t < w; ++t) {
+        sg[t] = comp(sg[t], q1[t]);
+        sgx[t] = comp(sgx[t], q2[t]);
     }
 }
 
@@ -680,7 +926,7 @@ __kernel ITEM_ATTR void bn_stats_partial_cl(__global const data_t *x, uint C, ui
 {
     TILE_BEGIN(outer)
     tile_shift(x, C, outer, c0, w, tab);
-    tile_sums(x, C, c0, w, r0, r1, tab, tab + W, tab + 2 * W);
+    tile_sums(x, C, c0, w, r0, r1, tab, tab + W, tab + 2 * W, tab + 3 * W, tab + 4 * W);
     store_partials(part, C, c0, w, W, tab);
 }
 
@@ -702,7 +948,7 @@ __kernel ITEM_ATTR void bn_bwd_partial_cl(__global const data_t *x, __global con
     TILE_BEGIN(outer)
     for (uint t = 0; t < w; ++t)
         tab[t] = mean_w[c0 + t];
-    tile_bwd_sums(x, dy, C, c0, w, r0, r1, tab, tab + W, tab + 2 * W);
+    tile_bwd_sums(x, dy, C, c0, w, r0, r1, tab, tab + W, tab + 2 * W, tab + 3 * W, tab + 4 * W);
     store_partials(part, C, c0, w, W, tab);
 }
 
@@ -721,7 +967,7 @@ __kernel ITEM_ATTR void bn_fused_train_cl(__global const data_t *x, __global dat
 {
     TILE_BEGIN(outer)
     tile_shift(x, C, outer, c0, w, tab);
-    tile_sums(x, C, c0, w, r0, r1, tab, tab + W, tab + 2 * W);
+    tile_sums(x, C, c0, w, r0, r1, tab, tab + W, tab + 2 * W, tab + 3 * W, tab + 4 * W);
     for (uint t = 0; t < w; ++t)
         finish_stats(x, C, 1, c0 + t, outer, tab[t], tab[W + t], tab[2 * W + t], STATS_PASS);
     tile_apply_factors(c0, w, W, mean_w, invstd_w, 0, eps, gamma, beta, fix_gamma, tab);
@@ -735,7 +981,7 @@ __kernel ITEM_ATTR void bn_fused_bwd_cl(__global const data_t *x, __global const
     TILE_BEGIN(m)
     for (uint t = 0; t < w; ++t)
         tab[t] = mean_w[c0 + t];
-    tile_bwd_sums(x, dy, C, c0, w, r0, r1, tab, tab + W, tab + 2 * W);
+    tile_bwd_sums(x, dy, C, c0, w, r0, r1, tab, tab + W, tab + 2 * W, tab + 3 * W, tab + 4 * W);
     for (uint t = 0; t < w; ++t)
         finish_bwd(c0 + t, tab[W + t], tab[2 * W + t], invstd_of(stat_w, c0 + t, is_var, eps), fix_gamma, dbeta,
                    dgamma_sum, dgamma_out);

@@ -35,6 +35,8 @@ VARIANTS = [
     "v,dtype={d},shape=4x40,axis=1,mode=train,backward=1,fix_gamma=0,running_var=biased,stats=var,momentum_dir=old,",
     "v,dtype={d},shape=2x12x5,axis=1,mode=train,backward=1,fix_gamma=0,running_var=unbiased,stats=invstd,momentum_dir=new,",
     "v,dtype={d},shape=3x1030,axis=1,mode=train,backward=1,fix_gamma=0,running_var=biased,stats=var,momentum_dir=old,",
+    # fused channel-first rows longer than SUM_BLOCK (1024): a full block, then 8-value steps, then a scalar tail
+    "v,dtype={d},shape=2x9x1050,axis=1,mode=train,backward=1,fix_gamma=0,running_var=biased,stats=var,momentum_dir=old,",
 ]
 
 

@@ -18,12 +18,13 @@ def _split(n_items: int, per_group: int, groups_other: int, want_groups: int) ->
     return chunk, -(-n_items // chunk)
 
 
-FUSED_TAB = 20  # table values per channel of the fused channel-first kernels (FUSED_TAB in batchnorm.cl)
+FUSED_TAB = 56  # table values per channel of the fused channel-first kernels (FUSED_TAB in batchnorm.cl)
+TILE_TAB = 5  # table values per channel of a channel-last tile (shift or mean, two sums, two compensations)
 
 
 def choose(tune: dict, compute_units: int, local_bytes: int, case) -> dict:
     """The kernels for a case, from its shape and the device's tuning (pure: no OpenCL here).
-    local_bytes: the device's local memory; the per-channel table of a work-group (4 values per channel of a
+    local_bytes: the device's local memory; the per-channel table of a work-group (TILE_TAB values per channel of a
     channel-last tile, FUSED_TAB per channel of a fused channel-first group) gets at most half of it.
     Returns {"layout": "cf" | "cl", "fused": bool, "group": channels per work-item (cf: fused kernels; cl: the
     tile width W), "chunk"/"K": how a channel is cut (cf: values per reduction work-item, cl: rows per tile)}."""
@@ -33,7 +34,7 @@ def choose(tune: dict, compute_units: int, local_bytes: int, case) -> dict:
     C, m, outer = case.channels, case.count, case.outer
     streams = 2 if case.backward else 1  # x, or x and dy, stay in cache between the two passes
     if case.inner == 1:  # channel-last: tiles of W channels x chunk rows
-        w_max = max(8, min(tune["tile_bytes"] // item, table // 4 // 8 * 8))
+        w_max = max(8, min(tune["tile_bytes"] // item, table // TILE_TAB // 8 * 8))
         w_fused = min(w_max, (C // want) // 8 * 8)  # at least `want` tiles of a multiple of 8 channels
         if w_fused >= 8 and outer * w_fused * item * streams <= tune["fused_bytes_cl"]:
             return {"layout": "cl", "fused": True, "group": w_fused, "chunk": outer, "K": 1}
@@ -75,9 +76,9 @@ def plan(session, case, inputs):
     # mean_w / invstd_w: the batch mean and invstd the statistics kernels leave for the elementwise kernels
     elementwise = ((-(-n // seg),), (1,))          # channel-first: flat segments of seg values
     tiles = ((-(-C // G), K), (1, 1))               # channel-last: (tile of G channels, chunk of rows)
-    # per-channel table in local memory: 4 values per channel of a channel-last tile, FUSED_TAB per channel of
+    # per-channel table in local memory: TILE_TAB values per channel of a channel-last tile, FUSED_TAB per channel of
     # a fused channel-first group
-    tab = cl.LocalMemory((4 if cl_layout else FUSED_TAB) * G * np.dtype(case.param_dtype).itemsize)
+    tab = cl.LocalMemory((TILE_TAB if cl_layout else FUSED_TAB) * G * np.dtype(case.param_dtype).itemsize)
     red_cf = ((K, C), (1, 1))                       # channel-first reductions: (chunk, channel)
     per_channel = ((-(-C // als) * als,), (als,))
     groups = ((-(-C // G),), (1,))
