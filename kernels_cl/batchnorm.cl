@@ -173,43 +173,54 @@ inline acc_t invstd_of(__global const acc_t *stat, uint c, int is_var, acc_t eps
     return is_var ? (acc_t)1 / sqrt(stat[c] + eps) : stat[c];
 }
 
+/* Shifted sums of the len values at p added to 8-lane sums (v1: sum (x - K), v2: sum (x - K)^2) and, for the
+ * last len % 8 values, scalar ones (t1, t2); four dependency chains, so the loop waits on memory, not on the
+ * adds. */
+inline void sums_into(__global const data_t *p, uint len, acc_t K, acc8_t *v1, acc8_t *v2, acc_t *t1, acc_t *t2)
+{
+    acc8_t a1 = *v1, a2 = *v2, b1 = 0, b2 = 0, c1 = 0, c2 = 0, e1 = 0, e2 = 0;
+    acc_t s1 = *t1, s2 = *t2;
+    uint t = 0;
+    for (; t + 32 <= len; t += 32) {
+        const acc8_t da = LOAD8(p, t) - K, db = LOAD8(p, t + 8) - K;
+        const acc8_t dc = LOAD8(p, t + 16) - K, de = LOAD8(p, t + 24) - K;
+        a1 += da;
+        a2 += da * da;
+        b1 += db;
+        b2 += db * db;
+        c1 += dc;
+        c2 += dc * dc;
+        e1 += de;
+        e2 += de * de;
+    }
+    b1 += c1 + e1;
+    b2 += c2 + e2;
+    for (; t + 8 <= len; t += 8) {
+        const acc8_t da = LOAD8(p, t) - K;
+        a1 += da;
+        a2 += da * da;
+    }
+    for (; t < len; ++t) {
+        const acc_t d = LOAD(p, t) - K;
+        s1 += d;
+        s2 += d * d;
+    }
+    *v1 = a1 + b1;
+    *v2 = a2 + b2;
+    *t1 = s1;
+    *t2 = s2;
+}
+
 /* Shifted sums of the contiguous run of len values at x + at into r: sum (x - K) to the first sums, sum
- * (x - K)^2 to the second; blocks of SUM_BLOCK values on four fresh dependency chains (so the loop waits on
- * memory, not on the adds), the last len % 8 values as scalars. */
+ * (x - K)^2 to the second, a block of at most SUM_BLOCK values on fresh accumulators at a time. */
 inline void run_sums(__global const data_t *x, size_t at, uint len, acc_t K, sums_t *r)
 {
-    __global const data_t *p = x + at;
-    uint t = 0;
-    while (t + 8 <= len) {
-        const uint end = t + min((len - t) / 8 * 8, (uint)SUM_BLOCK);
-        acc8_t a1 = 0, a2 = 0, b1 = 0, b2 = 0, c1 = 0, c2 = 0, e1 = 0, e2 = 0;
-        for (; t + 32 <= end; t += 32) {
-            const acc8_t da = LOAD8(p, t) - K, db = LOAD8(p, t + 8) - K;
-            const acc8_t dc = LOAD8(p, t + 16) - K, de = LOAD8(p, t + 24) - K;
-            a1 += da;
-            a2 += da * da;
-            b1 += db;
-            b2 += db * db;
-            c1 += dc;
-            c2 += dc * dc;
-            e1 += de;
-            e2 += de * de;
-        }
-        for (; t < end; t += 8) {
-            const acc8_t da = LOAD8(p, t) - K;
-            a1 += da;
-            a2 += da * da;
-        }
-        kadd8(&r->s1, &r->c1, (a1 + b1) + (c1 + e1));
-        kadd8(&r->s2, &r->c2, (a2 + b2) + (c2 + e2));
-    }
-    if (t < len) {
+    for (uint t = 0; t < len; t += SUM_BLOCK) {
+        acc8_t v1 = 0, v2 = 0;
         acc_t t1 = 0, t2 = 0;
-        for (; t < len; ++t) {
-            const acc_t d = LOAD(p, t) - K;
-            t1 += d;
-            t2 += d * d;
-        }
+        sums_into(x + at + t, min(len - t, (uint)SUM_BLOCK), K, &v1, &v2, &t1, &t2);
+        kadd8(&r->s1, &r->c1, v1);
+        kadd8(&r->s2, &r->c2, v2);
         kadd(&r->t1, &r->u1, t1);
         kadd(&r->t2, &r->u2, t2);
     }
@@ -346,44 +357,56 @@ __kernel ITEM_ATTR void bn_apply(__global const data_t *x, __global data_t *y, u
     ROWS_END
 }
 
+/* Backward sums of the len values at p, g added to v1, t1 (sum dy) and v2, t2 (sum dy (x - mu)), like
+ * sums_into. */
+inline void bwd_sums_into(__global const data_t *p, __global const data_t *g, uint len, acc_t mu, acc8_t *v1,
+                          acc8_t *v2, acc_t *t1, acc_t *t2)
+{
+    acc8_t ga = *v1, gxa = *v2, gb = 0, gxb = 0, gc = 0, gxc = 0, ge = 0, gxe = 0;
+    acc_t s1 = *t1, s2 = *t2;
+    uint t = 0;
+    for (; t + 32 <= len; t += 32) {
+        const acc8_t u = LOAD8(g, t), h = LOAD8(g, t + 8), k = LOAD8(g, t + 16), l = LOAD8(g, t + 24);
+        ga += u;
+        gxa += u * (LOAD8(p, t) - mu);
+        gb += h;
+        gxb += h * (LOAD8(p, t + 8) - mu);
+        gc += k;
+        gxc += k * (LOAD8(p, t + 16) - mu);
+        ge += l;
+        gxe += l * (LOAD8(p, t + 24) - mu);
+    }
+    gb += gc + ge;
+    gxb += gxc + gxe;
+    for (; t + 8 <= len; t += 8) {
+        const acc8_t u = LOAD8(g, t);
+        ga += u;
+        gxa += u * (LOAD8(p, t) - mu);
+    }
+    for (; t < len; ++t) {
+        const acc_t u = LOAD(g, t);
+        s1 += u;
+        s2 += u * (LOAD(p, t) - mu);
+    }
+    *v1 = ga + gb;
+    *v2 = gxa + gxb;
+    *t1 = s1;
+    *t2 = s2;
+}
+
 /* Backward sums of the contiguous run of len values at at into r, blocked like run_sums: sum dy to the first
  * sums, sum dy (x - mu) to the second. */
 inline void run_bwd_sums(__global const data_t *x, __global const data_t *dy, size_t at, uint len, acc_t mu,
                          sums_t *r)
 {
-    __global const data_t *p = x + at, *g = dy + at;
-    uint t = 0;
-    while (t + 8 <= len) {
-        const uint end = t + min((len - t) / 8 * 8, (uint)SUM_BLOCK);
-        acc8_t ga = 0, gxa = 0, gb = 0, gxb = 0, gc = 0, gxc = 0, ge = 0, gxe = 0;
-        for (; t + 32 <= end; t += 32) {
-            const acc8_t u = LOAD8(g, t), h = LOAD8(g, t + 8), k = LOAD8(g, t + 16), l = LOAD8(g, t + 24);
-            ga += u;
-            gxa += u * (LOAD8(p, t) - mu);
-            gb += h;
-            gxb += h * (LOAD8(p, t + 8) - mu);
-            gc += k;
-            gxc += k * (LOAD8(p, t + 16) - mu);
-            ge += l;
-            gxe += l * (LOAD8(p, t + 24) - mu);
-        }
-        for (; t < end; t += 8) {
-            const acc8_t u = LOAD8(g, t);
-            ga += u;
-            gxa += u * (LOAD8(p, t) - mu);
-        }
-        kadd8(&r->s1, &r->c1, (ga + gb) + (gc + ge));
-        kadd8(&r->s2, &r->c2, (gxa + gxb) + (gxc + gxe));
-    }
-    if (t < len) {
-        acc_t tg = 0, tgx = 0;
-        for (; t < len; ++t) {
-            const acc_t u = LOAD(g, t);
-            tg += u;
-            tgx += u * (LOAD(p, t) - mu);
-        }
-        kadd(&r->t1, &r->u1, tg);
-        kadd(&r->t2, &r->u2, tgx);
+    for (uint t = 0; t < len; t += SUM_BLOCK) {
+        acc8_t v1 = 0, v2 = 0;
+        acc_t t1 = 0, t2 = 0;
+        bwd_sums_into(x + at + t, dy + at + t, min(len - t, (uint)SUM_BLOCK), mu, &v1, &v2, &t1, &t2);
+        kadd8(&r->s1, &r->c1, v1);
+        kadd8(&r->s2, &r->c2, v2);
+        kadd(&r->t1, &r->u1, t1);
+        kadd(&r->t2, &r->u2, t2);
     }
 }
 
@@ -504,37 +527,11 @@ __kernel ITEM_ATTR void bn_bwd_apply(__global const data_t *x, __global const da
  * flush_plain() moves them into the compensated sums. */
 inline void run_sums_plain(__global const data_t *x, size_t at, uint len, acc_t K, __local acc_t *p)
 {
-    __global const data_t *q = x + at;
-    acc8_t a1 = vload8(0, p), a2 = vload8(1, p), b1 = 0, b2 = 0;
+    acc8_t v1 = vload8(0, p), v2 = vload8(1, p);
     acc_t t1 = p[16], t2 = p[17];
-    uint t = 0;
-    acc8_t c1 = 0, c2 = 0, e1 = 0, e2 = 0; /* four chains: the adds of short rows wait on each other otherwise */
-    for (; t + 32 <= len; t += 32) {
-        const acc8_t da = LOAD8(q, t) - K, db = LOAD8(q, t + 8) - K;
-        const acc8_t dc = LOAD8(q, t + 16) - K, de = LOAD8(q, t + 24) - K;
-        a1 += da;
-        a2 += da * da;
-        b1 += db;
-        b2 += db * db;
-        c1 += dc;
-        c2 += dc * dc;
-        e1 += de;
-        e2 += de * de;
-    }
-    b1 += c1 + e1;
-    b2 += c2 + e2;
-    for (; t + 8 <= len; t += 8) {
-        const acc8_t da = LOAD8(q, t) - K;
-        a1 += da;
-        a2 += da * da;
-    }
-    for (; t < len; ++t) {
-        const acc_t d = LOAD(q, t) - K;
-        t1 += d;
-        t2 += d * d;
-    }
-    vstore8(a1 + b1, 0, p);
-    vstore8(a2 + b2, 1, p);
+    sums_into(x + at, len, K, &v1, &v2, &t1, &t2);
+    vstore8(v1, 0, p);
+    vstore8(v2, 1, p);
     p[16] = t1;
     p[17] = t2;
 }
@@ -542,38 +539,13 @@ inline void run_sums_plain(__global const data_t *x, size_t at, uint len, acc_t 
 inline void run_bwd_sums_plain(__global const data_t *x, __global const data_t *dy, size_t at, uint len, acc_t mu,
                                __local acc_t *p)
 {
-    __global const data_t *q = x + at, *g = dy + at;
-    acc8_t ga = vload8(0, p), gxa = vload8(1, p), gb = 0, gxb = 0;
-    acc_t tg = p[16], tgx = p[17];
-    uint t = 0;
-    acc8_t gc = 0, gxc = 0, ge = 0, gxe = 0;
-    for (; t + 32 <= len; t += 32) {
-        const acc8_t u = LOAD8(g, t), h = LOAD8(g, t + 8), k = LOAD8(g, t + 16), l = LOAD8(g, t + 24);
-        ga += u;
-        gxa += u * (LOAD8(q, t) - mu);
-        gb += h;
-        gxb += h * (LOAD8(q, t + 8) - mu);
-        gc += k;
-        gxc += k * (LOAD8(q, t + 16) - mu);
-        ge += l;
-        gxe += l * (LOAD8(q, t + 24) - mu);
-    }
-    gb += gc + ge;
-    gxb += gxc + gxe;
-    for (; t + 8 <= len; t += 8) {
-        const acc8_t u = LOAD8(g, t);
-        ga += u;
-        gxa += u * (LOAD8(q, t) - mu);
-    }
-    for (; t < len; ++t) {
-        const acc_t u = LOAD(g, t);
-        tg += u;
-        tgx += u * (LOAD(q, t) - mu);
-    }
-    vstore8(ga + gb, 0, p);
-    vstore8(gxa + gxb, 1, p);
-    p[16] = tg;
-    p[17] = tgx;
+    acc8_t v1 = vload8(0, p), v2 = vload8(1, p);
+    acc_t t1 = p[16], t2 = p[17];
+    bwd_sums_into(x + at, dy + at, len, mu, &v1, &v2, &t1, &t2);
+    vstore8(v1, 0, p);
+    vstore8(v2, 1, p);
+    p[16] = t1;
+    p[17] = t2;
 }
 
 inline void flush_plain(__local acc_t *e)
