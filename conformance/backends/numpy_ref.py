@@ -1,6 +1,7 @@
 """numpy in the data's own precision (float32 for float16 data): the simplest peer of the OpenCL kernels.
 
-It follows the textbook two-pass algorithm with numpy's pairwise sums. It is a peer, not the oracle: it is
+It follows the textbook two-pass algorithm with numpy's own sums: pairwise along a contiguous axis, one
+sequential chain along a strided one (channel-last data), as numpy documents. It is a peer, not the oracle: it is
 held against the float64 oracle like every other backend.
 """
 
