@@ -262,7 +262,9 @@ def measure_copy(session, nbytes, policy):
 
     if "copy" not in session["programs"]:
         src = (kernels_dir() / "copy.cl").read_text()
-        session["programs"]["copy"] = cl.Program(session["context"], src).build()
+        with warnings.catch_warnings():  # as for the BatchNorm program: Intel's remarks are no news
+            warnings.simplefilter("ignore", cl.CompilerWarning)
+            session["programs"]["copy"] = cl.Program(session["context"], src).build()
     cache = session.setdefault("copy_buffers", {})
     if nbytes not in cache:
         while len(cache) >= 2:  # the previous problem's size: free it
