@@ -35,8 +35,18 @@ VARIANTS = [
     "v,dtype={d},shape=4x40,axis=1,mode=train,backward=1,fix_gamma=0,running_var=biased,stats=var,momentum_dir=old,",
     "v,dtype={d},shape=2x12x5,axis=1,mode=train,backward=1,fix_gamma=0,running_var=unbiased,stats=invstd,momentum_dir=new,",
     "v,dtype={d},shape=3x1030,axis=1,mode=train,backward=1,fix_gamma=0,running_var=biased,stats=var,momentum_dir=old,",
-    # fused channel-first rows longer than SUM_BLOCK (1024): a full block, then 8-value steps, then a scalar tail
-    "v,dtype={d},shape=2x9x1050,axis=1,mode=train,backward=1,fix_gamma=0,running_var=biased,stats=var,momentum_dir=old,",
+    # fused channel-first rows longer than SUM_BLOCK (1024): a full block, then 8-value steps, then a scalar tail;
+    # 5 rows: one step of ROW_STREAMS (4) rows read side by side, then a row alone
+    "v,dtype={d},shape=5x9x1050,axis=1,mode=train,backward=1,fix_gamma=0,running_var=biased,stats=var,momentum_dir=old,",
+    # short rows of a fused group, 4 rows side by side then two alone
+    "v,dtype={d},shape=6x12x5,axis=1,mode=train,backward=1,fix_gamma=0,running_var=biased,stats=var,momentum_dir=old,",
+    # streaming stores (Oclgrind's tuning takes them from 4 KiB on): fused channel-first, staged channel-first
+    # (train and infer), channel-last tiles in stages (the reversed second pass) and fused
+    "v,dtype={d},shape=5x8x256,axis=1,mode=train,backward=1,fix_gamma=0,running_var=biased,stats=var,momentum_dir=old,",
+    "v,dtype={d},shape=2x3x256,axis=1,mode=train,backward=1,fix_gamma=0,running_var=biased,stats=var,momentum_dir=old,",
+    "v,dtype={d},shape=2x3x256,axis=1,mode=infer,backward=1,fix_gamma=0,running_var=biased,stats=var,momentum_dir=old,",
+    "v,dtype={d},shape=8x24x16,axis=-1,mode=train,backward=1,fix_gamma=0,running_var=biased,stats=var,momentum_dir=old,",
+    "v,dtype={d},shape=64x64,axis=1,mode=train,backward=1,fix_gamma=0,running_var=biased,stats=var,momentum_dir=old,",
 ]
 
 

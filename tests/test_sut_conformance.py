@@ -13,6 +13,7 @@ from conformance.runner import expected_dtype
 from conformance.suite import load
 
 ocl = pytest.importorskip("conformance.backends.opencl", reason="pyopencl is not installed")
+from conformance.backends import opencl_plan  # noqa: E402
 _reason = ocl.available()
 DEVICES = [d for d in ocl.devices() if d.key] if _reason is None else []
 if not DEVICES:
@@ -91,6 +92,25 @@ LONG = [((32, 4, 56, 56), 1, Fill.make("offset", {"mean": 100.0, "std": 1.0})),
 @pytest.mark.parametrize("shape,axis,fill", LONG, ids=lambda v: "x".join(map(str, v)) if isinstance(v, tuple) else None)
 def test_long_channels_keep_their_accuracy(device, dtype, shape, axis, fill):
     check(device, Case(name="long", shape=shape, axis=axis, dtype=dtype, mode="train", backward=True, fill=fill))
+
+
+# Large outputs are written with streaming stores (the tuning's nt_bytes, 16 MiB on PoCL and Intel): each case is
+# at least that big, channel-first (fused kernels) and channel-last (tiles), so those branches meet the oracle.
+STREAMING = [(dtype, shape, axis, mode) for dtype, n in (("float16", 8), ("float32", 4), ("float64", 2))
+             for shape, axis in (((n, 64, 128, 128), 1), ((n, 128, 128, 64), -1)) for mode in ("train", "infer")
+             if mode == "train" or dtype == "float32"]
+
+
+@pytest.mark.parametrize("device", DEVICES, ids=lambda d: d.key)
+@pytest.mark.parametrize("dtype,shape,axis,mode", STREAMING, ids=lambda v: "x".join(map(str, v)) if isinstance(v, tuple) else str(v))
+def test_streaming_stores_pass(device, dtype, shape, axis, mode):
+    case = Case(name="big", shape=shape, axis=axis, dtype=dtype, mode=mode, backward=True, fill=Fill.make("normal"))
+    s = session(device)
+    if s["tuning"]["nt_bytes"] is None:
+        pytest.skip(f"{device.key}: its tuning has no streaming stores")
+    info = s["info"].extra
+    assert opencl_plan.choose(s["tuning"], info["compute_units"], info["local_mem_size"], case)["nt"]
+    check(device, case)
 
 
 def test_planted_bug_is_caught():

@@ -140,6 +140,8 @@ def _build(session, dtype: str):
         source = path.read_text()
         tune = session["tuning"]
         options = [f"-DAPPLY_LS={tune['apply_ls']}", *_DTYPE_DEFINES[dtype]]
+        if tune["nt_bytes"] is not None:
+            options.append("-DNT_STORES")
         if dtype != "float64" and session["device"].single_fp_config & cl.device_fp_config.CORRECTLY_ROUNDED_DIVIDE_SQRT:
             options.append("-cl-fp32-correctly-rounded-divide-sqrt")
         try:
@@ -165,6 +167,8 @@ def open(device_key):  # noqa: A001 - the contract's name
     tune = opencl_tuning.params(info.key)
     limit = min(int(dev.max_work_group_size), int(dev.max_work_item_sizes[0]))
     tune["apply_ls"] = 1 << (min(tune["apply_ls"], limit).bit_length() - 1)
+    if dev.mem_base_addr_align < 8 * 64:  # bits: a buffer must start on a 64-byte line for 8-value streaming stores
+        tune["nt_bytes"] = None
     context = cl.Context([dev])
     queue = cl.CommandQueue(context, dev, properties=cl.command_queue_properties.PROFILING_ENABLE)
     session = {"info": info, "device": dev, "context": context, "queue": queue,
@@ -254,17 +258,19 @@ def run(session, case, inputs, policy):
 
 
 def measure_copy(session, nbytes, policy):
-    """The device's memory-copy roofline on nbytes: per repeat, the faster of clEnqueueCopyBuffer and the
-    segment copy kernel of kernels_cl/copy.cl (the same work split as the BatchNorm kernels, its arguments
-    bound once like theirs), on two buffers allocated once per size (the bench asks every round for the same
-    two sizes: x's bytes and one float)."""
+    """The device's memory-copy roofline on nbytes: per repeat, the fastest of clEnqueueCopyBuffer, the segment
+    copy kernel of kernels_cl/copy.cl (the same work split as the BatchNorm kernels, its arguments bound once
+    like theirs) and, where the device's tuning has streaming stores, the same kernel with them, on two buffers
+    allocated once per size (the bench asks every round for the same two sizes: x's bytes and one float)."""
     import pyopencl as cl
 
+    streaming = session["tuning"]["nt_bytes"] is not None
     if "copy" not in session["programs"]:
         src = (kernels_dir() / "copy.cl").read_text()
         with warnings.catch_warnings():  # as for the BatchNorm program: Intel's remarks are no news
             warnings.simplefilter("ignore", cl.CompilerWarning)
-            session["programs"]["copy"] = cl.Program(session["context"], src).build()
+            session["programs"]["copy"] = cl.Program(session["context"], src).build(
+                options=["-DNT_STORES"] if streaming else [])
     cache = session.setdefault("copy_buffers", {})
     if nbytes not in cache:
         while len(cache) >= 2:  # the previous problem's size: free it
@@ -273,21 +279,25 @@ def measure_copy(session, nbytes, policy):
         mf = cl.mem_flags
         src = cl.Buffer(session["context"], mf.READ_WRITE | mf.COPY_HOST_PTR, hostbuf=np.ones(n, np.float32))
         dst = cl.Buffer(session["context"], mf.READ_WRITE, n * 4)
-        kernel = cl.Kernel(session["programs"]["copy"], "copy_seg")
         seg = session["tuning"]["seg"]
-        kernel.set_args(src, dst, np.uint64(n), np.uint32(seg))
-        cache[nbytes] = (src, dst, kernel, (-(-n // seg),))
-    src, dst, kernel, gsize = cache[nbytes]
+        kernels = []
+        for name in ("copy_seg", "copy_seg_nt") if streaming and seg % 8 == 0 else ("copy_seg",):
+            kernel = cl.Kernel(session["programs"]["copy"], name)
+            kernel.set_args(src, dst, np.uint64(n), np.uint32(seg))
+            kernels.append(kernel)
+        cache[nbytes] = (src, dst, kernels, (-(-n // seg),))
+    src, dst, kernels, gsize = cache[nbytes]
     queue = session["fast_queue"]
 
-    def by_kernel():
-        cl.enqueue_nd_range_kernel(queue, kernel, gsize, (1,))
-        queue.finish()
+    def by_kernel(kernel):
+        def go():
+            cl.enqueue_nd_range_kernel(queue, kernel, gsize, (1,))
+            queue.finish()
+        return go
 
     def by_copy():
         cl.enqueue_copy(queue, dst, src)
         queue.finish()
 
-    walls_k, _ = time_repeats(by_kernel, policy)
-    walls_c, _ = time_repeats(by_copy, policy)
-    return [min(a, b) for a, b in zip(walls_k, walls_c)]
+    walls = [time_repeats(fn, policy)[0] for fn in (*map(by_kernel, kernels), by_copy)]
+    return [min(w) for w in zip(*walls)]

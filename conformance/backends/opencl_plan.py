@@ -27,7 +27,8 @@ def choose(tune: dict, compute_units: int, local_bytes: int, case) -> dict:
     local_bytes: the device's local memory; the per-channel table of a work-group (TILE_TAB values per channel of a
     channel-last tile, FUSED_TAB per channel of a fused channel-first group) gets at most half of it.
     Returns {"layout": "cf" | "cl", "fused": bool, "group": channels per work-item (cf: fused kernels; cl: the
-    tile width W), "chunk"/"K": how a channel is cut (cf: values per reduction work-item, cl: rows per tile)}."""
+    tile width W), "chunk"/"K": how a channel is cut (cf: values per reduction work-item, cl: rows per tile),
+    "nt": streaming stores for y and dx (see _streaming)}."""
     item = np.dtype(case.dtype).itemsize
     table = (local_bytes // 2) // np.dtype(case.param_dtype).itemsize  # table values that fit
     want = tune["min_groups"] * compute_units
@@ -37,15 +38,27 @@ def choose(tune: dict, compute_units: int, local_bytes: int, case) -> dict:
         w_max = max(8, min(tune["tile_bytes"] // item, table // TILE_TAB // 8 * 8))
         w_fused = min(w_max, (C // want) // 8 * 8)  # at least `want` tiles of a multiple of 8 channels
         if w_fused >= 8 and outer * w_fused * item * streams <= tune["fused_bytes_cl"]:
-            return {"layout": "cl", "fused": True, "group": w_fused, "chunk": outer, "K": 1}
+            return {"layout": "cl", "fused": True, "group": w_fused, "chunk": outer, "K": 1,
+                    "nt": _streaming(tune, case, C % 8 == 0)}
         W = min(C, w_max)
         chunk, K = _split(outer, max(1, tune["chunk_bytes"] // (W * item)), -(-C // W), want)
-        return {"layout": "cl", "fused": False, "group": W, "chunk": chunk, "K": K}
+        return {"layout": "cl", "fused": False, "group": W, "chunk": chunk, "K": K,
+                "nt": _streaming(tune, case, C % 8 == 0 and W % 8 == 0)}
     chan_bytes = m * item * streams
     fused = C >= want and chan_bytes <= tune["fused_bytes"] and table >= FUSED_TAB
     group = max(1, min(tune["group_bytes"] // chan_bytes, C // want, table // FUSED_TAB)) if fused else 1
     chunk, K = _split(m, tune["chunk"], C, want)
-    return {"layout": "cf", "fused": fused, "group": group, "chunk": chunk, "K": K}
+    return {"layout": "cf", "fused": fused, "group": group, "chunk": chunk, "K": K,
+            "nt": _streaming(tune, case, case.inner % 8 == 0 and tune["seg"] % 8 == 0)}
+
+
+def _streaming(tune: dict, case, aligned: bool) -> bool:
+    """Streaming (non-temporal) stores for y and dx: where the device's tuning has them (nt_bytes), for data of
+    at least nt_bytes (smaller outputs are better left in cache for whoever reads them next), and only where
+    every 8-value store lands on a multiple of 8 values (rows, or tile columns, of a multiple of 8), since the
+    instruction demands an address aligned to its size (the buffer's base is checked when the device opens)."""
+    limit = tune.get("nt_bytes")
+    return bool(aligned and limit is not None and math.prod(case.shape) * np.dtype(case.dtype).itemsize >= limit)
 
 
 def plan(session, case, inputs):
@@ -63,6 +76,7 @@ def plan(session, case, inputs):
     extra = session["info"].extra
     how = choose(tune, extra.get("compute_units", 1), extra.get("local_mem_size", 32 * 1024), case)
     cl_layout, fused, G, chunk, K = how["layout"] == "cl", how["fused"], how["group"], how["chunk"], how["K"]
+    nt = i32(how["nt"])
 
     def upload(arr, flags=mf.READ_ONLY):
         return cl.Buffer(ctx, flags | mf.COPY_HOST_PTR, hostbuf=np.ascontiguousarray(arr))
@@ -95,10 +109,10 @@ def plan(session, case, inputs):
         affine = (b["gamma"], b["beta"], i32(case.fix_gamma))
         if fused and cl_layout:
             launches.append(("bn_fused_train_cl", *tiles, (b["x"], b["y"], u32(C), u32(outer), u32(G), u32(chunk), *affine,
-                                                          *stats_args, *outs, tab)))
+                                                          *stats_args, *outs, nt, tab)))
         elif fused:
             launches.append(("bn_fused_train_cf", *groups, (b["x"], b["y"], u32(C), u32(inner), u32(m), u32(G), *affine,
-                                                            *stats_args, *outs, tab)))
+                                                            *stats_args, *outs, nt, tab)))
         elif cl_layout:
             launches.append(("bn_stats_partial_cl", *tiles, (b["x"], u32(C), u32(outer), u32(G), u32(chunk), b["part"], tab)))
         else:
@@ -112,9 +126,10 @@ def plan(session, case, inputs):
     if not (train and fused):
         tail = (*stats, b["gamma"], b["beta"], i32(case.fix_gamma))
         if cl_layout:
-            launches.append(("bn_apply_cl", *tiles, (b["x"], b["y"], u32(C), u32(outer), u32(G), u32(chunk), *tail, tab)))
+            launches.append(("bn_apply_cl", *tiles, (b["x"], b["y"], u32(C), u32(outer), u32(G), u32(chunk), *tail, nt, tab)))
         else:
-            launches.append(("bn_apply", *elementwise, (b["x"], b["y"], np.uint64(n), u32(inner), u32(C), u32(seg), *tail)))
+            launches.append(("bn_apply", *elementwise, (b["x"], b["y"], np.uint64(n), u32(inner), u32(C), u32(seg), *tail,
+                                                        nt)))
     if case.backward:
         b["dy"] = upload(inputs.dy)
         b["dx"] = cl.Buffer(ctx, mf.WRITE_ONLY, data_bytes)
@@ -123,9 +138,9 @@ def plan(session, case, inputs):
         dx_args = (u32(m), *stats, b["gamma"], i32(case.fix_gamma), b["dbeta"], b["dgamma_sum"], i32(train))
         xs = (b["x"], b["dy"], b["dx"])
         if fused and cl_layout:
-            launches.append(("bn_fused_bwd_cl", *tiles, (*xs, u32(C), u32(G), u32(chunk), *dx_args, b["dgamma"], tab)))
+            launches.append(("bn_fused_bwd_cl", *tiles, (*xs, u32(C), u32(G), u32(chunk), *dx_args, b["dgamma"], nt, tab)))
         elif fused:
-            launches.append(("bn_fused_bwd_cf", *groups, (*xs, u32(C), u32(inner), u32(G), *dx_args, b["dgamma"], tab)))
+            launches.append(("bn_fused_bwd_cf", *groups, (*xs, u32(C), u32(inner), u32(G), *dx_args, b["dgamma"], nt, tab)))
         else:
             if cl_layout:
                 launches.append(("bn_bwd_partial_cl", *tiles, (b["x"], b["dy"], u32(C), u32(outer), u32(G), u32(chunk), stats[0],
@@ -136,7 +151,8 @@ def plan(session, case, inputs):
             launches.append(("bn_bwd_final", *per_channel, (b["part"], u32(C), u32(K), *stats[1:], i32(case.fix_gamma),
                                                             b["dbeta"], b["dgamma_sum"], b["dgamma"])))
             if cl_layout:
-                launches.append(("bn_bwd_apply_cl", *tiles, (*xs, u32(C), u32(outer), u32(G), u32(chunk), *dx_args, tab)))
+                launches.append(("bn_bwd_apply_cl", *tiles, (*xs, u32(C), u32(outer), u32(G), u32(chunk), *dx_args, nt, tab)))
             else:
-                launches.append(("bn_bwd_apply", *elementwise, (*xs, np.uint64(n), u32(inner), u32(C), u32(seg), *dx_args)))
+                launches.append(("bn_bwd_apply", *elementwise, (*xs, np.uint64(n), u32(inner), u32(C), u32(seg), *dx_args,
+                                                                nt)))
     return b, launches

@@ -16,14 +16,20 @@ one work-group reduces (small enough to stay in cache for the second pass, large
                    are one contiguous run per row: long runs for short rows such as 7x7 maps)
     fused_bytes_cl a channel-last tile over all rows of at most this many bytes (x, plus dy) is done by one
                    work-item in one launch, with tiles of at least 8 channels, min_groups per compute unit
+    nt_bytes       y and dx are written with streaming (non-temporal) stores when x has at least this many
+                   bytes (and the 8-value stores are aligned); None: never (the program is built without them,
+                   for devices whose compiler may not know __builtin_nontemporal_store)
 """
 
 DEFAULT = {"apply_ls": 64, "seg": 4096, "chunk": 32768, "chunk_bytes": 128 * 1024, "min_groups": 4,
-           "fused_bytes": 2 << 20, "group_bytes": 256 * 1024, "fused_bytes_cl": 512 * 1024, "tile_bytes": 4096}
+           "fused_bytes": 2 << 20, "group_bytes": 256 * 1024, "fused_bytes_cl": 512 * 1024, "tile_bytes": 4096,
+           "nt_bytes": None}
 
 TUNING = [
-    ("pocl", {}),
-    ("intel", {}),
+    ("pocl", {"nt_bytes": 16 << 20}),
+    ("intel", {"nt_bytes": 16 << 20}),
+    # Oclgrind checks the kernels, so small cases take the streaming-store branch too
+    ("oclgrind", {"nt_bytes": 4096}),
     ("nvidia", {"apply_ls": 128, "seg": 256, "chunk": 4096, "chunk_bytes": 1 << 20, "min_groups": 16, "fused_bytes": 0,
                 "fused_bytes_cl": 0}),
 ]
