@@ -1,6 +1,7 @@
-"""A real broken OpenCL device: PyPI's PoCL 3.0 (pocl-binary-distribution) fails every program build on this
-CPU. Registered next to the working runtimes, it must give `skip` rows carrying its build error, while every
-other device still runs and passes."""
+"""A real broken OpenCL device: PyPI's PoCL 3.0 (pocl-binary-distribution) fails every program build on CPUs its
+LLVM does not know ("unknown target CPU 'generic'", seen on Zen 5). Registered next to the working runtimes, it
+must give `skip` rows carrying its build error, while every other device still runs and passes. On a CPU where
+it does build (seen on a Zen 2/3 host) it is a third implementation, and must pass like the others."""
 
 import json
 import os
@@ -41,15 +42,18 @@ def test_broken_device_skips_and_the_others_run(vendors, tmp_path):
     meta = json.loads((tmp_path / "run.json").read_text())
     pypi = [t["target"] for t in meta["targets"] if t["device"] and t["device"]["driver"].startswith("3.0")]
     assert len(pypi) == 1, meta["targets"]
-    broken = df[df["target"] == pypi[0]]
-    if broken.empty or (broken["status"] == "pass").all():
-        pytest.skip("PyPI's PoCL 3.0 builds on this CPU: nothing broken to test here")
+    pocl30 = df[df["target"] == pypi[0]]
     assert r.returncode == 0, r.stderr[-2000:]
-    assert set(broken["status"]) == {"skip"}
-    assert broken["reason"].str.contains("OpenCL build of batchnorm.cl for float32 failed: error:").all()
-    others = df[~df.index.isin(broken.index)]
+    others = df[~df.index.isin(pocl30.index)]
     assert others["target"].nunique() >= 1
     assert set(others["status"]) <= {"pass", "unsupported"}
     n_cases = df["case_id"].nunique()
     assert others.groupby("target")["case_id"].nunique().eq(n_cases).all()  # no row lost on the working devices
-    assert "unknown target CPU" in (tmp_path / "summary.md").read_text()
+    assert pocl30["case_id"].nunique() == n_cases  # nor on the broken one: a row per case, with its status
+    if "skip" in set(pocl30["status"]):  # broken here (a CPU its LLVM does not know, such as Zen 5)
+        assert set(pocl30["status"]) == {"skip"}
+        assert pocl30["reason"].str.contains("OpenCL build of batchnorm.cl for float32 failed: error:").all()
+        assert "unknown target CPU" in (tmp_path / "summary.md").read_text()
+    else:  # it builds on this CPU (seen on a Zen 2/3 host): then it is one more implementation that must conform
+        assert set(pocl30["status"]) <= {"pass", "unsupported"}, pocl30[pocl30["status"] != "pass"]["reason"].head().tolist()
+        assert (pocl30["status"] == "pass").any()
