@@ -88,6 +88,13 @@ typedef float data_t;
 #define STORE8_NT(v, p, i, nt) STORE8(v, p, i)
 #endif
 
+/* 8 values of a local-memory table at p, p a multiple of 8 values into the table (the tables are laid out so,
+ * and a kernel's __local acc8_t * argument is aligned to its type): one aligned vector load or store. PoCL
+ * compiles vload8 / vstore8 of local memory as pairs of 2-value moves, and then the arithmetic and the global
+ * loads beside them too (a channel-last statistics pass ran at half speed). */
+#define LV8(p) (*(__local const acc8_t *)(p))
+#define SV8(v, p) (*(__local acc8_t *)(p) = (v))
+
 /* Sum of the eight lanes, pairwise. (Through a private array: Oclgrind 21.10's uninitialised-value checker
  * crashes on the lane swizzles v.s0 ... v.s7.) */
 inline acc_t hsum8(acc8_t v)
@@ -138,29 +145,37 @@ inline acc_t comp(acc_t s, acc_t c) { return isfinite(s) ? s + c : s; }
 inline acc_t sums_first(const sums_t *r) { return comp(r->t1, r->u1) + hsum8(comp8(r->s1, r->c1)); }
 inline acc_t sums_second(const sums_t *r) { return comp(r->t2, r->u2) + hsum8(comp8(r->s2, r->c2)); }
 
-/* The sums of a fused kernel's channel live in its table: e[0] the shift (or mean), e[1..] the sums. */
+/* A fused channel-first kernel keeps each channel's values in a table entry of FUSED_TAB values, vectors first
+ * (so each sits on a multiple of 8): e[0..31] the vectors of a sums_t, e[PLAIN..PLAIN + 15] the plain sums'
+ * vectors and e[PLAIN + 16], e[PLAIN + 17] their scalars, e[E_SCALARS..+3] the sums_t's scalars, e[E_SHIFT] the
+ * shift (or the mean). */
+#define FUSED_TAB 56 /* FUSED_TAB in opencl_plan.py; a multiple of 8 */
+#define PLAIN 32
+#define E_SCALARS 50
+#define E_SHIFT 54
+
 inline void sums_load(__local const acc_t *e, sums_t *r)
 {
-    r->s1 = vload8(0, e + 1);
-    r->c1 = vload8(1, e + 1);
-    r->s2 = vload8(2, e + 1);
-    r->c2 = vload8(3, e + 1);
-    r->t1 = e[33];
-    r->u1 = e[34];
-    r->t2 = e[35];
-    r->u2 = e[36];
+    r->s1 = LV8(e);
+    r->c1 = LV8(e + 8);
+    r->s2 = LV8(e + 16);
+    r->c2 = LV8(e + 24);
+    r->t1 = e[E_SCALARS];
+    r->u1 = e[E_SCALARS + 1];
+    r->t2 = e[E_SCALARS + 2];
+    r->u2 = e[E_SCALARS + 3];
 }
 
 inline void sums_store(__local acc_t *e, const sums_t *r)
 {
-    vstore8(r->s1, 0, e + 1);
-    vstore8(r->c1, 1, e + 1);
-    vstore8(r->s2, 2, e + 1);
-    vstore8(r->c2, 3, e + 1);
-    e[33] = r->t1;
-    e[34] = r->u1;
-    e[35] = r->t2;
-    e[36] = r->u2;
+    SV8(r->s1, e);
+    SV8(r->c1, e + 8);
+    SV8(r->s2, e + 16);
+    SV8(r->c2, e + 24);
+    e[E_SCALARS] = r->t1;
+    e[E_SCALARS + 1] = r->u1;
+    e[E_SCALARS + 2] = r->t2;
+    e[E_SCALARS + 3] = r->u2;
 }
 
 #define ITEM_ATTR __attribute__((reqd_work_group_size(1, 1, 1)))
@@ -629,8 +644,6 @@ __kernel ITEM_ATTR void bn_bwd_apply(__global const data_t *x, __global const da
  * second pass walks the rows backwards: what the first pass read last is still in cache. Per channel the table
  * keeps vector sums (FUSED_TAB values), so a short row costs no horizontal sum.
  * (The channel-last ones are in the next section.) */
-#define FUSED_TAB 56 /* table values per channel: shift (or mean), a sums_t (e[1..36]), plain sums (e[37..54]) */
-#define PLAIN 37     /* where the plain sums of short rows start in a channel's table entry */
 
 /* Short rows (fewer than SUM_BLOCK values): a run is too short to pay for its own compensated addition, so
  * its sums are added plainly to 2 x 8 lanes and 2 scalars at e + PLAIN, and every SUM_BLOCK / inner rows
@@ -638,11 +651,11 @@ __kernel ITEM_ATTR void bn_bwd_apply(__global const data_t *x, __global const da
 inline void run_sums_plain(__global const data_t *x, size_t at, size_t stride, uint ns, uint len, acc_t K,
                            __local acc_t *p)
 {
-    acc8_t v1 = vload8(0, p), v2 = vload8(1, p);
+    acc8_t v1 = LV8(p), v2 = LV8(p + 8);
     acc_t t1 = p[16], t2 = p[17];
     sums_into_ns(x + at, stride, ns, len, K, &v1, &v2, &t1, &t2);
-    vstore8(v1, 0, p);
-    vstore8(v2, 1, p);
+    SV8(v1, p);
+    SV8(v2, p + 8);
     p[16] = t1;
     p[17] = t2;
 }
@@ -650,11 +663,11 @@ inline void run_sums_plain(__global const data_t *x, size_t at, size_t stride, u
 inline void run_bwd_sums_plain(__global const data_t *x, __global const data_t *dy, size_t at, size_t stride,
                                uint ns, uint len, acc_t mu, __local acc_t *p)
 {
-    acc8_t v1 = vload8(0, p), v2 = vload8(1, p);
+    acc8_t v1 = LV8(p), v2 = LV8(p + 8);
     acc_t t1 = p[16], t2 = p[17];
     bwd_sums_into_ns(x + at, dy + at, stride, ns, len, mu, &v1, &v2, &t1, &t2);
-    vstore8(v1, 0, p);
-    vstore8(v2, 1, p);
+    SV8(v1, p);
+    SV8(v2, p + 8);
     p[16] = t1;
     p[17] = t2;
 }
@@ -686,8 +699,8 @@ inline void flush_plain(__local acc_t *e)
 {
     sums_t r;
     sums_load(e, &r);
-    kadd8(&r.s1, &r.c1, vload8(0, e + PLAIN));
-    kadd8(&r.s2, &r.c2, vload8(1, e + PLAIN));
+    kadd8(&r.s1, &r.c1, LV8(e + PLAIN));
+    kadd8(&r.s2, &r.c2, LV8(e + PLAIN + 8));
     kadd(&r.t1, &r.u1, e[PLAIN + 16]);
     kadd(&r.t2, &r.u2, e[PLAIN + 17]);
     sums_store(e, &r);
@@ -697,22 +710,23 @@ inline void flush_plain(__local acc_t *e)
 
 __kernel ITEM_ATTR void bn_fused_train_cf(__global const data_t *x, __global data_t *y, uint C, uint inner, uint m,
                                           uint G, __global const acc_t *gamma, __global const acc_t *beta,
-                                          int fix_gamma, STATS_ARGS, int nt, __local acc_t *tab)
+                                          int fix_gamma, STATS_ARGS, int nt, __local acc8_t *tab8)
 {
+    __local acc_t *tab = (__local acc_t *)tab8;
     const uint c0 = get_global_id(0) * G, g = min(G, C - c0), outer = m / inner;
     for (uint t = 0; t < g; ++t) {
         __local acc_t *e = tab + t * FUSED_TAB;
-        e[0] = channel_shift(x, C, inner, m, c0 + t);
-        for (uint k = 1; k < FUSED_TAB; ++k)
+        for (uint k = 0; k < FUSED_TAB; ++k)
             e[k] = 0;
+        e[E_SHIFT] = channel_shift(x, C, inner, m, c0 + t);
     }
     FUSED_ROWS_BEGIN
             if (inner < SUM_BLOCK) {
-                run_sums_plain(x, at, stride, ns, inner, e[0], e + PLAIN);
+                run_sums_plain(x, at, stride, ns, inner, e[E_SHIFT], e + PLAIN);
             } else {
                 sums_t r;
                 sums_load(e, &r);
-                run_sums(x, at, stride, ns, inner, e[0], &r);
+                run_sums(x, at, stride, ns, inner, e[E_SHIFT], &r);
                 sums_store(e, &r);
             }
     FUSED_ROWS_END
@@ -720,7 +734,7 @@ __kernel ITEM_ATTR void bn_fused_train_cf(__global const data_t *x, __global dat
         __local acc_t *e = tab + t * FUSED_TAB;
         sums_t r;
         sums_load(e, &r);
-        finish_stats(x, C, inner, c0 + t, m, e[0], sums_first(&r), sums_second(&r), STATS_PASS);
+        finish_stats(x, C, inner, c0 + t, m, e[E_SHIFT], sums_first(&r), sums_second(&r), STATS_PASS);
     }
     for (uint o = outer; o-- > 0;)
         for (uint t = g; t-- > 0;) {
@@ -734,22 +748,23 @@ __kernel ITEM_ATTR void bn_fused_train_cf(__global const data_t *x, __global dat
  * as in bn_apply. */
 __kernel ITEM_ATTR void bn_fused_bwd_cf(__global const data_t *x, __global const data_t *dy, __global data_t *dx,
                                         uint C, uint inner, uint G, DX_ARGS, __global acc_t *dgamma_out, int nt,
-                                        __local acc_t *tab)
+                                        __local acc8_t *tab8)
 {
+    __local acc_t *tab = (__local acc_t *)tab8;
     const uint c0 = get_global_id(0) * G, g = min(G, C - c0), outer = m / inner;
     for (uint t = 0; t < g; ++t) {
         __local acc_t *e = tab + t * FUSED_TAB;
-        e[0] = mean_w[c0 + t];
-        for (uint k = 1; k < FUSED_TAB; ++k)
+        for (uint k = 0; k < FUSED_TAB; ++k)
             e[k] = 0;
+        e[E_SHIFT] = mean_w[c0 + t];
     }
     FUSED_ROWS_BEGIN
             if (inner < SUM_BLOCK) {
-                run_bwd_sums_plain(x, dy, at, stride, ns, inner, e[0], e + PLAIN);
+                run_bwd_sums_plain(x, dy, at, stride, ns, inner, e[E_SHIFT], e + PLAIN);
             } else {
                 sums_t r;
                 sums_load(e, &r);
-                run_bwd_sums(x, dy, at, stride, ns, inner, e[0], &r);
+                run_bwd_sums(x, dy, at, stride, ns, inner, e[E_SHIFT], &r);
                 sums_store(e, &r);
             }
     FUSED_ROWS_END
@@ -772,7 +787,7 @@ __kernel ITEM_ATTR void bn_fused_bwd_cf(__global const data_t *x, __global const
  * Work-item (j, k) covers the tile of channels [j W, min(j W + W, C)) over rows [k chunk, min(k chunk + chunk,
  * outer)); each row of a tile is one contiguous run of w values, walked 8 at a time. The tile's per-channel
  * values (shift or mean, two sums and their two compensations; later the factors) live in a local-memory
- * table `tab` of 5 W values (TILE_TAB in opencl_plan.py; work-groups of one work-item: the table is that
+ * table `tab` of 5 arrays of Wp = W rounded up to a multiple of 8 values (TILE_TAB in opencl_plan.py; work-groups of one work-item: the table is that
  * work-item's scratch). A fused kernel takes every row of its tile. */
 
 /* Shifts of the tile, channel by channel the same additions and division as channel_shift(x, C, 1, outer, c),
@@ -786,7 +801,7 @@ inline void tile_shift(__global const data_t *x, uint C, uint outer, uint c0, ui
         const size_t at = (size_t)r * C + c0;
         uint t = 0;
         for (; t + 8 <= w; t += 8)
-            vstore8(vload8(0, ks + t) + LOAD8(x, at + t), 0, ks + t);
+            SV8(LV8(ks + t) + LOAD8(x, at + t), ks + t);
         for (; t < w; ++t)
             ks[t] += LOAD(x, at + t);
     }
@@ -797,10 +812,10 @@ inline void tile_shift(__global const data_t *x, uint C, uint outer, uint c0, ui
 /* *s += v (8 channels of a table) with the rounding error kept in *c, and its scalar twin. */
 inline void ladd8(__local acc_t *s, __local acc_t *c, acc8_t v)
 {
-    acc8_t a = vload8(0, s), k = vload8(0, c);
+    acc8_t a = LV8(s), k = LV8(c);
     kadd8(&a, &k, v);
-    vstore8(a, 0, s);
-    vstore8(k, 0, c);
+    SV8(a, s);
+    SV8(k, c);
 }
 
 inline void ladd(__local acc_t *s, __local acc_t *c, acc_t v)
@@ -824,7 +839,7 @@ inline void tile_sums(__global const data_t *x, uint C, uint c0, uint w, uint r0
         const uint b1 = min(b0 + TILE_BLOCK, r1);
         uint t0 = 0;
         for (; t0 + 32 <= w; t0 += 32) {
-            const acc8_t k0 = vload8(0, ks + t0), k1 = vload8(1, ks + t0), k2 = vload8(2, ks + t0), k3 = vload8(3, ks + t0);
+            const acc8_t k0 = LV8(ks + t0), k1 = LV8(ks + t0 + 8), k2 = LV8(ks + t0 + 16), k3 = LV8(ks + t0 + 24);
             acc8_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, p0 = 0, p1 = 0, p2 = 0, p3 = 0;
             for (uint r = b0; r < b1; ++r) {
                 const size_t at = (size_t)r * C + c0 + t0;
@@ -849,7 +864,7 @@ inline void tile_sums(__global const data_t *x, uint C, uint c0, uint w, uint r0
             ladd8(s2 + t0 + 24, q2 + t0 + 24, p3);
         }
         for (; t0 + 8 <= w; t0 += 8) {
-            const acc8_t k0 = vload8(0, ks + t0);
+            const acc8_t k0 = LV8(ks + t0);
             acc8_t a0 = 0, p0 = 0;
             for (uint r = b0; r < b1; ++r) {
                 const acc8_t d = LOAD8(x, (size_t)r * C + c0 + t0) - k0;
@@ -888,7 +903,7 @@ inline void tile_bwd_sums(__global const data_t *x, __global const data_t *dy, u
         const uint b1 = min(b0 + TILE_BLOCK, r1);
         uint t0 = 0;
         for (; t0 + 16 <= w; t0 += 16) {
-            const acc8_t m0 = vload8(0, mu + t0), m1 = vload8(1, mu + t0);
+            const acc8_t m0 = LV8(mu + t0), m1 = LV8(mu + t0 + 8);
             acc8_t g0 = 0, g1 = 0, h0 = 0, h1 = 0;
             for (uint r = b0; r < b1; ++r) {
                 const size_t at = (size_t)r * C + c0 + t0;
@@ -904,7 +919,7 @@ inline void tile_bwd_sums(__global const data_t *x, __global const data_t *dy, u
             ladd8(sgx + t0 + 8, q2 + t0 + 8, h1);
         }
         for (; t0 + 8 <= w; t0 += 8) {
-            const acc8_t m0 = vload8(0, mu + t0);
+            const acc8_t m0 = LV8(mu + t0);
             acc8_t g0 = 0, h0 = 0;
             for (uint r = b0; r < b1; ++r) {
                 const size_t at = (size_t)r * C + c0 + t0;
@@ -942,7 +957,7 @@ inline void tile_apply(__global const data_t *x, __global data_t *y, uint C, uin
         const size_t at = (size_t)r * C + c0;
         uint t = 0;
         for (; t + 8 <= w; t += 8)
-            STORE8_NT((LOAD8(x, at + t) - vload8(0, mu + t)) * vload8(0, a + t) + vload8(0, b + t), y, at + t, nt);
+            STORE8_NT((LOAD8(x, at + t) - LV8(mu + t)) * LV8(a + t) + LV8(b + t), y, at + t, nt);
         for (; t < w; ++t)
             STORE((LOAD(x, at + t) - mu[t]) * a[t] + b[t], y, at + t);
     }
@@ -971,13 +986,13 @@ inline void tile_dx(__global const data_t *x, __global const data_t *dy, __globa
         uint t = 0;
         if (train) {
             for (; t + 8 <= w; t += 8)
-                STORE8_NT(vload8(0, a + t) * (LOAD8(dy, at + t) - vload8(0, db + t)) -
-                              vload8(0, kx + t) * (LOAD8(x, at + t) - vload8(0, mu + t)), dx, at + t, nt);
+                STORE8_NT(LV8(a + t) * (LOAD8(dy, at + t) - LV8(db + t)) - LV8(kx + t) * (LOAD8(x, at + t) - LV8(mu + t)),
+                          dx, at + t, nt);
             for (; t < w; ++t)
                 STORE(a[t] * (LOAD(dy, at + t) - db[t]) - kx[t] * (LOAD(x, at + t) - mu[t]), dx, at + t);
         } else {
             for (; t + 8 <= w; t += 8)
-                STORE8_NT(vload8(0, a + t) * LOAD8(dy, at + t), dx, at + t, nt);
+                STORE8_NT(LV8(a + t) * LOAD8(dy, at + t), dx, at + t, nt);
             for (; t < w; ++t)
                 STORE(a[t] * LOAD(dy, at + t), dx, at + t);
         }
@@ -997,12 +1012,12 @@ inline void tile_dx_factors(uint c0, uint w, uint W, DX_ARGS, __local acc_t *tab
 }
 
 #define TILE_BEGIN(rows)                                                                   \
-    const uint c0 = get_global_id(0) * W, w = min(W, C - c0);                              \
+    const uint c0 = get_global_id(0) * W, w = min(W, C - c0), Wp = (W + 7) & ~7u;           \
     const uint r0 = get_global_id(1) * chunk, r1 = min(r0 + chunk, (uint)(rows));
 /* The second pass over the tiles (after the partial sums of every tile): chunks of rows in reverse order, so the
  * first ones read are the last the partial pass read, still in the last-level cache. */
 #define TILE_BEGIN_REVERSED(rows)                                                          \
-    const uint c0 = get_global_id(0) * W, w = min(W, C - c0);                              \
+    const uint c0 = get_global_id(0) * W, w = min(W, C - c0), Wp = (W + 7) & ~7u;           \
     const uint r0 = (get_global_size(1) - 1 - get_global_id(1)) * chunk, r1 = min(r0 + chunk, (uint)(rows));
 
 /* The tile's two sums (tab at W and 2 W) into part[(k * C + c) * 2 + {0, 1}], k = the tile's chunk of rows. */
@@ -1017,69 +1032,75 @@ inline void store_partials(__global acc_t *part, uint C, uint c0, uint w, uint W
 
 /* Partial statistics: part[(k * C + c) * 2 + {0, 1}] = S1, S2 of the tile's channels over its rows. */
 __kernel ITEM_ATTR void bn_stats_partial_cl(__global const data_t *x, uint C, uint outer, uint W, uint chunk,
-                                            __global acc_t *part, __local acc_t *tab)
+                                            __global acc_t *part, __local acc8_t *tab8)
 {
+    __local acc_t *tab = (__local acc_t *)tab8;
     TILE_BEGIN(outer)
     tile_shift(x, C, outer, c0, w, tab);
-    tile_sums(x, C, c0, w, r0, r1, tab, tab + W, tab + 2 * W, tab + 3 * W, tab + 4 * W);
-    store_partials(part, C, c0, w, W, tab);
+    tile_sums(x, C, c0, w, r0, r1, tab, tab + Wp, tab + 2 * Wp, tab + 3 * Wp, tab + 4 * Wp);
+    store_partials(part, C, c0, w, Wp, tab);
 }
 
 __kernel ITEM_ATTR void bn_apply_cl(__global const data_t *x, __global data_t *y, uint C, uint outer, uint W,
                                     uint chunk, __global const acc_t *mean_w, __global const acc_t *stat_w, int is_var,
                                     acc_t eps, __global const acc_t *gamma, __global const acc_t *beta, int fix_gamma,
-                                    int nt, __local acc_t *tab)
+                                    int nt, __local acc8_t *tab8)
 {
+    __local acc_t *tab = (__local acc_t *)tab8;
     TILE_BEGIN_REVERSED(outer)
-    tile_apply_factors(c0, w, W, mean_w, stat_w, is_var, eps, gamma, beta, fix_gamma, tab);
-    tile_apply(x, y, C, c0, w, W, r0, r1, nt, tab);
+    tile_apply_factors(c0, w, Wp, mean_w, stat_w, is_var, eps, gamma, beta, fix_gamma, tab);
+    tile_apply(x, y, C, c0, w, Wp, r0, r1, nt, tab);
 }
 
 /* Partial backward sums: part[(k * C + c) * 2 + {0, 1}] = sum dy, sum dy (x - mean). */
 __kernel ITEM_ATTR void bn_bwd_partial_cl(__global const data_t *x, __global const data_t *dy, uint C, uint outer,
                                           uint W, uint chunk, __global const acc_t *mean_w, __global acc_t *part,
-                                          __local acc_t *tab)
+                                          __local acc8_t *tab8)
 {
+    __local acc_t *tab = (__local acc_t *)tab8;
     TILE_BEGIN(outer)
     for (uint t = 0; t < w; ++t)
         tab[t] = mean_w[c0 + t];
-    tile_bwd_sums(x, dy, C, c0, w, r0, r1, tab, tab + W, tab + 2 * W, tab + 3 * W, tab + 4 * W);
-    store_partials(part, C, c0, w, W, tab);
+    tile_bwd_sums(x, dy, C, c0, w, r0, r1, tab, tab + Wp, tab + 2 * Wp, tab + 3 * Wp, tab + 4 * Wp);
+    store_partials(part, C, c0, w, Wp, tab);
 }
 
 __kernel ITEM_ATTR void bn_bwd_apply_cl(__global const data_t *x, __global const data_t *dy, __global data_t *dx,
-                                        uint C, uint outer, uint W, uint chunk, DX_ARGS, int nt, __local acc_t *tab)
+                                        uint C, uint outer, uint W, uint chunk, DX_ARGS, int nt, __local acc8_t *tab8)
 {
+    __local acc_t *tab = (__local acc_t *)tab8;
     TILE_BEGIN_REVERSED(outer)
-    tile_dx_factors(c0, w, W, DX_PASS, tab);
-    tile_dx(x, dy, dx, C, c0, w, W, r0, r1, train, nt, tab);
+    tile_dx_factors(c0, w, Wp, DX_PASS, tab);
+    tile_dx(x, dy, dx, C, c0, w, Wp, r0, r1, train, nt, tab);
 }
 
 /* Fused, channel-last: a tile over every row (chunk = outer). */
 __kernel ITEM_ATTR void bn_fused_train_cl(__global const data_t *x, __global data_t *y, uint C, uint outer, uint W,
                                           uint chunk, __global const acc_t *gamma, __global const acc_t *beta,
-                                          int fix_gamma, STATS_ARGS, int nt, __local acc_t *tab)
+                                          int fix_gamma, STATS_ARGS, int nt, __local acc8_t *tab8)
 {
+    __local acc_t *tab = (__local acc_t *)tab8;
     TILE_BEGIN(outer)
     tile_shift(x, C, outer, c0, w, tab);
-    tile_sums(x, C, c0, w, r0, r1, tab, tab + W, tab + 2 * W, tab + 3 * W, tab + 4 * W);
+    tile_sums(x, C, c0, w, r0, r1, tab, tab + Wp, tab + 2 * Wp, tab + 3 * Wp, tab + 4 * Wp);
     for (uint t = 0; t < w; ++t)
-        finish_stats(x, C, 1, c0 + t, outer, tab[t], tab[W + t], tab[2 * W + t], STATS_PASS);
-    tile_apply_factors(c0, w, W, mean_w, invstd_w, 0, eps, gamma, beta, fix_gamma, tab);
-    tile_apply(x, y, C, c0, w, W, r0, r1, nt, tab);
+        finish_stats(x, C, 1, c0 + t, outer, tab[t], tab[Wp + t], tab[2 * Wp + t], STATS_PASS);
+    tile_apply_factors(c0, w, Wp, mean_w, invstd_w, 0, eps, gamma, beta, fix_gamma, tab);
+    tile_apply(x, y, C, c0, w, Wp, r0, r1, nt, tab);
 }
 
 __kernel ITEM_ATTR void bn_fused_bwd_cl(__global const data_t *x, __global const data_t *dy, __global data_t *dx,
                                         uint C, uint W, uint chunk, DX_ARGS, __global acc_t *dgamma_out, int nt,
-                                        __local acc_t *tab)
+                                        __local acc8_t *tab8)
 {
+    __local acc_t *tab = (__local acc_t *)tab8;
     TILE_BEGIN(m)
     for (uint t = 0; t < w; ++t)
         tab[t] = mean_w[c0 + t];
-    tile_bwd_sums(x, dy, C, c0, w, r0, r1, tab, tab + W, tab + 2 * W, tab + 3 * W, tab + 4 * W);
+    tile_bwd_sums(x, dy, C, c0, w, r0, r1, tab, tab + Wp, tab + 2 * Wp, tab + 3 * Wp, tab + 4 * Wp);
     for (uint t = 0; t < w; ++t)
-        finish_bwd(c0 + t, tab[W + t], tab[2 * W + t], invstd_of(stat_w, c0 + t, is_var, eps), fix_gamma, dbeta,
+        finish_bwd(c0 + t, tab[Wp + t], tab[2 * Wp + t], invstd_of(stat_w, c0 + t, is_var, eps), fix_gamma, dbeta,
                    dgamma_sum, dgamma_out);
-    tile_dx_factors(c0, w, W, DX_PASS, tab);
-    tile_dx(x, dy, dx, C, c0, w, W, r0, r1, train, nt, tab);
+    tile_dx_factors(c0, w, Wp, DX_PASS, tab);
+    tile_dx(x, dy, dx, C, c0, w, Wp, r0, r1, train, nt, tab);
 }

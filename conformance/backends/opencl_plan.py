@@ -90,9 +90,10 @@ def plan(session, case, inputs):
     # mean_w / invstd_w: the batch mean and invstd the statistics kernels leave for the elementwise kernels
     elementwise = ((-(-n // seg),), (1,))          # channel-first: flat segments of seg values
     tiles = ((-(-C // G), K), (1, 1))               # channel-last: (tile of G channels, chunk of rows)
-    # per-channel table in local memory: TILE_TAB values per channel of a channel-last tile, FUSED_TAB per channel of
-    # a fused channel-first group
-    tab = cl.LocalMemory((TILE_TAB if cl_layout else FUSED_TAB) * G * np.dtype(case.param_dtype).itemsize)
+    # per-channel table in local memory: TILE_TAB values per channel of a channel-last tile (each of its TILE_TAB
+    # arrays padded to a multiple of 8 channels, so its vectors are aligned), FUSED_TAB per channel of a fused
+    # channel-first group
+    tab = cl.LocalMemory((TILE_TAB * -(-G // 8) * 8 if cl_layout else FUSED_TAB * G) * np.dtype(case.param_dtype).itemsize)
     red_cf = ((K, C), (1, 1))                       # channel-first reductions: (chunk, channel)
     per_channel = ((-(-C // als) * als,), (als,))
     groups = ((-(-C // G),), (1,))
