@@ -1104,3 +1104,75 @@ __kernel ITEM_ATTR void bn_fused_bwd_cl(__global const data_t *x, __global const
     tile_dx_factors(c0, w, Wp, DX_PASS, tab);
     tile_dx(x, dy, dx, C, c0, w, Wp, r0, r1, train, nt, tab);
 }
+
+/* ---- Channel-first, short rows, as tiles ------------------------------------------------------------------
+ * A group of g channels of short rows (7x7 maps: 49 values) is, row by row, one contiguous run of P = g inner
+ * values: the same shape as a channel-last tile of P "positions" over rows C inner values apart. So the tile
+ * helpers do the work: per-position sums in register slabs (with every position's shift the shift of its
+ * channel), added per channel at the end; then the per-position factors (each its channel's) for one flat
+ * elementwise pass per row, which can stream its stores. A run of a channel costs no call of its own, so
+ * 49-value runs cost what long ones do. One work-item per group; the table holds TILE_TAB arrays of Pp = P
+ * rounded up to a multiple of 8 values. */
+
+/* Each position of the group gets its channel's value v(t), t = 0 .. g - 1: tab[t inner + i] = v(t). */
+#define SPREAD(tab, g, inner, expr)                                                        \
+    for (uint t = 0; t < (g); ++t) {                                                       \
+        const acc_t v_ = (expr);                                                           \
+        for (uint i = 0; i < (inner); ++i)                                                 \
+            (tab)[t * (inner) + i] = v_;                                                   \
+    }
+
+/* The sum of channel t's positions in s. */
+inline acc_t channel_total(__local const acc_t *s, uint t, uint inner)
+{
+    acc_t v = 0;
+    for (uint i = 0; i < inner; ++i)
+        v += s[t * inner + i];
+    return v;
+}
+
+#define CFT_BEGIN                                                                           \
+    __local acc_t *tab = (__local acc_t *)tab8;                                            \
+    const uint c0 = get_global_id(0) * G, g = min(G, C - c0), P = g * inner;               \
+    const uint Pp = (G * inner + 7) & ~7u, row = C * inner, p0 = c0 * inner;
+
+__kernel ITEM_ATTR void bn_fused_train_cft(__global const data_t *x, __global data_t *y, uint C, uint inner,
+                                           uint outer, uint G, __global const acc_t *gamma,
+                                           __global const acc_t *beta, int fix_gamma, STATS_ARGS, int nt,
+                                           __local acc8_t *tab8)
+{
+    CFT_BEGIN
+    const uint m = outer * inner;
+    SPREAD(tab, g, inner, channel_shift(x, C, inner, m, c0 + t))
+    tile_sums(x, row, p0, P, 0, outer, tab, tab + Pp, tab + 2 * Pp, tab + 3 * Pp, tab + 4 * Pp);
+    for (uint t = 0; t < g; ++t)
+        finish_stats(x, C, inner, c0 + t, m, tab[t * inner], channel_total(tab + Pp, t, inner),
+                     channel_total(tab + 2 * Pp, t, inner), STATS_PASS);
+    SPREAD(tab, g, inner, mean_w[c0 + t])
+    SPREAD(tab + Pp, g, inner, (fix_gamma ? (acc_t)1 : gamma[c0 + t]) * invstd_w[c0 + t])
+    SPREAD(tab + 2 * Pp, g, inner, beta[c0 + t])
+    tile_apply(x, y, row, p0, P, Pp, 0, outer, nt, tab);
+}
+
+__kernel ITEM_ATTR void bn_fused_bwd_cft(__global const data_t *x, __global const data_t *dy, __global data_t *dx,
+                                         uint C, uint inner, uint outer, uint G, DX_ARGS,
+                                         __global acc_t *dgamma_out, int nt, __local acc8_t *tab8)
+{
+    CFT_BEGIN
+    SPREAD(tab, g, inner, mean_w[c0 + t])
+    tile_bwd_sums(x, dy, row, p0, P, 0, outer, tab, tab + Pp, tab + 2 * Pp, tab + 3 * Pp, tab + 4 * Pp);
+    for (uint t = 0; t < g; ++t)
+        finish_bwd(c0 + t, channel_total(tab + Pp, t, inner), channel_total(tab + 2 * Pp, t, inner),
+                   invstd_of(stat_w, c0 + t, is_var, eps), fix_gamma, dbeta, dgamma_sum, dgamma_out);
+    for (uint t = 0; t < g; ++t) {
+        acc_t a, mu, db, kx;
+        dx_factors(c0 + t, DX_PASS, &a, &mu, &db, &kx);
+        for (uint i = 0; i < inner; ++i) {
+            tab[t * inner + i] = a;
+            tab[Pp + t * inner + i] = mu;
+            tab[2 * Pp + t * inner + i] = db;
+            tab[3 * Pp + t * inner + i] = kx;
+        }
+    }
+    tile_dx(x, dy, dx, row, p0, P, Pp, 0, outer, train, nt, tab);
+}

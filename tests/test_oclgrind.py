@@ -47,6 +47,10 @@ VARIANTS = [
     "v,dtype={d},shape=2x3x256,axis=1,mode=infer,backward=1,fix_gamma=0,running_var=biased,stats=var,momentum_dir=old,",
     "v,dtype={d},shape=8x24x16,axis=-1,mode=train,backward=1,fix_gamma=0,running_var=biased,stats=var,momentum_dir=old,",
     "v,dtype={d},shape=64x64,axis=1,mode=train,backward=1,fix_gamma=0,running_var=biased,stats=var,momentum_dir=old,",
+    # channel-first groups of short rows as tiles of positions (7x7: groups of 16 channels and a last one of 8;
+    # 14x14: groups of 2), streaming
+    "v,dtype={d},shape=4x72x7x7,axis=1,mode=train,backward=1,fix_gamma=0,running_var=unbiased,stats=invstd,momentum_dir=new,",
+    "v,dtype={d},shape=4x8x14x14,axis=1,mode=train,backward=1,fix_gamma=1,running_var=biased,stats=var,momentum_dir=old,",
 ]
 
 

@@ -119,7 +119,8 @@ def test_nan_and_inf_propagate(session):
 @pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
 def test_kernel_tables_fit_in_local_memory(local_bytes, dtype):
     """Wide shapes with few values per channel make choose() group many channels per work-item; its table
-    (FUSED_TAB values per channel channel-first, TILE_TAB per channel of a channel-last tile) must stay within
+    (FUSED_TAB values per channel channel-first, TILE_TAB per channel of a channel-last tile or per position of a
+    channel-first group of short rows) must stay within
     half the device's local memory (a launch past the whole of it fails: OUT_OF_RESOURCES on Intel's CPU
     runtime for 2x16384x3 float64 before the cap). The edge suite runs that shape on the real devices."""
     item = np.dtype("float64" if dtype == "float64" else "float32").itemsize
@@ -128,9 +129,13 @@ def test_kernel_tables_fit_in_local_memory(local_bytes, dtype):
                         ((2, 3, 9000), -1), ((32, 64, 56, 56), 1)]:
         case = Case(name="wide", shape=shape, axis=axis, mode="train", dtype=dtype, backward=True, fill=NORMAL)
         how = opencl_plan.choose(tune, 2, local_bytes, case)
-        per_channel = opencl_plan.TILE_TAB if how["layout"] == "cl" else opencl_plan.FUSED_TAB
+        # the kernels' tables: 5 arrays of the tile's channels (cl) or of the group's positions (cft), each
+        # padded to a multiple of 8; 56 values per channel of a fused channel-first group (cf)
+        width = {"cl": how["group"], "cft": how["group"] * case.inner}.get(how["layout"])
+        values = 5 * -(-width // 8) * 8 if width else 56 * how["group"]
         assert how["group"] >= 1
-        assert per_channel * how["group"] * item <= local_bytes // 2, (shape, how)
+        assert values * item <= local_bytes // 2, (shape, how)
+        assert opencl_plan.table_values(how, case) == values, (shape, how)
 
 
 def test_devices_have_safe_unique_keys():

@@ -30,7 +30,8 @@ from .base import DeviceInfo, Result, Skip, time_repeats  # noqa: E402
 
 NAME = "opencl"
 KERNEL_FILE = "batchnorm.cl"
-KERNELS = ("bn_fused_train_cf", "bn_fused_train_cl", "bn_fused_bwd_cf", "bn_fused_bwd_cl", "bn_stats_partial_cf",
+KERNELS = ("bn_fused_train_cf", "bn_fused_train_cl", "bn_fused_train_cft", "bn_fused_bwd_cf", "bn_fused_bwd_cl",
+           "bn_fused_bwd_cft", "bn_stats_partial_cf",
            "bn_stats_partial_cl", "bn_stats_final", "bn_apply", "bn_apply_cl", "bn_bwd_partial_cf", "bn_bwd_partial_cl",
            "bn_bwd_final", "bn_bwd_apply", "bn_bwd_apply_cl")
 _DTYPE_DEFINES = {"float16": ["-DDATA_HALF"], "float32": [], "float64": ["-DDATA_DOUBLE"]}

@@ -26,9 +26,12 @@ def choose(tune: dict, compute_units: int, local_bytes: int, case) -> dict:
     """The kernels for a case, from its shape and the device's tuning (pure: no OpenCL here).
     local_bytes: the device's local memory; the per-channel table of a work-group (TILE_TAB values per channel of a
     channel-last tile, FUSED_TAB per channel of a fused channel-first group) gets at most half of it.
-    Returns {"layout": "cf" | "cl", "fused": bool, "group": channels per work-item (cf: fused kernels; cl: the
-    tile width W), "chunk"/"K": how a channel is cut (cf: values per reduction work-item, cl: rows per tile),
-    "nt": streaming stores for y and dx (see _streaming)}."""
+    Returns {"layout": "cf" | "cft" | "cl", "fused": bool, "group": channels per work-item (cf, cft: fused
+    kernels; cl: the tile width W), "chunk"/"K": how a channel is cut (cf: values per reduction work-item, cl:
+    rows per tile), "nt": streaming stores for y and dx (see _streaming)}. "cft": channel-first training
+    on rows off the 8-value grid (7x7 maps), done by the fused kernels that treat a group of channels as a
+    channel-last tile of group x inner positions, so that large outputs can stream (inference is the
+    elementwise kernel of "cf")."""
     item = np.dtype(case.dtype).itemsize
     table = (local_bytes // 2) // np.dtype(case.param_dtype).itemsize  # table values that fit
     want = tune["min_groups"] * compute_units
@@ -46,10 +49,31 @@ def choose(tune: dict, compute_units: int, local_bytes: int, case) -> dict:
                 "nt": _streaming(tune, case, C % 8 == 0 and W % 8 == 0)}
     chan_bytes = m * item * streams
     fused = C >= want and chan_bytes <= tune["fused_bytes"] and table >= FUSED_TAB
+    inner = case.inner
+    if fused and case.mode == "train" and inner % 8:
+        # rows of 7x7 or 14x14 values: runs off the 8-value grid, so the per-channel form cannot stream its
+        # stores, while a tile of k channels (k inner a multiple of 8) can. Only then: where the data stays in
+        # cache, or the rows are a multiple of 8 (28x28), the per-channel form is the faster one (measured side
+        # by side).
+        k = 8 // math.gcd(inner, 8)
+        group = min(tune["group_bytes"] // chan_bytes, C // want, (table // TILE_TAB - 7) // inner) // k * k
+        if group and _streaming(tune, case, (C * inner) % 8 == 0):
+            return {"layout": "cft", "fused": True, "group": group, "chunk": m, "K": 1, "nt": True}
     group = max(1, min(tune["group_bytes"] // chan_bytes, C // want, table // FUSED_TAB)) if fused else 1
     chunk, K = _split(m, tune["chunk"], C, want)
     return {"layout": "cf", "fused": fused, "group": group, "chunk": chunk, "K": K,
             "nt": _streaming(tune, case, case.inner % 8 == 0 and tune["seg"] % 8 == 0)}
+
+
+def table_values(how: dict, case) -> int:
+    """Values of the per-work-group table in local memory for the kernels `how` chose: TILE_TAB arrays of the
+    tile's width (cl) or of the group's positions (cft), each padded to a multiple of 8, or FUSED_TAB per channel
+    of a fused channel-first group (cf)."""
+    if how["layout"] == "cl":
+        return TILE_TAB * (-(-how["group"] // 8) * 8)
+    if how["layout"] == "cft":
+        return TILE_TAB * (-(-how["group"] * case.inner // 8) * 8)
+    return FUSED_TAB * how["group"]
 
 
 def _streaming(tune: dict, case, aligned: bool) -> bool:
@@ -76,6 +100,7 @@ def plan(session, case, inputs):
     extra = session["info"].extra
     how = choose(tune, extra.get("compute_units", 1), extra.get("local_mem_size", 32 * 1024), case)
     cl_layout, fused, G, chunk, K = how["layout"] == "cl", how["fused"], how["group"], how["chunk"], how["K"]
+    tiled = how["layout"] == "cft"
     nt = i32(how["nt"])
 
     def upload(arr, flags=mf.READ_ONLY):
@@ -90,10 +115,7 @@ def plan(session, case, inputs):
     # mean_w / invstd_w: the batch mean and invstd the statistics kernels leave for the elementwise kernels
     elementwise = ((-(-n // seg),), (1,))          # channel-first: flat segments of seg values
     tiles = ((-(-C // G), K), (1, 1))               # channel-last: (tile of G channels, chunk of rows)
-    # per-channel table in local memory: TILE_TAB values per channel of a channel-last tile (each of its TILE_TAB
-    # arrays padded to a multiple of 8 channels, so its vectors are aligned), FUSED_TAB per channel of a fused
-    # channel-first group
-    tab = cl.LocalMemory((TILE_TAB * -(-G // 8) * 8 if cl_layout else FUSED_TAB * G) * np.dtype(case.param_dtype).itemsize)
+    tab = cl.LocalMemory(table_values(how, case) * np.dtype(case.param_dtype).itemsize)  # the work-group's table
     red_cf = ((K, C), (1, 1))                       # channel-first reductions: (chunk, channel)
     per_channel = ((-(-C // als) * als,), (als,))
     groups = ((-(-C // G),), (1,))
@@ -108,7 +130,10 @@ def plan(session, case, inputs):
         b["stat"] = cl.Buffer(ctx, mf.WRITE_ONLY, param_bytes)
         outs = (b["mean"], b["stat"], b["mean_w"], b["invstd_w"])
         affine = (b["gamma"], b["beta"], i32(case.fix_gamma))
-        if fused and cl_layout:
+        if tiled:
+            launches.append(("bn_fused_train_cft", *groups, (b["x"], b["y"], u32(C), u32(inner), u32(outer), u32(G), *affine,
+                                                             *stats_args, *outs, nt, tab)))
+        elif fused and cl_layout:
             launches.append(("bn_fused_train_cl", *tiles, (b["x"], b["y"], u32(C), u32(outer), u32(G), u32(chunk), *affine,
                                                           *stats_args, *outs, nt, tab)))
         elif fused:
@@ -138,7 +163,10 @@ def plan(session, case, inputs):
             b[name] = cl.Buffer(ctx, mf.READ_WRITE, param_bytes)
         dx_args = (u32(m), *stats, b["gamma"], i32(case.fix_gamma), b["dbeta"], b["dgamma_sum"], i32(train))
         xs = (b["x"], b["dy"], b["dx"])
-        if fused and cl_layout:
+        if tiled:
+            launches.append(("bn_fused_bwd_cft", *groups, (*xs, u32(C), u32(inner), u32(outer), u32(G), *dx_args, b["dgamma"],
+                                                           nt, tab)))
+        elif fused and cl_layout:
             launches.append(("bn_fused_bwd_cl", *tiles, (*xs, u32(C), u32(G), u32(chunk), *dx_args, b["dgamma"], nt, tab)))
         elif fused:
             launches.append(("bn_fused_bwd_cf", *groups, (*xs, u32(C), u32(inner), u32(G), *dx_args, b["dgamma"], nt, tab)))
