@@ -11,8 +11,8 @@ Phases of a problem (shape, axis, dtype):
     backward        (forward + backward) - forward_train, medians: no API here times a backward alone the same
                     way, so every backend gets the same derivation
 Minimal bytes: x read and y written for forward phases; x and dy read and dx written for backward.
-In every round each device's memory-copy bandwidth is measured on the bytes of x (an OpenCL copy kernel per
-device, np.copyto on the host), so every figure is also a fraction of that roofline: copy_time / time for
+In every round each device's memory-copy bandwidth is measured on the bytes of x (the best of
+clEnqueueCopyBuffer and plain and streaming copy kernels per OpenCL device, np.copyto on the host), so every figure is also a fraction of that roofline: copy_time / time for
 forward (2N bytes either way), 1.5 copy_time / time for backward. Each round also times a copy of one float:
 the floor one command costs from enqueue to finish (floor_ms_median; floor_share = floor / time says how much of
 a small problem's time is that floor rather than the kernels: launches on PoCL's thread pool cost tens of us).

@@ -11,15 +11,19 @@
  *   (neither)    everything is float.
  *   APPLY_LS     work-group size of the two kernels with one work-item per channel (the `final` stages)
  *                (default 64)
+ *   NT_STORES    the device's tuning has streaming stores: kernels that write y or dx take `int nt` and, when
+ *                the host sets it (large outputs, aligned stores), write past the caches
  * Every kernel has a fixed work-group size (reqd_work_group_size), so a driver that compiles per launch
  * shape (PoCL) compiles each kernel once. Every other kernel runs one work-item per work-group, and each
  * work-item walks contiguous runs 8 values at a time (vload8 / vstore8, several accumulator chains): on CPU
  * devices that is what vectorises and what amortises the cost of a work-group. The host (choose() in
  * conformance/backends/opencl_plan.py) picks the kernels by shape:
  *   channel-first, a channel fits in cache: fused kernels, one work-item per group of channels, statistics
- *                then elementwise work in one launch;
+ *                (4 rows read side by side) then elementwise work in one launch;
+ *   channel-first training on large data in rows off the 8-value grid (7x7 maps): the fused kernels that
+ *                treat a group of channels as a channel-last tile of positions (second-to-last section);
  *   channel-first, larger: partial -> final -> elementwise (below);
- *   channel-last: the same stages on tiles of channels x rows (last section), fused when the tiles fit.
+ *   channel-last: the same stages on tiles of channels x rows (last sections), fused when the tiles fit.
  *
  * Reductions run in stages, so that every shape gives the device enough work-groups:
  *   shift    K_c = the mean of the channel's first SHIFT_SAMPLES values (channel-last: first SHIFT_ROWS rows),
@@ -1014,13 +1018,8 @@ inline void tile_dx_factors(uint c0, uint w, uint W, DX_ARGS, __local acc_t *tab
 #define TILE_BEGIN(rows)                                                                   \
     const uint c0 = get_global_id(0) * W, w = min(W, C - c0), Wp = (W + 7) & ~7u;           \
     const uint r0 = get_global_id(1) * chunk, r1 = min(r0 + chunk, (uint)(rows));
-/* The second pass over the tiles (after the partial sums of every tile): chunks of rows in reverse order, so the
- * first ones read are the last the partial pass read, still in the last-level cache. */
-#define TILE_BEGIN_REVERSED(rows)                                                          \
-    const uint c0 = get_global_id(0) * W, w = min(W, C - c0), Wp = (W + 7) & ~7u;           \
-    const uint r0 = (get_global_size(1) - 1 - get_global_id(1)) * chunk, r1 = min(r0 + chunk, (uint)(rows));
 
-/* The tile's two sums (tab at W and 2 W) into part[(k * C + c) * 2 + {0, 1}], k = the tile's chunk of rows. */
+/* The tile's two sums (tab at Wp and 2 Wp) into part[(k * C + c) * 2 + {0, 1}], k = the tile's chunk of rows. */
 inline void store_partials(__global acc_t *part, uint C, uint c0, uint w, uint W, __local const acc_t *tab)
 {
     __global acc_t *q = part + ((size_t)get_global_id(1) * C + c0) * 2;
@@ -1047,7 +1046,7 @@ __kernel ITEM_ATTR void bn_apply_cl(__global const data_t *x, __global data_t *y
                                     int nt, __local acc8_t *tab8)
 {
     __local acc_t *tab = (__local acc_t *)tab8;
-    TILE_BEGIN_REVERSED(outer)
+    TILE_BEGIN(outer)
     tile_apply_factors(c0, w, Wp, mean_w, stat_w, is_var, eps, gamma, beta, fix_gamma, tab);
     tile_apply(x, y, C, c0, w, Wp, r0, r1, nt, tab);
 }
@@ -1069,7 +1068,7 @@ __kernel ITEM_ATTR void bn_bwd_apply_cl(__global const data_t *x, __global const
                                         uint C, uint outer, uint W, uint chunk, DX_ARGS, int nt, __local acc8_t *tab8)
 {
     __local acc_t *tab = (__local acc_t *)tab8;
-    TILE_BEGIN_REVERSED(outer)
+    TILE_BEGIN(outer)
     tile_dx_factors(c0, w, Wp, DX_PASS, tab);
     tile_dx(x, dy, dx, C, c0, w, Wp, r0, r1, train, nt, tab);
 }

@@ -41,7 +41,7 @@ VARIANTS = [
     # short rows of a fused group, 4 rows side by side then two alone
     "v,dtype={d},shape=6x12x5,axis=1,mode=train,backward=1,fix_gamma=0,running_var=biased,stats=var,momentum_dir=old,",
     # streaming stores (Oclgrind's tuning takes them from 4 KiB on): fused channel-first, staged channel-first
-    # (train and infer), channel-last tiles in stages (the reversed second pass) and fused
+    # (train and infer), channel-last tiles in stages and fused
     "v,dtype={d},shape=5x8x256,axis=1,mode=train,backward=1,fix_gamma=0,running_var=biased,stats=var,momentum_dir=old,",
     "v,dtype={d},shape=2x3x256,axis=1,mode=train,backward=1,fix_gamma=0,running_var=biased,stats=var,momentum_dir=old,",
     "v,dtype={d},shape=2x3x256,axis=1,mode=infer,backward=1,fix_gamma=0,running_var=biased,stats=var,momentum_dir=old,",
