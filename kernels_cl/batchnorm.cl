@@ -434,15 +434,59 @@ inline void cf_apply_run(__global const data_t *x, __global data_t *y, size_t ba
         f += len;                                                                          \
     }
 
+/* Streaming, the elementwise kernels walk their segment [f, f1) (f a multiple of 8) in aligned blocks of 8
+ * values, whatever the row length, since a streaming store must be aligned: a block across the end of a row
+ * (rows of at least 8 values: one end per block at most) takes its first `left` lanes with the factors of the
+ * row it started in and the others with the next row's. `left`: values of the current row from f on. */
+#if defined(DATA_DOUBLE)
+typedef long8 lane8_t;
+#else
+typedef int8 lane8_t;
+#endif
+#define FIRST_LANES(k) (((lane8_t)(0, 1, 2, 3, 4, 5, 6, 7)) < (lane8_t)(k))
+#define MIX(next, cur, first) select((acc8_t)(next), (acc8_t)(cur), (first))
+#define BLOCKS_BEGIN                                                                        \
+    const size_t f1 = min((size_t)(get_global_id(0) + 1) * seg, (size_t)n);                \
+    size_t f = (size_t)get_global_id(0) * seg;                                             \
+    const size_t row0 = f / inner;                                                         \
+    uint left = inner - (uint)(f - row0 * inner), cc = (uint)(row0 % C), cn = cc + 1 == C ? 0 : cc + 1;
+
 __kernel ITEM_ATTR void bn_apply(__global const data_t *x, __global data_t *y, ulong n, uint inner, uint C,
                                  uint seg, __global const acc_t *mean_w, __global const acc_t *stat_w, int is_var,
                                  acc_t eps, __global const acc_t *gamma, __global const acc_t *beta, int fix_gamma,
                                  int nt)
 {
+    if (nt) {
+        BLOCKS_BEGIN
+        acc_t mu, a, b, mu2, a2, b2;
+        apply_factors(cc, mean_w, stat_w, is_var, eps, gamma, beta, fix_gamma, &mu, &a, &b);
+        apply_factors(cn, mean_w, stat_w, is_var, eps, gamma, beta, fix_gamma, &mu2, &a2, &b2);
+        for (; f + 8 <= f1; f += 8) {
+            if (left > 8) {
+                STORE8_NT((LOAD8(x, f) - mu) * a + b, y, f, 1);
+                left -= 8;
+                continue;
+            }
+            const lane8_t first = FIRST_LANES(left);
+            STORE8_NT((LOAD8(x, f) - MIX(mu2, mu, first)) * MIX(a2, a, first) + MIX(b2, b, first), y, f, 1);
+            left += inner - 8;
+            cc = cn;
+            cn = cc + 1 == C ? 0 : cc + 1;
+            mu = mu2, a = a2, b = b2;
+            apply_factors(cn, mean_w, stat_w, is_var, eps, gamma, beta, fix_gamma, &mu2, &a2, &b2);
+        }
+        for (; f < f1; ++f, --left) { /* the last segment's last n % 8 values */
+            if (left == 0) {
+                mu = mu2, a = a2, b = b2, left = inner;
+            }
+            STORE((LOAD(x, f) - mu) * a + b, y, f);
+        }
+        return;
+    }
     ROWS_BEGIN
     acc_t mu, a, b;
     apply_factors(cc, mean_w, stat_w, is_var, eps, gamma, beta, fix_gamma, &mu, &a, &b);
-    cf_apply_run(x, y, f, len, mu, a, b, nt);
+    cf_apply_run(x, y, f, len, mu, a, b, 0);
     ROWS_END
 }
 
@@ -631,13 +675,43 @@ inline void cf_dx_run(__global const data_t *x, __global const data_t *dy, __glo
 }
 
 /* dx, channel-first, launched like bn_apply. */
+/* dx of one 8-value block at f from the factors (vectors or scalars); x is not read in inference. */
+#define DX8(A, MU, DB, KX) (train ? (A) * (LOAD8(dy, f) - (DB)) - (KX) * (LOAD8(x, f) - (MU)) : (A) * LOAD8(dy, f))
+
 __kernel ITEM_ATTR void bn_bwd_apply(__global const data_t *x, __global const data_t *dy, __global data_t *dx,
                                      ulong n, uint inner, uint C, uint seg, DX_ARGS, int nt)
 {
+    if (nt) { /* aligned blocks, as bn_apply */
+        BLOCKS_BEGIN
+        acc_t a, mu, db, kx, a2, mu2, db2, kx2;
+        dx_factors(cc, DX_PASS, &a, &mu, &db, &kx);
+        dx_factors(cn, DX_PASS, &a2, &mu2, &db2, &kx2);
+        for (; f + 8 <= f1; f += 8) {
+            if (left > 8) {
+                STORE8_NT(DX8(a, mu, db, kx), dx, f, 1);
+                left -= 8;
+                continue;
+            }
+            const lane8_t first = FIRST_LANES(left);
+            STORE8_NT(DX8(MIX(a2, a, first), MIX(mu2, mu, first), MIX(db2, db, first), MIX(kx2, kx, first)), dx, f, 1);
+            left += inner - 8;
+            cc = cn;
+            cn = cc + 1 == C ? 0 : cc + 1;
+            a = a2, mu = mu2, db = db2, kx = kx2;
+            dx_factors(cn, DX_PASS, &a2, &mu2, &db2, &kx2);
+        }
+        for (; f < f1; ++f, --left) {
+            if (left == 0) {
+                a = a2, mu = mu2, db = db2, kx = kx2, left = inner;
+            }
+            STORE(train ? a * (LOAD(dy, f) - db) - kx * (LOAD(x, f) - mu) : a * LOAD(dy, f), dx, f);
+        }
+        return;
+    }
     ROWS_BEGIN
     acc_t a, mu, db, kx;
     dx_factors(cc, DX_PASS, &a, &mu, &db, &kx);
-    cf_dx_run(x, dy, dx, f, len, train, a, mu, db, kx, nt);
+    cf_dx_run(x, dy, dx, f, len, train, a, mu, db, kx, 0);
     ROWS_END
 }
 

@@ -51,6 +51,10 @@ VARIANTS = [
     # 14x14: groups of 2), streaming
     "v,dtype={d},shape=4x72x7x7,axis=1,mode=train,backward=1,fix_gamma=0,running_var=unbiased,stats=invstd,momentum_dir=new,",
     "v,dtype={d},shape=4x8x14x14,axis=1,mode=train,backward=1,fix_gamma=1,running_var=biased,stats=var,momentum_dir=old,",
+    # the elementwise kernels streaming in aligned 8-value blocks across row ends: staged training (two segments,
+    # the second starting inside a row) and inference with a scalar tail (1275 values)
+    "v,dtype={d},shape=4x3x500,axis=1,mode=train,backward=1,fix_gamma=0,running_var=biased,stats=var,momentum_dir=old,",
+    "v,dtype={d},shape=5x5x51,axis=1,mode=infer,backward=1,fix_gamma=0,running_var=biased,stats=var,momentum_dir=old,",
 ]
 
 

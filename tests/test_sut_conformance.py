@@ -96,24 +96,29 @@ def test_long_channels_keep_their_accuracy(device, dtype, shape, axis, fill):
 
 # Large outputs are written with streaming stores (the tuning's nt_bytes, 16 MiB on PoCL and Intel) where every
 # 8-value store is aligned: each case is at least that big, channel-first (fused kernels), channel-last (tiles)
-# and 7x7 maps (training: tiles of positions, aligned; inference: rows of 49 values, so plain stores), so those
-# branches meet the oracle. (A streaming store on a misaligned address is a crash, not a wrong value.)
-STREAMING = [(dtype, shape, axis, mode, True) for dtype, n in (("float16", 8), ("float32", 4), ("float64", 2))
+# and 7x7 maps (training: tiles of positions; inference: the elementwise kernel in aligned blocks across the
+# ends of 49-value rows), and a channel-first shape with too few channels for the fused kernels (staged, its
+# elementwise kernels in blocks), so those branches meet the oracle. (A streaming store on a misaligned address
+# is a crash, not a wrong value.)
+# (dtype, shape, axis, mode, expected streaming flags: the layout's kernels "nt", the elementwise ones "nt_flat")
+STREAMING = [(dtype, shape, axis, mode, (True, axis == 1)) for dtype, n in (("float16", 8), ("float32", 4), ("float64", 2))
              for shape, axis in (((n, 64, 128, 128), 1), ((n, 128, 128, 64), -1)) for mode in ("train", "infer")
              if mode == "train" or dtype == "float32"]
-STREAMING += [("float32", (42, 2048, 7, 7), 1, "train", True), ("float32", (42, 2048, 7, 7), 1, "infer", False)]
+STREAMING += [("float32", (42, 2048, 7, 7), 1, "train", (True, True)), ("float32", (42, 2048, 7, 7), 1, "infer", (False, True)),
+              ("float32", (2, 3, 701, 999), 1, "train", (False, True)), ("float16", (4, 3, 701, 999), 1, "infer", (False, True))]
 
 
 @pytest.mark.parametrize("device", DEVICES, ids=lambda d: d.key)
-@pytest.mark.parametrize("dtype,shape,axis,mode,streaming", STREAMING,
-                         ids=lambda v: "x".join(map(str, v)) if isinstance(v, tuple) else str(v))
-def test_streaming_stores_pass(device, dtype, shape, axis, mode, streaming):
+@pytest.mark.parametrize("dtype,shape,axis,mode,flags", STREAMING,
+                         ids=lambda v: "x".join(map(str, v)) if isinstance(v, tuple) and isinstance(v[0], int) else str(v))
+def test_streaming_stores_pass(device, dtype, shape, axis, mode, flags):
     case = Case(name="big", shape=shape, axis=axis, dtype=dtype, mode=mode, backward=True, fill=Fill.make("normal"))
     s = session(device)
     if s["tuning"]["nt_bytes"] is None:
         pytest.skip(f"{device.key}: its tuning has no streaming stores")
     info = s["info"].extra
-    assert opencl_plan.choose(s["tuning"], info["compute_units"], info["local_mem_size"], case)["nt"] == streaming
+    how = opencl_plan.choose(s["tuning"], info["compute_units"], info["local_mem_size"], case)
+    assert (how["nt"], how["nt_flat"]) == flags, how
     check(device, case)
 
 

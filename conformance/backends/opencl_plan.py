@@ -28,7 +28,8 @@ def choose(tune: dict, compute_units: int, local_bytes: int, case) -> dict:
     channel-last tile, FUSED_TAB per channel of a fused channel-first group) gets at most half of it.
     Returns {"layout": "cf" | "cft" | "cl", "fused": bool, "group": channels per work-item (cf, cft: fused
     kernels; cl: the tile width W), "chunk"/"K": how a channel is cut (cf: values per reduction work-item, cl:
-    rows per tile), "nt": streaming stores for y and dx (see _streaming)}. "cft": channel-first training
+    rows per tile), "nt": streaming stores for y and dx in the layout's kernels, "nt_flat": in the elementwise
+    kernels of cf and cft (aligned 8-value blocks across row ends: rows of at least 8 values) (see _streaming)}. "cft": channel-first training
     on rows off the 8-value grid (7x7 maps), done by the fused kernels that treat a group of channels as a
     channel-last tile of group x inner positions, so that large outputs can stream (inference is the
     elementwise kernel of "cf")."""
@@ -42,11 +43,11 @@ def choose(tune: dict, compute_units: int, local_bytes: int, case) -> dict:
         w_fused = min(w_max, (C // want) // 8 * 8)  # at least `want` tiles of a multiple of 8 channels
         if w_fused >= 8 and outer * w_fused * item * streams <= tune["fused_bytes_cl"]:
             return {"layout": "cl", "fused": True, "group": w_fused, "chunk": outer, "K": 1,
-                    "nt": _streaming(tune, case, C % 8 == 0)}
+                    "nt": _streaming(tune, case, C % 8 == 0), "nt_flat": False}
         W = min(C, w_max)
         chunk, K = _split(outer, max(1, tune["chunk_bytes"] // (W * item)), -(-C // W), want)
         return {"layout": "cl", "fused": False, "group": W, "chunk": chunk, "K": K,
-                "nt": _streaming(tune, case, C % 8 == 0 and W % 8 == 0)}
+                "nt": _streaming(tune, case, C % 8 == 0 and W % 8 == 0), "nt_flat": False}
     chan_bytes = m * item * streams
     fused = C >= want and chan_bytes <= tune["fused_bytes"] and table >= FUSED_TAB
     inner = case.inner
@@ -58,11 +59,13 @@ def choose(tune: dict, compute_units: int, local_bytes: int, case) -> dict:
         k = 8 // math.gcd(inner, 8)
         group = min(tune["group_bytes"] // chan_bytes, C // want, (table // TILE_TAB - 7) // inner) // k * k
         if group and _streaming(tune, case, (C * inner) % 8 == 0):
-            return {"layout": "cft", "fused": True, "group": group, "chunk": m, "K": 1, "nt": True}
+            return {"layout": "cft", "fused": True, "group": group, "chunk": m, "K": 1, "nt": True,
+                    "nt_flat": _streaming(tune, case, tune["seg"] % 8 == 0)}
     group = max(1, min(tune["group_bytes"] // chan_bytes, C // want, table // FUSED_TAB)) if fused else 1
     chunk, K = _split(m, tune["chunk"], C, want)
     return {"layout": "cf", "fused": fused, "group": group, "chunk": chunk, "K": K,
-            "nt": _streaming(tune, case, case.inner % 8 == 0 and tune["seg"] % 8 == 0)}
+            "nt": _streaming(tune, case, case.inner % 8 == 0 and tune["seg"] % 8 == 0),
+            "nt_flat": _streaming(tune, case, case.inner >= 8 and tune["seg"] % 8 == 0)}
 
 
 def table_values(how: dict, case) -> int:
@@ -101,7 +104,7 @@ def plan(session, case, inputs):
     how = choose(tune, extra.get("compute_units", 1), extra.get("local_mem_size", 32 * 1024), case)
     cl_layout, fused, G, chunk, K = how["layout"] == "cl", how["fused"], how["group"], how["chunk"], how["K"]
     tiled = how["layout"] == "cft"
-    nt = i32(how["nt"])
+    nt, nt_flat = i32(how["nt"]), i32(how["nt_flat"])
 
     def upload(arr, flags=mf.READ_ONLY):
         return cl.Buffer(ctx, flags | mf.COPY_HOST_PTR, hostbuf=np.ascontiguousarray(arr))
@@ -155,7 +158,7 @@ def plan(session, case, inputs):
             launches.append(("bn_apply_cl", *tiles, (b["x"], b["y"], u32(C), u32(outer), u32(G), u32(chunk), *tail, nt, tab)))
         else:
             launches.append(("bn_apply", *elementwise, (b["x"], b["y"], np.uint64(n), u32(inner), u32(C), u32(seg), *tail,
-                                                        nt)))
+                                                        nt_flat)))
     if case.backward:
         b["dy"] = upload(inputs.dy)
         b["dx"] = cl.Buffer(ctx, mf.WRITE_ONLY, data_bytes)
@@ -183,5 +186,5 @@ def plan(session, case, inputs):
                 launches.append(("bn_bwd_apply_cl", *tiles, (*xs, u32(C), u32(outer), u32(G), u32(chunk), *dx_args, nt, tab)))
             else:
                 launches.append(("bn_bwd_apply", *elementwise, (*xs, np.uint64(n), u32(inner), u32(C), u32(seg), *dx_args,
-                                                                nt)))
+                                                                nt_flat)))
     return b, launches
