@@ -215,17 +215,16 @@ inline acc_t invstd_of(__global const acc_t *stat, uint c, int is_var, acc_t eps
     return is_var ? (acc_t)1 / sqrt(stat[c] + eps) : stat[c];
 }
 
-/* Shifted sums of the len values at p added to 8-lane sums (v1: sum (x - K), v2: sum (x - K)^2) and, for the
- * last len % 8 values, scalar ones (t1, t2); four dependency chains, so the loop waits on memory, not on the
- * adds. */
-inline void sums_into(__global const data_t *p, uint len, acc_t K, acc8_t *v1, acc8_t *v2, acc_t *t1, acc_t *t2)
+/* The four dependency chains of the shifted sums: chain k (k = 0 .. 3) takes the 8 values at p + k stride + j step,
+ * j < n, and the chains' totals are added pairwise to v1 (sum (x - K)) and v2 (sum (x - K)^2). Four chains, so
+ * the loop waits on memory, not on the adds. One run: stride 8, step 32; ROW_STREAMS runs side by side: stride
+ * the row stride, step 8. */
+inline void chains4(__global const data_t *p, size_t stride, uint step, uint n, acc_t K, acc8_t *v1, acc8_t *v2)
 {
+    __global const data_t *q = p + stride, *r = q + stride, *u = r + stride;
     acc8_t a1 = *v1, a2 = *v2, b1 = 0, b2 = 0, c1 = 0, c2 = 0, e1 = 0, e2 = 0;
-    acc_t s1 = *t1, s2 = *t2;
-    uint t = 0;
-    for (; t + 32 <= len; t += 32) {
-        const acc8_t da = LOAD8(p, t) - K, db = LOAD8(p, t + 8) - K;
-        const acc8_t dc = LOAD8(p, t + 16) - K, de = LOAD8(p, t + 24) - K;
+    for (uint j = 0, t = 0; j < n; ++j, t += step) {
+        const acc8_t da = LOAD8(p, t) - K, db = LOAD8(q, t) - K, dc = LOAD8(r, t) - K, de = LOAD8(u, t) - K;
         a1 += da;
         a2 += da * da;
         b1 += db;
@@ -235,8 +234,18 @@ inline void sums_into(__global const data_t *p, uint len, acc_t K, acc8_t *v1, a
         e1 += de;
         e2 += de * de;
     }
-    b1 += c1 + e1;
-    b2 += c2 + e2;
+    *v1 = (a1 + b1) + (c1 + e1);
+    *v2 = (a2 + b2) + (c2 + e2);
+}
+
+/* Shifted sums of the len values at p added to 8-lane sums (v1: sum (x - K), v2: sum (x - K)^2) and, for the
+ * last len % 8 values, scalar ones (t1, t2). */
+inline void sums_into(__global const data_t *p, uint len, acc_t K, acc8_t *v1, acc8_t *v2, acc_t *t1, acc_t *t2)
+{
+    chains4(p, 8, 32, len / 32, K, v1, v2);
+    acc8_t a1 = *v1, a2 = *v2;
+    acc_t s1 = *t1, s2 = *t2;
+    uint t = len / 32 * 32;
     for (; t + 8 <= len; t += 8) {
         const acc8_t da = LOAD8(p, t) - K;
         a1 += da;
@@ -247,8 +256,8 @@ inline void sums_into(__global const data_t *p, uint len, acc_t K, acc8_t *v1, a
         s1 += d;
         s2 += d * d;
     }
-    *v1 = a1 + b1;
-    *v2 = a2 + b2;
+    *v1 = a1;
+    *v2 = a2;
     *t1 = s1;
     *t2 = s2;
 }
@@ -263,27 +272,13 @@ inline void sums_into_rows(__global const data_t *p, size_t stride, uint len, ac
                            acc_t *t1, acc_t *t2)
 {
     __global const data_t *q = p + stride, *r = q + stride, *u = r + stride;
-    acc8_t a1 = *v1, a2 = *v2, b1 = 0, b2 = 0, c1 = 0, c2 = 0, e1 = 0, e2 = 0;
+    chains4(p, stride, 8, len / 8, K, v1, v2);
     acc_t s1 = *t1, s2 = *t2;
-    uint t = 0;
-    for (; t + 8 <= len; t += 8) {
-        const acc8_t da = LOAD8(p, t) - K, db = LOAD8(q, t) - K, dc = LOAD8(r, t) - K, de = LOAD8(u, t) - K;
-        a1 += da;
-        a2 += da * da;
-        b1 += db;
-        b2 += db * db;
-        c1 += dc;
-        c2 += dc * dc;
-        e1 += de;
-        e2 += de * de;
-    }
-    for (; t < len; ++t) {
+    for (uint t = len / 8 * 8; t < len; ++t) {
         const acc_t da = LOAD(p, t) - K, db = LOAD(q, t) - K, dc = LOAD(r, t) - K, de = LOAD(u, t) - K;
         s1 += (da + db) + (dc + de);
         s2 += (da * da + db * db) + (dc * dc + de * de);
     }
-    *v1 = (a1 + b1) + (c1 + e1);
-    *v2 = (a2 + b2) + (c2 + e2);
     *t1 = s1;
     *t2 = s2;
 }
@@ -490,52 +485,14 @@ __kernel ITEM_ATTR void bn_apply(__global const data_t *x, __global data_t *y, u
     ROWS_END
 }
 
-/* Backward sums of the len values at p, g added to v1, t1 (sum dy) and v2, t2 (sum dy (x - mu)), like
- * sums_into. */
-inline void bwd_sums_into(__global const data_t *p, __global const data_t *g, uint len, acc_t mu, acc8_t *v1,
-                          acc8_t *v2, acc_t *t1, acc_t *t2)
+/* The backward chains, like chains4: chain k takes the 8 values of dy (g) and x (p) at k stride + j step, j < n;
+ * totals added to v1 (sum dy) and v2 (sum dy (x - mu)). */
+inline void bwd_chains4(__global const data_t *p, __global const data_t *g, size_t stride, uint step, uint n,
+                        acc_t mu, acc8_t *v1, acc8_t *v2)
 {
     acc8_t ga = *v1, gxa = *v2, gb = 0, gxb = 0, gc = 0, gxc = 0, ge = 0, gxe = 0;
-    acc_t s1 = *t1, s2 = *t2;
-    uint t = 0;
-    for (; t + 32 <= len; t += 32) {
-        const acc8_t u = LOAD8(g, t), h = LOAD8(g, t + 8), k = LOAD8(g, t + 16), l = LOAD8(g, t + 24);
-        ga += u;
-        gxa += u * (LOAD8(p, t) - mu);
-        gb += h;
-        gxb += h * (LOAD8(p, t + 8) - mu);
-        gc += k;
-        gxc += k * (LOAD8(p, t + 16) - mu);
-        ge += l;
-        gxe += l * (LOAD8(p, t + 24) - mu);
-    }
-    gb += gc + ge;
-    gxb += gxc + gxe;
-    for (; t + 8 <= len; t += 8) {
-        const acc8_t u = LOAD8(g, t);
-        ga += u;
-        gxa += u * (LOAD8(p, t) - mu);
-    }
-    for (; t < len; ++t) {
-        const acc_t u = LOAD(g, t);
-        s1 += u;
-        s2 += u * (LOAD(p, t) - mu);
-    }
-    *v1 = ga + gb;
-    *v2 = gxa + gxb;
-    *t1 = s1;
-    *t2 = s2;
-}
-
-/* bwd_sums_into over ROW_STREAMS runs at once (of x and of dy), like sums_into_rows. */
-inline void bwd_sums_into_rows(__global const data_t *p, __global const data_t *g, size_t stride, uint len, acc_t mu,
-                               acc8_t *v1, acc8_t *v2, acc_t *t1, acc_t *t2)
-{
-    acc8_t ga = *v1, gxa = *v2, gb = 0, gxb = 0, gc = 0, gxc = 0, ge = 0, gxe = 0;
-    acc_t s1 = *t1, s2 = *t2;
     const size_t s2x = 2 * stride, s3x = 3 * stride;
-    uint t = 0;
-    for (; t + 8 <= len; t += 8) {
+    for (uint j = 0, t = 0; j < n; ++j, t += step) {
         const acc8_t u = LOAD8(g, t), h = LOAD8(g, stride + t), k = LOAD8(g, s2x + t), l = LOAD8(g, s3x + t);
         ga += u;
         gxa += u * (LOAD8(p, t) - mu);
@@ -546,14 +503,48 @@ inline void bwd_sums_into_rows(__global const data_t *p, __global const data_t *
         ge += l;
         gxe += l * (LOAD8(p, s3x + t) - mu);
     }
+    *v1 = (ga + gb) + (gc + ge);
+    *v2 = (gxa + gxb) + (gxc + gxe);
+}
+
+/* Backward sums of the len values at p, g added to v1, t1 (sum dy) and v2, t2 (sum dy (x - mu)), like
+ * sums_into. */
+inline void bwd_sums_into(__global const data_t *p, __global const data_t *g, uint len, acc_t mu, acc8_t *v1,
+                          acc8_t *v2, acc_t *t1, acc_t *t2)
+{
+    bwd_chains4(p, g, 8, 32, len / 32, mu, v1, v2);
+    acc8_t ga = *v1, gxa = *v2;
+    acc_t s1 = *t1, s2 = *t2;
+    uint t = len / 32 * 32;
+    for (; t + 8 <= len; t += 8) {
+        const acc8_t u = LOAD8(g, t);
+        ga += u;
+        gxa += u * (LOAD8(p, t) - mu);
+    }
     for (; t < len; ++t) {
+        const acc_t u = LOAD(g, t);
+        s1 += u;
+        s2 += u * (LOAD(p, t) - mu);
+    }
+    *v1 = ga;
+    *v2 = gxa;
+    *t1 = s1;
+    *t2 = s2;
+}
+
+/* bwd_sums_into over ROW_STREAMS runs at once (of x and of dy), like sums_into_rows. */
+inline void bwd_sums_into_rows(__global const data_t *p, __global const data_t *g, size_t stride, uint len, acc_t mu,
+                               acc8_t *v1, acc8_t *v2, acc_t *t1, acc_t *t2)
+{
+    bwd_chains4(p, g, stride, 8, len / 8, mu, v1, v2);
+    acc_t s1 = *t1, s2 = *t2;
+    const size_t s2x = 2 * stride, s3x = 3 * stride;
+    for (uint t = len / 8 * 8; t < len; ++t) {
         const acc_t u = LOAD(g, t), h = LOAD(g, stride + t), k = LOAD(g, s2x + t), l = LOAD(g, s3x + t);
         s1 += (u + h) + (k + l);
         s2 += (u * (LOAD(p, t) - mu) + h * (LOAD(p, stride + t) - mu)) +
               (k * (LOAD(p, s2x + t) - mu) + l * (LOAD(p, s3x + t) - mu));
     }
-    *v1 = (ga + gb) + (gc + ge);
-    *v2 = (gxa + gxb) + (gxc + gxe);
     *t1 = s1;
     *t2 = s2;
 }
