@@ -9,4 +9,13 @@ class UserError(Exception):
 
     def __init__(self, message: str, *, source: str | None = None, field: str | None = None):
         where = ": ".join(p for p in (source, field) if p)
-        super().__init__(f"{where}: {message}" if where else message)
+        super().__init__(_one_line(f"{where}: {message}" if where else message))
+
+
+# Every character str.splitlines() breaks a line at: a value echoed into a message (a case name of "\x1e", say)
+# must not split it, so these are written escaped.
+_LINE_BREAKS = {c: repr(chr(c))[1:-1] for c in (0x0A, 0x0B, 0x0C, 0x0D, 0x1C, 0x1D, 0x1E, 0x85, 0x2028, 0x2029)}
+
+
+def _one_line(text: str) -> str:
+    return text.translate(_LINE_BREAKS)

@@ -58,6 +58,10 @@ def test_valid_file_lists_its_cases(tmp_path, capsys):
     (lambda d: d.pop("suite"), "suite"),
     (lambda d: d.update(extra={"a": 1}), "extra"),
     (lambda d: d["defaults"].update(name="x"), "name"),
+    # values that str.splitlines() would break the message at (found by the generated-files test below)
+    (lambda d: d["case"][0].update(name="\x1e"), "\\x1e"),
+    (lambda d: d["case"][0].update(name="a\u2028b"), "\\u2028"),
+    (lambda d: d["case"][0].update(dtype="f\n32"), "dtype"),
 ])
 def test_each_mistake_names_its_field_and_value(tmp_path, capsys, mutate, expect):
     data = {"suite": dict(VALID["suite"]), "defaults": dict(VALID["defaults"]), "case": [dict(VALID["case"][0])]}
