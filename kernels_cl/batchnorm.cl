@@ -1036,7 +1036,15 @@ inline void tile_apply_factors(uint c0, uint w, uint W, __global const acc_t *me
                                int is_var, acc_t eps, __global const acc_t *gamma, __global const acc_t *beta,
                                int fix_gamma, __local acc_t *tab)
 {
-    for (uint t = 0; t < w; ++t) {
+    uint t = 0;
+    for (; t + 8 <= w; t += 8) { /* 8 channels at once: the same operations as apply_factors, lane by lane */
+        const size_t c = c0 + t;
+        const acc8_t inv = is_var ? (acc_t)1 / sqrt(vload8(0, stat_w + c) + eps) : vload8(0, stat_w + c);
+        SV8(vload8(0, mean_w + c), tab + t);
+        SV8((fix_gamma ? (acc8_t)1 : vload8(0, gamma + c)) * inv, tab + W + t);
+        SV8(vload8(0, beta + c), tab + 2 * W + t);
+    }
+    for (; t < w; ++t) {
         acc_t mu, a, b;
         apply_factors(c0 + t, mean_w, stat_w, is_var, eps, gamma, beta, fix_gamma, &mu, &a, &b);
         tab[t] = mu;
@@ -1070,7 +1078,18 @@ inline void tile_dx(__global const data_t *x, __global const data_t *dy, __globa
 
 inline void tile_dx_factors(uint c0, uint w, uint W, DX_ARGS, __local acc_t *tab)
 {
-    for (uint t = 0; t < w; ++t) {
+    const acc_t fm = (acc_t)m;
+    uint t = 0;
+    for (; t + 8 <= w; t += 8) { /* 8 channels at once: the same operations as dx_factors, lane by lane */
+        const size_t c = c0 + t;
+        const acc8_t inv = is_var ? (acc_t)1 / sqrt(vload8(0, stat_w + c) + eps) : vload8(0, stat_w + c);
+        const acc8_t a = (fix_gamma ? (acc8_t)1 : vload8(0, gamma + c)) * inv;
+        SV8(a, tab + t);
+        SV8(vload8(0, mean_w + c), tab + W + t);
+        SV8(train ? vload8(0, dbeta + c) / fm : (acc8_t)0, tab + 2 * W + t);
+        SV8(train ? a * inv * vload8(0, dgamma_sum + c) / fm : (acc8_t)0, tab + 3 * W + t);
+    }
+    for (; t < w; ++t) {
         acc_t a, mu, db, kx;
         dx_factors(c0 + t, DX_PASS, &a, &mu, &db, &kx);
         tab[t] = a;
