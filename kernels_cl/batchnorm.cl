@@ -1017,6 +1017,123 @@ inline void tile_bwd_sums(__global const data_t *x, __global const data_t *dy, u
     }
 }
 
+/* tile_sums and tile_bwd_sums walking TILE_ROWS rows side by side across the whole tile width, for tiles whose
+ * rows are far apart (a group of 7x7 channels: rows C inner values apart): every row is then one sequential
+ * stream of loads, where the register slabs walk down a column of rows 128 bytes at a time and leave the
+ * prefetcher nothing to follow. Each step's TILE_ROWS values of a position are added pairwise and join its
+ * sums with compensation. */
+#define TILE_ROWS 8
+#define ROWS8(p, s, OP) OP(p, 0), OP(p, s), OP(p, 2 * s), OP(p, 3 * s), OP(p, 4 * s), OP(p, 5 * s), OP(p, 6 * s), OP(p, 7 * s)
+#define TREE8(f) (((f(0) + f(1)) + (f(2) + f(3))) + ((f(4) + f(5)) + (f(6) + f(7))))
+inline void tile_sums_rows(__global const data_t *x, uint C, uint c0, uint w, uint r0, uint r1,
+                           __local const acc_t *ks, __local acc_t *s1, __local acc_t *s2, __local acc_t *q1,
+                           __local acc_t *q2)
+{
+    for (uint t = 0; t < w; ++t)
+        s1[t] = s2[t] = q1[t] = q2[t] = 0;
+    const size_t S = C;
+    uint r = r0;
+    for (; r + TILE_ROWS <= r1; r += TILE_ROWS) {
+        __global const data_t *p = x + (size_t)r * C + c0;
+        uint t = 0;
+        for (; t + 8 <= w; t += 8) {
+            const acc8_t k = LV8(ks + t);
+#define D8(p, i) LOAD8(p, (i) + t) - k
+            const acc8_t d[8] = {ROWS8(p, S, D8)};
+#undef D8
+#define V(j) d[j]
+#define SQ(j) d[j] * d[j]
+            ladd8(s1 + t, q1 + t, TREE8(V));
+            ladd8(s2 + t, q2 + t, TREE8(SQ));
+        }
+        for (; t < w; ++t) {
+            const acc_t k = ks[t];
+#define D1(p, i) LOAD(p, (i) + t) - k
+            const acc_t d[8] = {ROWS8(p, S, D1)};
+#undef D1
+            ladd(s1 + t, q1 + t, TREE8(V));
+            ladd(s2 + t, q2 + t, TREE8(SQ));
+#undef V
+#undef SQ
+        }
+    }
+    for (; r < r1; ++r) { /* the last rows % TILE_ROWS, one by one */
+        const size_t at = (size_t)r * C + c0;
+        uint t = 0;
+        for (; t + 8 <= w; t += 8) {
+            const acc8_t d = LOAD8(x, at + t) - LV8(ks + t);
+            ladd8(s1 + t, q1 + t, d);
+            ladd8(s2 + t, q2 + t, d * d);
+        }
+        for (; t < w; ++t) {
+            const acc_t d = LOAD(x, at + t) - ks[t];
+            ladd(s1 + t, q1 + t, d);
+            ladd(s2 + t, q2 + t, d * d);
+        }
+    }
+    for (uint t = 0; t < w; ++t) {
+        s1[t] = comp(s1[t], q1[t]);
+        s2[t] = comp(s2[t], q2[t]);
+    }
+}
+
+inline void tile_bwd_sums_rows(__global const data_t *x, __global const data_t *dy, uint C, uint c0, uint w,
+                               uint r0, uint r1, __local const acc_t *mu, __local acc_t *sg, __local acc_t *sgx,
+                               __local acc_t *q1, __local acc_t *q2)
+{
+    for (uint t = 0; t < w; ++t)
+        sg[t] = sgx[t] = q1[t] = q2[t] = 0;
+    const size_t S = C;
+    uint r = r0;
+    for (; r + TILE_ROWS <= r1; r += TILE_ROWS) {
+        const size_t at = (size_t)r * C + c0;
+        __global const data_t *p = x + at, *g = dy + at;
+        uint t = 0;
+        for (; t + 8 <= w; t += 8) {
+            const acc8_t k = LV8(mu + t);
+#define E8(p, i) LOAD8(p, (i) + t)
+#define D8(p, i) LOAD8(p, (i) + t) - k
+            const acc8_t e[8] = {ROWS8(g, S, E8)}, d[8] = {ROWS8(p, S, D8)};
+#undef E8
+#undef D8
+#define V(j) e[j]
+#define PR(j) e[j] * d[j]
+            ladd8(sg + t, q1 + t, TREE8(V));
+            ladd8(sgx + t, q2 + t, TREE8(PR));
+        }
+        for (; t < w; ++t) {
+            const acc_t k = mu[t];
+#define E1(p, i) LOAD(p, (i) + t)
+#define D1(p, i) LOAD(p, (i) + t) - k
+            const acc_t e[8] = {ROWS8(g, S, E1)}, d[8] = {ROWS8(p, S, D1)};
+#undef E1
+#undef D1
+            ladd(sg + t, q1 + t, TREE8(V));
+            ladd(sgx + t, q2 + t, TREE8(PR));
+#undef V
+#undef PR
+        }
+    }
+    for (; r < r1; ++r) {
+        const size_t at = (size_t)r * C + c0;
+        uint t = 0;
+        for (; t + 8 <= w; t += 8) {
+            const acc8_t e = LOAD8(dy, at + t);
+            ladd8(sg + t, q1 + t, e);
+            ladd8(sgx + t, q2 + t, e * (LOAD8(x, at + t) - LV8(mu + t)));
+        }
+        for (; t < w; ++t) {
+            const acc_t e = LOAD(dy, at + t);
+            ladd(sg + t, q1 + t, e);
+            ladd(sgx + t, q2 + t, e * (LOAD(x, at + t) - mu[t]));
+        }
+    }
+    for (uint t = 0; t < w; ++t) {
+        sg[t] = comp(sg[t], q1[t]);
+        sgx[t] = comp(sgx[t], q2[t]);
+    }
+}
+
 /* y = (x - mu) a + b over rows [r0, r1) of the tile, with the factors in tab (mu, a, b at 0, W, 2 W). */
 inline void tile_apply(__global const data_t *x, __global data_t *y, uint C, uint c0, uint w, uint W, uint r0,
                        uint r1, int nt, __local const acc_t *tab)
@@ -1191,9 +1308,9 @@ __kernel ITEM_ATTR void bn_fused_bwd_cl(__global const data_t *x, __global const
 /* ---- Channel-first, short rows, as tiles ------------------------------------------------------------------
  * A group of g channels of short rows (7x7 maps: 49 values) is, row by row, one contiguous run of P = g inner
  * values: the same shape as a channel-last tile of P "positions" over rows C inner values apart. So the tile
- * helpers do the work: per-position sums in register slabs (with every position's shift the shift of its
- * channel), added per channel at the end; then the per-position factors (each its channel's) for one flat
- * elementwise pass per row, which can stream its stores. A run of a channel costs no call of its own, so
+ * helpers do the work: per-position sums, TILE_ROWS rows side by side (tile_sums_rows; every position's shift
+ * the shift of its channel), added per channel at the end; then the per-position factors (each its channel's)
+ * for one flat elementwise pass per row, which can stream its stores. A run of a channel costs no call of its own, so
  * 49-value runs cost what long ones do. One work-item per group; the table holds TILE_TAB arrays of Pp = P
  * rounded up to a multiple of 8 values. */
 
@@ -1227,7 +1344,7 @@ __kernel ITEM_ATTR void bn_fused_train_cft(__global const data_t *x, __global da
     CFT_BEGIN
     const uint m = outer * inner;
     SPREAD(tab, g, inner, channel_shift(x, C, inner, m, c0 + t))
-    tile_sums(x, row, p0, P, 0, outer, tab, tab + Pp, tab + 2 * Pp, tab + 3 * Pp, tab + 4 * Pp);
+    tile_sums_rows(x, row, p0, P, 0, outer, tab, tab + Pp, tab + 2 * Pp, tab + 3 * Pp, tab + 4 * Pp);
     for (uint t = 0; t < g; ++t)
         finish_stats(x, C, inner, c0 + t, m, tab[t * inner], channel_total(tab + Pp, t, inner),
                      channel_total(tab + 2 * Pp, t, inner), STATS_PASS);
@@ -1243,7 +1360,7 @@ __kernel ITEM_ATTR void bn_fused_bwd_cft(__global const data_t *x, __global cons
 {
     CFT_BEGIN
     SPREAD(tab, g, inner, mean_w[c0 + t])
-    tile_bwd_sums(x, dy, row, p0, P, 0, outer, tab, tab + Pp, tab + 2 * Pp, tab + 3 * Pp, tab + 4 * Pp);
+    tile_bwd_sums_rows(x, dy, row, p0, P, 0, outer, tab, tab + Pp, tab + 2 * Pp, tab + 3 * Pp, tab + 4 * Pp);
     for (uint t = 0; t < g; ++t)
         finish_bwd(c0 + t, channel_total(tab + Pp, t, inner), channel_total(tab + 2 * Pp, t, inner),
                    invstd_of(stat_w, c0 + t, is_var, eps), fix_gamma, dbeta, dgamma_sum, dgamma_out);

@@ -48,9 +48,9 @@ VARIANTS = [
     "v,dtype={d},shape=8x24x16,axis=-1,mode=train,backward=1,fix_gamma=0,running_var=biased,stats=var,momentum_dir=old,",
     "v,dtype={d},shape=64x64,axis=1,mode=train,backward=1,fix_gamma=0,running_var=biased,stats=var,momentum_dir=old,",
     # channel-first groups of short rows as tiles of positions (7x7: groups of 16 channels and a last one of 8;
-    # 14x14: groups of 2), streaming
-    "v,dtype={d},shape=4x72x7x7,axis=1,mode=train,backward=1,fix_gamma=0,running_var=unbiased,stats=invstd,momentum_dir=new,",
-    "v,dtype={d},shape=4x8x14x14,axis=1,mode=train,backward=1,fix_gamma=1,running_var=biased,stats=var,momentum_dir=old,",
+    # 14x14: groups of 2), streaming; 10 and 9 rows: steps of 8 rows side by side, then the last rows one by one
+    "v,dtype={d},shape=10x72x7x7,axis=1,mode=train,backward=1,fix_gamma=0,running_var=unbiased,stats=invstd,momentum_dir=new,",
+    "v,dtype={d},shape=9x8x14x14,axis=1,mode=train,backward=1,fix_gamma=1,running_var=biased,stats=var,momentum_dir=old,",
     # the elementwise kernels streaming in aligned 8-value blocks across row ends: staged training (two segments,
     # the second starting inside a row) and inference with a scalar tail (1275 values)
     "v,dtype={d},shape=4x3x500,axis=1,mode=train,backward=1,fix_gamma=0,running_var=biased,stats=var,momentum_dir=old,",
