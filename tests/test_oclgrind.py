@@ -51,6 +51,9 @@ VARIANTS = [
     # 14x14: groups of 2), streaming; 10 and 9 rows: steps of 8 rows side by side, then the last rows one by one
     "v,dtype={d},shape=10x72x7x7,axis=1,mode=train,backward=1,fix_gamma=0,running_var=unbiased,stats=invstd,momentum_dir=new,",
     "v,dtype={d},shape=9x8x14x14,axis=1,mode=train,backward=1,fix_gamma=1,running_var=biased,stats=var,momentum_dir=old,",
+    # the fused channel-first training kernel, groups one after the other (tuning "ahead"): 17 channels, groups of 2
+    # (float32; float64: 1), the last work-item's last step past C
+    "v,dtype={d},shape=4x17x2752,axis=1,mode=train,backward=1,fix_gamma=0,running_var=biased,stats=var,momentum_dir=old,",
     # the elementwise kernels streaming in aligned 8-value blocks across row ends: staged training (two segments,
     # the second starting inside a row) and inference with a scalar tail (1275 values)
     "v,dtype={d},shape=4x3x500,axis=1,mode=train,backward=1,fix_gamma=0,running_var=biased,stats=var,momentum_dir=old,",

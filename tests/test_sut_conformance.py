@@ -119,6 +119,9 @@ def test_streaming_stores_pass(device, dtype, shape, axis, mode, flags):
     info = s["info"].extra
     how = opencl_plan.choose(s["tuning"], info["compute_units"], info["local_mem_size"], case)
     assert (how["nt"], how["nt_flat"]) == flags, how
+    if how["layout"] == "cf" and how["fused"] and mode == "train":  # groups one after the other, prefetching
+        want = s["tuning"]["min_groups"] * info["compute_units"]
+        assert how["steps"] == min(s["tuning"]["ahead"], -(-case.channels // how["group"]) // want) > 1, how
     check(device, case)
 
 

@@ -143,6 +143,8 @@ def _build(session, dtype: str):
         options = [f"-DAPPLY_LS={tune['apply_ls']}", *_DTYPE_DEFINES[dtype]]
         if tune["nt_bytes"] is not None:
             options.append("-DNT_STORES")
+        if tune["prefetch"]:
+            options.append("-DPREFETCH")
         if dtype != "float64" and session["device"].single_fp_config & cl.device_fp_config.CORRECTLY_ROUNDED_DIVIDE_SQRT:
             options.append("-cl-fp32-correctly-rounded-divide-sqrt")
         try:

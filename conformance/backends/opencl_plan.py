@@ -28,9 +28,10 @@ def choose(tune: dict, compute_units: int, local_bytes: int, case) -> dict:
     channel-last tile, FUSED_TAB per channel of a fused channel-first group) gets at most half of it.
     Returns {"layout": "cf" | "cft" | "cl", "fused": bool, "group": channels per work-item (cf, cft: fused
     kernels; cl: the tile width W), "chunk"/"K": how a channel is cut (cf: values per reduction work-item, cl:
-    rows per tile), "nt": streaming stores for y and dx in the layout's kernels, "nt_flat": in the elementwise
-    kernels bn_apply / bn_bwd_apply (aligned 8-value blocks across row ends: rows of at least 8 values); see
-    _streaming}. "cft": channel-first training on rows off the 8-value grid (7x7 maps), done by the fused
+    rows per tile), "steps": groups a work-item of the fused channel-first training kernel takes one after the
+    other, prefetching the next while it writes one (tuning "ahead"; 1 elsewhere), "nt": streaming stores for y and dx in the layout's
+    kernels, "nt_flat": in the elementwise kernels bn_apply / bn_bwd_apply (aligned 8-value blocks across row
+    ends: rows of at least 8 values); see _streaming}. "cft": channel-first training on rows off the 8-value grid (7x7 maps), done by the fused
     kernels that treat a group of channels as a channel-last tile of group x inner positions, so that large
     outputs can stream (inference is the elementwise kernel of "cf")."""
     item = np.dtype(case.dtype).itemsize
@@ -45,11 +46,11 @@ def choose(tune: dict, compute_units: int, local_bytes: int, case) -> dict:
         # run per work-item (256x1024 on PoCL: 73 vs 106 us, tiles of 128 channels over all rows)
         training = case.mode == "train" or case.backward
         if training and w_fused >= 8 and outer * w_fused * item * streams <= tune["fused_bytes_cl"]:
-            return {"layout": "cl", "fused": True, "group": w_fused, "chunk": outer, "K": 1,
+            return {"layout": "cl", "fused": True, "group": w_fused, "chunk": outer, "K": 1, "steps": 1,
                     "nt": _streaming(tune, case, C % 8 == 0), "nt_flat": False}
         W = min(C, w_max)
         chunk, K = _split(outer, max(1, tune["chunk_bytes"] // (W * item)), -(-C // W), want)
-        return {"layout": "cl", "fused": False, "group": W, "chunk": chunk, "K": K,
+        return {"layout": "cl", "fused": False, "group": W, "chunk": chunk, "K": K, "steps": 1,
                 "nt": _streaming(tune, case, C % 8 == 0 and W % 8 == 0), "nt_flat": False}
     chan_bytes = m * item * streams
     fused = C >= want and chan_bytes <= tune["fused_bytes"] and table >= FUSED_TAB
@@ -62,11 +63,12 @@ def choose(tune: dict, compute_units: int, local_bytes: int, case) -> dict:
         k = 8 // math.gcd(inner, 8)
         group = min(tune["group_bytes"] // chan_bytes, C // want, (table // TILE_TAB - 7) // inner) // k * k
         if group and _streaming(tune, case, (C * inner) % 8 == 0):
-            return {"layout": "cft", "fused": True, "group": group, "chunk": m, "K": 1, "nt": True,
+            return {"layout": "cft", "fused": True, "group": group, "chunk": m, "K": 1, "steps": 1, "nt": True,
                     "nt_flat": _streaming(tune, case, tune["seg"] % 8 == 0)}
     group = max(1, min(tune["group_bytes"] // chan_bytes, C // want, table // FUSED_TAB)) if fused else 1
+    steps = max(1, min(tune["ahead"], -(-C // group) // want)) if fused and _large(tune, case) else 1
     chunk, K = _split(m, tune["chunk"], C, want)
-    return {"layout": "cf", "fused": fused, "group": group, "chunk": chunk, "K": K,
+    return {"layout": "cf", "fused": fused, "group": group, "chunk": chunk, "K": K, "steps": steps,
             "nt": _streaming(tune, case, case.inner % 8 == 0 and tune["seg"] % 8 == 0),
             "nt_flat": _streaming(tune, case, case.inner >= 8 and tune["seg"] % 8 == 0)}
 
@@ -87,8 +89,13 @@ def _streaming(tune: dict, case, aligned: bool) -> bool:
     at least nt_bytes (smaller outputs are better left in cache for whoever reads them next), and only where
     every 8-value store lands on a multiple of 8 values (rows, or tile columns, of a multiple of 8), since the
     instruction demands an address aligned to its size (the buffer's base is checked when the device opens)."""
+    return aligned and _large(tune, case)
+
+
+def _large(tune: dict, case) -> bool:
+    """x has at least the tuning's nt_bytes (None: no size is): data well past the caches."""
     limit = tune.get("nt_bytes")
-    return bool(aligned and limit is not None and math.prod(case.shape) * np.dtype(case.dtype).itemsize >= limit)
+    return limit is not None and math.prod(case.shape) * np.dtype(case.dtype).itemsize >= limit
 
 
 def plan(session, case, inputs):
@@ -106,6 +113,7 @@ def plan(session, case, inputs):
     extra = session["info"].extra
     how = choose(tune, extra.get("compute_units", 1), extra.get("local_mem_size", 32 * 1024), case)
     cl_layout, fused, G, chunk, K = how["layout"] == "cl", how["fused"], how["group"], how["chunk"], how["K"]
+    steps = how["steps"]
     tiled = how["layout"] == "cft"
     nt, nt_flat = i32(how["nt"]), i32(how["nt_flat"])
 
@@ -125,6 +133,7 @@ def plan(session, case, inputs):
     red_cf = ((K, C), (1, 1))                       # channel-first reductions: (chunk, channel)
     per_channel = ((-(-C // als) * als,), (als,))
     groups = ((-(-C // G),), (1,))
+    stepped = ((-(-C // (G * steps)),), (1,))      # fused channel-first training: `steps` groups per work-item
     eps = acc(case.eps)
     train = case.mode == "train"
     launches = []
@@ -143,8 +152,8 @@ def plan(session, case, inputs):
             launches.append(("bn_fused_train_cl", *tiles, (b["x"], b["y"], u32(C), u32(outer), u32(G), u32(chunk), *affine,
                                                           *stats_args, *outs, nt, tab)))
         elif fused:
-            launches.append(("bn_fused_train_cf", *groups, (b["x"], b["y"], u32(C), u32(inner), u32(m), u32(G), *affine,
-                                                            *stats_args, *outs, nt, tab)))
+            launches.append(("bn_fused_train_cf", *stepped, (b["x"], b["y"], u32(C), u32(inner), u32(m), u32(G), u32(steps),
+                                                             *affine, *stats_args, *outs, nt, tab)))
         elif cl_layout:
             launches.append(("bn_stats_partial_cl", *tiles, (b["x"], u32(C), u32(outer), u32(G), u32(chunk), b["part"], tab)))
         else:

@@ -19,17 +19,23 @@ one work-group reduces (small enough to stay in cache for the second pass, large
     nt_bytes       y and dx are written with streaming (non-temporal) stores when x has at least this many
                    bytes (and the 8-value stores are aligned); None: never (the program is built without them,
                    for devices whose compiler may not know __builtin_nontemporal_store)
+    ahead          for x of at least nt_bytes, a work-item of the fused channel-first training kernel takes up to
+                   this many groups of channels one after the other (while min_groups work-items per compute
+                   unit remain), and while it writes one group's y it prefetches the next group's x
+    prefetch       the prefetch is a real instruction (clang's __builtin_prefetch; the program is built with
+                   PREFETCH); False: the same walk without it (for compilers that may not know the builtin)
 """
 
 DEFAULT = {"apply_ls": 64, "seg": 4096, "chunk": 32768, "chunk_bytes": 128 * 1024, "min_groups": 4,
            "fused_bytes": 2 << 20, "group_bytes": 256 * 1024, "fused_bytes_cl": 512 * 1024, "tile_bytes": 4096,
-           "nt_bytes": None}
+           "nt_bytes": None, "ahead": 1, "prefetch": False}
 
 TUNING = [
-    ("pocl", {"nt_bytes": 16 << 20}),
-    ("intel", {"nt_bytes": 16 << 20}),
-    # Oclgrind checks the kernels, so small cases take the streaming-store branch too
-    ("oclgrind", {"nt_bytes": 4096}),
+    ("pocl", {"nt_bytes": 16 << 20, "ahead": 4, "prefetch": True}),
+    ("intel", {"nt_bytes": 16 << 20, "ahead": 4, "prefetch": True}),
+    # Oclgrind checks the kernels, so small cases take the streaming-store branch and the groups one after the
+    # other too (it knows no prefetch instruction; a prefetch reads nothing anyway)
+    ("oclgrind", {"nt_bytes": 4096, "ahead": 2}),
     ("nvidia", {"apply_ls": 128, "seg": 256, "chunk": 4096, "chunk_bytes": 1 << 20, "min_groups": 16, "fused_bytes": 0,
                 "fused_bytes_cl": 0}),
 ]
