@@ -29,6 +29,7 @@ from .backends.base import TimingPolicy
 from .case import Case
 from .generate import generate
 from .runner import Target, _start, profiled
+from .worker import stop_all
 
 PHASES = ("forward_train", "forward_infer", "backward")
 FLOOR_BYTES = 4  # a copy of one float: what one command costs from enqueue to finish, whatever it does
@@ -70,9 +71,7 @@ def run_bench(cases: list[Case], targets: list[Target], rounds: int, repeats: in
                 progress.step(problem.name, {})
         rss = {t.label: t.worker.peak_rss_mib() for t in live}
     finally:
-        for t in targets:
-            if t.worker is not None:
-                t.worker.stop()
+        stop_all(t.worker for t in targets)
         if progress is not None:
             progress.close()
     return rows, rss

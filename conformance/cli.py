@@ -127,7 +127,7 @@ def cmd_run(args, argv) -> int:
     if args.deviations != str(deviations.DEFAULT_PATH) and not Path(args.deviations).is_file():
         raise UserError(f"no such file {args.deviations!r}", source="--deviations")
     known = deviations.load(args.deviations)
-    infos = discover(args.backend)
+    infos = discover(args.backend, keep=True)
     targets = select_targets(infos, args.device, explicit=bool(args.backend))
     if not targets:
         raise UserError("no backend is available: " + "; ".join(f"{i.name}: {i.reason}" for i in infos), source="conformance run")
@@ -223,7 +223,7 @@ def cmd_bench(args, argv) -> int:
     if args.rounds < 1 or args.repeats < 1:
         raise UserError("--rounds and --repeats must be >= 1", source="conformance bench")
     label, cases, _ = _cases(args)
-    infos = discover(args.backend)
+    infos = discover(args.backend, keep=True)
     targets = select_targets(infos, args.device, explicit=bool(args.backend))
     if not targets:
         raise UserError("no backend is available", source="conformance bench")

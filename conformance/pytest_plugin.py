@@ -141,7 +141,7 @@ class _State:
         from .errors import UserError
         from .runner import discover, select_targets
 
-        self.infos = discover(self.backends)
+        self.infos = discover(self.backends, keep=True)
         self.targets = select_targets(self.infos, self.device, explicit=bool(self.backends))
         if not self.targets:
             raise UserError("no backend is available: " + "; ".join(f"{i.name}: {i.reason}" for i in self.infos),
@@ -175,6 +175,9 @@ class _State:
         if any(t.is_framework for t in self.targets if id(t) in wanted):
             wanted |= {id(t) for t in self.targets if t.is_sut}
         self._launch([t for t in self.targets if id(t) in wanted])
+        from .runner import release_probes
+
+        release_probes(self.targets)  # the probes of targets no selected item runs on
 
     @staticmethod
     def _launch(targets) -> None:
@@ -219,9 +222,12 @@ class _State:
         return rows
 
     def stop(self) -> None:
-        for t in self.targets or []:
-            if t.worker is not None:
-                t.worker.stop()
+        from .runner import release_probes
+
+        from .worker import stop_all
+
+        release_probes(self.targets or [])
+        stop_all(t.worker for t in self.targets or [])
 
 
 class ConformanceSuite(pytest.Collector):

@@ -22,7 +22,7 @@ from .errors import UserError
 from .generate import generate
 from .oracle import reference
 from .progress import Progress
-from .worker import Worker
+from .worker import Worker, stop_all
 
 DEFAULT_TIMEOUT_S = 300.0
 UNTOUCHED = ("x", "gamma", "beta")
@@ -36,6 +36,7 @@ class Target:
     reason: str | None = None
     worker: Worker | None = None
     meta: dict = field(default_factory=dict)
+    probe: Worker | None = None  # its backend's probe, kept by discover(keep=True): _start() makes it the worker
 
     @property
     def label(self) -> str:
@@ -57,25 +58,40 @@ class BackendInfo:
     reason: str | None  # None: available
     devices: list = field(default_factory=list)
     meta: dict = field(default_factory=dict)
+    probe: Worker | None = None
 
 
-def discover(names: list[str] | None = None) -> list[BackendInfo]:
-    """Every (or the named) backend, probed in its own process; the probes run side by side."""
+def discover(names: list[str] | None = None, keep: bool = False) -> list[BackendInfo]:
+    """Every (or the named) backend, probed in its own process; the probes run side by side. keep: the probe of
+    an available backend stays alive (BackendInfo.probe) for select_targets() to hand to one of its targets,
+    whose worker it becomes in _start(), so the backend is not imported twice."""
     for n in names or []:
         if n not in backends.BACKENDS:
             raise UserError(f"unknown backend {n!r} (known: {', '.join(backends.BACKENDS)})", source="--backend")
     probes = [Worker(name, "__probe__").launch() for name in dict.fromkeys(names or backends.BACKENDS)]
     out = []
     for w in probes:
-        w.await_ready()
+        w.await_ready(keep_probe=keep)
         reason = None if w.state == "devices" else (w.reason or "unavailable")
         if reason is None and not w.devices:
             reason = "no device found"
-        out.append(BackendInfo(w.backend, reason, w.devices if reason is None else [], w.meta))
+            w.stop()
+        out.append(BackendInfo(w.backend, reason, w.devices if reason is None else [], w.meta,
+                               probe=w if keep and reason is None else None))
     return out
 
 
+def release_probes(holders) -> None:
+    """End the kept probes of these BackendInfos or Targets that no worker adopted."""
+    for h in holders:
+        if h.probe is not None:
+            h.probe.stop()
+            h.probe = None
+
+
 def select_targets(infos: list[BackendInfo], device_filter: str | None, explicit: bool) -> list[Target]:
+    """The targets to run: every device of every available backend, or those matching device_filter. A kept
+    probe goes to its backend's first target; the probes of backends with none are ended."""
     targets = []
     for info in infos:
         if info.reason is not None:
@@ -85,9 +101,12 @@ def select_targets(infos: list[BackendInfo], device_filter: str | None, explicit
         for dev in info.devices:
             if device_filter and dev.key is not None and not _matches(dev, device_filter):
                 continue
-            targets.append(Target(info.name, dev, "ready", meta=info.meta))
+            targets.append(Target(info.name, dev, "ready", meta=info.meta, probe=info.probe))
+            info.probe = None
+    release_probes(infos)
     if device_filter and not any(t.device is not None and t.device.key is not None for t in targets):
         found = [d.key for i in infos for d in i.devices if d.key]
+        release_probes(targets)
         raise UserError(f"{device_filter!r} matches no device (found: {', '.join(found) or 'none'})", source="--device")
     return targets
 
@@ -200,9 +219,13 @@ def vs_sut_rows(case: Case, target: Target, result, ref, sut_outputs: dict[str, 
 
 
 def _start(targets: list[Target]) -> None:
+    """The worker of every ready target, side by side: a kept probe adopted, or a process launched."""
     ready = [t for t in targets if t.state == "ready"]
     for t in ready:
-        t.worker = Worker(t.backend, t.device.key).launch()
+        if t.probe is not None:
+            t.worker, t.probe = t.probe.adopt(t.device.key), None
+        else:
+            t.worker = Worker(t.backend, t.device.key).launch()
     for t in ready:
         t.worker.await_ready()
         t.state, t.reason = t.worker.state, t.worker.reason
@@ -253,7 +276,7 @@ def run_cases(cases: list[Case], targets: list[Target], *, policy: TimingPolicy,
                     continue
                 if t.worker.proc is not None and t.worker.proc.is_alive():
                     t.meta = {**t.meta, "peak_rss_mib": t.worker.peak_rss_mib()}
-                t.worker.stop()
+        stop_all(t.worker for t in targets)
         if progress is not None:
             progress.close()
     return rows

@@ -3,6 +3,10 @@
 The parent talks to it over a pipe. A worker that dies (segfault, abort) or does not answer in time costs
 the rows of the case in flight, which get status `crash` or `timeout`; the worker is started again for the
 next case and the run goes on.
+
+A probe (device key "__probe__") imports its backend, reports the devices and then waits: told to ("open",
+key) it becomes the worker of that device, so a run imports each framework once, not once to find the
+devices and again to run (the smoke suite: about 7 s of 23).
 """
 
 from __future__ import annotations
@@ -64,7 +68,13 @@ def _main(conn, backend: str, device_key) -> None:  # runs in the child
         devices = mod.devices()
         if device_key == "__probe__":
             conn.send(("devices", None, devices, _meta(mod)))
-            return
+            try:
+                msg = conn.recv()
+            except (EOFError, KeyboardInterrupt):
+                return
+            if msg[0] != "open":
+                return
+            device_key = msg[1]
         session = mod.open(device_key)
     except Skip as exc:
         conn.send(("skip", str(exc).strip().splitlines()[0] if str(exc).strip() else "device unusable", [], {}))
@@ -145,14 +155,27 @@ class Worker:
         self.conn = parent
         return self
 
-    def await_ready(self):
+    def await_ready(self, keep_probe: bool = False):
+        """The handshake: state 'ready' (a worker), 'devices' (a probe) or why not. A probe is ended then,
+        unless keep_probe: it waits for adopt()."""
         try:
             self.state, self.reason, self.devices, self.meta = self._recv(STARTUP_TIMEOUT_S)
         except (WorkerDied, TimeoutError) as exc:
             self.state, self.reason = "unavailable", f"worker failed to start: {exc}"
             self.kill()
-        if self.state != "ready":
+        if not (self.state == "ready" or (keep_probe and self.state == "devices")):
             self.stop()
+        return self
+
+    def adopt(self, device_key):
+        """A kept probe becomes the worker of one of its devices, its backend already imported (a dead one is
+        started afresh); await_ready() then waits for it like for a launched worker."""
+        self.device_key = device_key
+        try:
+            self.conn.send(("open", device_key))
+        except (AttributeError, BrokenPipeError, OSError):
+            self.kill()
+            return self.launch()
         return self
 
     def start(self):
@@ -218,7 +241,8 @@ class Worker:
             self.proc.kill()
         self.stop()
 
-    def stop(self):
+    def request_stop(self):
+        """Ask the process to end, without waiting for it (stop() waits)."""
         if self.conn is not None:
             try:
                 if self.proc is not None and self.proc.is_alive():
@@ -227,12 +251,24 @@ class Worker:
                 pass
             self.conn.close()
             self.conn = None
+
+    def stop(self):
+        self.request_stop()
         if self.proc is not None:
             self.proc.join(5)
             if self.proc.is_alive():
                 self.proc.kill()
                 self.proc.join(5)
             self.proc = None
+
+
+def stop_all(workers) -> None:
+    """Stop several workers, their processes ending side by side (a framework's exit can take a while)."""
+    workers = [w for w in workers if w is not None]
+    for w in workers:
+        w.request_stop()
+    for w in workers:
+        w.stop()
 
 
 def _describe_exit(code) -> str:

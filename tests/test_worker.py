@@ -47,3 +47,36 @@ def test_hanging_case_times_out_and_every_output_gets_a_row():
         assert w.run(SMALL, generate(SMALL), TimingPolicy(), 60)[0] == "ok"
     finally:
         w.stop()
+
+
+def test_a_kept_probe_becomes_the_worker_and_unused_probes_end():
+    """discover(keep=True) keeps each backend's probe; _start() makes it the worker of its first target (the
+    same process: the backend is imported once); release_probes() ends the probe of a target not started."""
+    from conformance.runner import _start, discover, release_probes, select_targets
+
+    infos = discover(["numpy", "opencl"], keep=True)
+    by_name = {i.name: i for i in infos}
+    numpy_probe = by_name["numpy"].probe
+    assert numpy_probe is not None and numpy_probe.state == "devices"
+    pid = numpy_probe.proc.pid
+    opencl = by_name["opencl"]
+    keys = [d.key for d in opencl.devices]
+    targets = select_targets(infos, keys[0] if keys else None, explicit=False)
+    assert all(i.probe is None for i in infos)  # handed over
+    assert [t.probe is not None for t in targets] == [True] * len(targets)  # numpy, and one OpenCL device
+    try:
+        _start(targets[:1])
+        w = targets[0].worker
+        assert targets[0].label == "numpy" and targets[0].state == "ready" and targets[0].probe is None
+        assert w.proc.pid == pid
+        inputs = generate(SMALL)
+        rows = rows_for(SMALL, targets[0], w.run(SMALL, inputs, TimingPolicy(), 60), reference(SMALL, inputs))
+        assert [r["status"] for r in rows] == ["pass"] * len(SMALL.outputs)
+        if keys:  # an OpenCL runtime is installed: its probe, never adopted, ends
+            probe = targets[1].probe
+            release_probes(targets)
+            assert targets[1].probe is None and probe.proc is None
+    finally:
+        for t in targets:
+            if t.worker is not None:
+                t.worker.stop()
