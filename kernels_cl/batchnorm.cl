@@ -1051,119 +1051,72 @@ inline void tile_bwd_sums(__global const data_t *x, __global const data_t *dy, u
 /* tile_sums and tile_bwd_sums walking TILE_ROWS rows side by side across the whole tile width, for tiles whose
  * rows are far apart (a group of 7x7 channels: rows C inner values apart): every row is then one sequential
  * stream of loads, where the register slabs walk down a column of rows 128 bytes at a time and leave the
- * prefetcher nothing to follow. Each step's TILE_ROWS values of a position are added pairwise and join its
- * sums with compensation. */
+ * prefetcher nothing to follow. Per position of the tile, s1 = sum u and s2 = sum u v, with v = b - k and u = a - k
+ * (a_shifted) or u = a: the statistics pass a = b = x and the shift (the same loads twice, which the compiler
+ * merges), the backward pass a = dy, b = x and the mean. Each step's TILE_ROWS values of a position are added
+ * pairwise and join its sums with compensation. */
 #define TILE_ROWS 8
 #define ROWS8(p, s, OP) OP(p, 0), OP(p, s), OP(p, 2 * s), OP(p, 3 * s), OP(p, 4 * s), OP(p, 5 * s), OP(p, 6 * s), OP(p, 7 * s)
 #define TREE8(f) (((f(0) + f(1)) + (f(2) + f(3))) + ((f(4) + f(5)) + (f(6) + f(7))))
-inline void tile_sums_rows(__global const data_t *x, uint C, uint c0, uint w, uint r0, uint r1,
-                           __local const acc_t *ks, __local acc_t *s1, __local acc_t *s2, __local acc_t *q1,
-                           __local acc_t *q2)
+#define U(j) u[j]
+#define UV(j) u[j] * v[j]
+inline void tile_sums_rows(__global const data_t *a, __global const data_t *b, int a_shifted, uint C, uint c0,
+                           uint w, uint r0, uint r1, __local const acc_t *k, __local acc_t *s1, __local acc_t *s2,
+                           __local acc_t *q1, __local acc_t *q2)
 {
     for (uint t = 0; t < w; ++t)
         s1[t] = s2[t] = q1[t] = q2[t] = 0;
     const size_t S = C;
     uint r = r0;
     for (; r + TILE_ROWS <= r1; r += TILE_ROWS) {
-        __global const data_t *p = x + (size_t)r * C + c0;
+        const size_t at = (size_t)r * C + c0;
+        __global const data_t *pa = a + at, *pb = b + at;
         uint t = 0;
         for (; t + 8 <= w; t += 8) {
-            const acc8_t k = LV8(ks + t);
-#define D8(p, i) LOAD8(p, (i) + t) - k
-            const acc8_t d[8] = {ROWS8(p, S, D8)};
-#undef D8
-#define V(j) d[j]
-#define SQ(j) d[j] * d[j]
-            ladd8(s1 + t, q1 + t, TREE8(V));
-            ladd8(s2 + t, q2 + t, TREE8(SQ));
+            const acc8_t k8 = LV8(k + t), ka = a_shifted ? k8 : (acc8_t)0;
+#define A8(p, i) LOAD8(p, (i) + t) - ka
+#define B8(p, i) LOAD8(p, (i) + t) - k8
+            const acc8_t u[8] = {ROWS8(pa, S, A8)}, v[8] = {ROWS8(pb, S, B8)};
+            ladd8(s1 + t, q1 + t, TREE8(U));
+            ladd8(s2 + t, q2 + t, TREE8(UV));
         }
         for (; t < w; ++t) {
-            const acc_t k = ks[t];
-#define D1(p, i) LOAD(p, (i) + t) - k
-            const acc_t d[8] = {ROWS8(p, S, D1)};
-#undef D1
-            ladd(s1 + t, q1 + t, TREE8(V));
-            ladd(s2 + t, q2 + t, TREE8(SQ));
-#undef V
-#undef SQ
+            const acc_t k1 = k[t], ka = a_shifted ? k1 : (acc_t)0;
+#define A1(p, i) LOAD(p, (i) + t) - ka
+#define B1(p, i) LOAD(p, (i) + t) - k1
+            const acc_t u[8] = {ROWS8(pa, S, A1)}, v[8] = {ROWS8(pb, S, B1)};
+            ladd(s1 + t, q1 + t, TREE8(U));
+            ladd(s2 + t, q2 + t, TREE8(UV));
         }
     }
     for (; r < r1; ++r) { /* the last rows % TILE_ROWS, one by one */
         const size_t at = (size_t)r * C + c0;
+        __global const data_t *pa = a + at, *pb = b + at;
         uint t = 0;
         for (; t + 8 <= w; t += 8) {
-            const acc8_t d = LOAD8(x, at + t) - LV8(ks + t);
-            ladd8(s1 + t, q1 + t, d);
-            ladd8(s2 + t, q2 + t, d * d);
+            const acc8_t k8 = LV8(k + t), ka = a_shifted ? k8 : (acc8_t)0;
+            const acc8_t u = A8(pa, 0), v = B8(pb, 0);
+            ladd8(s1 + t, q1 + t, u);
+            ladd8(s2 + t, q2 + t, u * v);
         }
         for (; t < w; ++t) {
-            const acc_t d = LOAD(x, at + t) - ks[t];
-            ladd(s1 + t, q1 + t, d);
-            ladd(s2 + t, q2 + t, d * d);
+            const acc_t k1 = k[t], ka = a_shifted ? k1 : (acc_t)0;
+            const acc_t u = A1(pa, 0), v = B1(pb, 0);
+            ladd(s1 + t, q1 + t, u);
+            ladd(s2 + t, q2 + t, u * v);
         }
     }
+#undef A8
+#undef B8
+#undef A1
+#undef B1
     for (uint t = 0; t < w; ++t) {
         s1[t] = comp(s1[t], q1[t]);
         s2[t] = comp(s2[t], q2[t]);
     }
 }
-
-inline void tile_bwd_sums_rows(__global const data_t *x, __global const data_t *dy, uint C, uint c0, uint w,
-                               uint r0, uint r1, __local const acc_t *mu, __local acc_t *sg, __local acc_t *sgx,
-                               __local acc_t *q1, __local acc_t *q2)
-{
-    for (uint t = 0; t < w; ++t)
-        sg[t] = sgx[t] = q1[t] = q2[t] = 0;
-    const size_t S = C;
-    uint r = r0;
-    for (; r + TILE_ROWS <= r1; r += TILE_ROWS) {
-        const size_t at = (size_t)r * C + c0;
-        __global const data_t *p = x + at, *g = dy + at;
-        uint t = 0;
-        for (; t + 8 <= w; t += 8) {
-            const acc8_t k = LV8(mu + t);
-#define E8(p, i) LOAD8(p, (i) + t)
-#define D8(p, i) LOAD8(p, (i) + t) - k
-            const acc8_t e[8] = {ROWS8(g, S, E8)}, d[8] = {ROWS8(p, S, D8)};
-#undef E8
-#undef D8
-#define V(j) e[j]
-#define PR(j) e[j] * d[j]
-            ladd8(sg + t, q1 + t, TREE8(V));
-            ladd8(sgx + t, q2 + t, TREE8(PR));
-        }
-        for (; t < w; ++t) {
-            const acc_t k = mu[t];
-#define E1(p, i) LOAD(p, (i) + t)
-#define D1(p, i) LOAD(p, (i) + t) - k
-            const acc_t e[8] = {ROWS8(g, S, E1)}, d[8] = {ROWS8(p, S, D1)};
-#undef E1
-#undef D1
-            ladd(sg + t, q1 + t, TREE8(V));
-            ladd(sgx + t, q2 + t, TREE8(PR));
-#undef V
-#undef PR
-        }
-    }
-    for (; r < r1; ++r) {
-        const size_t at = (size_t)r * C + c0;
-        uint t = 0;
-        for (; t + 8 <= w; t += 8) {
-            const acc8_t e = LOAD8(dy, at + t);
-            ladd8(sg + t, q1 + t, e);
-            ladd8(sgx + t, q2 + t, e * (LOAD8(x, at + t) - LV8(mu + t)));
-        }
-        for (; t < w; ++t) {
-            const acc_t e = LOAD(dy, at + t);
-            ladd(sg + t, q1 + t, e);
-            ladd(sgx + t, q2 + t, e * (LOAD(x, at + t) - mu[t]));
-        }
-    }
-    for (uint t = 0; t < w; ++t) {
-        sg[t] = comp(sg[t], q1[t]);
-        sgx[t] = comp(sgx[t], q2[t]);
-    }
-}
+#undef U
+#undef UV
 
 /* y = (x - mu) a + b over rows [r0, r1) of the tile, with the factors in tab (mu, a, b at 0, W, 2 W). */
 inline void tile_apply(__global const data_t *x, __global data_t *y, uint C, uint c0, uint w, uint W, uint r0,
@@ -1375,7 +1328,7 @@ __kernel ITEM_ATTR void bn_fused_train_cft(__global const data_t *x, __global da
     CFT_BEGIN
     const uint m = outer * inner;
     SPREAD(tab, g, inner, channel_shift(x, C, inner, m, c0 + t))
-    tile_sums_rows(x, row, p0, P, 0, outer, tab, tab + Pp, tab + 2 * Pp, tab + 3 * Pp, tab + 4 * Pp);
+    tile_sums_rows(x, x, 1, row, p0, P, 0, outer, tab, tab + Pp, tab + 2 * Pp, tab + 3 * Pp, tab + 4 * Pp);
     for (uint t = 0; t < g; ++t)
         finish_stats(x, C, inner, c0 + t, m, tab[t * inner], channel_total(tab + Pp, t, inner),
                      channel_total(tab + 2 * Pp, t, inner), STATS_PASS);
@@ -1391,7 +1344,7 @@ __kernel ITEM_ATTR void bn_fused_bwd_cft(__global const data_t *x, __global cons
 {
     CFT_BEGIN
     SPREAD(tab, g, inner, mean_w[c0 + t])
-    tile_bwd_sums_rows(x, dy, row, p0, P, 0, outer, tab, tab + Pp, tab + 2 * Pp, tab + 3 * Pp, tab + 4 * Pp);
+    tile_sums_rows(dy, x, 0, row, p0, P, 0, outer, tab, tab + Pp, tab + 2 * Pp, tab + 3 * Pp, tab + 4 * Pp);
     for (uint t = 0; t < g; ++t)
         finish_bwd(c0 + t, channel_total(tab + Pp, t, inner), channel_total(tab + 2 * Pp, t, inner),
                    invstd_of(stat_w, c0 + t, is_var, eps), fix_gamma, dbeta, dgamma_sum, dgamma_out);
