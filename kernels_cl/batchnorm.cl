@@ -224,46 +224,56 @@ inline acc_t invstd_of(__global const acc_t *stat, uint c, int is_var, acc_t eps
     return is_var ? (acc_t)1 / sqrt(stat[c] + eps) : stat[c];
 }
 
-/* The four dependency chains of the shifted sums: chain k (k = 0 .. 3) takes the 8 values at p + k stride + j step,
- * j < n, and the chains' totals are added pairwise to v1 (sum (x - K)) and v2 (sum (x - K)^2). Four chains, so
- * the loop waits on memory, not on the adds. One run: stride 8, step 32; ROW_STREAMS runs side by side: stride
- * the row stride, step 8. */
-inline void chains4(__global const data_t *p, size_t stride, uint step, uint n, acc_t K, acc8_t *v1, acc8_t *v2)
+/* The channel-first sums, one family for both passes: over values of two tensors a and b, s1 = sum u and
+ * s2 = sum u v, with v = b - K and u = a - ka, ka = K (a_shifted) or 0. The statistics pass a = b = x and the
+ * shift: sum (x - K) and sum (x - K)^2 (the same loads twice, which the compiler merges); the backward pass
+ * a = dy, b = x and the mean: sum dy and sum dy (x - mean) (dy - 0 is dy, bit for bit). */
+#define KA (a_shifted ? K : (acc_t)0)
+
+/* The four dependency chains: chain k (k = 0 .. 3) takes the 8 values at k stride + j step, j < n, and the
+ * chains' totals are added pairwise to v1 (sum u) and v2 (sum u v). Four chains, so the loop waits on memory,
+ * not on the adds. One run: stride 8, step 32; ROW_STREAMS runs side by side: stride the row stride, step 8. */
+inline void chains4(__global const data_t *a, __global const data_t *b, int a_shifted, size_t stride, uint step,
+                    uint n, acc_t K, acc8_t *v1, acc8_t *v2)
 {
-    __global const data_t *q = p + stride, *r = q + stride, *u = r + stride;
+    const acc_t ka = KA;
+    const size_t s2x = 2 * stride, s3x = 3 * stride;
     acc8_t a1 = *v1, a2 = *v2, b1 = 0, b2 = 0, c1 = 0, c2 = 0, e1 = 0, e2 = 0;
     for (uint j = 0, t = 0; j < n; ++j, t += step) {
-        const acc8_t da = LOAD8(p, t) - K, db = LOAD8(q, t) - K, dc = LOAD8(r, t) - K, de = LOAD8(u, t) - K;
-        a1 += da;
-        a2 += da * da;
-        b1 += db;
-        b2 += db * db;
-        c1 += dc;
-        c2 += dc * dc;
-        e1 += de;
-        e2 += de * de;
+        const acc8_t ua = LOAD8(a, t) - ka, ub = LOAD8(a, stride + t) - ka;
+        const acc8_t uc = LOAD8(a, s2x + t) - ka, ue = LOAD8(a, s3x + t) - ka;
+        a1 += ua;
+        a2 += ua * (LOAD8(b, t) - K);
+        b1 += ub;
+        b2 += ub * (LOAD8(b, stride + t) - K);
+        c1 += uc;
+        c2 += uc * (LOAD8(b, s2x + t) - K);
+        e1 += ue;
+        e2 += ue * (LOAD8(b, s3x + t) - K);
     }
     *v1 = (a1 + b1) + (c1 + e1);
     *v2 = (a2 + b2) + (c2 + e2);
 }
 
-/* Shifted sums of the len values at p added to 8-lane sums (v1: sum (x - K), v2: sum (x - K)^2) and, for the
- * last len % 8 values, scalar ones (t1, t2). */
-inline void sums_into(__global const data_t *p, uint len, acc_t K, acc8_t *v1, acc8_t *v2, acc_t *t1, acc_t *t2)
+/* The sums of the len values at a, b added to 8-lane sums (v1, v2) and, for the last len % 8 values, scalar
+ * ones (t1, t2). */
+inline void sums_into(__global const data_t *a, __global const data_t *b, int a_shifted, uint len, acc_t K,
+                      acc8_t *v1, acc8_t *v2, acc_t *t1, acc_t *t2)
 {
-    chains4(p, 8, 32, len / 32, K, v1, v2);
+    const acc_t ka = KA;
+    chains4(a, b, a_shifted, 8, 32, len / 32, K, v1, v2);
     acc8_t a1 = *v1, a2 = *v2;
     acc_t s1 = *t1, s2 = *t2;
     uint t = len / 32 * 32;
     for (; t + 8 <= len; t += 8) {
-        const acc8_t da = LOAD8(p, t) - K;
-        a1 += da;
-        a2 += da * da;
+        const acc8_t u = LOAD8(a, t) - ka;
+        a1 += u;
+        a2 += u * (LOAD8(b, t) - K);
     }
     for (; t < len; ++t) {
-        const acc_t d = LOAD(p, t) - K;
-        s1 += d;
-        s2 += d * d;
+        const acc_t u = LOAD(a, t) - ka;
+        s1 += u;
+        s2 += u * (LOAD(b, t) - K);
     }
     *v1 = a1;
     *v2 = a2;
@@ -271,46 +281,50 @@ inline void sums_into(__global const data_t *p, uint len, acc_t K, acc8_t *v1, a
     *t2 = s2;
 }
 
-/* sums_into over ROW_STREAMS runs of len values at once, at p, p + stride, ...: one dependency chain per run.
- * A channel-first channel is `outer` runs far apart (a row stride of C inner values); reading one run after
- * the other, the hardware prefetcher starts afresh at every run, while several runs read side by side keep as
- * many streams of loads in flight (the statistics pass of 32x64x56x56 float32 in a micro-benchmark: 0.37 ->
- * 0.29 ms on Intel's runtime, 0.78 -> 0.38 ms on PoCL, from cache). */
+/* sums_into over ROW_STREAMS runs of len values at once, at a, a + stride, ... (and b alike): one dependency
+ * chain per run. A channel-first channel is `outer` runs far apart (a row stride of C inner values); reading
+ * one run after the other, the hardware prefetcher starts afresh at every run, while several runs read side by
+ * side keep as many streams of loads in flight (the statistics pass of 32x64x56x56 float32 in a
+ * micro-benchmark: 0.37 -> 0.29 ms on Intel's runtime, 0.78 -> 0.38 ms on PoCL, from cache). */
 #define ROW_STREAMS 4
-inline void sums_into_rows(__global const data_t *p, size_t stride, uint len, acc_t K, acc8_t *v1, acc8_t *v2,
-                           acc_t *t1, acc_t *t2)
+inline void sums_into_rows(__global const data_t *a, __global const data_t *b, int a_shifted, size_t stride,
+                           uint len, acc_t K, acc8_t *v1, acc8_t *v2, acc_t *t1, acc_t *t2)
 {
-    __global const data_t *q = p + stride, *r = q + stride, *u = r + stride;
-    chains4(p, stride, 8, len / 8, K, v1, v2);
+    const acc_t ka = KA;
+    const size_t s2x = 2 * stride, s3x = 3 * stride;
+    chains4(a, b, a_shifted, stride, 8, len / 8, K, v1, v2);
     acc_t s1 = *t1, s2 = *t2;
     for (uint t = len / 8 * 8; t < len; ++t) {
-        const acc_t da = LOAD(p, t) - K, db = LOAD(q, t) - K, dc = LOAD(r, t) - K, de = LOAD(u, t) - K;
-        s1 += (da + db) + (dc + de);
-        s2 += (da * da + db * db) + (dc * dc + de * de);
+        const acc_t ua = LOAD(a, t) - ka, ub = LOAD(a, stride + t) - ka;
+        const acc_t uc = LOAD(a, s2x + t) - ka, ue = LOAD(a, s3x + t) - ka;
+        s1 += (ua + ub) + (uc + ue);
+        s2 += (ua * (LOAD(b, t) - K) + ub * (LOAD(b, stride + t) - K)) +
+              (uc * (LOAD(b, s2x + t) - K) + ue * (LOAD(b, s3x + t) - K));
     }
     *t1 = s1;
     *t2 = s2;
 }
 
 /* sums_into over ns runs (1 or ROW_STREAMS) of len values, stride apart. */
-inline void sums_into_ns(__global const data_t *p, size_t stride, uint ns, uint len, acc_t K, acc8_t *v1,
-                         acc8_t *v2, acc_t *t1, acc_t *t2)
+inline void sums_into_ns(__global const data_t *a, __global const data_t *b, int a_shifted, size_t stride, uint ns,
+                         uint len, acc_t K, acc8_t *v1, acc8_t *v2, acc_t *t1, acc_t *t2)
 {
     if (ns == ROW_STREAMS)
-        sums_into_rows(p, stride, len, K, v1, v2, t1, t2);
+        sums_into_rows(a, b, a_shifted, stride, len, K, v1, v2, t1, t2);
     else
-        sums_into(p, len, K, v1, v2, t1, t2);
+        sums_into(a, b, a_shifted, len, K, v1, v2, t1, t2);
 }
 
-/* Shifted sums of ns runs (1 or ROW_STREAMS, stride apart) of len values at x + at into r: sum (x - K) to the
- * first sums, sum (x - K)^2 to the second, a block of at most SUM_BLOCK values of each run on fresh
- * accumulators at a time. */
-inline void run_sums(__global const data_t *x, size_t at, size_t stride, uint ns, uint len, acc_t K, sums_t *r)
+/* The sums of ns runs (1 or ROW_STREAMS, stride apart) of len values at a + at, b + at into r, a block of at
+ * most SUM_BLOCK values of each run on fresh accumulators at a time. */
+inline void run_sums(__global const data_t *a, __global const data_t *b, int a_shifted, size_t at, size_t stride,
+                     uint ns, uint len, acc_t K, sums_t *r)
 {
     for (uint t = 0; t < len; t += SUM_BLOCK) {
         acc8_t v1 = 0, v2 = 0;
         acc_t t1 = 0, t2 = 0;
-        sums_into_ns(x + at + t, stride, ns, min(len - t, (uint)SUM_BLOCK), K, &v1, &v2, &t1, &t2);
+        sums_into_ns(a + at + t, b + at + t, a_shifted, stride, ns, min(len - t, (uint)SUM_BLOCK), K, &v1, &v2, &t1,
+                     &t2);
         kadd8(&r->s1, &r->c1, v1);
         kadd8(&r->s2, &r->c2, v2);
         kadd(&r->t1, &r->u1, t1);
@@ -318,16 +332,16 @@ inline void run_sums(__global const data_t *x, size_t at, size_t stride, uint ns
     }
 }
 
-/* Shifted sums of channel c over its elements [j0, j1), run by run (a run: the part of one row in range). */
-inline void cf_sums(__global const data_t *x, uint C, uint inner, uint c, uint j0, uint j1, acc_t K,
-                    acc_t *s1, acc_t *s2)
+/* The sums of channel c over its elements [j0, j1), run by run (a run: the part of one row in range). */
+inline void cf_sums(__global const data_t *a, __global const data_t *b, int a_shifted, uint C, uint inner, uint c,
+                    uint j0, uint j1, acc_t K, acc_t *s1, acc_t *s2)
 {
     sums_t r;
     sums_zero(&r);
     uint o = j0 / inner, i = j0 - o * inner;
     for (uint j = j0; j < j1; ++o, i = 0) {
         const uint len = min(inner - i, j1 - j);
-        run_sums(x, ((size_t)o * C + c) * inner + i, 0, 1, len, K, &r);
+        run_sums(a, b, a_shifted, ((size_t)o * C + c) * inner + i, 0, 1, len, K, &r);
         j += len;
     }
     *s1 += sums_first(&r);
@@ -341,7 +355,8 @@ __kernel ITEM_ATTR void bn_stats_partial_cf(__global const data_t *x, uint C, ui
 {
     const uint k = get_global_id(0), c = get_global_id(1);
     acc_t s1 = 0, s2 = 0;
-    cf_sums(x, C, inner, c, k * chunk, min(k * chunk + chunk, m), channel_shift(x, C, inner, m, c), &s1, &s2);
+    cf_sums(x, x, 1, C, inner, c, k * chunk, min(k * chunk + chunk, m), channel_shift(x, C, inner, m, c), &s1,
+            &s2);
     part[((size_t)k * C + c) * 2] = s1;
     part[((size_t)k * C + c) * 2 + 1] = s2;
 }
@@ -500,111 +515,6 @@ __kernel ITEM_ATTR void bn_apply(__global const data_t *x, __global data_t *y, u
     ROWS_END
 }
 
-/* The backward chains, like chains4: chain k takes the 8 values of dy (g) and x (p) at k stride + j step, j < n;
- * totals added to v1 (sum dy) and v2 (sum dy (x - mu)). */
-inline void bwd_chains4(__global const data_t *p, __global const data_t *g, size_t stride, uint step, uint n,
-                        acc_t mu, acc8_t *v1, acc8_t *v2)
-{
-    acc8_t ga = *v1, gxa = *v2, gb = 0, gxb = 0, gc = 0, gxc = 0, ge = 0, gxe = 0;
-    const size_t s2x = 2 * stride, s3x = 3 * stride;
-    for (uint j = 0, t = 0; j < n; ++j, t += step) {
-        const acc8_t u = LOAD8(g, t), h = LOAD8(g, stride + t), k = LOAD8(g, s2x + t), l = LOAD8(g, s3x + t);
-        ga += u;
-        gxa += u * (LOAD8(p, t) - mu);
-        gb += h;
-        gxb += h * (LOAD8(p, stride + t) - mu);
-        gc += k;
-        gxc += k * (LOAD8(p, s2x + t) - mu);
-        ge += l;
-        gxe += l * (LOAD8(p, s3x + t) - mu);
-    }
-    *v1 = (ga + gb) + (gc + ge);
-    *v2 = (gxa + gxb) + (gxc + gxe);
-}
-
-/* Backward sums of the len values at p, g added to v1, t1 (sum dy) and v2, t2 (sum dy (x - mu)), like
- * sums_into. */
-inline void bwd_sums_into(__global const data_t *p, __global const data_t *g, uint len, acc_t mu, acc8_t *v1,
-                          acc8_t *v2, acc_t *t1, acc_t *t2)
-{
-    bwd_chains4(p, g, 8, 32, len / 32, mu, v1, v2);
-    acc8_t ga = *v1, gxa = *v2;
-    acc_t s1 = *t1, s2 = *t2;
-    uint t = len / 32 * 32;
-    for (; t + 8 <= len; t += 8) {
-        const acc8_t u = LOAD8(g, t);
-        ga += u;
-        gxa += u * (LOAD8(p, t) - mu);
-    }
-    for (; t < len; ++t) {
-        const acc_t u = LOAD(g, t);
-        s1 += u;
-        s2 += u * (LOAD(p, t) - mu);
-    }
-    *v1 = ga;
-    *v2 = gxa;
-    *t1 = s1;
-    *t2 = s2;
-}
-
-/* bwd_sums_into over ROW_STREAMS runs at once (of x and of dy), like sums_into_rows. */
-inline void bwd_sums_into_rows(__global const data_t *p, __global const data_t *g, size_t stride, uint len, acc_t mu,
-                               acc8_t *v1, acc8_t *v2, acc_t *t1, acc_t *t2)
-{
-    bwd_chains4(p, g, stride, 8, len / 8, mu, v1, v2);
-    acc_t s1 = *t1, s2 = *t2;
-    const size_t s2x = 2 * stride, s3x = 3 * stride;
-    for (uint t = len / 8 * 8; t < len; ++t) {
-        const acc_t u = LOAD(g, t), h = LOAD(g, stride + t), k = LOAD(g, s2x + t), l = LOAD(g, s3x + t);
-        s1 += (u + h) + (k + l);
-        s2 += (u * (LOAD(p, t) - mu) + h * (LOAD(p, stride + t) - mu)) +
-              (k * (LOAD(p, s2x + t) - mu) + l * (LOAD(p, s3x + t) - mu));
-    }
-    *t1 = s1;
-    *t2 = s2;
-}
-
-inline void bwd_sums_into_ns(__global const data_t *p, __global const data_t *g, size_t stride, uint ns, uint len,
-                             acc_t mu, acc8_t *v1, acc8_t *v2, acc_t *t1, acc_t *t2)
-{
-    if (ns == ROW_STREAMS)
-        bwd_sums_into_rows(p, g, stride, len, mu, v1, v2, t1, t2);
-    else
-        bwd_sums_into(p, g, len, mu, v1, v2, t1, t2);
-}
-
-/* Backward sums of ns runs (stride apart) of len values at at into r, blocked like run_sums: sum dy to the
- * first sums, sum dy (x - mu) to the second. */
-inline void run_bwd_sums(__global const data_t *x, __global const data_t *dy, size_t at, size_t stride, uint ns,
-                         uint len, acc_t mu, sums_t *r)
-{
-    for (uint t = 0; t < len; t += SUM_BLOCK) {
-        acc8_t v1 = 0, v2 = 0;
-        acc_t t1 = 0, t2 = 0;
-        bwd_sums_into_ns(x + at + t, dy + at + t, stride, ns, min(len - t, (uint)SUM_BLOCK), mu, &v1, &v2, &t1, &t2);
-        kadd8(&r->s1, &r->c1, v1);
-        kadd8(&r->s2, &r->c2, v2);
-        kadd(&r->t1, &r->u1, t1);
-        kadd(&r->t2, &r->u2, t2);
-    }
-}
-
-/* Backward sums of channel c over its elements [j0, j1), run by run. */
-inline void cf_bwd_sums(__global const data_t *x, __global const data_t *dy, uint C, uint inner, uint c, uint j0,
-                        uint j1, acc_t mu, acc_t *s_dy, acc_t *s_dyx)
-{
-    sums_t r;
-    sums_zero(&r);
-    uint o = j0 / inner, i = j0 - o * inner;
-    for (uint j = j0; j < j1; ++o, i = 0) {
-        const uint len = min(inner - i, j1 - j);
-        run_bwd_sums(x, dy, ((size_t)o * C + c) * inner + i, 0, 1, len, mu, &r);
-        j += len;
-    }
-    *s_dy += sums_first(&r);
-    *s_dyx += sums_second(&r);
-}
-
 /* Backward stage 1, channel-first: part[(k * C + c) * 2 + {0, 1}] = sum dy, sum dy * (x - mean) over the
  * chunk k of channel c. mean_w: the batch mean (training) or the running mean (inference). */
 __kernel ITEM_ATTR void bn_bwd_partial_cf(__global const data_t *x, __global const data_t *dy, uint C, uint inner,
@@ -612,7 +522,7 @@ __kernel ITEM_ATTR void bn_bwd_partial_cf(__global const data_t *x, __global con
 {
     const uint k = get_global_id(0), c = get_global_id(1);
     acc_t s_dy = 0, s_dyx = 0;
-    cf_bwd_sums(x, dy, C, inner, c, k * chunk, min(k * chunk + chunk, m), mean_w[c], &s_dy, &s_dyx);
+    cf_sums(dy, x, 0, C, inner, c, k * chunk, min(k * chunk + chunk, m), mean_w[c], &s_dy, &s_dyx);
     part[((size_t)k * C + c) * 2] = s_dy;
     part[((size_t)k * C + c) * 2 + 1] = s_dyx;
 }
@@ -732,24 +642,12 @@ __kernel ITEM_ATTR void bn_bwd_apply(__global const data_t *x, __global const da
 /* Short rows (fewer than SUM_BLOCK values): a run is too short to pay for its own compensated addition, so
  * its sums are added plainly to 2 x 8 lanes and 2 scalars at e + PLAIN, and every SUM_BLOCK / inner rows
  * flush_plain() moves them into the compensated sums. */
-inline void run_sums_plain(__global const data_t *x, size_t at, size_t stride, uint ns, uint len, acc_t K,
-                           __local acc_t *p)
+inline void run_sums_plain(__global const data_t *a, __global const data_t *b, int a_shifted, size_t at,
+                           size_t stride, uint ns, uint len, acc_t K, __local acc_t *p)
 {
     acc8_t v1 = LV8(p), v2 = LV8(p + 8);
     acc_t t1 = p[16], t2 = p[17];
-    sums_into_ns(x + at, stride, ns, len, K, &v1, &v2, &t1, &t2);
-    SV8(v1, p);
-    SV8(v2, p + 8);
-    p[16] = t1;
-    p[17] = t2;
-}
-
-inline void run_bwd_sums_plain(__global const data_t *x, __global const data_t *dy, size_t at, size_t stride,
-                               uint ns, uint len, acc_t mu, __local acc_t *p)
-{
-    acc8_t v1 = LV8(p), v2 = LV8(p + 8);
-    acc_t t1 = p[16], t2 = p[17];
-    bwd_sums_into_ns(x + at, dy + at, stride, ns, len, mu, &v1, &v2, &t1, &t2);
+    sums_into_ns(a + at, b + at, a_shifted, stride, ns, len, K, &v1, &v2, &t1, &t2);
     SV8(v1, p);
     SV8(v2, p + 8);
     p[16] = t1;
@@ -820,11 +718,11 @@ __kernel ITEM_ATTR void bn_fused_train_cf(__global const data_t *x, __global dat
         }
         FUSED_ROWS_BEGIN
                 if (inner < SUM_BLOCK) {
-                    run_sums_plain(x, at, stride, ns, inner, e[E_SHIFT], e + PLAIN);
+                    run_sums_plain(x, x, 1, at, stride, ns, inner, e[E_SHIFT], e + PLAIN);
                 } else {
                     sums_t r;
                     sums_load(e, &r);
-                    run_sums(x, at, stride, ns, inner, e[E_SHIFT], &r);
+                    run_sums(x, x, 1, at, stride, ns, inner, e[E_SHIFT], &r);
                     sums_store(e, &r);
                 }
         FUSED_ROWS_END
@@ -860,11 +758,11 @@ __kernel ITEM_ATTR void bn_fused_bwd_cf(__global const data_t *x, __global const
     }
     FUSED_ROWS_BEGIN
             if (inner < SUM_BLOCK) {
-                run_bwd_sums_plain(x, dy, at, stride, ns, inner, e[E_SHIFT], e + PLAIN);
+                run_sums_plain(dy, x, 0, at, stride, ns, inner, e[E_SHIFT], e + PLAIN);
             } else {
                 sums_t r;
                 sums_load(e, &r);
-                run_bwd_sums(x, dy, at, stride, ns, inner, e[E_SHIFT], &r);
+                run_sums(dy, x, 0, at, stride, ns, inner, e[E_SHIFT], &r);
                 sums_store(e, &r);
             }
     FUSED_ROWS_END
