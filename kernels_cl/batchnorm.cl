@@ -654,29 +654,6 @@ inline void run_sums_plain(__global const data_t *a, __global const data_t *b, i
     p[17] = t2;
 }
 
-/* The first pass of a fused kernel: ROW_STREAMS rows of the group at a time (the last outer % ROW_STREAMS one
- * by one), channel by channel; `at` is the channel's run in the first of the ns rows. Short rows' plain sums
- * are flushed before they would hold more than SUM_BLOCK values of one row stream (every step when a step of
- * ROW_STREAMS rows is already more than that). */
-#define FUSED_ROWS_BEGIN                                                                    \
-    const uint rows = inner >= SUM_BLOCK ? 1 : SUM_BLOCK / inner; /* short rows: rows per flush */ \
-    const size_t stride = (size_t)C * inner;                                                \
-    uint since = 0; /* rows in the plain sums since the last flush */                       \
-    for (uint o = 0, ns; o < outer; o += ns) {                                              \
-        ns = outer - o >= ROW_STREAMS ? ROW_STREAMS : 1;                                    \
-        for (uint t = 0; t < g; ++t) {                                                      \
-            __local acc_t *e = tab + t * FUSED_TAB;                                         \
-            const size_t at = ((size_t)o * C + c0 + t) * inner;
-#define FUSED_ROWS_END                                                                      \
-        }                                                                                   \
-        since += ns;                                                                        \
-        if (inner < SUM_BLOCK && (since + ROW_STREAMS > rows || o + ns == outer)) {         \
-            for (uint t = 0; t < g; ++t)                                                    \
-                flush_plain(tab + t * FUSED_TAB);                                           \
-            since = 0;                                                                      \
-        }                                                                                   \
-    }
-
 /* A work-item of the fused channel-first training kernel takes `steps` groups one after the other; while it
  * writes row o, channel t of a group (the second pass walks backwards), it prefetches row o_, channel t_ of its
  * next group (forwards: the order that group's first pass reads). Not in backward: x and dy of a group fill the
@@ -699,6 +676,39 @@ inline void flush_plain(__local acc_t *e)
         e[k] = 0;
 }
 
+/* The first pass of a fused kernel: the sums (as cf_sums: u = a - ka, v = b - K, K the channel's e[E_SHIFT]) of
+ * channels c0 .. c0 + g - 1 into their table entries, ROW_STREAMS rows of the group at a time (the last
+ * outer % ROW_STREAMS one by one), channel by channel. Short rows' plain sums are flushed before they would hold
+ * more than SUM_BLOCK values of one row stream (every step when a step of ROW_STREAMS rows is already more). */
+inline void fused_sums(__global const data_t *a, __global const data_t *b, int a_shifted, uint C, uint inner,
+                       uint outer, uint c0, uint g, __local acc_t *tab)
+{
+    const uint rows = inner >= SUM_BLOCK ? 1 : SUM_BLOCK / inner; /* short rows: rows per flush */
+    const size_t stride = (size_t)C * inner;
+    uint since = 0; /* rows in the plain sums since the last flush */
+    for (uint o = 0, ns; o < outer; o += ns) {
+        ns = outer - o >= ROW_STREAMS ? ROW_STREAMS : 1;
+        for (uint t = 0; t < g; ++t) {
+            __local acc_t *e = tab + t * FUSED_TAB;
+            const size_t at = ((size_t)o * C + c0 + t) * inner; /* the channel's run in the first of the ns rows */
+            if (inner < SUM_BLOCK) {
+                run_sums_plain(a, b, a_shifted, at, stride, ns, inner, e[E_SHIFT], e + PLAIN);
+            } else {
+                sums_t r;
+                sums_load(e, &r);
+                run_sums(a, b, a_shifted, at, stride, ns, inner, e[E_SHIFT], &r);
+                sums_store(e, &r);
+            }
+        }
+        since += ns;
+        if (inner < SUM_BLOCK && (since + ROW_STREAMS > rows || o + ns == outer)) {
+            for (uint t = 0; t < g; ++t)
+                flush_plain(tab + t * FUSED_TAB);
+            since = 0;
+        }
+    }
+}
+
 __kernel ITEM_ATTR void bn_fused_train_cf(__global const data_t *x, __global data_t *y, uint C, uint inner, uint m,
                                           uint G, uint steps, __global const acc_t *gamma, __global const acc_t *beta,
                                           int fix_gamma, STATS_ARGS, int nt, __local acc8_t *tab8)
@@ -716,16 +726,7 @@ __kernel ITEM_ATTR void bn_fused_train_cf(__global const data_t *x, __global dat
                 e[k] = 0;
             e[E_SHIFT] = channel_shift(x, C, inner, m, c0 + t);
         }
-        FUSED_ROWS_BEGIN
-                if (inner < SUM_BLOCK) {
-                    run_sums_plain(x, x, 1, at, stride, ns, inner, e[E_SHIFT], e + PLAIN);
-                } else {
-                    sums_t r;
-                    sums_load(e, &r);
-                    run_sums(x, x, 1, at, stride, ns, inner, e[E_SHIFT], &r);
-                    sums_store(e, &r);
-                }
-        FUSED_ROWS_END
+        fused_sums(x, x, 1, C, inner, outer, c0, g, tab);
         for (uint t = 0; t < g; ++t) {
             __local acc_t *e = tab + t * FUSED_TAB;
             sums_t r;
@@ -756,16 +757,7 @@ __kernel ITEM_ATTR void bn_fused_bwd_cf(__global const data_t *x, __global const
             e[k] = 0;
         e[E_SHIFT] = mean_w[c0 + t];
     }
-    FUSED_ROWS_BEGIN
-            if (inner < SUM_BLOCK) {
-                run_sums_plain(dy, x, 0, at, stride, ns, inner, e[E_SHIFT], e + PLAIN);
-            } else {
-                sums_t r;
-                sums_load(e, &r);
-                run_sums(dy, x, 0, at, stride, ns, inner, e[E_SHIFT], &r);
-                sums_store(e, &r);
-            }
-    FUSED_ROWS_END
+    fused_sums(dy, x, 0, C, inner, outer, c0, g, tab);
     for (uint t = 0; t < g; ++t) {
         __local acc_t *e = tab + t * FUSED_TAB;
         sums_t r;
