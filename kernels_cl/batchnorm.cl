@@ -13,6 +13,8 @@
  *                (default 64)
  *   NT_STORES    the device's tuning has streaming stores: kernels that write y or dx take `int nt` and, when
  *                the host sets it (large outputs, aligned stores), write past the caches
+ *   PREFETCH     the device's tuning has software prefetch: the fused channel-first training kernel, taking
+ *                several groups one after the other (`steps`), prefetches the next group's x while it writes y
  * Every kernel has a fixed work-group size (reqd_work_group_size), so a driver that compiles per launch
  * shape (PoCL) compiles each kernel once. Every other kernel runs one work-item per work-group, and each
  * work-item walks contiguous runs 8 values at a time (vload8 / vstore8, several accumulator chains): on CPU
@@ -29,7 +31,8 @@
  *   shift    K_c = the mean of the channel's first SHIFT_SAMPLES values (channel-last: first SHIFT_ROWS rows),
  *            an estimate of the mean close enough that sums of x - K_c do not cancel, recomputed where needed;
  *   partial  one partial per (chunk k, channel c), in a single pass over x: S1 = sum (x - K),
- *            S2 = sum (x - K)^2; x - K is exact for offset data (Sterbenz);
+ *            S2 = sum (x - K)^2; x - K is exact for offset data (Sterbenz); backward: sum dy and
+ *            sum dy (x - mean), by the same functions (sums of u and u v over two tensors);
  *   final    one work-item per channel adds the K partials: mean = K + S1 / m,
  *            var = (S2 - S1^2 / m) / m (the shifted-data form: never E[x^2] - E[x]^2 around 0).
  * A channel holding Inf or NaN gets the textbook values: mean = (plain sum) / m, recomputed for that channel
