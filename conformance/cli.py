@@ -139,14 +139,20 @@ def cmd_run(args, argv) -> int:
     on_arrays = ArraysWriter(out) if args.keep_arrays else None
     seen: dict = {}
     state: dict = {}
+    def versions():  # known once the workers have started
+        return {t.backend: t.meta.get("version") or getattr(t.device, "driver", "") for t in targets}
+
+    def classify(case_rows, case_seen):
+        deviations.apply(case_rows, case_seen, versions(), known)
+
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         rows = run_cases(cases, targets, policy=policy, timeout_s=args.timeout, on_arrays=on_arrays,
-                         progress=Progress(len(cases)), seen=seen, state=state)
+                         progress=Progress(len(cases)), seen=seen, state=state, classify=classify)
     finally:
         signal.signal(signal.SIGTERM, previous)
-    versions = {t.backend: t.meta.get("version") or getattr(t.device, "driver", "") for t in targets}
-    warnings += deviations.apply(rows, seen, versions, known)
+    # again over every row: a row already classified stays as it is; this pass finds the entries that match none
+    warnings += deviations.apply(rows, seen, versions(), known)
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
     meta = metadata.collect(argv, suite_label, infos, targets, THRESHOLDS)

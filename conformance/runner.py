@@ -244,9 +244,11 @@ def _reply(t: Target, case: Case, inputs, policy, timeout_s):
 
 def run_cases(cases: list[Case], targets: list[Target], *, policy: TimingPolicy, timeout_s: float = DEFAULT_TIMEOUT_S,
               on_arrays=None, progress: Progress | None = None, seen: dict | None = None,
-              state: dict | None = None) -> list[dict]:
+              state: dict | None = None, classify=None) -> list[dict]:
     """All rows for cases x targets. on_arrays(case, inputs, {label: outputs}) receives each case's arrays;
-    `seen` (case id -> Case) collects every profiled case that produced rows. A KeyboardInterrupt (Ctrl-C, or
+    `seen` (case id -> Case) collects every profiled case that produced rows; classify(rows, cases) may change
+    a finished case's rows in place before they are counted (the known deviations: so the progress line counts
+    xfail where the report will). A KeyboardInterrupt (Ctrl-C, or
     SIGTERM turned into one by the CLI) stops the run between two rows: the rows of every finished case are
     returned, the case in flight is dropped, and `state` gets done = [ids of finished cases] and
     interrupted = True."""
@@ -259,6 +261,8 @@ def run_cases(cases: list[Case], targets: list[Target], *, policy: TimingPolicy,
         _start(targets)
         for case in cases:
             case_rows, case_seen = _run_case(case, targets, policy, timeout_s, on_arrays)
+            if classify is not None:
+                classify(case_rows, case_seen)
             rows.extend(case_rows)  # only a finished case lands
             seen.update(case_seen)
             state["done"].append(case.id)

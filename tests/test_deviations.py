@@ -80,3 +80,38 @@ def test_crash_is_a_known_failure_and_non_strict_pass_stays_pass(tmp_path):
     deviations.apply(rows, {CASE.id: CASE}, {}, devs)
     assert [r["status"] for r in rows] == ["xfail", "pass", "unsupported"]
     assert rows[0]["reason"] == "known deviation: stale memory; crash: why"
+
+
+def test_applying_twice_changes_nothing_and_still_finds_unused_entries(tmp_path):
+    """`conformance run` classifies each case's rows as the case finishes (so the progress line counts xfail where
+    the report will) and then the whole run once more (for the entries that match nothing): the second pass
+    must leave every row as the first left it."""
+    devs = load(tmp_path, '[[deviation]]\nbackend="fw"\noutput="running_var"\nreason="unbiased"\n'
+                          '[[deviation]]\nbackend="fw"\noutput="y"\nreason="another"\n'
+                          '[[deviation]]\nbackend="fw"\noutput="mean"\nreason="never matches"\n')
+    rows = [row("fail"), row("pass"), row("pass", output="y"), row("crash", output="y")]
+    cases = {CASE.id: CASE}
+    deviations.apply(rows, cases, {"fw": "1"}, devs)
+    first = [dict(r) for r in rows]
+    assert [r["status"] for r in first] == ["xfail", "xpass", "xpass", "xfail"]
+    warnings = deviations.apply(rows, cases, {"fw": "1"}, devs)
+    assert rows == first
+    assert len(warnings) == 1 and "deviation #2" in warnings[0]
+
+
+def test_progress_line_counts_what_the_report_counts(tmp_path):
+    """A known deviation in a --deviations file: the live progress line already shows the xpass the summary
+    line shows, not the raw pass."""
+    import subprocess
+    import sys
+
+    from conformance.suite import load as load_suite
+
+    case = load_suite("smoke").cases[0]
+    (tmp_path / "dev.toml").write_text('[[deviation]]\nbackend="numpy"\noutput="y"\nstrict=true\nreason="planted"\n')
+    r = subprocess.run([sys.executable, "-m", "conformance", "run", "--backend", "numpy", "--case", case.id,
+                        "--deviations", str(tmp_path / "dev.toml"), "--out", str(tmp_path / "out"), "--history", "none"],
+                       capture_output=True, text=True, timeout=300)
+    progress = [ln for ln in r.stderr.replace("\r", "\n").splitlines() if ln.startswith("[1/1]")]
+    assert progress and "xpass=1" in progress[-1], r.stderr
+    assert "xpass 1" in r.stdout and r.returncode == 1, r.stdout  # xpass is unexpected: exit 1
