@@ -139,6 +139,7 @@ def cmd_run(args, argv) -> int:
     on_arrays = ArraysWriter(out) if args.keep_arrays else None
     seen: dict = {}
     state: dict = {}
+
     def versions():  # known once the workers have started
         return {t.backend: t.meta.get("version") or getattr(t.device, "driver", "") for t in targets}
 

@@ -223,7 +223,6 @@ class _State:
 
     def stop(self) -> None:
         from .runner import release_probes
-
         from .worker import stop_all
 
         release_probes(self.targets or [])

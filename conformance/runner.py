@@ -248,10 +248,9 @@ def run_cases(cases: list[Case], targets: list[Target], *, policy: TimingPolicy,
     """All rows for cases x targets. on_arrays(case, inputs, {label: outputs}) receives each case's arrays;
     `seen` (case id -> Case) collects every profiled case that produced rows; classify(rows, cases) may change
     a finished case's rows in place before they are counted (the known deviations: so the progress line counts
-    xfail where the report will). A KeyboardInterrupt (Ctrl-C, or
-    SIGTERM turned into one by the CLI) stops the run between two rows: the rows of every finished case are
-    returned, the case in flight is dropped, and `state` gets done = [ids of finished cases] and
-    interrupted = True."""
+    xfail where the report will). A KeyboardInterrupt (Ctrl-C, or SIGTERM turned into one by the CLI) stops
+    the run between two rows: the rows of every finished case are returned, the case in flight is dropped, and
+    `state` gets done = [ids of finished cases] and interrupted = True."""
     rows: list[dict] = []
     counts: dict[str, int] = {}
     seen = {} if seen is None else seen

@@ -29,11 +29,12 @@ def choose(tune: dict, compute_units: int, local_bytes: int, case) -> dict:
     Returns {"layout": "cf" | "cft" | "cl", "fused": bool, "group": channels per work-item (cf, cft: fused
     kernels; cl: the tile width W), "chunk"/"K": how a channel is cut (cf: values per reduction work-item, cl:
     rows per tile), "steps": groups a work-item of the fused channel-first training kernel takes one after the
-    other, prefetching the next while it writes one (tuning "ahead"; 1 elsewhere), "nt": streaming stores for y and dx in the layout's
-    kernels, "nt_flat": in the elementwise kernels bn_apply / bn_bwd_apply (aligned 8-value blocks across row
-    ends: rows of at least 8 values); see _streaming}. "cft": channel-first training on rows off the 8-value grid (7x7 maps), done by the fused
-    kernels that treat a group of channels as a channel-last tile of group x inner positions, so that large
-    outputs can stream (inference is the elementwise kernel of "cf")."""
+    other, prefetching the next while it writes one (tuning "ahead"; 1 elsewhere), "nt": streaming stores for y
+    and dx in the layout's kernels, "nt_flat": in the elementwise kernels bn_apply / bn_bwd_apply (aligned
+    8-value blocks across row ends: rows of at least 8 values); see _streaming}. "cft": channel-first training
+    on rows off the 8-value grid (7x7 maps), done by the fused kernels that treat a group of channels as a
+    channel-last tile of group x inner positions, so that large outputs can stream (inference is the
+    elementwise kernel of "cf")."""
     item = np.dtype(case.dtype).itemsize
     table = (local_bytes // 2) // np.dtype(case.param_dtype).itemsize  # table values that fit
     want = tune["min_groups"] * compute_units
