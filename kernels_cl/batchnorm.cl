@@ -231,7 +231,6 @@ inline acc_t invstd_of(__global const acc_t *stat, uint c, int is_var, acc_t eps
  * s2 = sum u v, with v = b - K and u = a - ka, ka = K (a_shifted) or 0. The statistics pass a = b = x and the
  * shift: sum (x - K) and sum (x - K)^2 (the same loads twice, which the compiler merges); the backward pass
  * a = dy, b = x and the mean: sum dy and sum dy (x - mean) (dy - 0 is dy, bit for bit). */
-#define KA (a_shifted ? K : (acc_t)0)
 
 /* The four dependency chains: chain k (k = 0 .. 3) takes the 8 values at k stride + j step, j < n, and the
  * chains' totals are added pairwise to v1 (sum u) and v2 (sum u v). Four chains, so the loop waits on memory,
@@ -239,7 +238,7 @@ inline acc_t invstd_of(__global const acc_t *stat, uint c, int is_var, acc_t eps
 inline void chains4(__global const data_t *a, __global const data_t *b, int a_shifted, size_t stride, uint step,
                     uint n, acc_t K, acc8_t *v1, acc8_t *v2)
 {
-    const acc_t ka = KA;
+    const acc_t ka = a_shifted ? K : (acc_t)0;
     const size_t s2x = 2 * stride, s3x = 3 * stride;
     acc8_t a1 = *v1, a2 = *v2, b1 = 0, b2 = 0, c1 = 0, c2 = 0, e1 = 0, e2 = 0;
     for (uint j = 0, t = 0; j < n; ++j, t += step) {
@@ -263,7 +262,7 @@ inline void chains4(__global const data_t *a, __global const data_t *b, int a_sh
 inline void sums_into(__global const data_t *a, __global const data_t *b, int a_shifted, uint len, acc_t K,
                       acc8_t *v1, acc8_t *v2, acc_t *t1, acc_t *t2)
 {
-    const acc_t ka = KA;
+    const acc_t ka = a_shifted ? K : (acc_t)0;
     chains4(a, b, a_shifted, 8, 32, len / 32, K, v1, v2);
     acc8_t a1 = *v1, a2 = *v2;
     acc_t s1 = *t1, s2 = *t2;
@@ -293,7 +292,7 @@ inline void sums_into(__global const data_t *a, __global const data_t *b, int a_
 inline void sums_into_rows(__global const data_t *a, __global const data_t *b, int a_shifted, size_t stride,
                            uint len, acc_t K, acc8_t *v1, acc8_t *v2, acc_t *t1, acc_t *t2)
 {
-    const acc_t ka = KA;
+    const acc_t ka = a_shifted ? K : (acc_t)0;
     const size_t s2x = 2 * stride, s3x = 3 * stride;
     chains4(a, b, a_shifted, stride, 8, len / 8, K, v1, v2);
     acc_t s1 = *t1, s2 = *t2;
