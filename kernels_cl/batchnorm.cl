@@ -821,9 +821,12 @@ inline void ladd(__local acc_t *s, __local acc_t *c, acc_t v)
 /* s1 = sum (x - K), s2 = sum (x - K)^2 per channel of the tile over rows [r0, r1), in blocks of TILE_BLOCK rows
  * on fresh registers whose totals join s1 and s2 with compensation (kept in q1, q2, folded in at the end):
  * 32 channels at a time (a row's 32 values are a contiguous run; the block's rows stay in cache between the
- * slabs), then 8 at a time, then one at a time. */
+ * slabs), then 8 at a time, then one at a time. pf (the statistics pass, data from memory): the first slab also
+ * prefetches the next block's rows (32x64x56x56 float32 NHWC statistics, measured beside a pure read of the same
+ * bytes in one process: 1.4-1.8 -> 1.1-1.4 times its time; training side by side: PoCL -6..-9 %, Intel -2..-3 %;
+ * the same in backward's sums and in the fused tiles, whose data is in cache, gained nothing or lost). */
 inline void tile_sums(__global const data_t *x, uint C, uint c0, uint w, uint r0, uint r1, __local const acc_t *ks,
-                      __local acc_t *s1, __local acc_t *s2, __local acc_t *q1, __local acc_t *q2)
+                      __local acc_t *s1, __local acc_t *s2, __local acc_t *q1, __local acc_t *q2, int pf)
 {
     for (uint t = 0; t < w; ++t)
         s1[t] = s2[t] = q1[t] = q2[t] = 0;
@@ -835,6 +838,9 @@ inline void tile_sums(__global const data_t *x, uint C, uint c0, uint w, uint r0
             acc8_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, p0 = 0, p1 = 0, p2 = 0, p3 = 0;
             for (uint r = b0; r < b1; ++r) {
                 const size_t at = (size_t)r * C + c0 + t0;
+                if (pf && t0 == 0 && r + TILE_BLOCK < r1)
+                    for (uint j = 0; j < w; j += 64 / sizeof(data_t))
+                        PREFETCH_AT(x + at + (size_t)TILE_BLOCK * C + j);
                 const acc8_t d0 = LOAD8(x, at) - k0, d1 = LOAD8(x, at + 8) - k1;
                 const acc8_t d2 = LOAD8(x, at + 16) - k2, d3 = LOAD8(x, at + 24) - k3;
                 a0 += d0;
@@ -1118,7 +1124,7 @@ __kernel ITEM_ATTR void bn_stats_partial_cl(__global const data_t *x, uint C, ui
     __local acc_t *tab = (__local acc_t *)tab8;
     TILE_BEGIN(outer, TILE_CHUNK)
     tile_shift(x, C, outer, c0, w, tab);
-    tile_sums(x, C, c0, w, r0, r1, tab, tab + Wp, tab + 2 * Wp, tab + 3 * Wp, tab + 4 * Wp);
+    tile_sums(x, C, c0, w, r0, r1, tab, tab + Wp, tab + 2 * Wp, tab + 3 * Wp, tab + 4 * Wp, 1);
     store_partials(part, C, c0, w, Wp, tab);
 }
 
@@ -1163,7 +1169,7 @@ __kernel ITEM_ATTR void bn_fused_train_cl(__global const data_t *x, __global dat
     __local acc_t *tab = (__local acc_t *)tab8;
     TILE_BEGIN(outer, TILE_CHUNK)
     tile_shift(x, C, outer, c0, w, tab);
-    tile_sums(x, C, c0, w, r0, r1, tab, tab + Wp, tab + 2 * Wp, tab + 3 * Wp, tab + 4 * Wp);
+    tile_sums(x, C, c0, w, r0, r1, tab, tab + Wp, tab + 2 * Wp, tab + 3 * Wp, tab + 4 * Wp, 0);
     for (uint t = 0; t < w; ++t)
         finish_stats(x, C, 1, c0 + t, outer, tab[t], tab[Wp + t], tab[2 * Wp + t], STATS_PASS);
     tile_apply_factors(c0, w, Wp, mean_w, invstd_w, 0, eps, gamma, beta, fix_gamma, tab);
