@@ -823,8 +823,8 @@ inline void ladd(__local acc_t *s, __local acc_t *c, acc_t v)
  * 32 channels at a time (a row's 32 values are a contiguous run; the block's rows stay in cache between the
  * slabs), then 8 at a time, then one at a time. pf (the statistics pass, data from memory): the first slab also
  * prefetches the next block's rows (32x64x56x56 float32 NHWC statistics, measured beside a pure read of the same
- * bytes in one process: 1.4-1.8 -> 1.1-1.4 times its time; training side by side: PoCL -6..-9 %, Intel -2..-3 %;
- * the same in backward's sums and in the fused tiles, whose data is in cache, gained nothing or lost). */
+ * bytes in one process: 1.4-1.8 -> 1.1-1.4 times its time; for training see TILE_LAST_FIRST; the same in
+ * backward's sums and in the fused tiles, whose data is in cache, gained nothing or lost). */
 inline void tile_sums(__global const data_t *x, uint C, uint c0, uint w, uint r0, uint r1, __local const acc_t *ks,
                       __local acc_t *s1, __local acc_t *s2, __local acc_t *q1, __local acc_t *q2, int pf)
 {
@@ -1100,7 +1100,9 @@ inline void tile_dx_factors(uint c0, uint w, uint W, DX_ARGS, __local acc_t *tab
 
 /* A tile's channels [c0, c0 + w) and its chunk k of rows [r0, r1). The elementwise passes that follow a pass of
    partial sums take the chunks in reverse (TILE_LAST_FIRST): they begin with the rows the sums read last, those
-   most likely still in the cache (32x64x56x56 float32 NHWC training, side by side: PoCL -5..-13 %, Intel -2..-8 %). */
+   most likely still in the cache (with tile_sums' prefetch, 32x64x56x56 float32 NHWC training against both
+   without, two runs of 12 interleaved rounds: PoCL 0 and -4 %, Intel -3 and -3 %; little, as this host's shared
+   L3 keeps little of one pass for the next). */
 #define TILE_CHUNK get_global_id(1)
 #define TILE_LAST_FIRST (get_global_size(1) - 1 - get_global_id(1))
 #define TILE_BEGIN(rows, k)                                                                \
