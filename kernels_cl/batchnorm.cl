@@ -1102,7 +1102,8 @@ inline void tile_dx_factors(uint c0, uint w, uint W, DX_ARGS, __local acc_t *tab
    partial sums take the chunks in reverse (TILE_LAST_FIRST): they begin with the rows the sums read last, those
    most likely still in the cache (with tile_sums' prefetch, 32x64x56x56 float32 NHWC training against both
    without, two runs of 12 interleaved rounds: PoCL 0 and -4 %, Intel -3 and -3 %; little, as this host's shared
-   L3 keeps little of one pass for the next). */
+   L3 keeps little of one pass for the next). bn_apply_cl serves inference too, with no pass before it: there the
+   order makes no difference. */
 #define TILE_CHUNK get_global_id(1)
 #define TILE_LAST_FIRST (get_global_size(1) - 1 - get_global_id(1))
 #define TILE_BEGIN(rows, k)                                                                \
