@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .report import _atomic_write, md_table
+from .report import atomic_write, md_code, md_table, md_text
 
 BIG_BYTES = 16e6  # the roofline target applies to problems of 16 MB and more
 
@@ -34,9 +34,9 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
 def markdown(df: pd.DataFrame, meta: dict, rss: dict) -> str:
     out = io.StringIO()
     w = lambda s="": print(s, file=out)  # noqa: E731
-    w(f"# BatchNorm bench: suite `{meta['suite']}`")
+    w(f"# BatchNorm bench: suite {md_code(meta['suite'])}")
     w()
-    w(f"`{meta['command']}` at {meta['started']}, git `{meta['git_commit']}`; host {meta['host']['cpu']}, "
+    w(f"{md_code(meta['command'])} at {md_text(meta['started'])}, git {md_code(meta['git_commit'])}; host {md_text(meta['host']['cpu'])}, "
       f"{meta['host']['cores']} cores; {meta['rounds']} interleaved rounds x {meta['repeats']} repeats per target and phase.")
     w()
     w("Wall time is enqueue (or call) to finish; `kernel` is the OpenCL profiling-event time. backward = "
@@ -54,14 +54,14 @@ def markdown(df: pd.DataFrame, meta: dict, rss: dict) -> str:
     w()
     for cid, g in df.groupby("case_id", sort=False):
         first = g.iloc[0]
-        w(f"## {first['case']} {first['shape']} axis {first['axis']} {first['dtype']}")
+        w(f"## {md_text(first['case'])} {md_text(first['shape'])} axis {first['axis']} {md_text(first['dtype'])}")
         copies = g.drop_duplicates("target")[["target", "copy_ms_median"]]
         n = first["bytes"] / (3 if first["phase"] == "backward" else 2)
-        w("copy of x: " + ", ".join(f"{r.target} {r.copy_ms_median:.3g} ms ({2 * n / r.copy_ms_median / 1e6:.1f} GB/s)"
+        w("copy of x: " + ", ".join(f"{md_text(r.target)} {r.copy_ms_median:.3g} ms ({2 * n / r.copy_ms_median / 1e6:.1f} GB/s)"
                                    for r in copies.itertuples() if r.copy_ms_median == r.copy_ms_median))
         if "floor_ms_median" in g:
             floors = g.drop_duplicates("target")[["target", "floor_ms_median"]].dropna()
-            w("floor of one command: " + ", ".join(f"{r.target} {r.floor_ms_median * 1e3:.3g} us" for r in floors.itertuples()))
+            w("floor of one command: " + ", ".join(f"{md_text(r.target)} {r.floor_ms_median * 1e3:.3g} us" for r in floors.itertuples()))
         w()
         table = []
         for r in g.sort_values(["phase", "time_ms_median"]).itertuples():
@@ -78,7 +78,7 @@ def write(out_dir: Path, rows: list[dict], meta: dict, rss: dict) -> pd.DataFram
     out_dir.mkdir(parents=True, exist_ok=True)
     df = pd.DataFrame(rows)
     df["peak_rss_mib"] = df["target"].map(rss)
-    _atomic_write(out_dir / "bench.csv", df.to_csv(index=False).encode())
-    _atomic_write(out_dir / "bench.md", markdown(df, meta, rss).encode())
-    _atomic_write(out_dir / "bench.json", json.dumps({**meta, "peak_rss_mib": rss}, indent=2, default=str).encode())
+    atomic_write(out_dir / "bench.csv", df.to_csv(index=False).encode())
+    atomic_write(out_dir / "bench.md", markdown(df, meta, rss).encode())
+    atomic_write(out_dir / "bench.json", json.dumps({**meta, "peak_rss_mib": rss}, indent=2, default=str).encode())
     return df

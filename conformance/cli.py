@@ -12,21 +12,26 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import deviations
+from . import deviations, html_report, journal, preflight
 from . import suite as suites
 from .backends.base import TimingPolicy
 from .case import Case
 from .compare import THRESHOLDS, UNEXPECTED
-from .errors import UserError
+from .errors import ReportError, UserError
 from .generate import load_npz
 from .progress import Progress
-from .report import ArraysWriter, write
-from .runner import DEFAULT_TIMEOUT_S, discover, select_targets, run_cases
+from .preflight import number, path_arg
+from .report import ArraysWriter, atomic_write, write
+from .runner import DEFAULT_TIMEOUT_S, discover, release_probes, select_targets, run_cases
+from .verdict import judge
 from .worker import peak_rss_mib
 from . import meta as metadata
 
 
 REPORTS = Path(__file__).resolve().parents[1] / "reports"
+DEFAULT_CONVENTIONS = str(REPORTS / "conventions" / "conventions.json")
+DEFAULT_BENCH = str(REPORTS / "bench" / "bench.csv")
+TIMEOUT = number(low=0, low_open=True, high=7 * 24 * 3600.0)  # a week: a finite number a timer can take
 
 
 class _Parser(argparse.ArgumentParser):
@@ -42,32 +47,34 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--case", action="append", metavar="ID", help="run only this case id (repeatable); ignores --suite")
     r.add_argument("--backend", action="append", metavar="NAME", help="only this backend (repeatable; default: every available one)")
     r.add_argument("--device", metavar="SUBSTRING", help="only OpenCL devices whose key, name, platform or vendor contains this")
-    r.add_argument("--out", default="reports/latest", type=Path, help="report directory (default: reports/latest)")
+    r.add_argument("--out", default="reports/latest", type=path_arg, help="report directory (default: reports/latest)")
     r.add_argument("--keep-arrays", action="store_true", help="also write arrays/<case_id>.npz with inputs and every output")
-    r.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds one case may take on one target before it is killed")
-    r.add_argument("--repeats", type=int, default=TimingPolicy.max_repeats, help="at most this many timed repeats per case and target")
-    r.add_argument("--time-budget", type=float, default=TimingPolicy.budget_s, help="seconds of timed repeats per case and target (after 3)")
+    r.add_argument("--timeout", type=TIMEOUT, default=DEFAULT_TIMEOUT_S, help="seconds one case may take on one target before it is killed")
+    r.add_argument("--repeats", type=number(int, low=1), default=TimingPolicy.max_repeats, help="at most this many timed repeats per case and target")
+    r.add_argument("--time-budget", type=number(low=0), default=TimingPolicy.budget_s, help="seconds of timed repeats per case and target (after 3)")
+    r.add_argument("--allow-empty", action="store_true",
+                   help="exit 0 even when nothing was checked (no case selected, or the system under test ran on no device)")
     r.add_argument("--deviations", default=str(deviations.DEFAULT_PATH), help="known-deviations file (default: cases/known_deviations.toml)")
-    r.add_argument("--resume", metavar="DIR", help="complete an interrupted run in DIR: run only the cases it lacks")
+    r.add_argument("--resume", metavar="DIR", type=path_arg, help="complete an interrupted run in DIR: run only the cases it lacks")
     r.add_argument("--format", choices=["text", "json"], default="text", help="what to print at the end (json: for machines)")
     r.add_argument("--history", default=None, metavar="URL",
                    help="history store: an SQLAlchemy URL (default: reports/history.sqlite); 'none' to record nothing")
-    r.add_argument("--conventions", default=str(REPORTS / "conventions" / "conventions.json"),
+    r.add_argument("--conventions", default=DEFAULT_CONVENTIONS,
                    help="conventions.json to show in report.html (from conformance conventions --out)")
-    r.add_argument("--bench", default=str(REPORTS / "bench" / "bench.csv"),
+    r.add_argument("--bench", default=DEFAULT_BENCH,
                    help="bench.csv whose copy-bandwidth fractions report.html shows (from conformance bench)")
     b = sub.add_parser("bench", help="time forward/backward on every backend side by side, against the memory-copy roofline")
     b.add_argument("--suite", default="perf", help="suite name or path (default: perf)")
     b.add_argument("--case", action="append", metavar="ID", help="only this case id (repeatable)")
     b.add_argument("--backend", action="append", metavar="NAME", help="only this backend (repeatable)")
     b.add_argument("--device", metavar="SUBSTRING", help="only OpenCL devices matching this")
-    b.add_argument("--out", default="reports/bench", type=Path, help="output directory (default: reports/bench)")
-    b.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
-    b.add_argument("--repeats", type=int, default=5, help="timed repeats per round (default 5)")
-    b.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S)
+    b.add_argument("--out", default="reports/bench", type=path_arg, help="output directory (default: reports/bench)")
+    b.add_argument("--rounds", type=number(int, low=1), default=5, help="interleaved rounds (default 5)")
+    b.add_argument("--repeats", type=number(int, low=1), default=5, help="timed repeats per round (default 5)")
+    b.add_argument("--timeout", type=TIMEOUT, default=DEFAULT_TIMEOUT_S)
     cv = sub.add_parser("conventions", help="measure each installed framework's conventions; print documented vs observed")
     cv.add_argument("--backend", action="append", metavar="NAME", help="only this framework backend (repeatable)")
-    cv.add_argument("--out", type=Path, help="also write conventions.md and conventions.json here")
+    cv.add_argument("--out", type=path_arg, help="also write conventions.md and conventions.json here")
     ls = sub.add_parser("list", help="list cases, backends or devices")
     ls.add_argument("what", choices=["cases", "backends", "devices", "suites"])
     ls.add_argument("--suite", default="smoke")
@@ -96,46 +103,79 @@ def _cases(args) -> tuple[str, list[Case], list[str]]:
     return label, cases, warnings
 
 
-def _resume(args) -> tuple[list[str], list[dict], list[str]]:
-    """For --resume DIR: the original argv (out forced to DIR), the rows already there, the finished case ids."""
-    run_dir = Path(args.resume)
+def _resume(args) -> tuple[list[str], list[str], bool]:
+    """For --resume DIR: the original argv (out forced to DIR), the ids of the cases its journal holds, and
+    whether its report is whole (run.json says complete and results.csv holds every journal row). What is done
+    is what is on disk (journal.jsonl), never what run.json or results.csv say."""
+    run_dir = args.resume
     try:
         meta = json.loads((run_dir / "run.json").read_text())
-        old = pd.read_csv(run_dir / "results.csv", keep_default_na=False, na_values=[""])
-    except (OSError, ValueError) as exc:
+        argv = list(meta["argv"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         raise UserError(f"not a run directory ({exc})".splitlines()[0], source="--resume", field=str(run_dir)) from None
-    if not meta.get("partial"):
-        raise UserError("this run is complete: nothing to resume", source="--resume", field=str(run_dir))
-    argv = [a for a in meta["argv"]]
+    if not (run_dir / journal.NAME).is_file():
+        raise UserError(f"no {journal.NAME} (the rows of a run, written as its cases finish): nothing to resume from",
+                        source="--resume", field=str(run_dir))
+    rows, done, _ = journal.read(run_dir)
+    try:
+        whole = meta.get("partial") is False and len(pd.read_csv(run_dir / "results.csv")) == len(rows)
+    except (OSError, ValueError, pd.errors.ParserError):
+        whole = False
     if "--out" in argv:
         argv[argv.index("--out") + 1] = str(run_dir)
     else:
         argv += ["--out", str(run_dir)]
-    return argv, old.to_dict("records"), meta.get("done_cases", [])
+    return argv, done, whole
 
 
 def cmd_run(args, argv) -> int:
-    prior_rows, done = [], []
-    if args.resume:
-        argv, prior_rows, done = _resume(args)
+    done: list[str] = []
+    resuming = args.resume is not None
+    if resuming:
+        argv, done, whole = _resume(args)
         args = build_parser().parse_args(argv)
-    if args.repeats < 1 or args.timeout <= 0 or args.time_budget < 0:
-        raise UserError("--repeats must be >= 1, --timeout > 0 and --time-budget >= 0", source="conformance run")
+    # Everything the user gave is checked before the first case and before anything is written (exit 2).
     suite_label, cases, warnings = _cases(args)
     all_ids = [c.id for c in cases]
     cases = [c for c in cases if c.id not in set(done)]
+    if resuming and not cases and whole:
+        raise UserError("this run is complete: nothing to resume", source="--resume", field=str(args.out))
+    out = args.out
+    preflight.writable_dir(out)
     if args.deviations != str(deviations.DEFAULT_PATH) and not Path(args.deviations).is_file():
         raise UserError(f"no such file {args.deviations!r}", source="--deviations")
     known = deviations.load(args.deviations)
+    conventions, note_c = preflight.conventions_file(args.conventions, DEFAULT_CONVENTIONS)
+    bench, note_b = preflight.bench_file(args.bench, DEFAULT_BENCH)
+    warnings += [n for n in (note_c, note_b) if n]
+    record_history = not history_disabled(args.history)
+    if record_history:
+        _history().check(args.history)
     infos = discover(args.backend, keep=True)
     targets = select_targets(infos, args.device, explicit=bool(args.backend))
     if not targets:
         raise UserError("no backend is available: " + "; ".join(f"{i.name}: {i.reason}" for i in infos), source="conformance run")
+    warnings += list(dict.fromkeys(n for i in infos for n in (i.meta or {}).get("notes", [])))
     policy = TimingPolicy(max_repeats=args.repeats, min_repeats=min(3, args.repeats), budget_s=args.time_budget)
     print(f"suite {suite_label}: {len(cases)} cases on " + ", ".join(t.label for t in targets)
           + (f" (resuming: {len(done)} done)" if done else ""), file=sys.stderr)
     t0 = time.monotonic()
-    out = args.out
+    meta = metadata.collect(argv, suite_label, infos, targets, THRESHOLDS)
+    meta.update(argv=argv, partial=True, sut_requested=not args.backend or "opencl" in args.backend,
+                allow_empty=args.allow_empty)
+    # From here on the run writes: its folder, run.json (partial until the end) and the journal, case by case.
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        if not resuming:
+            preflight.clear_run_files(out)
+            atomic_write(out / "run.json", json.dumps(meta, indent=2, default=str).encode())
+    except OSError as exc:
+        release_probes(targets)
+        raise ReportError.of(out, exc) from None
+    except ReportError:
+        release_probes(targets)
+        raise
+    log = journal.Journal(out, fresh=not resuming)
     on_arrays = ArraysWriter(out) if args.keep_arrays else None
     seen: dict = {}
     state: dict = {}
@@ -149,32 +189,38 @@ def cmd_run(args, argv) -> int:
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         rows = run_cases(cases, targets, policy=policy, timeout_s=args.timeout, on_arrays=on_arrays,
-                         progress=Progress(len(cases)), seen=seen, state=state, classify=classify)
+                         progress=Progress(len(cases)), seen=seen, state=state, classify=classify, record=log.append)
     finally:
         signal.signal(signal.SIGTERM, previous)
-    # again over every row: a row already classified stays as it is; this pass finds the entries that match none
+        log.close()
+    # again over this session's rows: a row already classified stays as it is; this pass finds the entries that match none
     warnings += deviations.apply(rows, seen, versions(), known)
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
-    meta = metadata.collect(argv, suite_label, infos, targets, THRESHOLDS)
-    meta.update(elapsed_s=time.monotonic() - t0, warnings=warnings, argv=argv,
-                done_cases=[i for i in all_ids if i in set(done) | set(state["done"])])
+    every_row, finished, _ = journal.read(out)  # the report is what is on disk
+    meta = metadata.collect(argv, suite_label, infos, targets, THRESHOLDS) | {
+        k: meta[k] for k in ("argv", "sut_requested", "allow_empty")}
+    meta.update(elapsed_s=time.monotonic() - t0, warnings=warnings, done_cases=[i for i in all_ids if i in set(finished)])
     meta["partial"] = len(meta["done_cases"]) < len(all_ids)
     workers = {t.label: t.meta.get("peak_rss_mib") for t in targets if t.meta.get("peak_rss_mib")}
     own = peak_rss_mib()
     meta["peak_rss_mib"] = {"main": own, "workers": workers, "upper_bound_total": own + sum(workers.values())}
-    df = write(out, prior_rows + rows, meta)
-    _after_report(args, out, df, meta)
-    bad = df[df["status"].isin(UNEXPECTED)]
-    counts = df["status"].value_counts().to_dict()
-    code = 130 if state["interrupted"] else (1 if len(bad) else 0)
+    df = write(out, every_row, meta)
+    _after_report(args, out, df, meta, conventions, bench, record_history)
+    verdict = judge(df, meta, allow_empty=args.allow_empty)
+    code = 130 if state["interrupted"] else (verdict.code if not meta["partial"] else max(verdict.code, 1))
+    counts = df["status"].value_counts().to_dict() if len(df) else {}
+    bad = df[df["status"].isin(UNEXPECTED)] if len(df) else df
     if args.format == "json":
-        print(json.dumps({"exit_code": code, "partial": meta["partial"], "report_dir": str(out), "rows": len(df),
-                          "counts": counts, "unexpected": bad[["case_id", "target", "vs", "output", "status", "reason"]].to_dict("records")},
-                         default=str))
+        print(json.dumps({"exit_code": code, "verdict": verdict.line(meta["partial"]), "notes": list(verdict.notes),
+                          "partial": meta["partial"], "report_dir": str(out), "rows": len(df), "counts": counts,
+                          "unexpected": bad[["case_id", "target", "vs", "output", "status", "reason"]].to_dict("records")
+                          if len(bad) else []}, default=str))
     else:
-        note = f" (INTERRUPTED after {len(meta['done_cases'])} of {len(all_ids)} cases: conformance run --resume {out})" if meta["partial"] else ""
-        print(f"{len(df)} rows: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + f"; report in {out}/summary.md{note}")
+        note = (f" (INCOMPLETE: {len(meta['done_cases'])} of {len(all_ids)} cases finished: conformance run --resume {out})"
+                if meta["partial"] else "")
+        print(f"{verdict.line(meta['partial'])}: {len(df)} rows" + "".join(f", {k} {v}" for k, v in sorted(counts.items()))
+              + "".join(f"; {n}" for n in verdict.notes) + f"; report in {out}/summary.md{note}")
     return code
 
 
@@ -182,24 +228,33 @@ def _terminate(signum, frame):
     raise KeyboardInterrupt  # SIGTERM ends a run like Ctrl-C: every finished row is written, marked partial
 
 
-def _after_report(args, out: Path, df, meta) -> None:
-    """report.html and the history store, where those modules are present."""
+def history_disabled(url) -> bool:
     try:
-        from . import html_report
-    except ImportError:
-        html_report = None
-    if html_report is not None:
-        conv = Path(args.conventions) if args.conventions else None
-        bench = Path(args.bench) if args.bench else None
-        html_report.write(out, df, meta, conventions=json.loads(conv.read_text()) if conv and conv.is_file() else None,
-                          bench=pd.read_csv(bench) if bench and bench.is_file() else None)
-    if args.history != "none":
-        try:
-            from . import history
-        except ImportError:
-            return
-        run_id = history.record(df, meta, str(out), url=args.history)
-        print(f"recorded as run {run_id} in the history store", file=sys.stderr)
+        from .history import disabled
+    except ImportError:  # no SQLAlchemy: nothing can be recorded
+        return True
+    return disabled(url)
+
+
+def _history():
+    from . import history
+
+    return history
+
+
+def _after_report(args, out: Path, df, meta, conventions, bench, record_history: bool) -> None:
+    """report.html, then the run in the history store. A store that fails now (a full disk, a lost server) costs
+    a warning line, not the verdict: the rows are safe in the run folder and can be recorded later."""
+    html_report.write(out, df, meta, conventions=conventions, bench=bench)
+    if not record_history:
+        return
+    try:
+        run_id = _history().record(df, meta, str(out), url=args.history)
+    except (ReportError, UserError) as exc:
+        print(f"warning: {exc}; the run's rows are in {out} (record them later: conformance history --record {out})",
+              file=sys.stderr)
+        return
+    print(f"recorded as run {run_id} in the history store", file=sys.stderr)
 
 
 def cmd_list(args) -> int:
@@ -227,9 +282,8 @@ def cmd_list(args) -> int:
 def cmd_bench(args, argv) -> int:
     from . import bench, bench_report
 
-    if args.rounds < 1 or args.repeats < 1:
-        raise UserError("--rounds and --repeats must be >= 1", source="conformance bench")
     label, cases, _ = _cases(args)
+    preflight.writable_dir(args.out)
     infos = discover(args.backend, keep=True)
     targets = select_targets(infos, args.device, explicit=bool(args.backend))
     if not targets:
@@ -249,6 +303,8 @@ def cmd_conventions(args) -> int:
     from .backends import FRAMEWORKS
 
     names = args.backend or FRAMEWORKS
+    if args.out is not None:
+        preflight.writable_dir(args.out)
     for n in names:
         if n not in FRAMEWORKS:
             raise UserError(f"{n!r} is not a framework backend (known: {', '.join(FRAMEWORKS)})", source="--backend")
@@ -289,6 +345,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"conformance: error: {exc}", file=sys.stderr)
         return 2
+    except ReportError as exc:  # the output could not be written (a full disk ...): what is safe is said
+        print(f"conformance: error: {exc}", file=sys.stderr)
+        return 4
     except BrokenPipeError:  # `conformance list cases | head`
         sys.stderr.close()
         return 0

@@ -14,7 +14,9 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import UserError
-from .report import md_table
+from .preflight import number, path_arg
+from .regress import DEFAULTS
+from .report import md_code, md_table
 
 HISTORY_HELP = "history store: SQLAlchemy URL or SQLite file (default: $CONFORMANCE_HISTORY or reports/history.sqlite)"
 
@@ -26,9 +28,15 @@ def add_commands(sub) -> None:
     c.add_argument("--history", metavar="URL", help=HISTORY_HELP)
     c.add_argument("--device", metavar="SUBSTRING", help="latest/previous among runs with such a target; compare only those targets")
     c.add_argument("--suite", help="latest/previous among runs of this suite (default for BASE: NEW's suite)")
-    c.add_argument("--error-factor", type=float, default=4.0, help="error growth factor that flags (default 4)")
-    c.add_argument("--min-time-ratio", type=float, default=1.10, help="median time ratio a timing regression must exceed (default 1.10)")
-    c.add_argument("--out", type=Path, metavar="FILE.md", help="also write the markdown here")
+    c.add_argument("--error-factor", type=number(low=1, low_open=True), default=DEFAULTS["error_factor"],
+                   help="error growth factor that flags (default 4)")
+    c.add_argument("--min-time-ratio", type=number(low=1), default=DEFAULTS["min_time_ratio"],
+                   help="median and minimum time ratio a timing regression must exceed (default 1.25)")
+    c.add_argument("--min-time-ms", type=number(low=0), default=DEFAULTS["min_time_ms"],
+                   help="times are judged only from this many ms (default 1) ...")
+    c.add_argument("--floor-factor", type=number(low=0), default=DEFAULTS["floor_factor"],
+                   help="... and from this many times the target's launch floor (default 20)")
+    c.add_argument("--out", type=path_arg, metavar="FILE.md", help="also write the markdown here")
     c.set_defaults(func=cmd_compare)
     h = sub.add_parser("history", help="list recorded runs, or the trend of one case on one backend")
     h.add_argument("--history", metavar="URL", help=HISTORY_HELP)
@@ -36,12 +44,14 @@ def add_commands(sub) -> None:
     h.add_argument("--case", metavar="ID", help="trend of this case id (needs --backend)")
     h.add_argument("--backend", metavar="B", help="backend of the trend")
     h.add_argument("--device", metavar="D", help="only targets containing this")
-    h.add_argument("--plot", type=Path, metavar="FILE.png|svg", help="write the trend plot")
+    h.add_argument("--plot", type=path_arg, metavar="FILE.png|svg", help="write the trend plot")
+    h.add_argument("--record", type=path_arg, metavar="DIR",
+                   help="record the run in DIR (a `conformance run --out` folder) in the store, e.g. after the store failed")
     h.set_defaults(func=cmd_history)
     d = sub.add_parser("devices-table", help="the newest run of a suite on every device recorded, side by side")
     d.add_argument("--history", metavar="URL", help=HISTORY_HELP)
     d.add_argument("--suite", help="suite (default: the newest run's)")
-    d.add_argument("--out", type=Path, metavar="FILE.md", help="also write the markdown here")
+    d.add_argument("--out", type=path_arg, metavar="FILE.md", help="also write the markdown here")
     d.set_defaults(func=cmd_devices_table)
 
 
@@ -71,22 +81,43 @@ def cmd_compare(args) -> int:
     from . import regress
 
     history = _history()
-    if args.error_factor <= 1 or args.min_time_ratio < 1:
-        raise UserError("--error-factor must be > 1 and --min-time-ratio >= 1", source="conformance compare")
     new_df, new_meta, new_label = history.resolve(args.new, args.history, args.device, suite=args.suite)
     # `previous latest`: the run before the newest one *of the same suite*, unless --suite says otherwise
     suite = args.suite or (new_meta.get("suite") if args.base in ("latest", "previous") else None)
-    base_df, _, base_label = history.resolve(args.base, args.history, args.device, suite=suite)
+    base_df, base_meta, base_label = history.resolve(args.base, args.history, args.device, suite=suite)
+    drift = _drift(history, args.history, new_meta)
     result = regress.compare(_only_device(base_df, args.device), _only_device(new_df, args.device),
-                             error_factor=args.error_factor, min_time_ratio=args.min_time_ratio)
+                             base_meta=base_meta, new_meta=new_meta, drift=drift, error_factor=args.error_factor,
+                             min_time_ratio=args.min_time_ratio, min_time_ms=args.min_time_ms,
+                             floor_factor=args.floor_factor)
     text = regress.markdown(result, base_label, new_label)
     print(text, end="")
     _write(args.out, text)
     return 1 if regress.regression_flag(result) else 0
 
 
+def _drift(history, url, new_meta: dict) -> dict:
+    """Run-to-run drift of each (case, target) in the history before the new run (same suite, same machine)."""
+    host = new_meta.get("host") or {}
+    try:
+        where = history.url_of(url)
+    except UserError:  # --history none: no store
+        return {}
+    if where.startswith("sqlite:///") and not Path(where[len("sqlite:///"):]).is_file():
+        return {}  # no store yet: a comparison of two run folders creates none
+    return history.timing_drift(url, new_meta.get("suite"), host.get("name"), until=new_meta.get("started"))
+
+
 def cmd_history(args) -> int:
     history = _history()
+    if args.record is not None:
+        df, meta = history.read_dir(args.record)
+        if meta.get("partial"):
+            raise UserError(f"{str(args.record)!r} holds an incomplete run: complete it with conformance run --resume",
+                            source="--record")
+        run_id = history.record(df, meta, str(args.record), url=args.history)
+        print(f"recorded {md_code(args.record)} as run {md_code(run_id)} in {md_code(history.url_of(args.history))}")
+        return 0
     if args.case is None:
         if args.backend or args.plot:
             raise UserError("--backend and --plot go with --case ID", source="conformance history")
@@ -94,7 +125,7 @@ def cmd_history(args) -> int:
         rows = [[r.run_id, r.started, r.suite, r.machine, str(r.git_commit or "")[:12] + (" partial" if r.partial else ""),
                  ", ".join(r.targets), " ".join(f"{k} {v}" for k, v in sorted(r.counts.items()))] for r in listed.itertuples()]
         print(md_table(["run", "started", "suite", "machine", "commit", "targets", "counts (vs oracle)"], rows))
-        print(f"\n{len(listed)} run(s) in {history.url_of(args.history)}")
+        print(f"\n{len(listed)} run(s) in {md_code(history.url_of(args.history))}")
         return 0
     if not args.backend:
         raise UserError("--case needs --backend", source="conformance history")
@@ -102,11 +133,11 @@ def cmd_history(args) -> int:
         raise UserError(f"--plot must end in .png or .svg, not {str(args.plot)!r}", source="--plot")
     df = history.trend(args.case, args.backend, args.device, args.history)
     wide = trend_table(df)
-    print(f"case {args.case} on {args.backend}: norm_err per output and median time per run, oldest first\n")
+    print(f"case {md_code(args.case)} on {md_code(args.backend)}: norm_err per output and median time per run, oldest first\n")
     print(md_table(list(wide.columns), wide.values.tolist()))
     if args.plot is not None:
         plot_trend(df, args.plot, title=f"{args.case[:80]} on {args.backend}")
-        print(f"\nplot written to {args.plot}")
+        print(f"\nplot written to {md_code(args.plot)}")
     return 0
 
 
@@ -232,7 +263,7 @@ def cmd_devices_table(args) -> int:
         if len(rows):
             dfs[target] = rows
             sources.append([target, run_id, meta.get("started", ""), (meta.get("host") or {}).get("name", "")])
-    text = regress.cross_device_markdown(dfs, title=f"Suite `{suite}` on every device recorded")
+    text = regress.cross_device_markdown(dfs, title=f"Suite {md_code(suite)} on every device recorded")
     text += "\n## Sources (newest run per target)\n\n" + md_table(["target", "run", "started", "machine"], sources) + "\n"
     print(text, end="")
     _write(args.out, text)

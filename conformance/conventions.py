@@ -26,6 +26,7 @@ import numpy as np
 from .backends.base import TimingPolicy
 from .case import Case, Fill
 from .generate import generate
+from .report import md_text
 from .runner import profiled
 from .worker import Worker
 
@@ -170,7 +171,7 @@ def _infer_probes(w, prof) -> dict:
 def matrix(results: dict[str, dict]) -> tuple[str, int]:
     """Markdown: convention x framework, 'documented / observed', mismatches marked. Returns (text, mismatches)."""
     names = list(results)
-    head = "| convention | " + " | ".join(f"{n} {results[n].get('version', '')}".strip() for n in names) + " |"
+    head = "| convention | " + " | ".join(md_text(f"{n} {results[n].get('version', '')}".strip()) for n in names) + " |"
     lines = [head, "|" + "---|" * (len(names) + 1)]
     mismatches = 0
     for row in ROWS:
@@ -178,13 +179,13 @@ def matrix(results: dict[str, dict]) -> tuple[str, int]:
         for n in names:
             r = results[n]
             if "error" in r:
-                cells.append(f"unavailable: {r['error']}")
+                cells.append(f"unavailable: {md_text(r['error'])}")
                 continue
             doc, obs = r["documented"].get(row), r.get(row, "")
             doc_s = "not documented" if doc is None and row in _DOC_ROWS else ("-" if doc is None else _fmt(doc))
             bad = doc is not None and not _agrees(row, doc, obs)
             mismatches += bad
-            cells.append(f"{'**MISMATCH** ' if bad else ''}doc: {doc_s} / seen: {_fmt(obs)}")
+            cells.append(f"{'**MISMATCH** ' if bad else ''}doc: {md_text(doc_s)} / seen: {md_text(_fmt(obs))}")
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
     return "\n".join(lines), mismatches
 

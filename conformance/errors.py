@@ -19,3 +19,13 @@ _LINE_BREAKS = {c: repr(chr(c))[1:-1] for c in (0x0A, 0x0B, 0x0C, 0x0D, 0x1C, 0x
 
 def _one_line(text: str) -> str:
     return text.translate(_LINE_BREAKS)
+
+
+class ReportError(Exception):
+    """The run's output could not be written (a full disk, a folder made read-only mid-run): one line naming the
+    path and the system's reason; the CLI exits 4. Rows already in the journal stay there for --resume."""
+
+    @classmethod
+    def of(cls, path, exc: OSError, note: str = "") -> "ReportError":
+        why = exc.strerror or type(exc).__name__
+        return cls(_one_line(f"cannot write {str(path)!r}: {why}" + (f"; {note}" if note else "")))

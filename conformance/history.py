@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 import sqlalchemy as sa  # an ImportError here tells `conformance run` to record nothing
 
-from .errors import UserError
+from .errors import ReportError, UserError
 
 SCHEMA_VERSION = 1
 DEFAULT_PATH = Path(__file__).resolve().parents[1] / "reports" / "history.sqlite"
@@ -73,13 +73,42 @@ def _t(name: str):
     return _schema().tables[name]
 
 
+def disabled(url: str | None) -> bool:
+    """`--history none` (or CONFORMANCE_HISTORY=none): record nothing. Never a file named 'none'."""
+    return (url or os.environ.get("CONFORMANCE_HISTORY") or "").strip().lower() == "none"
+
+
 def url_of(url: str | None) -> str:
+    """The store's SQLAlchemy URL: the option, else $CONFORMANCE_HISTORY, else reports/history.sqlite; a plain
+    path means SQLite there. Resolving writes nothing."""
+    if disabled(url):
+        raise UserError("'none' records nothing and has nothing to read: name a history store (an SQLAlchemy URL "
+                        "or an SQLite file), or leave --history and CONFORMANCE_HISTORY unset for the default "
+                        f"{DEFAULT_PATH}", source="--history")
     url = url or os.environ.get("CONFORMANCE_HISTORY") or str(DEFAULT_PATH)
     if "://" not in url:  # a file path
-        path = Path(url).expanduser().resolve()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        url = f"sqlite:///{path}"
+        url = f"sqlite:///{Path(url).expanduser().resolve()}"
     return url
+
+
+def check(url: str | None) -> None:
+    """Before a run records into it: the store opens and holds this suite's schema (or none yet). A file that
+    is not a database, an unknown scheme, a server that does not answer: one UserError line. A SQLite file
+    that does not exist yet is not created here; its folder must be writable."""
+    try:
+        u = sa.engine.make_url(url_of(url))
+    except sa.exc.ArgumentError as exc:
+        raise UserError(f"not a history store URL: {_why(exc)}", source="--history") from None
+    if u.get_backend_name() == "sqlite" and u.database and u.database != ":memory:":
+        path = Path(u.database)
+        if path.exists() and not path.is_file():
+            raise UserError(f"{str(path)!r} is not a file", source="--history")
+        if not path.exists():
+            from .preflight import writable_dir
+
+            writable_dir(path.parent, "--history")
+            return
+    _open(url).dispose()
 
 
 def _engine(url: str | None):
@@ -107,6 +136,12 @@ def _engine(url: str | None):
     return eng
 
 
+def _why(exc: BaseException) -> str:
+    """The first line of a driver's message, without SQLAlchemy's '(Background on this error ...)' tail."""
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
+
+
 def _shown(eng) -> str:
     return eng.url.render_as_string(hide_password=True)
 
@@ -122,12 +157,12 @@ def _ensure(eng) -> None:
                     return
                 version = conn.execute(sa.select(sa.func.max(_t("schema_version").c.version))).scalar()
             break
-        except sa.exc.OperationalError as exc:
-            if attempt == 2 or "locked" not in str(exc):
-                raise UserError(f"cannot open history store {_shown(eng)}: {str(exc).splitlines()[0]}", source="--history") from None
         except (sa.exc.IntegrityError, sa.exc.ProgrammingError) as exc:  # another process created the tables first
             if attempt == 2:
-                raise UserError(f"cannot set up history store {_shown(eng)}: {str(exc).splitlines()[0]}", source="--history") from None
+                raise UserError(f"cannot set up history store {_shown(eng)}: {_why(exc)}", source="--history") from None
+        except (sa.exc.SQLAlchemyError, OSError) as exc:  # not a database, no server, no such driver, locked ...
+            if attempt == 2 or "locked" not in str(exc):
+                raise UserError(f"cannot open history store {_shown(eng)}: {_why(exc)}", source="--history") from None
         time.sleep(0.2 * (attempt + 1))
     if version is not None and version > SCHEMA_VERSION:
         raise UserError(f"history store {_shown(eng)} has schema version {version}, newer than this code's "
@@ -223,9 +258,9 @@ def record(df: pd.DataFrame, meta: dict, run_dir: str | None, url: str | None = 
                     if rows:
                         conn.execute(_t("results").insert(), rows)
                 return run_id
-            except sa.exc.OperationalError as exc:  # SQLite busy past its timeout: try again
-                if attempt == 7 or "locked" not in str(exc):
-                    raise
+            except (sa.exc.SQLAlchemyError, OSError) as exc:  # SQLite busy past its timeout: try again
+                if attempt == 7 or "locked" not in str(exc):  # a full disk, a lost server: one line (rolled back)
+                    raise ReportError(f"cannot record the run in history store {_shown(eng)}: {_why(exc)}") from None
                 time.sleep(0.5 * (attempt + 1))
     finally:
         eng.dispose()
@@ -345,3 +380,39 @@ def trend(case_id: str, backend: str, device: str | None = None, url: str | None
         dev = f" on a device matching {device!r}" if device else ""
         raise UserError(f"no results for case {case_id!r} on backend {backend!r}{dev} in history {url_of(url)}", source="history")
     return df
+
+
+def timing_drift(url: str | None, suite: str | None, machine: str | None, until: str | None = None,
+                 window: int = 10, min_runs: int = 3) -> dict[tuple[str, str], float]:
+    """How much each (case, target)'s median time moves between consecutive runs of the same suite on the same
+    machine, from the last `window` complete runs started before `until`: the largest ratio (>= 1, either way)
+    between two consecutive runs' medians, for pairs seen in at least `min_runs` runs. compare() holds a pair to
+    this drift when it is larger than its min_time_ratio."""
+    if not suite or not machine:
+        return {}
+    r, res = _t("runs"), _t("results")
+    q = sa.select(r.c.run_id).where(r.c.suite == suite, r.c.machine == machine, r.c.partial.is_(False))
+    if until:
+        q = q.where(r.c.started < until)
+    q = q.order_by(r.c.started.desc(), r.c.recorded.desc()).limit(window)
+    eng = _open(url)
+    try:
+        with eng.connect() as conn:
+            ids = [row[0] for row in conn.execute(q)]
+            if len(ids) < min_runs:
+                return {}
+            times = _frame(conn.execute(
+                sa.select(res.c.run_id, res.c.case_id, res.c.target, sa.func.min(res.c.time_ms_median).label("t"))
+                .where(res.c.run_id.in_(ids), sa.or_(res.c.vs == "oracle", res.c.vs.is_(None)))
+                .group_by(res.c.run_id, res.c.case_id, res.c.target)))
+    finally:
+        eng.dispose()
+    order = {run_id: k for k, run_id in enumerate(reversed(ids))}  # oldest first
+    times = times.dropna().assign(k=times["run_id"].map(order)).sort_values("k")
+    out = {}
+    for (case_id, target), g in times.groupby(["case_id", "target"]):
+        t = g["t"].to_numpy(dtype=float)
+        if len(t) >= min_runs and (t > 0).all():
+            ratios = t[1:] / t[:-1]
+            out[(case_id, target)] = float(max(ratios.max(), (1 / ratios).max()))
+    return out

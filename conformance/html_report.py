@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .compare import UNEXPECTED
-from .report import _atomic_write, rerun_command
+from .report import atomic_write, rerun_command
 
 SEVERITY = ("crash", "timeout", "error", "fail", "xpass", "xfail", "unsupported", "skip", "pass")  # worst first
 COLORS = {"crash": "#111827", "timeout": "#7c3aed", "error": "#ea580c", "fail": "#dc2626", "xpass": "#db2777",
@@ -385,5 +385,5 @@ def write(out_dir: Path, df: pd.DataFrame, meta: dict, conventions: dict | None 
     """Write out_dir/report.html atomically (a temporary file renamed into place); returns its path."""
     path = Path(out_dir) / "report.html"
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, html(df, meta, conventions=conventions, bench=bench).encode("utf-8"))
+    atomic_write(path, html(df, meta, conventions=conventions, bench=bench).encode("utf-8"))
     return path

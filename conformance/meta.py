@@ -57,7 +57,8 @@ def collect(argv: list[str], suite: str, infos, targets, thresholds: dict) -> di
         "ocl_icd_vendors": os.environ.get("OCL_ICD_VENDORS", ""),
         "backends": [{"name": i.name, "available": i.reason is None, "reason": i.reason} for i in infos],
         "targets": [{"target": t.label, "backend": t.backend, "state": t.state, "reason": t.reason,
-                     "device": t.device.as_dict() if t.device is not None else None} for t in targets],
+                     "device": t.device.as_dict() if t.device is not None else None,
+                     "floor_ms": t.meta.get("floor_ms")} for t in targets],
         "thresholds": thresholds,
         "python_executable": sys.executable,
     }

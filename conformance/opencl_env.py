@@ -39,9 +39,45 @@ def _find_intel_runtime() -> Path | None:
     return None
 
 
+NOTES: list[str] = []  # what was done that a reader of the report should know (one line each)
+
+
 def _icd_folder() -> Path:
     cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(cache) / "conformance" / "icd"
+
+
+def _writable(folder: Path) -> bool:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".probe-"):
+            return True
+    except OSError:
+        return False
+
+
+def prepare_caches() -> None:
+    """pyopencl keeps compiled programs under ~/.cache/pyopencl, pytools (which pyopencl uses) its tables under
+    ~/.cache/pytools, and this suite its ICD folder under ~/.cache/conformance. Where one of them cannot be
+    written, pyopencl fails every build it would cache (it reads os.environ["PYOPENCL_CACHE_FAILURE_FATAL"]
+    unguarded: a KeyError). Then the caches go to a private folder under the temporary directory, or, failing
+    that, pyopencl's cache is switched off; either way NOTES says so in one line. Call before pyopencl is imported."""
+    os.environ.setdefault("PYOPENCL_CACHE_FAILURE_FATAL", "")  # any later cache failure: a warning, not a KeyError
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    if all(_writable(root / sub) for sub in ("pyopencl", "pytools", "conformance")):
+        return
+    private = Path(tempfile.gettempdir()) / f"conformance-cache-{os.getuid()}"
+    try:
+        private.mkdir(mode=0o700, exist_ok=True)
+        mine = private.stat().st_uid == os.getuid() and not private.is_symlink()
+    except OSError:
+        mine = False
+    if mine and _writable(private / "pyopencl"):
+        os.environ["XDG_CACHE_HOME"] = str(private)
+        NOTES.append(f"{root} is not writable: the OpenCL caches (pyopencl, pytools, ICD folder) are in {private}")
+    else:
+        os.environ["PYOPENCL_NO_CACHE"] = "1"
+        NOTES.append(f"{root} is not writable, nor is {private}: pyopencl's program cache is off (every build compiles)")
 
 
 def _write_if_changed(path: Path, text: str) -> None:
@@ -67,6 +103,7 @@ def register_runtimes() -> str | None:
     Returns the folder, or None when nothing was done (the user set OCL_ICD_VENDORS, or no pip-installed
     runtime was found, in which case the system vendors are used as they are).
     """
+    prepare_caches()
     if os.environ.get("OCL_ICD_VENDORS"):
         return None
     intel = _find_intel_runtime()

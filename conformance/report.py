@@ -9,13 +9,17 @@ import io
 import json
 import math
 import os
+import re
 import shlex
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from .compare import STATUSES, UNEXPECTED
+from .errors import ReportError
+from .verdict import judge
 
 COLUMNS = ["case_id", "backend", "device", "target", "vs", "dtype", "mode", "output", "status", "max_abs_err", "max_rel_err",
            "max_ulp", "ulp_at_max", "norm_err", "threshold", "time_ms_median", "time_ms_min", "time_ms_p10", "time_ms_p90", "kernel_ms_median",
@@ -23,10 +27,20 @@ COLUMNS = ["case_id", "backend", "device", "target", "vs", "dtype", "mode", "out
            "running_var", "stats", "momentum_dir", "fill"]
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write to a temporary name beside path, then rename: a reader never sees half a file. On failure (a full
+    disk) the temporary file is removed and a one-line ReportError names the path."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise ReportError.of(path, exc) from None
 
 
 def frame(rows: list[dict]) -> pd.DataFrame:
@@ -40,6 +54,12 @@ def frame(rows: list[dict]) -> pd.DataFrame:
     return df[COLUMNS + [c for c in df.columns if c not in COLUMNS]]
 
 
+@dataclass(frozen=True)
+class Code:
+    """A table cell shown as code (md_table)."""
+    text: str
+
+
 def rerun_command(row) -> str:
     cmd = ["conformance", "run", "--case", row["case_id"], "--backend", row["backend"]]
     if isinstance(row["device"], str) and row["device"]:
@@ -47,13 +67,41 @@ def rerun_command(row) -> str:
     return " ".join(shlex.quote(c) for c in cmd)
 
 
+_MD_SPECIAL = re.compile(r"[\\`*\[\]|!]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
+_LINE_BREAKS = re.compile(r"[\r\n\x0b\x0c\x1c-\x1e\x85\u2028\u2029]+")
+
+
+def md_text(value) -> str:
+    """Any value as inert Markdown text: shown as written, never markup. CI systems render summaries (GitHub step
+    summaries, GitLab, Jenkins), some with raw HTML allowed: <, > and & become entities (no tag, no autolink),
+    and the characters that open code, emphasis, links, images and table cells are backslash-escaped."""
+    text = _LINE_BREAKS.sub(" ", str(value))
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _MD_SPECIAL.sub(lambda m: "\\" + m.group(0), text)
+
+
+def md_code(value, table: bool = False) -> str:
+    """A value as a Markdown code span (literal, markup inert), fenced by more backticks than it holds; in a table
+    cell `|` is escaped as GFM requires even inside code."""
+    text = _LINE_BREAKS.sub(" ", str(value))
+    if table:
+        text = text.replace("|", "\\|")
+    runs = [len(r) for r in re.findall(r"`+", text)]
+    fence = "`" * (max(runs, default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") or runs else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
 def md_table(headers: list[str], rows: list[list]) -> str:
+    """A GFM table; every cell is escaped (md_text) unless it is a Code(...) value, shown as a code span."""
     def cell(v):
+        if isinstance(v, Code):
+            return md_code(v.text, table=True)
         if isinstance(v, float):
             return "" if math.isnan(v) else f"{v:.4g}"
-        return str(v).replace("|", "\\|").replace("\n", " ")
+        return md_text(v)
 
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines = ["| " + " | ".join(md_text(h) for h in headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
     return "\n".join(lines)
 
@@ -70,20 +118,22 @@ def counts_table(df: pd.DataFrame, by: str = "target") -> str:
 def summary_markdown(df: pd.DataFrame, meta: dict, max_listed: int = 200) -> str:
     out = io.StringIO()
     w = lambda s="": print(s, file=out)  # noqa: E731
-    bad = df[df["status"].isin(UNEXPECTED)]
-    verdict = "FAILED" if len(bad) else "passed"
-    if meta.get("partial"):
-        verdict = f"PARTIAL ({verdict} so far)"
-    w(f"# BatchNorm conformance: suite `{meta['suite']}`: {verdict}")
+    verdict = judge(df, meta, allow_empty=bool(meta.get("allow_empty")))
+    w(f"# BatchNorm conformance: suite {md_code(meta['suite'])}: {verdict.line(bool(meta.get('partial')))}")
     w()
+    for note in verdict.notes:
+        w(f"**{md_text(note[0].upper() + note[1:])}.**  ")
+    if verdict.notes:
+        w()
     if meta.get("partial"):
         w(f"**Interrupted**: {len(meta.get('done_cases', []))} cases finished; every row of them is here. "
-          f"Complete it with `conformance run --resume {meta.get('out_dir', 'DIR')}`.")
+          f"Complete it with {md_code(shlex.join(['conformance', 'run', '--resume', str(meta.get('out_dir', 'DIR'))]))}.")
         w()
-    w(f"`{meta['command']}` at {meta['started']}, git `{meta['git_commit']}`, {meta.get('elapsed_s', 0):.1f} s")
+    w(f"{md_code(meta['command'])} at {md_text(meta['started'])}, git {md_code(meta['git_commit'])}, "
+      f"{meta.get('elapsed_s', 0):.1f} s")
     w()
     h = meta["host"]
-    w(f"Host `{h['name']}`: {h['cpu']}, {h['cores']} cores, {h['os']}")
+    w(f"Host {md_code(h['name'])}: {md_text(h['cpu'])}, {h['cores']} cores, {md_text(h['os'])}")
     w()
     w("## Targets")
     trows = []
@@ -95,14 +145,14 @@ def summary_markdown(df: pd.DataFrame, meta: dict, max_listed: int = 200) -> str
     missing = [b for b in meta["backends"] if not b["available"]]
     if missing:
         w()
-        w("Unavailable backends: " + "; ".join(f"`{b['name']}` ({b['reason']})" for b in missing))
+        w("Unavailable backends: " + "; ".join(f"{md_code(b['name'])} ({md_text(b['reason'])})" for b in missing))
     w()
-    w("Packages: " + ", ".join(f"{k} {v}" for k, v in meta["packages"].items()))
+    w("Packages: " + md_text(", ".join(f"{k} {v}" for k, v in meta["packages"].items())))
     rss = meta.get("peak_rss_mib")
     if rss:
         w()
         w(f"Peak resident memory: main process {rss['main']:.0f} MiB; workers " +
-          ", ".join(f"{k} {v:.0f}" for k, v in sorted(rss["workers"].items())) +
+          md_text(", ".join(f"{k} {v:.0f}" for k, v in sorted(rss["workers"].items()))) +
           f" MiB; at most {rss['upper_bound_total']:.0f} MiB together (sum of peaks)")
     w()
     w("## Results per target, against the oracle")
@@ -116,7 +166,7 @@ def summary_markdown(df: pd.DataFrame, meta: dict, max_listed: int = 200) -> str
     if meta.get("warnings"):
         w("## Warnings")
         for warning in meta["warnings"]:
-            w(f"- {warning}")
+            w(f"- {md_text(warning)}")
         w()
     w("## Thresholds")
     w("A row passes when `norm_err` (max abs error per channel in units of u x the oracle's error scale; "
@@ -129,9 +179,9 @@ def summary_markdown(df: pd.DataFrame, meta: dict, max_listed: int = 200) -> str
         w(f"## Rows that did not pass ({len(notpass)})")
         shown = notpass.sort_values(by="status", key=lambda s: s.map(lambda v: (v not in UNEXPECTED, v))).head(max_listed)
         for _, r in shown.iterrows():
-            vs = "" if r["vs"] == "oracle" else f" vs `{r['vs']}`"
-            w(f"- **{r['status']}** `{r['target']}`{vs} {r['output']}: {r['reason']}  ")
-            w(f"  re-run: `{rerun_command(r)}`")
+            vs = "" if r["vs"] == "oracle" else f" vs {md_code(r['vs'])}"
+            w(f"- **{md_text(r['status'])}** {md_code(r['target'])}{vs} {md_text(r['output'])}: {md_text(r['reason'])}  ")
+            w(f"  re-run: {md_code(rerun_command(r))}")
         if len(notpass) > max_listed:
             w(f"- ... {len(notpass) - max_listed} more in results.csv")
     return out.getvalue()
@@ -141,11 +191,11 @@ def write(out_dir: Path, rows: list[dict], meta: dict) -> pd.DataFrame:
     out_dir.mkdir(parents=True, exist_ok=True)
     meta = {**meta, "out_dir": str(out_dir)}
     df = frame(rows)
-    _atomic_write(out_dir / "results.csv", df.to_csv(index=False).encode())
+    atomic_write(out_dir / "results.csv", df.to_csv(index=False).encode())
     oracle_rows = df[df["vs"] == "oracle"]
     meta = {**meta, "counts": {t: g["status"].value_counts().to_dict() for t, g in oracle_rows.groupby("target")}}
-    _atomic_write(out_dir / "run.json", json.dumps(meta, indent=2, default=str).encode())
-    _atomic_write(out_dir / "summary.md", summary_markdown(df, meta).encode())
+    atomic_write(out_dir / "run.json", json.dumps(meta, indent=2, default=str).encode())
+    atomic_write(out_dir / "summary.md", summary_markdown(df, meta).encode())
     return df
 
 
@@ -162,4 +212,4 @@ class ArraysWriter:
             data.update({f"{label}/{k}": np.asarray(v) for k, v in outputs.items()})
         buf = io.BytesIO()
         np.savez_compressed(buf, **data)
-        _atomic_write(self.dir / f"{case.id}.npz", buf.getvalue())
+        atomic_write(self.dir / f"{case.id}.npz", buf.getvalue())

@@ -234,6 +234,22 @@ def _start(targets: list[Target]) -> None:
             t.state = "error"
 
 
+FLOOR_CASE = Case(name="floor", shape=(4, 2), mode="infer")  # two channels of two values: a call and nothing else
+
+
+def measure_floors(targets: list[Target], policy: TimingPolicy, timeout_s: float) -> None:
+    """Each ready target's launch floor: the median wall time of FLOOR_CASE, in its meta as floor_ms (None where
+    the call did not run). Timing comparisons judge only cases well above it (regress.py)."""
+    inputs = generate(FLOOR_CASE)
+    for t in targets:
+        if t.state != "ready":
+            continue
+        case = profiled(FLOOR_CASE, t.meta.get("profile")) if t.is_framework else FLOOR_CASE
+        reply = t.worker.run(case, inputs, policy, timeout_s)
+        walls = reply[1].wall_ms if reply[0] == "ok" else None
+        t.meta = {**t.meta, "floor_ms": statistics.median(walls) if walls else None}
+
+
 def _reply(t: Target, case: Case, inputs, policy, timeout_s):
     if t.state == "ready":
         return t.worker.run(case, inputs, policy, timeout_s)
@@ -244,11 +260,12 @@ def _reply(t: Target, case: Case, inputs, policy, timeout_s):
 
 def run_cases(cases: list[Case], targets: list[Target], *, policy: TimingPolicy, timeout_s: float = DEFAULT_TIMEOUT_S,
               on_arrays=None, progress: Progress | None = None, seen: dict | None = None,
-              state: dict | None = None, classify=None) -> list[dict]:
+              state: dict | None = None, classify=None, record=None) -> list[dict]:
     """All rows for cases x targets. on_arrays(case, inputs, {label: outputs}) receives each case's arrays;
     `seen` (case id -> Case) collects every profiled case that produced rows; classify(rows, cases) may change
     a finished case's rows in place before they are counted (the known deviations: so the progress line counts
-    xfail where the report will). A KeyboardInterrupt (Ctrl-C, or SIGTERM turned into one by the CLI) stops
+    xfail where the report will); record(case_id, rows) puts a finished case's rows on disk (the journal) before
+    the next case starts, and an exception it raises ends the run. A KeyboardInterrupt (Ctrl-C, or SIGTERM turned into one by the CLI) stops
     the run between two rows: the rows of every finished case are returned, the case in flight is dropped, and
     `state` gets done = [ids of finished cases] and interrupted = True."""
     rows: list[dict] = []
@@ -258,10 +275,13 @@ def run_cases(cases: list[Case], targets: list[Target], *, policy: TimingPolicy,
     state.update(done=[], interrupted=False)
     try:
         _start(targets)
+        measure_floors(targets, policy, timeout_s)
         for case in cases:
             case_rows, case_seen = _run_case(case, targets, policy, timeout_s, on_arrays)
             if classify is not None:
                 classify(case_rows, case_seen)
+            if record is not None:
+                record(case.id, case_rows)
             rows.extend(case_rows)  # only a finished case lands
             seen.update(case_seen)
             state["done"].append(case.id)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..opencl_env import register_runtimes
+from ..opencl_env import NOTES, register_runtimes  # noqa: F401 - NOTES: the worker reports them
 
 register_runtimes()  # before pyopencl is first imported: it decides which OpenCL platforms exist
 

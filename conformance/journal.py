@@ -1,0 +1,92 @@
+"""The run journal: each finished case's rows reach disk as the case finishes, so a killed run loses nothing.
+
+`DIR/journal.jsonl` holds one line per finished case, ``{"case": id, "n": number of rows, "rows": [...]}``,
+written with one write() and an fsync. A run killed at any moment (kill -9, an OOM kill, a power cut) leaves
+every case before the one in flight on disk; the line in flight, if torn, is dropped on reading and cut off
+before anything is appended after it. `conformance run --resume DIR` takes what is done from here, never from
+run.json or results.csv (the reports are derived from the journal, at the end of the run).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ReportError
+
+NAME = "journal.jsonl"
+
+
+def _plain(v):
+    """What json cannot write itself: numpy scalars become Python ones, anything else its text. (NaN and +-Inf
+    are written as NaN / Infinity and read back as floats.)"""
+    return v.item() if isinstance(v, np.generic) else str(v)
+
+
+def read(out_dir: Path) -> tuple[list[dict], list[str], int]:
+    """(rows, ids of the finished cases in order, byte length of the intact part). A line that does not parse
+    or whose row count is wrong (a torn write) ends the intact part; nothing after it is trusted."""
+    path = Path(out_dir) / NAME
+    rows: list[dict] = []
+    done: list[str] = []
+    good = 0
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return rows, done, 0
+    for line in data.splitlines(keepends=True):
+        if not line.endswith(b"\n"):
+            break
+        try:
+            rec = json.loads(line)
+            ok = isinstance(rec, dict) and isinstance(rec.get("rows"), list) and rec.get("n") == len(rec["rows"])
+        except ValueError:
+            ok = False
+        if not ok:
+            break
+        rows.extend(rec["rows"])
+        done.append(rec["case"])
+        good += len(line)
+    return rows, done, good
+
+
+class Journal:
+    """Append-only writer of DIR/journal.jsonl. fresh: start a new one; else continue an existing one after
+    its intact part (read() tells how long that is)."""
+
+    def __init__(self, out_dir: Path, fresh: bool):
+        self.path = Path(out_dir) / NAME
+        try:
+            if fresh:
+                self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            else:
+                self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o644)
+                os.ftruncate(self.fd, read(out_dir)[2])  # a torn last line goes before anything is appended
+            self.offset = os.lseek(self.fd, 0, os.SEEK_END)
+        except OSError as exc:
+            raise ReportError.of(self.path, exc) from None
+        self.cases = 0
+
+    def append(self, case_id: str, rows: list[dict]) -> None:
+        line = (json.dumps({"case": case_id, "n": len(rows), "rows": rows}, default=_plain) + "\n").encode()
+        try:
+            view = memoryview(line)
+            while view:
+                view = view[os.write(self.fd, view):]
+            os.fsync(self.fd)
+        except OSError as exc:
+            try:
+                os.ftruncate(self.fd, self.offset)  # leave no torn line behind (truncating frees space)
+            except OSError:
+                pass
+            raise ReportError.of(self.path, exc, f"{self.cases} finished cases are safe in it") from None
+        self.offset += len(line)
+        self.cases += 1
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
