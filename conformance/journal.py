@@ -82,7 +82,8 @@ class Journal:
                 os.ftruncate(self.fd, self.offset)  # leave no torn line behind (truncating frees space)
             except OSError:
                 pass
-            raise ReportError.of(self.path, exc, f"{self.cases} finished cases are safe in it") from None
+            raise ReportError.of(self.path, exc, f"{self.cases} finished cases are safe in it (make room, then "
+                                 f"conformance run --resume {self.path.parent})") from None
         self.offset += len(line)
         self.cases += 1
 

@@ -45,13 +45,12 @@ def judge(df: pd.DataFrame, meta: dict, allow_empty: bool = False) -> Verdict:
     silent = [t["target"] for t in meta.get("targets", []) if t["target"] not in set(judged.get("target", []))]
     if silent:
         notes.append("judged nothing on " + ", ".join(silent))
-    empty = None
+    empty = []
     if not len(judged):
-        empty = "no output was compared" + (" (the run selected no case)" if not len(df) else "")
-    elif meta.get("sut_requested") and not (judged["backend"] == SUT).any():
-        empty = "the system under test (opencl) judged nothing on any device"
-    if empty:
-        notes.insert(0, empty)
+        empty.append("no output was compared" + (" (the run selected no case)" if not len(df) else ""))
+    if meta.get("sut_requested") and not (len(judged) and (judged["backend"] == SUT).any()):
+        empty.append("the system under test (opencl) judged nothing on any device")
+    notes[:0] = empty
     if status.isin(UNEXPECTED).any():
         return Verdict("FAILED", 1, tuple(notes))
     if empty:

@@ -69,3 +69,51 @@ def test_resume_of_a_complete_run_is_a_user_error(tmp_path):
     assert conformance("run", "--backend", "numpy", "--out", str(out), "--history", "none").returncode == 0
     r = conformance("run", "--resume", str(out))
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "nothing to resume" in r.stderr
+
+
+def test_kill_9_loses_no_finished_case(tmp_path):
+    """kill -9 leaves no chance to write anything: the journal already holds every finished case, and --resume
+    completes the run with the rows an uninterrupted run has."""
+    suite = tmp_path / "s.toml"
+    suite.write_text(SUITE)
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert conformance("run", "--suite", str(suite), "--out", str(full), "--backend", "numpy", "--history", "none").returncode == 0
+    proc = subprocess.Popen([sys.executable, "-m", "conformance", "run", "--suite", str(suite), "--out", str(part), *SLOW],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:
+        if line.startswith("[5/12]"):
+            proc.kill()
+            break
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    lines = (part / "journal.jsonl").read_text().splitlines()
+    assert len(lines) >= 5 and json.loads((part / "run.json").read_text())["partial"] is True
+    assert not (part / "results.csv").exists()  # the reports come at the end; the rows were safe before
+    r = conformance("run", "--resume", str(part))
+    assert r.returncode == 0, r.stderr
+    assert f"resuming: {len(lines)} done" in r.stderr
+    done = pd.read_csv(part / "results.csv").drop(columns=TIMING)
+    want = pd.read_csv(full / "results.csv").drop(columns=TIMING)
+    pd.testing.assert_frame_equal(done.reset_index(drop=True), want.reset_index(drop=True))
+
+
+def test_resume_goes_by_the_journal_not_by_run_json_or_results_csv(tmp_path):
+    suite = tmp_path / "s.toml"
+    suite.write_text(SUITE)
+    out = tmp_path / "o"
+    assert conformance("run", "--suite", str(suite), "--out", str(out), "--backend", "numpy", "--history", "none").returncode == 0
+    want = pd.read_csv(out / "results.csv").drop(columns=TIMING)
+    # results.csv cut short (run.json still says complete): the report is rewritten from the journal, nothing re-run
+    text = (out / "results.csv").read_text().splitlines()
+    (out / "results.csv").write_text("\n".join(text[:4]) + "\n")
+    r = conformance("run", "--resume", str(out))
+    assert r.returncode == 0 and "0 cases" in r.stderr, r.stderr
+    pd.testing.assert_frame_equal(pd.read_csv(out / "results.csv").drop(columns=TIMING), want)
+    # the journal cut in the middle of its 11th line (a torn write): cases 11 and 12 run again, the rest is kept
+    journal = (out / "journal.jsonl").read_bytes()
+    cut = journal.index(b"\n", len(journal) - len(journal.splitlines()[-1]) - 2 - len(journal.splitlines()[-2]) // 2)
+    (out / "journal.jsonl").write_bytes(journal[: cut - 100])
+    r = conformance("run", "--resume", str(out))
+    assert r.returncode == 0 and "2 cases" in r.stderr and "resuming: 10 done" in r.stderr, r.stderr
+    pd.testing.assert_frame_equal(pd.read_csv(out / "results.csv").drop(columns=TIMING), want)
+    assert len((out / "journal.jsonl").read_text().splitlines()) == 12
