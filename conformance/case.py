@@ -8,13 +8,22 @@ the case name first, then ``key=value`` pairs, for example::
 
 (on one line). ``Case.from_id(case.id) == case`` for every valid case, so ``conformance run --case ID``
 re-runs a case with nothing else to go on. The id is safe as a file name and as a shell word.
+
+A case whose inputs come from an .npz file names it by a path relative to the folder it is resolved against (the
+suite file's folder; for a file outside it, the file's own folder) plus a digest of its content, e.g.
+``inputs=data%2Fcaptured.npz@0123456789abcdef``: the same suite gives the same ids in every folder and on every
+machine, and a changed file is a different case. Where that folder is (``inputs_root``) is not part of the case:
+not in its id, not in its equality.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
 import re
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from urllib.parse import quote, unquote
 
 from .errors import UserError
@@ -37,6 +46,28 @@ FILL_PARAMS: dict[str, dict[str, float]] = {
 
 MAX_ELEMENTS = 1 << 28  # 256 Mi elements (1 GiB in float32): beyond this a case is a mistake here
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+_INPUTS_RE = re.compile(r"^(?P<file>.+)@(?P<digest>[0-9a-f]{16})$", re.DOTALL)  # relative/path.npz@<16 hex of sha256>
+DIGEST_HEX = 16
+STEM_PREFIX = 60  # readable characters of a case id in file_stem()
+_STEM_UNSAFE = re.compile(r"[^A-Za-z0-9_.,=+-]")
+
+
+def content_digest(path) -> str:
+    """The first 16 hex digits of the sha256 of a file's content, as a case id names its inputs file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:DIGEST_HEX]
+
+
+def file_stem(case_id: str) -> str:
+    """A file name for a case id, unique and at most 77 characters whatever the id: its first STEM_PREFIX
+    characters (others than [A-Za-z0-9_.,=+-] written as _, no leading symbol), '-', and 16 hex digits of the
+    sha256 of the whole id."""
+    prefix = _STEM_UNSAFE.sub("_", case_id[:STEM_PREFIX]).lstrip("_.,=+-")
+    digest = hashlib.sha256(case_id.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{prefix}-{digest}" if prefix else digest
 
 
 @dataclass(frozen=True)
@@ -99,7 +130,8 @@ class Case:
     momentum: float = 0.9  # canonical: running = momentum * running + (1 - momentum) * batch
     seed: int = 0
     fill: Fill = field(default_factory=lambda: Fill.make("normal"))
-    inputs: str | None = None  # an .npz file with some or all of the inputs
+    inputs: str | None = None  # an .npz file with some or all of the inputs: "relative/path.npz@<digest>"
+    inputs_root: str | None = field(default=None, compare=False)  # the folder `inputs` is relative to; not in the id
 
     def __post_init__(self):
         self.validate()
@@ -137,8 +169,14 @@ class Case:
             bad("fill", f"must be a Fill, got {self.fill!r}")
         if self.fill.kind == "exact" and self.count % 2:
             bad("fill", f"kind 'exact' needs an even number of values per channel, shape {list(self.shape)!r} axis {self.axis} gives {self.count}")
-        if self.inputs is not None and (not isinstance(self.inputs, str) or not self.inputs):
-            bad("inputs", f"must be a path to an .npz file, got {self.inputs!r}")
+        if self.inputs is not None:
+            found = _INPUTS_RE.match(self.inputs) if isinstance(self.inputs, str) else None
+            if not found:
+                bad("inputs", f"must be a relative path to an .npz file, '@' and the {DIGEST_HEX} hex digits of its sha256, got {self.inputs!r}")
+            if found["file"].startswith("/"):
+                bad("inputs", f"must be relative to the inputs folder (an id is the same on every machine), got {found['file']!r}")
+        if self.inputs_root is not None and not isinstance(self.inputs_root, str):
+            bad("inputs_root", f"must be a folder, got {self.inputs_root!r}")
 
     # ---- derived --------------------------------------------------------------------------------------------
     @property
@@ -173,12 +211,27 @@ class Case:
         out = ("y", "mean", self.stats, "running_mean", "running_var") if self.mode == "train" else ("y", "running_mean", "running_var")
         return out + (("dx", "dgamma", "dbeta") if self.backward else ())
 
+    @property
+    def inputs_file(self) -> str | None:
+        """The inputs file's path as the id names it: relative to inputs_root, '/' separated."""
+        return None if self.inputs is None else self.inputs.rpartition("@")[0]
+
+    @property
+    def inputs_digest(self) -> str | None:
+        """The 16 hex digits of the sha256 of the inputs file's content that the id names."""
+        return None if self.inputs is None else self.inputs.rpartition("@")[2]
+
+    @property
+    def inputs_path(self) -> Path | None:
+        """Where the inputs file is read from: inputs_file resolved against inputs_root (else the current folder)."""
+        return None if self.inputs is None else Path(self.inputs_root or os.curdir, *self.inputs_file.split("/"))
+
     # ---- id -------------------------------------------------------------------------------------------------
     @property
     def id(self) -> str:
         tokens = [self.name]
         for f in fields(self):
-            if f.name == "name":
+            if f.name == "name" or not f.compare:  # inputs_root: where this machine keeps the file
                 continue
             value = getattr(self, f.name)
             if f.name == "inputs" and value is None:
@@ -187,12 +240,14 @@ class Case:
         return ",".join(tokens)
 
     @staticmethod
-    def from_id(case_id: str, *, source: str = "--case") -> "Case":
+    def from_id(case_id: str, *, source: str = "--case", inputs_root: str | None = None) -> "Case":
+        """The case an id names; an inputs file named in it is resolved against inputs_root (a folder), else the
+        current folder (taken now)."""
         if not isinstance(case_id, str) or not case_id:
             raise UserError("empty case id", source=source)
         name, *pairs = case_id.split(",")
         values: dict[str, object] = {}
-        known = {f.name for f in fields(Case)} - {"name"}
+        known = set(ID_FIELDS) - {"name"}
         for pair in pairs:
             key, sep, text = pair.partition("=")
             if not sep or key not in known:
@@ -200,10 +255,15 @@ class Case:
             if key in values:
                 raise UserError(f"token {key!r} appears twice in case id {case_id!r}", source=source)
             values[key] = _parse(key, text, source)
+        if "inputs" in values:
+            values["inputs_root"] = os.path.abspath(inputs_root or os.curdir)
         try:
             return Case(name=name, **values)
         except UserError as exc:
             raise UserError(f"{exc} (in case id {case_id!r})", source=source) from None
+
+
+ID_FIELDS = tuple(f.name for f in fields(Case) if f.compare)  # what an id (and a suite's [[case]]) sets
 
 
 def _format(name: str, value) -> str:
@@ -216,7 +276,7 @@ def _format(name: str, value) -> str:
     if isinstance(value, Fill):
         return value.token()
     if name == "inputs":
-        return quote(value, safe="")
+        return quote(value, safe="@")  # '/' and ',' quoted: a file name, a shell word, one token
     return str(value)
 
 

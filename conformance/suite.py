@@ -12,8 +12,9 @@ Format (a contract: suites written elsewhere must keep working)::
     mode = ["train", "infer"]     # a list in any field expands into the cartesian product
 
 `shape` is itself a list, so several shapes are a list of lists; `fill` is a table, several fills a list of
-tables. `inputs = "file.npz"` is relative to the suite file. Every mistake is a UserError naming the file,
-the field and the value.
+tables. `inputs = "file.npz"` is relative to the suite file; the case names it by that path ('/' separated; a file
+outside the suite's folder by its name alone) and the digest of its content, and keeps the folder it resolves
+against as `inputs_root` (see case.py). Every mistake is a UserError naming the file, the field and the value.
 """
 
 from __future__ import annotations
@@ -21,14 +22,14 @@ from __future__ import annotations
 import itertools
 import os
 import tomllib
-from dataclasses import dataclass, field, fields
-from pathlib import Path
+from dataclasses import dataclass, field
+from pathlib import Path, PurePath
 
-from .case import Case, Fill
+from .case import ID_FIELDS, Case, Fill, content_digest
 from .errors import UserError
 
 CASES_DIR = Path(os.environ.get("CONFORMANCE_CASES_DIR", Path(__file__).resolve().parents[1] / "cases"))
-CASE_FIELDS = [f.name for f in fields(Case)]
+CASE_FIELDS = list(ID_FIELDS)  # what a [[case]] may set: inputs_root is where the file is, not part of the case
 MAX_CASES = 100_000
 NOT_SUITES = {"known_deviations"}  # data files in cases/ that are not suites
 
@@ -136,8 +137,11 @@ def _expand(merged: dict, src: str, where: str, base: Path):
     if total > MAX_CASES:
         raise UserError(f"expands to {total} cases, more than {MAX_CASES}", source=src, field=where)
     for combo in itertools.product(*options):
+        values = dict(zip(keys, combo))
+        if "inputs" in values:
+            values["inputs"], values["inputs_root"] = values["inputs"]
         try:
-            yield Case(**dict(zip(keys, combo)))
+            yield Case(**values)
         except UserError as exc:
             raise UserError(str(exc), source=src, field=where) from None
 
@@ -170,11 +174,27 @@ def _convert(key: str, value, src: str, fieldname: str, base: Path):
     if key == "inputs":
         if not isinstance(value, str) or not value:
             bad("a path to an .npz file")
-        path = (base / value).resolve()
-        if not path.is_file():
-            raise UserError(f"no such file {str(path)!r}", source=src, field=fieldname)
-        cwd = Path.cwd()
-        return os.path.relpath(path, cwd) if path.is_relative_to(cwd) else str(path)
+        return _inputs(value, base, src, fieldname)
     if not isinstance(value, str):
         bad("a string")
     return value
+
+
+def _inputs(value: str, base: Path, src: str, fieldname: str) -> tuple[str, str]:
+    """(the case's inputs: path@digest, the folder the path is relative to) for `inputs = value` in a suite in folder
+    base: the path relative to base, '/' separated, for a file in or below it; the file's name alone, relative to
+    its own folder, for one elsewhere (an absolute path or one through '..')."""
+    path = base / value
+    if not path.is_file():
+        raise UserError(f"no such file {str(path)!r}", source=src, field=fieldname)
+    rel = PurePath(os.path.normpath(value))  # "a/./b", "a/../b": one spelling, one id
+    inside = not rel.is_absolute() and rel.parts[0] != ".." and (base / rel).is_file() and os.path.samefile(base / rel, path)
+    root = base.absolute()
+    if not inside:  # the normalised spelling is another file where a symlinked folder was walked out of with ..
+        real = path.resolve()
+        root, rel = real.parent, PurePath(real.name)
+    try:
+        digest = content_digest(path)
+    except OSError as exc:
+        raise UserError(f"cannot read {str(path)!r}: {exc.strerror or exc}", source=src, field=fieldname) from None
+    return f"{rel.as_posix()}@{digest}", str(root)

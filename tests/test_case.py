@@ -1,10 +1,14 @@
 """Case ids round-trip and expand deterministically."""
 
+import re
+from urllib.parse import quote
+
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from conformance.case import DTYPES, FILL_PARAMS, Case, Fill
+from conformance import generate as gen
+from conformance.case import DTYPES, FILL_PARAMS, Case, Fill, file_stem
 from conformance.errors import UserError
 from conformance.generate import generate
 
@@ -25,7 +29,9 @@ def cases(draw):
         running_var=draw(st.sampled_from(["biased", "unbiased"])), stats=draw(st.sampled_from(["var", "invstd"])),
         momentum_dir=draw(st.sampled_from(["old", "new"])), eps=draw(st.floats(0, 1)), momentum=draw(st.floats(0, 1)),
         seed=draw(st.integers(0, 2**63 - 1)), fill=Fill.make(kind, params),
-        inputs=draw(st.none() | st.text(min_size=1, max_size=20)),
+        inputs=draw(st.none() | st.builds("{}@{}".format, st.text(min_size=1, max_size=20).filter(lambda t: not t.startswith("/")),
+                                           st.text("0123456789abcdef", min_size=16, max_size=16))),
+        inputs_root=draw(st.none() | st.text(max_size=10)),  # not in the id, not in equality
     )
 
 
@@ -75,3 +81,47 @@ def test_special_fill_puts_nan_and_inf():
 def test_exact_fill_rejects_odd_counts():
     with pytest.raises(UserError, match="even number"):
         Case(name="e", shape=(3, 2), fill=Fill.make("exact"))
+
+
+@settings(max_examples=200, deadline=None)
+@given(cases(), st.text(min_size=1, max_size=300))
+def test_file_stems_are_bounded_safe_and_unique(c, tail):
+    long = Case(name="n" * 80, shape=c.shape, axis=c.axis, inputs=f"{'deep/' * 40}{tail}@0123456789abcdef")
+    for case_id in (c.id, long.id, c.id + tail):
+        stem = file_stem(case_id)
+        assert len(stem) <= 100 and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.,=+-]*", stem), stem
+    assert file_stem(c.id) != file_stem(c.id + tail)  # the same first 60 characters, another id
+    assert file_stem(c.id).startswith(c.id[:20].replace("%", "_").lstrip("_.,=+-"))  # readable
+
+
+def test_inputs_root_is_not_part_of_the_case():
+    a = Case(name="a", shape=(2, 3), inputs="data/x.npz@0123456789abcdef", inputs_root="/here")
+    b = Case(name="a", shape=(2, 3), inputs="data/x.npz@0123456789abcdef", inputs_root="/elsewhere/else")
+    assert a == b and a.id == b.id and hash(a) == hash(b) and "here" not in a.id
+    assert a.inputs_file == "data/x.npz" and a.inputs_digest == "0123456789abcdef"
+    assert str(b.inputs_path) == "/elsewhere/else/data/x.npz"
+    assert str(Case.from_id(a.id, inputs_root="/r").inputs_path) == "/r/data/x.npz"
+
+
+@pytest.mark.parametrize("bad", ["x.npz", "/abs/x.npz@0123456789abcdef", "x.npz@0123", "x.npz@0123456789ABCDEF"])
+def test_inputs_need_a_relative_path_and_a_digest(bad):
+    with pytest.raises(UserError, match="inputs"):
+        Case(name="a", shape=(2, 3), inputs=bad)
+    with pytest.raises(UserError, match="inputs"):
+        Case.from_id(f"a,shape=2x3,inputs={quote(bad, safe='@')}")
+
+
+@pytest.mark.parametrize("kind", sorted(FILL_PARAMS))
+def test_drawing_in_chunks_gives_the_values_of_one_draw(kind, monkeypatch):
+    c = Case(name="c", shape=(6, 5, 7), axis=1, backward=True, fill=Fill.make(kind, {"fraction": 0.3} if kind == "special" else None))
+    whole = generate(c)
+    monkeypatch.setattr(gen, "CHUNK", 4)  # 210 values: 53 chunks, the last one short
+    for name, value in generate(c).as_dict().items():
+        np.testing.assert_array_equal(value, whole.as_dict()[name])
+    if kind == "normal":  # and those are the documented draws, whole: x, gamma, beta, running_mean, running_var, dy
+        rng = np.random.default_rng(c.seed)
+        x = rng.normal(0.0, 1.0, size=c.shape)
+        rng.uniform(size=5), rng.choice([-1.0, 1.0], size=5), rng.normal(size=5), rng.normal(size=5), rng.uniform(size=5)
+        dy = rng.normal(0.0, 1.0, size=c.shape)
+        np.testing.assert_array_equal(whole.x, x.astype(np.float32))
+        np.testing.assert_array_equal(whole.dy, dy.astype(np.float32))
