@@ -42,13 +42,28 @@ class Reference:
     scales: dict[str, np.ndarray]  # per channel, float64: the error scale of each output
 
 
+BLOCK = 1 << 20  # values per block of channels (whole channels, at least one): the size of the temporaries
+
+
 def _as3(a: np.ndarray, case) -> np.ndarray:
-    return np.asarray(a, dtype=np.float64).reshape(case.outer, case.channels, case.inner)
+    """[outer, C, inner] view of an input, in its own dtype: blocks are taken to float64 one at a time."""
+    return np.asarray(a).reshape(case.outer, case.channels, case.inner)
+
+
+def _f64(a: np.ndarray) -> np.ndarray:
+    return np.asarray(a, dtype=np.float64)
 
 
 def _chan(v: np.ndarray) -> np.ndarray:
     """Per-channel vector broadcast against a [outer, C, inner] array."""
     return v[None, :, None]
+
+
+def _blocks(case) -> list[slice]:
+    """Slices of whole channels, about BLOCK values each: every quantity is per channel, so a block is computed
+    on its own, element for element as on the whole array, and the float64 temporaries stay a few blocks big."""
+    k = max(1, BLOCK // case.count)
+    return [slice(c, min(c + k, case.channels)) for c in range(0, case.channels, k)]
 
 
 _EXTENDED = np.finfo(np.longdouble).nmant >= 63  # x87 80-bit long double (x86 Linux); not on every platform
@@ -61,9 +76,12 @@ def _csum(a3: np.ndarray) -> np.ndarray:
     implementation for the oracle's own error. Here each channel is laid out contiguously (numpy then sums
     pairwise) in 64-bit-mantissa long double, or summed exactly with math.fsum where long double is plain double.
     """
-    rows = np.ascontiguousarray(a3.transpose(1, 0, 2)).reshape(a3.shape[1], -1)
+    c = a3.shape[1]
     if _EXTENDED:
-        return rows.astype(np.longdouble).sum(axis=1).astype(np.float64)
+        rows = np.empty((c, a3.shape[0], a3.shape[2]), np.longdouble)
+        rows[...] = a3.transpose(1, 0, 2)  # exact: float64 into long double, no float64 copy in between
+        return rows.reshape(c, -1).sum(axis=1).astype(np.float64)
+    rows = np.ascontiguousarray(a3.transpose(1, 0, 2)).reshape(c, -1)
     return np.array([math.fsum(r) if np.isfinite(r).all() else r.sum() for r in rows])
 
 
@@ -71,6 +89,70 @@ def _amax(a3: np.ndarray) -> np.ndarray:
     """Max |a| per channel over finite entries (0 where none)."""
     finite = np.where(np.isfinite(a3), np.abs(a3), 0.0)
     return finite.max(axis=(0, 2)) if finite.size else np.zeros(a3.shape[1])
+
+
+def _per_channel(case, fn) -> np.ndarray:
+    """fn(s) -> the values of the channels of block s, gathered over every block."""
+    out = np.empty(case.channels)
+    for s in _blocks(case):
+        out[s] = fn(s)
+    return out
+
+
+def _batch_stats(x: np.ndarray, case) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """max |x|, mean and biased variance (two passes) per channel, a block of channels at a time."""
+    m = case.count
+    xmax, mean, var = np.empty(case.channels), np.empty(case.channels), np.empty(case.channels)
+    for s in _blocks(case):
+        xb = _f64(x[:, s])
+        xmax[s] = _amax(xb)
+        mean[s] = _csum(xb) / m
+        var[s] = _csum((xb - _chan(mean[s])) ** 2) / m
+    return xmax, mean, var
+
+
+def _normalised(xb, centre, scale, gamma, beta, y_out) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """y = (x - centre) * scale * gamma + beta of a block, written into y_out; returns (max |x - centre|, xhat,
+    max |y|). Each product and sum is rounded to float64 as in the whole-array expression."""
+    xhat = xb - _chan(centre)
+    devmax = _amax(xhat)
+    xhat *= _chan(scale)
+    np.multiply(xhat, _chan(gamma), out=y_out)
+    y_out += _chan(beta)
+    return devmax, xhat, _amax(y_out)
+
+
+def _gradients(dyb, xhat, gs, m, train, dx_out) -> dict[str, np.ndarray]:
+    """dbeta, dgamma, sum |dy|, max |dy|, max |xhat| of a block, and dx written into dx_out:
+    gs * (dy - dbeta / m - xhat * dgamma / m) in training (xhat is overwritten), gs * dy in inference."""
+    got = {"dbeta": _csum(dyb), "dgamma": _csum(dyb * xhat),
+           "abs_dy_sum": _csum(np.where(np.isfinite(dyb), np.abs(dyb), 0.0)), "dymax": _amax(dyb), "xhatmax": _amax(xhat)}
+    if train:
+        np.subtract(dyb, _chan(got["dbeta"]) / m, out=dx_out)
+        xhat *= _chan(got["dgamma"])
+        xhat /= m
+        dx_out -= xhat
+        dx_out *= _chan(gs)
+    else:
+        np.multiply(dyb, _chan(gs), out=dx_out)
+    return got
+
+
+def _elementwise(case, x, dy, centre, scale, gamma, beta) -> tuple[np.ndarray, np.ndarray | None, dict]:
+    """y, dx (backward) and the per-channel maxima and sums the scales need, a block of channels at a time."""
+    shape3 = (case.outer, case.channels, case.inner)
+    y = np.empty(shape3)
+    dx = np.empty(shape3) if case.backward else None
+    per = {}  # name -> per-channel float64
+    gs = gamma * scale
+    for s in _blocks(case):
+        got = dict(zip(("devmax", "xhat", "ymax"), _normalised(_f64(x[:, s]), centre[s], scale[s], gamma[s], beta[s], y[:, s])))
+        if case.backward:
+            got.update(_gradients(_f64(dy[:, s]), got["xhat"], gs[s], case.count, case.mode == "train", dx[:, s]))
+        del got["xhat"]
+        for k, v in got.items():
+            per.setdefault(k, np.empty(case.channels))[s] = v
+    return y, dx, per
 
 
 def reference(case, inputs) -> Reference:
@@ -85,13 +167,10 @@ def reference(case, inputs) -> Reference:
     u = UNIT_ROUNDOFF[case.param_dtype]
     vals: dict[str, np.ndarray] = {}
     scl: dict[str, np.ndarray] = {}
-    xmax = _amax(x)
 
     with np.errstate(all="ignore"):
         if case.mode == "train":
-            mean = _csum(x) / m
-            dev = x - _chan(mean)
-            var = _csum(dev**2) / m
+            xmax, mean, var = _batch_stats(x, case)
             invstd = 1.0 / np.sqrt(var + eps)
             batch_var_for_running = var * m / (m - 1) if case.running_var == "unbiased" else var
             s_mean = xmax
@@ -116,31 +195,22 @@ def reference(case, inputs) -> Reference:
             vals["running_mean"], scl["running_mean"] = rm.copy(), np.abs(rm)
             vals["running_var"], scl["running_var"] = rv.copy(), np.abs(rv)
             s_scale = scale
-            s_centre = xmax + np.abs(rm)
+            s_centre = _per_channel(case, lambda s: _amax(_f64(x[:, s]))) + np.abs(rm)
 
-        dev = x - _chan(centre)
-        xhat = dev * _chan(scale)
-        y = xhat * _chan(gamma) + _chan(beta)
-        devmax = _amax(dev)
+        dy = _as3(inputs.dy, case) if case.backward else None
+        y, dx, per = _elementwise(case, x, dy, centre, scale, gamma, beta)
         # error scale of xhat: the centre's error times the scale, plus the scale's relative error times |dev|
-        s_xhat = s_centre * scale + devmax * s_scale
+        s_xhat = s_centre * scale + per["devmax"] * s_scale
         vals["y"] = y.reshape(case.shape)
-        scl["y"] = np.abs(gamma) * s_xhat + np.abs(beta) + _amax(y)
+        scl["y"] = np.abs(gamma) * s_xhat + np.abs(beta) + per["ymax"]
 
         if case.backward:
-            dy = _as3(inputs.dy, case)
-            dbeta = _csum(dy)
-            dgamma = _csum(dy * xhat)
-            abs_dy_sum = _csum(np.where(np.isfinite(dy), np.abs(dy), 0.0))
-            dymax = _amax(dy)
-            xhatmax = _amax(xhat)
-            s_dbeta = abs_dy_sum
-            s_dgamma = abs_dy_sum * (xhatmax + s_xhat)
+            dbeta, dgamma, dymax, xhatmax = per["dbeta"], per["dgamma"], per["dymax"], per["xhatmax"]
+            s_dbeta = per["abs_dy_sum"]
+            s_dgamma = s_dbeta * (xhatmax + s_xhat)
             if case.mode == "train":
-                dx = _chan(gamma * scale) * (dy - _chan(dbeta) / m - xhat * _chan(dgamma) / m)
                 s_dx = np.abs(gamma) * (scale + s_scale) * (dymax + (s_dbeta + s_dgamma * xhatmax + np.abs(dgamma) * s_xhat) / m)
             else:
-                dx = _chan(gamma * scale) * dy
                 s_dx = np.abs(gamma) * s_scale * dymax
             vals["dx"], scl["dx"] = dx.reshape(case.shape), s_dx
             vals["dgamma"] = np.zeros(case.channels) if case.fix_gamma else dgamma

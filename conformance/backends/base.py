@@ -93,16 +93,19 @@ class Result:
     notes: list[str] = field(default_factory=list)  # anything the adapter had to do that a reader should know
 
 
-def time_repeats(fn, policy: TimingPolicy) -> tuple[list[float], list]:
-    """Call fn() warmup times, then repeatedly within the policy; returns wall times in ms and fn's returns."""
+def time_repeats(fn, policy: TimingPolicy) -> tuple[list[float], object]:
+    """Call fn() warmup times, then repeatedly within the policy; returns the wall times in ms and the last call's
+    return value. Each return is dropped before the next call starts: a backend whose call returns its outputs
+    holds one set of them, not one per repeat."""
     for _ in range(policy.warmup):
         fn()
-    walls, extras = [], []
+    walls, last = [], None
     start = time.perf_counter()
     while len(walls) < policy.max_repeats:
+        last = None
         t0 = time.perf_counter()
-        extras.append(fn())
+        last = fn()
         walls.append((time.perf_counter() - t0) * 1e3)
         if len(walls) >= policy.min_repeats and time.perf_counter() - start > policy.budget_s:
             break
-    return walls, extras
+    return walls, last

@@ -31,11 +31,12 @@ def supports(session, case):
 
 
 def _compute(case, inp):
+    """The outputs, computed in place where that rounds the same (x * g + b is x * g rounded, then + b rounded,
+    either way, in the precision numpy's promotion picks): beyond the outputs, a few temporaries the size of x."""
     work = np.float64 if case.dtype == "float64" else np.float32
-    ax = case.channel_axis
     c = case.channels
     v = (case.outer, c, case.inner)
-    x = inp.x.astype(work).reshape(v)
+    x = inp.x.astype(work, copy=False).reshape(v)
     gamma = np.ones(c, work) if case.fix_gamma else inp.gamma.astype(work)
     beta = inp.beta.astype(work)
     rm, rv = inp.running_mean.astype(work), inp.running_var.astype(work)
@@ -56,27 +57,33 @@ def _compute(case, inp):
             mean, invstd = rm, 1 / np.sqrt(rv + work(case.eps))
             d = x - mean[None, :, None]
             out["running_mean"], out["running_var"] = rm.copy(), rv.copy()
-        xhat = d * invstd[None, :, None]
-        out["y"] = (xhat * gamma[None, :, None] + beta[None, :, None]).reshape(case.shape)
+        xhat = d
+        xhat *= invstd[None, :, None]
+        y = xhat * gamma[None, :, None]
+        y += beta[None, :, None]
+        out["y"] = y.reshape(case.shape)
         if case.backward:
-            dy = inp.dy.astype(work).reshape(v)
+            dy = inp.dy.astype(work, copy=False).reshape(v)
             dbeta = dy.sum(axis=(0, 2))
             dgamma = (dy * xhat).sum(axis=(0, 2))
             scale = (gamma * invstd)[None, :, None]
-            if case.mode == "train":
-                dx = scale * (dy - dbeta[None, :, None] / m - xhat * dgamma[None, :, None] / m)
+            if case.mode == "train":  # scale * (dy - dbeta / m - xhat * dgamma / m), xhat used up
+                dx = dy - dbeta[None, :, None] / m
+                xhat *= dgamma[None, :, None]
+                dx -= xhat / m  # not in place: numpy 1.x takes float32 / m to float64 for m >= 2^16, and so dx
+                dx *= scale
             else:
                 dx = scale * dy
             out["dx"] = dx.reshape(case.shape)
             out["dgamma"] = np.zeros(c, work) if case.fix_gamma else dgamma
             out["dbeta"] = dbeta
     data_t, param_t = np.dtype(case.dtype), np.dtype(case.param_dtype)
-    return {k: out[k].astype(data_t if k in ("y", "dx") else param_t) for k in case.outputs}
+    return {k: out[k].astype(data_t if k in ("y", "dx") else param_t, copy=False) for k in case.outputs}
 
 
 def run(session, case, inputs, policy):
-    outputs = _compute(case, inputs)
-    walls, _ = time_repeats(lambda: _compute(case, inputs), policy)
+    """Outputs of the last timed repeat (every repeat computes the same): one set held, not one per repeat."""
+    walls, outputs = time_repeats(lambda: _compute(case, inputs), policy)
     return Result(outputs=outputs, wall_ms=walls)
 
 
