@@ -123,10 +123,11 @@ def _cgroup_available(dirs: list[tuple[Path, str]]) -> int | None:
     return best
 
 
-def available_bytes() -> int | None:
+def available_bytes(meminfo: str = "/proc/meminfo", cgroups: list[tuple[Path, str]] | None = None) -> int | None:
     """Memory this process can still use: MemAvailable of /proc/meminfo, or the cgroup (v2 or v1) limit minus
     its usage where that is smaller. None where neither is known (not Linux)."""
-    found = [v for v in (_meminfo_available(), _cgroup_available(_cgroup_dirs())) if v is not None]
+    cgroups = _cgroup_dirs() if cgroups is None else cgroups
+    found = [v for v in (_meminfo_available(meminfo), _cgroup_available(cgroups)) if v is not None]
     return min(found) if found else None
 
 

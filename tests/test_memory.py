@@ -77,7 +77,7 @@ def test_check_refuses_the_first_case_that_does_not_fit_in_one_line():
 
 
 def test_available_memory_is_the_smaller_of_the_machine_and_its_cgroup(tmp_path):
-    assert 0 < memory.available_bytes() <= memory._meminfo_available()
+    assert 0 < memory.available_bytes() <= memory._meminfo_available() + (1 << 30)  # read twice: it moves meanwhile
     v2 = tmp_path / "sys" / "a" / "b"
     v2.mkdir(parents=True)
     for folder, limit, used in ((tmp_path / "sys", "max", "1"), (tmp_path / "sys" / "a", str(900 * MiB), str(600 * MiB)),
@@ -90,4 +90,9 @@ def test_available_memory_is_the_smaller_of_the_machine_and_its_cgroup(tmp_path)
     dirs = memory._cgroup_dirs(tmp_path / "sys", str(proc))
     assert dirs[0] == (v2, "v2") and dirs[-1] == (tmp_path / "sys", "v2")
     assert memory._cgroup_available(dirs) == 900 * MiB - (600 - 50) * MiB  # the tighter ancestor, its cache reclaimable
+    meminfo = tmp_path / "meminfo"
+    for machine in (200 * MiB, 4000 * MiB):
+        meminfo.write_text(f"MemTotal: 99999999 kB\nMemAvailable: {machine // 1024} kB\n")
+        assert memory.available_bytes(str(meminfo), dirs) == min(machine, 350 * MiB)
+    assert memory.available_bytes(str(tmp_path / "none"), []) is None
     assert memory.default_limit(10 << 30) == (10 << 30) - (1 << 30) and memory.default_limit(2 << 30) == (2 << 30) - 512 * MiB
