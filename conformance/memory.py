@@ -39,6 +39,7 @@ bounds them. Every term is linear in n: larger cases are extrapolated from these
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 from . import compare, generate, oracle
@@ -180,6 +181,17 @@ def estimate_bytes(case, targets: int = 1, frameworks: int = 0) -> int:
     held = targets * (2 if frameworks else 1)
     model = _main_bytes(case, sz, held, frameworks) + _worker_bytes(case, sz, frameworks) + (targets - 1) * sz["I"]
     return int(RATIO * model) + BASE_MAIN + BASE_WORKER
+
+
+_UNITS = {"": 1, "K": 1 << 10, "M": MiB, "G": GiB, "T": 1 << 40}
+
+
+def parse_size(text: str, source: str = "--memory-limit") -> int:
+    """Bytes from '12G', '12GiB', '800M', '1.5g', '123456' (K, M, G, T are powers of 1024); a UserError else."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmgtKMGT]?)(?:i?[bB])?\s*", text or "")
+    if not match:
+        raise UserError(f"not a size such as 12G, 800M or 123456 (bytes): {text!r}", source=source)
+    return int(float(match[1]) * _UNITS[match[2].upper()])
 
 
 def _fmt(nbytes: int) -> str:

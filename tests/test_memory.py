@@ -96,3 +96,16 @@ def test_available_memory_is_the_smaller_of_the_machine_and_its_cgroup(tmp_path)
         assert memory.available_bytes(str(meminfo), dirs) == min(machine, 350 * MiB)
     assert memory.available_bytes(str(tmp_path / "none"), []) is None
     assert memory.default_limit(10 << 30) == (10 << 30) - (1 << 30) and memory.default_limit(2 << 30) == (2 << 30) - 512 * MiB
+
+
+@pytest.mark.parametrize("text, value", [("12G", 12 << 30), ("12GiB", 12 << 30), ("800m", 800 * MiB), ("1.5G", 3 << 29),
+                                         ("123456", 123456), (" 2 TB ", 2 << 40), ("64K", 65536)])
+def test_sizes_parse(text, value):
+    assert memory.parse_size(text) == value
+
+
+@pytest.mark.parametrize("text", ["", "G", "12X", "-1G", "1e9", "twelve", "12 G G"])
+def test_bad_sizes_are_one_line_user_errors(text):
+    with pytest.raises(UserError) as exc:
+        memory.parse_size(text, source="--memory-limit")
+    assert str(exc.value).startswith("--memory-limit: ") and len(str(exc.value).splitlines()) == 1 and repr(text) in str(exc.value)
