@@ -20,7 +20,7 @@ def measured_peak(case, backends, tmp_path) -> dict:
     for b in backends:
         argv += ["--backend", b]
     run = subprocess.run(argv, capture_output=True, text=True, timeout=300)
-    assert run.returncode in (0, 1), run.stderr
+    assert run.returncode in (0, 1, 3), run.stderr  # 3: no SUT compared (numpy alone); still a full run
     rss = json.loads((out / "run.json").read_text())["peak_rss_mib"]
     assert set(rss["workers"]) and all(rss["workers"].values()), rss
     return {"main": rss["main"] * MiB, "worker": max(rss["workers"].values()) * MiB}
