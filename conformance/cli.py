@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import deviations, html_report, journal, preflight
+from . import deviations, html_report, journal, memory, preflight
 from . import suite as suites
 from .backends.base import TimingPolicy
 from .case import Case
 from .compare import THRESHOLDS, UNEXPECTED
 from .errors import ReportError, UserError
-from .generate import load_npz
+from .generate import check_npz
 from .progress import Progress
 from .preflight import number, path_arg
 from .report import ArraysWriter, atomic_write, write
@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run a suite (or single cases) on every backend and device, write a report")
     r.add_argument("--suite", default="smoke", help="suite name in cases/ or a path to a .toml file (default: smoke)")
     r.add_argument("--case", action="append", metavar="ID", help="run only this case id (repeatable); ignores --suite")
+    r.add_argument("--inputs-root", type=path_arg, metavar="DIR",
+                   help="the folder a --case id's inputs file is relative to (the suite's folder; default: here)")
     r.add_argument("--backend", action="append", metavar="NAME", help="only this backend (repeatable; default: every available one)")
     r.add_argument("--device", metavar="SUBSTRING", help="only OpenCL devices whose key, name, platform or vendor contains this")
     r.add_argument("--out", default="reports/latest", type=path_arg, help="report directory (default: reports/latest)")
@@ -52,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--timeout", type=TIMEOUT, default=DEFAULT_TIMEOUT_S, help="seconds one case may take on one target before it is killed")
     r.add_argument("--repeats", type=number(int, low=1), default=TimingPolicy.max_repeats, help="at most this many timed repeats per case and target")
     r.add_argument("--time-budget", type=number(low=0), default=TimingPolicy.budget_s, help="seconds of timed repeats per case and target (after 3)")
+    r.add_argument("--memory-limit", metavar="SIZE", help="refuse cases estimated to need more (e.g. 12G; default: "
+                   "the memory available less 10 %%)")
     r.add_argument("--allow-empty", action="store_true",
                    help="exit 0 even when nothing was checked (no case selected, or the system under test ran on no device)")
     r.add_argument("--deviations", default=str(deviations.DEFAULT_PATH), help="known-deviations file (default: cases/known_deviations.toml)")
@@ -66,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="time forward/backward on every backend side by side, against the memory-copy roofline")
     b.add_argument("--suite", default="perf", help="suite name or path (default: perf)")
     b.add_argument("--case", action="append", metavar="ID", help="only this case id (repeatable)")
+    b.add_argument("--inputs-root", type=path_arg, metavar="DIR", help="the folder a --case id's inputs file is relative to")
     b.add_argument("--backend", action="append", metavar="NAME", help="only this backend (repeatable)")
     b.add_argument("--device", metavar="SUBSTRING", help="only OpenCL devices matching this")
     b.add_argument("--out", default="reports/bench", type=path_arg, help="output directory (default: reports/bench)")
@@ -92,15 +97,28 @@ EXTRA_COMMANDS = ("conformance.cli_history",)
 
 def _cases(args) -> tuple[str, list[Case], list[str]]:
     if args.case:
-        cases = [Case.from_id(cid) for cid in args.case]
+        root = str(args.inputs_root) if args.inputs_root is not None else None
+        cases = [Case.from_id(cid, inputs_root=root) for cid in args.case]
         label, warnings = "--case", []
     else:
         s = suites.load(args.suite)
         label, cases, warnings = s.name, s.cases, s.warnings
     for c in cases:
         if c.inputs is not None:
-            load_npz(c)  # a bad file is a user error before anything runs
+            check_npz(c)  # a bad file is a user error before anything runs (headers only: nothing decompressed)
     return label, cases, warnings
+
+
+def _check_memory(args, cases, targets) -> None:
+    """Refuse, before the first case, a case that would not fit in the memory available (memory.py)."""
+    ready = [t for t in targets if t.state == "ready"]
+    limit = None if args.memory_limit is None else memory.parse_size(args.memory_limit)
+    try:
+        memory.check(cases, limit_bytes=limit, source="conformance run", targets=max(len(ready), 1),
+                     frameworks=sum(t.is_framework for t in ready))
+    except UserError:
+        release_probes(targets)
+        raise
 
 
 def _resume(args) -> tuple[list[str], list[str], bool]:
@@ -156,6 +174,7 @@ def cmd_run(args, argv) -> int:
     if not targets:
         raise UserError("no backend is available: " + "; ".join(f"{i.name}: {i.reason}" for i in infos), source="conformance run")
     warnings += list(dict.fromkeys(n for i in infos for n in (i.meta or {}).get("notes", [])))
+    _check_memory(args, cases, targets)
     policy = TimingPolicy(max_repeats=args.repeats, min_repeats=min(3, args.repeats), budget_s=args.time_budget)
     print(f"suite {suite_label}: {len(cases)} cases on " + ", ".join(t.label for t in targets)
           + (f" (resuming: {len(done)} done)" if done else ""), file=sys.stderr)
@@ -187,6 +206,7 @@ def cmd_run(args, argv) -> int:
         deviations.apply(case_rows, case_seen, versions(), known)
 
     previous = signal.signal(signal.SIGTERM, _terminate)
+    busy_from = (time.monotonic(), metadata.cpu_stall_s())
     try:
         rows = run_cases(cases, targets, policy=policy, timeout_s=args.timeout, on_arrays=on_arrays,
                          progress=Progress(len(cases)), seen=seen, state=state, classify=classify, record=log.append)
@@ -200,7 +220,8 @@ def cmd_run(args, argv) -> int:
     every_row, finished, _ = journal.read(out)  # the report is what is on disk
     meta = metadata.collect(argv, suite_label, infos, targets, THRESHOLDS) | {
         k: meta[k] for k in ("argv", "sut_requested", "allow_empty")}
-    meta.update(elapsed_s=time.monotonic() - t0, warnings=warnings, done_cases=[i for i in all_ids if i in set(finished)])
+    meta.update(elapsed_s=time.monotonic() - t0, warnings=warnings, done_cases=[i for i in all_ids if i in set(finished)],
+                machine_load=metadata.busy_measure(busy_from))
     meta["partial"] = len(meta["done_cases"]) < len(all_ids)
     workers = {t.label: t.meta.get("peak_rss_mib") for t in targets if t.meta.get("peak_rss_mib")}
     own = peak_rss_mib()

@@ -36,6 +36,8 @@ def add_commands(sub) -> None:
                    help="times are judged only from this many ms (default 1) ...")
     c.add_argument("--floor-factor", type=number(low=0), default=DEFAULTS["floor_factor"],
                    help="... and from this many times the target's launch floor (default 20)")
+    c.add_argument("--busy", type=number(low=0, high=1), default=DEFAULTS["busy"],
+                   help="judge no time when a run's machine had a task waiting for a CPU more than this share of the run (default 0.5)")
     c.add_argument("--out", type=path_arg, metavar="FILE.md", help="also write the markdown here")
     c.set_defaults(func=cmd_compare)
     h = sub.add_parser("history", help="list recorded runs, or the trend of one case on one backend")
@@ -85,18 +87,18 @@ def cmd_compare(args) -> int:
     # `previous latest`: the run before the newest one *of the same suite*, unless --suite says otherwise
     suite = args.suite or (new_meta.get("suite") if args.base in ("latest", "previous") else None)
     base_df, base_meta, base_label = history.resolve(args.base, args.history, args.device, suite=suite)
-    drift = _drift(history, args.history, new_meta)
+    drift = _drift(history, args.history, new_meta, args.busy)
     result = regress.compare(_only_device(base_df, args.device), _only_device(new_df, args.device),
                              base_meta=base_meta, new_meta=new_meta, drift=drift, error_factor=args.error_factor,
                              min_time_ratio=args.min_time_ratio, min_time_ms=args.min_time_ms,
-                             floor_factor=args.floor_factor)
+                             floor_factor=args.floor_factor, busy=args.busy)
     text = regress.markdown(result, base_label, new_label)
     print(text, end="")
     _write(args.out, text)
     return 1 if regress.regression_flag(result) else 0
 
 
-def _drift(history, url, new_meta: dict) -> dict:
+def _drift(history, url, new_meta: dict, busy: float) -> dict:
     """Run-to-run drift of each (case, target) in the history before the new run (same suite, same machine)."""
     host = new_meta.get("host") or {}
     try:
@@ -105,7 +107,7 @@ def _drift(history, url, new_meta: dict) -> dict:
         return {}
     if where.startswith("sqlite:///") and not Path(where[len("sqlite:///"):]).is_file():
         return {}  # no store yet: a comparison of two run folders creates none
-    return history.timing_drift(url, new_meta.get("suite"), host.get("name"), until=new_meta.get("started"))
+    return history.timing_drift(url, new_meta.get("suite"), host.get("name"), until=new_meta.get("started"), busy=busy)
 
 
 def cmd_history(args) -> int:

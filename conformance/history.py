@@ -383,7 +383,7 @@ def trend(case_id: str, backend: str, device: str | None = None, url: str | None
 
 
 def timing_drift(url: str | None, suite: str | None, machine: str | None, until: str | None = None,
-                 window: int = 10, min_runs: int = 3) -> dict[tuple[str, str], float]:
+                 window: int = 10, min_runs: int = 3, busy: float = 0.5) -> dict[tuple[str, str], float]:
     """How much each (case, target)'s median time moves between consecutive runs of the same suite on the same
     machine, from the last `window` complete runs started before `until`: the largest ratio (>= 1, either way)
     between two consecutive runs' medians, for pairs seen in at least `min_runs` runs. compare() holds a pair to
@@ -391,14 +391,21 @@ def timing_drift(url: str | None, suite: str | None, machine: str | None, until:
     if not suite or not machine:
         return {}
     r, res = _t("runs"), _t("results")
-    q = sa.select(r.c.run_id).where(r.c.suite == suite, r.c.machine == machine, r.c.partial.is_(False))
+    q = sa.select(r.c.run_id, r.c.meta).where(r.c.suite == suite, r.c.machine == machine, r.c.partial.is_(False))
     if until:
         q = q.where(r.c.started < until)
-    q = q.order_by(r.c.started.desc(), r.c.recorded.desc()).limit(window)
+    q = q.order_by(r.c.started.desc(), r.c.recorded.desc())
     eng = _open(url)
     try:
         with eng.connect() as conn:
-            ids = [row[0] for row in conn.execute(q)]
+            ids = []
+            for run_id, meta in conn.execute(q):  # newest first; runs on a busy machine say nothing of drift
+                meta = meta if isinstance(meta, dict) else json.loads(meta or "{}")
+                share = (meta.get("machine_load") or {}).get("cpu_stalled_share")
+                if not (isinstance(share, (int, float)) and share > busy):
+                    ids.append(run_id)
+                if len(ids) == window:
+                    break
             if len(ids) < min_runs:
                 return {}
             times = _frame(conn.execute(

@@ -14,6 +14,28 @@ REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("numpy", "pandas", "pyopencl", "intel-opencl-rt")
 
 
+def cpu_stall_s() -> float | None:
+    """Seconds during which some runnable task of this machine waited for a CPU, since boot (Linux pressure
+    stall information, /proc/pressure/cpu); None where the kernel does not keep it."""
+    try:
+        with open("/proc/pressure/cpu") as f:
+            first = f.readline().split()
+        return int(dict(p.split("=") for p in first[1:])["total"]) / 1e6
+    except (OSError, ValueError, KeyError, IndexError):
+        return None
+
+
+def busy_measure(start: tuple[float, float | None]) -> dict:
+    """How busy the machine was since start = (time.monotonic(), cpu_stall_s()): the share of that wall time in
+    which some task waited for a CPU, and the load averages now (compare judges no time of a busy run)."""
+    import time
+
+    t0, s0 = start
+    s1, wall = cpu_stall_s(), time.monotonic() - t0
+    share = (s1 - s0) / wall if s0 is not None and s1 is not None and wall > 0 else None
+    return {"cpu_stalled_share": share, "loadavg": list(os.getloadavg()), "cores": os.cpu_count()}
+
+
 def git_commit() -> str:
     try:
         sha = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)

@@ -38,8 +38,17 @@ def pytest_addoption(parser) -> None:
                 help="only OpenCL devices whose key, name, platform or vendor contains this")
     g.addoption("--conformance-deviations", metavar="PATH",
                 help="known-deviations file (default: cases/known_deviations.toml)")
-    g.addoption("--conformance-timeout", type=float, metavar="S",
+    g.addoption("--conformance-inputs-root", metavar="DIR",
+                help="the folder a --conformance-case id's inputs file is relative to (default: here)")
+    g.addoption("--conformance-timeout", type=_timeout, metavar="S",
                 help="seconds one case may take on one target before its worker is killed (default 300)")
+
+
+def _timeout(text: str) -> float:
+    """--conformance-timeout: a finite number of seconds > 0 (nan and inf would disable the timer)."""
+    from .preflight import number
+
+    return number(low=0, low_open=True, high=7 * 24 * 3600.0)(text)
 
 
 def _active(config) -> bool:
@@ -105,13 +114,14 @@ class _State:
         from .backends.base import TimingPolicy
         from .case import Case
         from .errors import UserError
-        from .generate import load_npz
+        from .generate import check_npz
         from .runner import DEFAULT_TIMEOUT_S
 
         opt = config.getoption
         ids = opt("conformance_case")
         if ids:
-            self.cases = [Case.from_id(cid, source="--conformance-case") for cid in ids]
+            root = opt("conformance_inputs_root")
+            self.cases = [Case.from_id(cid, source="--conformance-case", inputs_root=root) for cid in ids]
             self.label, self.path = "case", config.rootpath
         else:
             s = suites.load(opt("conformance_suite"))
@@ -119,7 +129,7 @@ class _State:
             self.label = re.sub(r"[^\w.+-]", "_", s.name) or "suite"
         for c in self.cases:
             if c.inputs is not None:
-                load_npz(c)  # a bad inputs file is a usage error before anything runs
+                check_npz(c)  # a bad inputs file is a usage error before anything runs
         for name in opt("conformance_backend") or []:
             if name not in BACKENDS:
                 raise UserError(f"unknown backend {name!r} (known: {', '.join(BACKENDS)})", source="--conformance-backend")

@@ -33,7 +33,10 @@ Rows are matched on (case_id, target, vs, output). The rules, exactly:
      slower code. `drift` is taken from the history store when it holds at least 3 earlier runs of this
      (case, target) on the same machine: the largest ratio between consecutive runs' medians there, so a
      pair whose own record wobbles by 1.4x is held to 1.4x.
-  The mirror rule lists speed-ups. Measured on this suite's own runs (README, "compare"): 20 identical
+  No time is judged when either run was on a busy machine: a task of the machine waited for a CPU more than
+  `busy` (default 50 %) of the run's time (Linux pressure stall information, run.json `machine_load`;
+  measured here: a run alone 10-20 %, beside a pip install 30-40 %, beside three test jobs 75 %), and busy runs
+  are left out of the history's drift. The mirror rule lists speed-ups. Measured on this suite's own runs (README, "compare"): 20 identical
   back-to-back pairs give no false alarm, and a 1.5x slowdown of a case of 1 ms or more is caught.
 
 `regression_flag` is True on any new failure, lost check, removed row, error growth or timing regression.
@@ -56,7 +59,14 @@ ERROR_METRICS = ("norm_err", "ulp_at_max")
 ERROR_FLOOR = 1.0
 MAX_LISTED = 200
 TIMING = ("time_ms_median", "time_ms_min", "time_ms_p10", "time_ms_p90", "repeats")
-DEFAULTS = {"error_factor": 4.0, "min_time_ratio": 1.25, "min_time_ms": 1.0, "floor_factor": 20.0, "tail_widen": 4.0}
+DEFAULTS = {"error_factor": 4.0, "min_time_ratio": 1.25, "min_time_ms": 1.0, "floor_factor": 20.0, "tail_widen": 4.0,
+            "busy": 0.5}
+
+
+def stalled_share(meta: dict | None) -> float | None:
+    """The share of a run's wall time in which some task of its machine waited for a CPU (run.json machine_load)."""
+    share = ((meta or {}).get("machine_load") or {}).get("cpu_stalled_share")
+    return float(share) if isinstance(share, (int, float)) and math.isfinite(share) else None
 
 
 def _prep(df: pd.DataFrame) -> pd.DataFrame:
@@ -144,6 +154,10 @@ def compare(base_df: pd.DataFrame, new_df: pd.DataFrame, *, base_meta: dict | No
     fb, fn = floors(base, base_meta), floors(new, new_meta)
     floor = {tg: max(fb.get(tg, 0.0), fn.get(tg, 0.0)) for tg in set(fb) | set(fn)}
     judged, untimed, below = _judge_timing(base, new, floor, drift or {}, o)
+    busy = {side: share for side, share in (("base", stalled_share(base_meta)), ("new", stalled_share(new_meta)))
+            if share is not None and share > o["busy"]}
+    if busy:  # a run whose tasks waited for a CPU most of the time measured the machine's load, not the code
+        judged = judged.assign(slower=False, faster=False)
     tcols = ["time_ms_median_base", "time_ms_median_new", "ratio", "min_ratio", "allowed", "time_ms_p90_base",
              "time_ms_p10_new", "time_ms_p10_base", "time_ms_p90_new"]
 
@@ -165,7 +179,8 @@ def compare(base_df: pd.DataFrame, new_df: pd.DataFrame, *, base_meta: dict | No
         "targets_added": sorted(set(new["target"]) - set(base["target"])),
         "targets_removed": sorted(set(base["target"]) - set(new["target"])),
         "compared_rows": int(len(m)),
-        "timing_judged": int(len(judged)),
+        "timing_judged": 0 if busy else int(len(judged)),
+        "timing_busy": busy,
         "timing_below_floor": below,
         "timing_unjudged": untimed,
         "floors": floor,
@@ -196,6 +211,10 @@ def markdown(result: dict, base_label: str, new_label: str) -> str:
            f"and the minimum grew by more than {result['min_time_ratio']:g}x (or the drift the history shows for the "
            f"pair, when larger): {result['timing_judged']} (case, target) pairs judged, {result['timing_below_floor']} "
            f"below the floor, {result['timing_unjudged']} without timings.", ""]
+    if result["timing_busy"]:
+        out += ["**Times not judged**: " + ", ".join(f"the {side} run's machine had a task waiting for a CPU {share:.0%} of "
+                                                     f"the time" for side, share in result["timing_busy"].items())
+                + f" (more than {result['busy']:.0%}): its times measured the load, not the code.", ""]
     names = [("new_failures", "New failures"), ("lost", "No longer checked"), ("removed", "Removed (case, target)"),
              ("error_growth", "Error growth"), ("timing", "Timing regressions"), ("fixes", "Fixes"),
              ("status_changes", "Other status changes"), ("speedups", "Speed-ups"), ("added", "Added (case, target)")]

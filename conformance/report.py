@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .case import file_stem
 from .compare import STATUSES, UNEXPECTED
 from .errors import ReportError
 from .verdict import judge
@@ -64,6 +65,9 @@ def rerun_command(row) -> str:
     cmd = ["conformance", "run", "--case", row["case_id"], "--backend", row["backend"]]
     if isinstance(row["device"], str) and row["device"]:
         cmd += ["--device", row["device"]]
+    root = row.get("inputs_root") if hasattr(row, "get") else None
+    if isinstance(root, str) and root:  # the folder the case's inputs file is relative to, on this machine
+        cmd += ["--inputs-root", root]
     return " ".join(shlex.quote(c) for c in cmd)
 
 
@@ -200,16 +204,27 @@ def write(out_dir: Path, rows: list[dict], meta: dict) -> pd.DataFrame:
 
 
 class ArraysWriter:
-    """on_arrays callback for --keep-arrays: arrays/<case_id>.npz, keys input/<name> and <target>/<output>."""
+    """on_arrays callback for --keep-arrays: arrays/<file_stem(case_id)>.npz, keys input/<name>, <target>/<output>
+    and case_id; arrays/index.csv maps each file to its case id. File names stay short whatever the id (a case name
+    of 50 characters, an inputs file path): a readable prefix and a digest of the whole id."""
 
     def __init__(self, out_dir: Path):
         self.dir = out_dir / "arrays"
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.index = self.dir / "index.csv"
 
     def __call__(self, case, inputs, outputs_by_target: dict) -> None:
         data = {f"input/{k}": v for k, v in inputs.as_dict().items()}
         for label, outputs in outputs_by_target.items():
             data.update({f"{label}/{k}": np.asarray(v) for k, v in outputs.items()})
+        data["case_id"] = np.array(case.id)
         buf = io.BytesIO()
         np.savez_compressed(buf, **data)
-        atomic_write(self.dir / f"{case.id}.npz", buf.getvalue())
+        name = f"{file_stem(case.id)}.npz"
+        atomic_write(self.dir / name, buf.getvalue())
+        line = pd.DataFrame([{"file": name, "case_id": case.id}]).to_csv(index=False, header=not self.index.exists())
+        try:
+            with open(self.index, "a") as fh:
+                fh.write(line)
+        except OSError as exc:
+            raise ReportError.of(self.index, exc) from None

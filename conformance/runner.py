@@ -140,6 +140,7 @@ def _case_columns(case: Case) -> dict:
         "axis": case.axis, "mode": case.mode, "backward": case.backward, "fix_gamma": case.fix_gamma,
         "running_var": case.running_var, "stats": case.stats, "momentum_dir": case.momentum_dir,
         "fill": case.fill.kind,
+        **({"inputs_root": case.inputs_root or "."} if case.inputs is not None else {}),
     }
 
 
@@ -210,8 +211,7 @@ def vs_sut_rows(case: Case, target: Target, result, ref, sut_outputs: dict[str, 
             q = _quantity(target, out)
             if q not in sut or q not in ref.scales:
                 continue
-            expected = np.asarray(sut[q], dtype=np.float64)
-            r = compare(out, got, expected, ref.scales[q], case, expected_dtype(case, q))
+            r = compare(out, got, sut[q], ref.scales[q], case, expected_dtype(case, q))  # taken to float64 a box at a time
             if r["reason"]:
                 r["reason"] += f" [{case.id}]"
             rows.append({**base, "vs": sut_label, **r, **timing})
@@ -319,7 +319,7 @@ def _run_case(case: Case, targets: list[Target], policy, timeout_s, on_arrays):
     for variant in variants.values():
         chosen = [t for t in targets if (home.get(t.label) == variant.id if t.is_framework
                                          else t.is_sut or variant is case)]
-        new, arrays = _run_variant(variant, chosen, inputs, policy, timeout_s)
+        new, arrays = _run_variant(variant, chosen, inputs, policy, timeout_s, keep=on_arrays is not None)
         seen[variant.id] = variant
         rows.extend(new)
         if on_arrays is not None:
@@ -327,16 +327,19 @@ def _run_case(case: Case, targets: list[Target], policy, timeout_s, on_arrays):
     return rows, seen
 
 
-def _run_variant(variant: Case, targets, inputs, policy, timeout_s):
+def _run_variant(variant: Case, targets, inputs, policy, timeout_s, keep: bool = False):
     """Rows and arrays of one (possibly profiled) case on the chosen targets: the SUT on every variant, the
-    numpy peer on the canonical case, each framework on its own profile (after the SUT, to compare with it)."""
+    numpy peer on the canonical case, each framework on its own profile (after the SUT, to compare with it).
+    The outputs are held beyond their rows only where needed: the SUT's (the frameworks are compared with them),
+    and every target's with keep (--keep-arrays)."""
     ref = reference(variant, inputs)
     rows, arrays, sut = [], {}, {}
     for t in sorted(targets, key=lambda t: not t.is_sut):
         reply = _reply(t, variant, inputs, policy, timeout_s)
         rows.extend(rows_for(variant, t, reply, ref, inputs))
         if reply[0] == "ok":
-            arrays[t.label] = reply[1].outputs
+            if keep:
+                arrays[t.label] = reply[1].outputs
             if t.is_sut:
                 sut[t.label] = reply[1].outputs
             elif t.is_framework:

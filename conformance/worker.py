@@ -120,6 +120,8 @@ def _main(conn, backend: str, device_key) -> None:  # runs in the child
             conn.send(("unsupported", str(exc)))
         except Exception as exc:
             conn.send(("error", _first_line(exc), traceback.format_exc(limit=4)))
+        finally:
+            msg = inputs = None  # an idle worker holds no case's arrays (memory.py counts on it)
 
 
 class WorkerDied(Exception):

@@ -54,11 +54,28 @@ def test_unsupported_rows_say_which_extension(smoke):
 def test_arrays_are_kept_with_documented_keys(smoke):
     out, _ = smoke
     df = pd.read_csv(out / "results.csv")
+    index = pd.read_csv(out / "arrays" / "index.csv")
+    assert set(index["case_id"]) == set(df["case_id"]) and index["file"].str.len().max() <= 100
     cid = df["case_id"].iloc[0]
-    with np.load(out / "arrays" / f"{cid}.npz") as z:
+    with np.load(out / "arrays" / index.set_index("case_id").loc[cid, "file"]) as z:
         keys = set(z.files)
         assert {"input/x", "input/gamma", "input/beta", "input/running_mean", "input/running_var"} <= keys
         assert "numpy/y" in keys and any(k.startswith("opencl@") and k.endswith("/y") for k in keys)
+        assert str(z["case_id"]) == cid
+
+
+def test_keep_arrays_file_names_fit_whatever_the_id(tmp_path):
+    """A case name of 60 characters made arrays/<case id>.npz longer than a file name may be (a traceback, a lost
+    run); the files are now named by a prefix and a digest of the id."""
+    name = "a-very-long-case-name-" + "x" * 38
+    suite = tmp_path / "s.toml"
+    suite.write_text(f'[suite]\nname = "long"\n[[case]]\nname = "{name}"\nshape = [4, 3]\nseed = [1, 2]\n')
+    r = conformance("run", "--suite", str(suite), "--backend", "numpy", "--keep-arrays", "--out", str(tmp_path / "o"),
+                    "--history", "none")
+    assert r.returncode == 0, r.stderr[-2000:]
+    files = sorted(p.name for p in (tmp_path / "o" / "arrays").glob("*.npz"))
+    assert len(files) == 2 and all(len(f) <= 100 for f in files)
+    assert len(pd.read_csv(tmp_path / "o" / "arrays" / "index.csv")) == 2
 
 
 def test_case_id_reruns_that_case_alone_with_the_same_numbers(smoke, tmp_path):

@@ -253,3 +253,17 @@ def test_cross_device_side_by_side():
     # the same target from two sources gets its label
     both = regress.cross_device({"x": a[a["target"] == "numpy"], "y": b[b["target"] == "numpy"]})
     assert {"numpy (x)", "numpy (y)"} <= set(both.columns.get_level_values(0))
+
+
+def test_no_time_is_judged_from_a_run_on_a_busy_machine():
+    rng = np.random.default_rng(8)
+    cases = _cases(rng, 5)
+    base = make_run(rng, cases, noise=0.001)
+    new = make_run(rng, cases, noise=0.001, time_step={c[0]: 2.0 for c in cases})
+    quiet = {**FLOORS, "machine_load": {"cpu_stalled_share": 0.15}}
+    busy = {**FLOORS, "machine_load": {"cpu_stalled_share": 0.8}}
+    assert len(_cmp(base, new, base_meta=quiet, new_meta=quiet)["timing"]) == len(cases) * len(TARGETS)
+    r = _cmp(base, new, base_meta=quiet, new_meta=busy)
+    assert not len(r["timing"]) and r["timing_judged"] == 0 and r["timing_busy"] == {"new": 0.8}
+    assert not regress.regression_flag(r) and "**Times not judged**: the new run's machine" in regress.markdown(r, "a", "b")
+    assert len(_cmp(base, new, base_meta=quiet, new_meta=busy, busy=0.9)["timing"]) == len(cases) * len(TARGETS)
