@@ -33,8 +33,14 @@ def _plugin() -> list[str]:
     return ["-p", "conformance"] if any(e.value == "conformance.pytest_plugin" for e in eps) else ["-p", "conformance.pytest_plugin"]
 
 
-def _run(pytester, *args):
-    return pytester.runpytest_subprocess(*_plugin(), *args)
+def _run(pytester, *args, autoload=False):
+    """pytest in a subprocess with the plugin. autoload: every installed plugin loads, as for a user; else only
+    this one (hypothesis's alone takes about a second to import, in each of the many runs here)."""
+    if autoload:
+        return pytester.runpytest_subprocess(*_plugin(), *args)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+        return pytester.runpytest_subprocess("-p", "conformance.pytest_plugin", *args)
 
 
 def _smoke(pytester, *args):
@@ -51,10 +57,10 @@ def test_without_the_option_nothing_is_added_or_imported(pytester):
         def test_plain():
             assert not any(m in sys.modules for m in ("conformance.runner", "conformance.worker", "conformance.suite"))
     """)
-    result = _run(pytester, "-q")
+    result = _run(pytester, "-q", autoload=True)
     result.assert_outcomes(passed=1)
-    assert _ids(_run(pytester, "--collect-only", "-q")) == []
-    assert "--conformance-suite" in _run(pytester, "--help").stdout.str()
+    assert _ids(_run(pytester, "--collect-only", "-q", autoload=True)) == []
+    assert "--conformance-suite" in _run(pytester, "--help", autoload=True).stdout.str()
 
 
 def test_one_item_per_case_and_target(pytester):
