@@ -32,6 +32,8 @@ def add_commands(sub) -> None:
                    help="error growth factor that flags (default 4)")
     c.add_argument("--min-time-ratio", type=number(low=1), default=DEFAULTS["min_time_ratio"],
                    help="median and minimum time ratio a timing regression must exceed (default 1.25)")
+    c.add_argument("--unrecorded-ratio", type=number(low=1), default=DEFAULTS["unrecorded_ratio"],
+                   help="... and, for a pair the history holds no drift of, this ratio (default 2)")
     c.add_argument("--min-time-ms", type=number(low=0), default=DEFAULTS["min_time_ms"],
                    help="times are judged only from this many ms (default 1) ...")
     c.add_argument("--floor-factor", type=number(low=0), default=DEFAULTS["floor_factor"],
@@ -91,7 +93,7 @@ def cmd_compare(args) -> int:
     result = regress.compare(_only_device(base_df, args.device), _only_device(new_df, args.device),
                              base_meta=base_meta, new_meta=new_meta, drift=drift, error_factor=args.error_factor,
                              min_time_ratio=args.min_time_ratio, min_time_ms=args.min_time_ms,
-                             floor_factor=args.floor_factor, busy=args.busy)
+                             floor_factor=args.floor_factor, busy=args.busy, unrecorded_ratio=args.unrecorded_ratio)
     text = regress.markdown(result, base_label, new_label)
     print(text, end="")
     _write(args.out, text)

@@ -21,6 +21,7 @@ import time
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa  # an ImportError here tells `conformance run` to record nothing
 
@@ -383,11 +384,12 @@ def trend(case_id: str, backend: str, device: str | None = None, url: str | None
 
 
 def timing_drift(url: str | None, suite: str | None, machine: str | None, until: str | None = None,
-                 window: int = 10, min_runs: int = 3, busy: float = 0.5) -> dict[tuple[str, str], float]:
-    """How much each (case, target)'s median time moves between consecutive runs of the same suite on the same
-    machine, from the last `window` complete runs started before `until`: the largest ratio (>= 1, either way)
-    between two consecutive runs' medians, for pairs seen in at least `min_runs` runs. compare() holds a pair to
-    this drift when it is larger than its min_time_ratio."""
+                 window: int = 10, min_runs: int = 5, busy: float = 0.5) -> dict[tuple[str, str], tuple[float, float]]:
+    """How each (case, target)'s median time sits and moves across runs of the same suite on the same machine:
+    from the last `window` complete runs started before `until`, on a machine that was not busy (run.json
+    machine_load), for pairs seen in at least `min_runs` of them, (centre, spread): the median of those runs'
+    medians (ms) and the robust standard deviation of their logarithms (1.4826 x the median absolute deviation).
+    compare() holds a new time against these when they exist."""
     if not suite or not machine:
         return {}
     r, res = _t("runs"), _t("results")
@@ -414,12 +416,11 @@ def timing_drift(url: str | None, suite: str | None, machine: str | None, until:
                 .group_by(res.c.run_id, res.c.case_id, res.c.target)))
     finally:
         eng.dispose()
-    order = {run_id: k for k, run_id in enumerate(reversed(ids))}  # oldest first
-    times = times.dropna().assign(k=times["run_id"].map(order)).sort_values("k")
     out = {}
-    for (case_id, target), g in times.groupby(["case_id", "target"]):
+    for (case_id, target), g in times.dropna().groupby(["case_id", "target"]):
         t = g["t"].to_numpy(dtype=float)
         if len(t) >= min_runs and (t > 0).all():
-            ratios = t[1:] / t[:-1]
-            out[(case_id, target)] = float(max(ratios.max(), (1 / ratios).max()))
+            logs = np.log(t)
+            out[(case_id, target)] = (float(np.exp(np.median(logs))),
+                                      float(1.4826 * np.median(np.abs(logs - np.median(logs)))))
     return out

@@ -194,5 +194,4 @@ def test_a_member_inflating_to_a_gigabyte_is_refused_unread(tmp_path, name, head
     run = subprocess.run([sys.executable, "-c", PROBE, str(tmp_path / "s.toml")], capture_output=True, text=True, timeout=120)
     got = json.loads(run.stdout)
     assert got["message"] is not None and expect in got["message"] and len(got["message"].splitlines()) == 1
-    assert got["seconds"] < 3.0, got
     assert got["grew"] < INFLATED // 16, got  # peak resident memory: nowhere near the gigabyte
