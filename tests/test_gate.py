@@ -58,7 +58,11 @@ def test_verdicts_of_row_sets():
     row = lambda target, status: {"target": target, "backend": target.split("@")[0], "status": status}  # noqa: E731
     assert judge(pd.DataFrame([row("opencl@a", "pass"), row("numpy", "pass")]), meta).code == 0
     only_peer = judge(pd.DataFrame([row("opencl@a", "skip"), row("numpy", "pass")]), meta)
-    assert only_peer.word == "NOTHING CHECKED" and only_peer.code == 3 and "judged nothing on opencl@a" in only_peer.notes
+    assert only_peer.word == "NOTHING CHECKED" and only_peer.code == 3
+    assert only_peer.notes == ("the system under test (opencl) judged nothing on any device",)
+    two = {**meta, "targets": meta["targets"] + [{"target": "torch"}]}
+    assert judge(pd.DataFrame([row("opencl@a", "skip"), row("numpy", "pass"), row("torch", "skip")]), two).notes[1] == \
+        "judged nothing on torch"  # the SUT's devices are said once, the others by name
     assert judge(pd.DataFrame([row("opencl@a", "skip"), row("numpy", "pass")]), {**meta, "sut_requested": False}).code == 0
     assert judge(pd.DataFrame([row("opencl@a", "unsupported")]), meta).code == 3
     no_rows = judge(pd.DataFrame(columns=["target", "backend", "status"]), meta)
