@@ -31,6 +31,8 @@ Rows are matched on (case_id, target, vs, output). The rules, exactly:
   and a judged pair is *slower* when all of
   3. `new.p10 - w_new > base.p90 + w_base`: the new run's fast tail lies above the base run's slow tail
      (bands widened by `w = tail_widen x (p90 - p10) / (n - 1)^2`, default tail_widen 4, for few repeats);
+     for a pair with a record (5), `new.p10 - w_new > centre`: above its usual time instead (one base run's
+     slow tail says less than the record);
   4. the median and the minimum of the repeats both grew by more than `min_time_ratio` (default 1.25) against
      the base: the minimum is what interference cannot lower, so a slowdown its fastest repeat does not show
      is a noisy run, not slower code;
@@ -127,10 +129,15 @@ def _judge_timing(base: pd.DataFrame, new: pd.DataFrame, floor: dict, drift: dic
     judged = judged.assign(allowed=allowed, record_ms=centre, vs_record=vs_record)
     w = {s: o["tail_widen"] * (judged[f"time_ms_p90_{s}"] - judged[f"time_ms_p10_{s}"]) / (judged[f"repeats_{s}"] - 1) ** 2
          for s in ("base", "new")}
-    judged["slower"] = ((judged["time_ms_p10_new"] - w["new"] > judged["time_ms_p90_base"] + w["base"])
-                        & (judged["ratio"] > pairwise) & (judged["min_ratio"] > pairwise) & (vs_record > allowed))
-    judged["faster"] = ((judged["time_ms_p90_new"] + w["new"] < judged["time_ms_p10_base"] - w["base"])
-                        & (1 / judged["ratio"] > pairwise) & (1 / judged["min_ratio"] > pairwise)
+    # apart: without a record, the new run's fast tail above the base run's slow tail; with one, above the record's
+    # centre (the record, not one base run's tail, says what the pair's time is)
+    recorded = ~np.isnan(centre)
+    apart_up = np.where(recorded, judged["time_ms_p10_new"] - w["new"] > centre,
+                        judged["time_ms_p10_new"] - w["new"] > judged["time_ms_p90_base"] + w["base"])
+    apart_down = np.where(recorded, judged["time_ms_p90_new"] + w["new"] < centre,
+                          judged["time_ms_p90_new"] + w["new"] < judged["time_ms_p10_base"] - w["base"])
+    judged["slower"] = apart_up & (judged["ratio"] > pairwise) & (judged["min_ratio"] > pairwise) & (vs_record > allowed)
+    judged["faster"] = (apart_down & (1 / judged["ratio"] > pairwise) & (1 / judged["min_ratio"] > pairwise)
                         & (1 / vs_record > allowed))
     return judged, int((~timed).sum()), int((timed & ~above).sum())
 
