@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--keep-arrays", action="store_true", help="also write arrays/<case_id>.npz with inputs and every output")
     r.add_argument("--timeout", type=TIMEOUT, default=DEFAULT_TIMEOUT_S, help="seconds one case may take on one target before it is killed")
     r.add_argument("--repeats", type=number(int, low=1), default=TimingPolicy.max_repeats, help="at most this many timed repeats per case and target")
+    r.add_argument("--rounds", type=number(int, low=1), default=3,
+                   help="timing rounds of the pairs compare may judge (a median of 0.5 ms or more): the best round "
+                        "is kept, the rounds spread over the run (1: one round only)")
     r.add_argument("--time-budget", type=number(low=0), default=TimingPolicy.budget_s, help="seconds of timed repeats per case and target (after 3)")
     r.add_argument("--memory-limit", metavar="SIZE", help="refuse cases estimated to need more (e.g. 12G; default: "
                    "the memory available less 10 %%)")
@@ -209,7 +212,8 @@ def cmd_run(args, argv) -> int:
     busy_from = (time.monotonic(), metadata.cpu_stall_s())
     try:
         rows = run_cases(cases, targets, policy=policy, timeout_s=args.timeout, on_arrays=on_arrays,
-                         progress=Progress(len(cases)), seen=seen, state=state, classify=classify, record=log.append)
+                         progress=Progress(len(cases)), seen=seen, state=state, classify=classify, record=log.append,
+                         rounds=args.rounds, retimed=log.retime)
     finally:
         signal.signal(signal.SIGTERM, previous)
         log.close()

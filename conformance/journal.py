@@ -1,7 +1,8 @@
 """The run journal: each finished case's rows reach disk as the case finishes, so a killed run loses nothing.
 
 `DIR/journal.jsonl` holds one line per finished case, ``{"case": id, "n": number of rows, "rows": [...]}``,
-written with one write() and an fsync. A run killed at any moment (kill -9, an OOM kill, a power cut) leaves
+and, after the last case, one per re-timed pair (retime.py), ``{"retime": case id, "target": label, "cols": {...}}``
+(the columns it changes in that pair's rows), each written with one write() and an fsync. A run killed at any moment (kill -9, an OOM kill, a power cut) leaves
 every case before the one in flight on disk; the line in flight, if torn, is dropped on reading and cut off
 before anything is appended after it. `conformance run --resume DIR` takes what is done from here, never from
 run.json or results.csv (the reports are derived from the journal, at the end of the run).
@@ -42,13 +43,19 @@ def read(out_dir: Path) -> tuple[list[dict], list[str], int]:
             break
         try:
             rec = json.loads(line)
-            ok = isinstance(rec, dict) and isinstance(rec.get("rows"), list) and rec.get("n") == len(rec["rows"])
+            retimed = isinstance(rec, dict) and "retime" in rec and isinstance(rec.get("cols"), dict)
+            ok = retimed or (isinstance(rec, dict) and isinstance(rec.get("rows"), list) and rec.get("n") == len(rec["rows"]))
         except ValueError:
             ok = False
         if not ok:
             break
-        rows.extend(rec["rows"])
-        done.append(rec["case"])
+        if retimed:
+            for r in rows:
+                if r.get("case_id") == rec["retime"] and r.get("target") == rec.get("target"):
+                    r.update(rec["cols"])
+        else:
+            rows.extend(rec["rows"])
+            done.append(rec["case"])
         good += len(line)
     return rows, done, good
 
@@ -71,7 +78,14 @@ class Journal:
         self.cases = 0
 
     def append(self, case_id: str, rows: list[dict]) -> None:
-        line = (json.dumps({"case": case_id, "n": len(rows), "rows": rows}, default=_plain) + "\n").encode()
+        self._write({"case": case_id, "n": len(rows), "rows": rows})
+        self.cases += 1
+
+    def retime(self, case_id: str, target: str, cols: dict) -> None:
+        self._write({"retime": case_id, "target": target, "cols": cols})
+
+    def _write(self, rec: dict) -> None:
+        line = (json.dumps(rec, default=_plain) + "\n").encode()
         try:
             view = memoryview(line)
             while view:
@@ -85,7 +99,6 @@ class Journal:
             raise ReportError.of(self.path, exc, f"{self.cases} finished cases are safe in it (make room, then "
                                  f"conformance run --resume {self.path.parent})") from None
         self.offset += len(line)
-        self.cases += 1
 
     def close(self) -> None:
         if self.fd is not None:

@@ -28,6 +28,12 @@ class Progress:
             self.last_line = time.monotonic()
             print(f"[{self.done}/{self.total}] {time.monotonic() - self.start:.1f}s {counts} {label}", file=self.stream, flush=True)
 
+    def note(self, text: str) -> None:
+        """A line of its own (the bar, if any, ends first)."""
+        if self.bar:
+            self.stream.write("\n")
+        print(f"{time.monotonic() - self.start:.1f}s {text}", file=self.stream, flush=True)
+
     def close(self) -> None:
         if self.bar:
             self.stream.write("\n")

@@ -37,10 +37,13 @@ Rows are matched on (case_id, target, vs, output). The rules, exactly:
      the base: the minimum is what interference cannot lower, so a slowdown its fastest repeat does not show
      is a noisy run, not slower code;
   5. beyond the drift the pair is known for. With a *record* (the history store holds the pair in at least 5
-     of the last 10 runs of the suite on the same machine that were not busy: `centre`, the median of their
-     medians, and `spread`, the robust standard deviation of their logarithms), the new median must exceed
-     `centre x max(min_time_ratio, exp(drift_z x spread))` (drift_z 4): against the pair's usual time, by more
-     than it moves between identical runs. Without a record, one pair of runs cannot tell a slowdown from
+     of the last 20 runs of the suite on the same machine that were not busy: `centre`, the median of their
+     medians, `spread`, the robust standard deviation of their logarithms, and `worst`, the slowest of them over
+     the centre), the new median must exceed `centre x max(min_time_ratio, exp(drift_z x spread), worst^tail)`
+     (drift_z 4, tail 1.5): against the pair's usual time, by more than it moves between identical runs, and
+     beyond the slowest quiet run the record holds by half its excess again (of n exchangeable runs, the next
+     is the slowest with chance 1/(n+1): the record's maximum alone, over 20 comparisons, cries wolf; measured
+     on CPU OpenCL here, README). Without a record, one pair of runs cannot tell a slowdown from
      drift, and 4 uses `max(min_time_ratio, unrecorded_ratio)` (default 2) instead.
   The mirror rule lists speed-ups. Measured (README, "compare"): 20 identical back-to-back pairs raise no
   alarm; a planted 1.5x of a millisecond case's usual time is caught where its record spreads less than
@@ -68,7 +71,7 @@ ERROR_FLOOR = 1.0
 MAX_LISTED = 200
 TIMING = ("time_ms_median", "time_ms_min", "time_ms_p10", "time_ms_p90", "repeats")
 DEFAULTS = {"error_factor": 4.0, "min_time_ratio": 1.25, "unrecorded_ratio": 2.0, "drift_z": 4.0, "min_time_ms": 1.0,
-            "floor_factor": 20.0, "tail_widen": 4.0, "busy": 0.5}
+            "floor_factor": 20.0, "tail_widen": 4.0, "busy": 0.5, "tail": 1.5}
 
 
 def stalled_share(meta: dict | None) -> float | None:
@@ -122,8 +125,10 @@ def _judge_timing(base: pd.DataFrame, new: pd.DataFrame, floor: dict, drift: dic
     rec = [drift.get(k) for k in judged.index]
     centre = np.array([r[0] if r else np.nan for r in rec], dtype=float)
     spread = np.array([r[1] if r else np.nan for r in rec], dtype=float)
+    worst = np.array([r[2] if r and len(r) > 2 else 1.0 for r in rec], dtype=float)
     alone = max(o["min_time_ratio"], o["unrecorded_ratio"])
-    allowed = np.where(np.isnan(centre), alone, np.maximum(o["min_time_ratio"], np.exp(o["drift_z"] * np.nan_to_num(spread))))
+    allowed = np.where(np.isnan(centre), alone, np.maximum.reduce([np.full(len(centre), o["min_time_ratio"]),
+                                                                   np.exp(o["drift_z"] * np.nan_to_num(spread)), worst ** o["tail"]]))
     pairwise = np.where(np.isnan(centre), alone, o["min_time_ratio"])
     vs_record = np.where(np.isnan(centre), judged["ratio"], judged["time_ms_median_new"] / centre)
     judged = judged.assign(allowed=allowed, record_ms=centre, vs_record=vs_record)

@@ -24,7 +24,7 @@ from .verdict import judge
 
 COLUMNS = ["case_id", "backend", "device", "target", "vs", "dtype", "mode", "output", "status", "max_abs_err", "max_rel_err",
            "max_ulp", "ulp_at_max", "norm_err", "threshold", "time_ms_median", "time_ms_min", "time_ms_p10", "time_ms_p90", "kernel_ms_median",
-           "kernel_ms_min", "bytes", "gbps", "repeats", "reason", "got_dtype", "case", "shape", "axis", "backward", "fix_gamma",
+           "kernel_ms_min", "bytes", "gbps", "repeats", "rounds", "reason", "got_dtype", "case", "shape", "axis", "backward", "fix_gamma",
            "running_var", "stats", "momentum_dir", "fill"]
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import backends
+from . import backends, retime
 from .backends.base import TimingPolicy
 from .case import Case
 from .compare import compare
@@ -146,10 +146,11 @@ def _case_columns(case: Case) -> dict:
 
 def _timing_columns(result, case: Case) -> dict:
     cols = {"time_ms_median": np.nan, "time_ms_min": np.nan, "time_ms_p10": np.nan, "time_ms_p90": np.nan,
-            "kernel_ms_median": np.nan, "kernel_ms_min": np.nan, "bytes": bytes_moved(case), "gbps": np.nan, "repeats": 0}
+            "kernel_ms_median": np.nan, "kernel_ms_min": np.nan, "bytes": bytes_moved(case), "gbps": np.nan, "repeats": 0,
+            "rounds": 0}
     if result is not None and result.wall_ms:
         med = statistics.median(result.wall_ms)
-        cols.update(time_ms_median=med, time_ms_min=min(result.wall_ms), repeats=len(result.wall_ms),
+        cols.update(time_ms_median=med, time_ms_min=min(result.wall_ms), repeats=len(result.wall_ms), rounds=1,
                     time_ms_p10=float(np.percentile(result.wall_ms, 10)), time_ms_p90=float(np.percentile(result.wall_ms, 90)),
                     gbps=cols["bytes"] / (med * 1e-3) / 1e9 if med > 0 else np.nan)
         if result.kernel_ms:
@@ -260,14 +261,15 @@ def _reply(t: Target, case: Case, inputs, policy, timeout_s):
 
 def run_cases(cases: list[Case], targets: list[Target], *, policy: TimingPolicy, timeout_s: float = DEFAULT_TIMEOUT_S,
               on_arrays=None, progress: Progress | None = None, seen: dict | None = None,
-              state: dict | None = None, classify=None, record=None) -> list[dict]:
+              state: dict | None = None, classify=None, record=None, rounds: int = 1, retimed=None) -> list[dict]:
     """All rows for cases x targets. on_arrays(case, inputs, {label: outputs}) receives each case's arrays;
     `seen` (case id -> Case) collects every profiled case that produced rows; classify(rows, cases) may change
     a finished case's rows in place before they are counted (the known deviations: so the progress line counts
     xfail where the report will); record(case_id, rows) puts a finished case's rows on disk (the journal) before
     the next case starts, and an exception it raises ends the run. A KeyboardInterrupt (Ctrl-C, or SIGTERM turned into one by the CLI) stops
     the run between two rows: the rows of every finished case are returned, the case in flight is dropped, and
-    `state` gets done = [ids of finished cases] and interrupted = True."""
+    `state` gets done = [ids of finished cases] and interrupted = True. After the last case, the pairs compare may
+    judge are timed in rounds 2..rounds (retime.py), each new best passed to retimed(case_id, target, columns)."""
     rows: list[dict] = []
     counts: dict[str, int] = {}
     seen = {} if seen is None else seen
@@ -289,6 +291,8 @@ def run_cases(cases: list[Case], targets: list[Target], *, policy: TimingPolicy,
                 counts[r["status"]] = counts.get(r["status"], 0) + 1
             if progress is not None:
                 progress.step(case.name, counts)
+        retime.run_rounds(rows, targets, seen, policy, timeout_s, rounds, _timing_columns, record=retimed,
+                          progress=None if progress is None else progress.note)
     except KeyboardInterrupt:
         state["interrupted"] = True
     finally:
