@@ -31,7 +31,7 @@ def add_commands(sub) -> None:
     c.add_argument("--error-factor", type=number(low=1, low_open=True), default=DEFAULTS["error_factor"],
                    help="error growth factor that flags (default 4)")
     c.add_argument("--min-time-ratio", type=number(low=1), default=DEFAULTS["min_time_ratio"],
-                   help="median and minimum time ratio a timing regression must exceed (default 1.25)")
+                   help="median and minimum time ratio a timing regression must exceed (default 1.3)")
     c.add_argument("--unrecorded-ratio", type=number(low=1), default=DEFAULTS["unrecorded_ratio"],
                    help="... and, for a pair the history holds no drift of, this ratio (default 2)")
     c.add_argument("--min-time-ms", type=number(low=0), default=DEFAULTS["min_time_ms"],

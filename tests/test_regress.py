@@ -106,8 +106,9 @@ def _rate(seed, repeats, noise, step=1.0, **kw):
 def test_false_alarm_and_detection_rates():
     """Measured rates of the rule on synthetic normal noise (2000 pairs each):
     no false alarm at 5%, whatever the repeats; 2.5e-4 with 3 repeats of 10% (without the widened bands and the
-    ratio floor: above 0.5%); a 1.5x step found at 20 repeats always, at 5 repeats of 5% or 3 of 2% > 99%."""
-    assert _rate(1, 20, 0.05) == 0 and _rate(2, 20, 0.05, step=1.5) == 1.0 and _rate(11, 3, 0.05) == 0
+    ratio floor: above 0.5%); a 1.5x step found at 20 repeats of 5% in 99.8% (the minimum ratio must pass 1.3: a
+    minimum of 20 draws of 5% noise moves that much), at 5 repeats of 5% or 3 of 2% > 99%."""
+    assert _rate(1, 20, 0.05) == 0 and _rate(2, 20, 0.05, step=1.5) >= 0.995 and _rate(11, 3, 0.05) == 0
     assert _rate(3, 3, 0.10) <= 1e-3 and _rate(3, 3, 0.10, tail_widen=0.0, min_time_ratio=1.0) > 0.005
     assert _rate(4, 5, 0.05, step=1.5) > 0.99 and _rate(5, 3, 0.02, step=1.5) > 0.99
 
