@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Modules that add sub-commands: add_commands(subparsers); each handler takes args and returns an exit code.
-EXTRA_COMMANDS = ("conformance.cli_history",)
+EXTRA_COMMANDS = ("conformance.cli_history", "conformance.constraints")
 
 
 def _cases(args) -> tuple[str, list[Case], list[str]]:
