@@ -25,6 +25,9 @@ EXPECTED = {
     "paddle": {"momentum direction": "old", "running-variance estimator": "biased", "default eps": 1e-5,
                "default momentum": 0.9, "batch statistic returned": "none"},
     "paddle_functional": {"momentum direction": "old", "default eps": 1e-5, "default momentum": 0.9},
+    "paddle_static": {"momentum direction": "old", "running-variance estimator": "biased", "default eps": 1e-5,
+                      "default momentum": 0.9, "batch statistic returned": "none",
+                      "inference leaves running stats": "yes"},  # is_test=True in the static graph
     "onnxruntime": {"momentum direction": "old", "running-variance estimator": "biased", "default eps": 1e-5,
                     "default momentum": 0.9},
     "onnx_reference": {"momentum direction": "old", "running-variance estimator": "biased", "default eps": 1e-5,

@@ -12,6 +12,7 @@ BACKENDS = {
     "mindspore": "conformance.backends.mindspore_ops",
     "paddle": "conformance.backends.paddle_nn",
     "paddle_functional": "conformance.backends.paddle_functional",
+    "paddle_static": "conformance.backends.paddle_static",
     "torch": "conformance.backends.torch_fn",
     "onnxruntime": "conformance.backends.onnxruntime_bn",
     "onnx_reference": "conformance.backends.onnx_reference",

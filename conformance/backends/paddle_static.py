@@ -1,0 +1,137 @@
+"""PaddlePaddle paddle.nn.BatchNorm in a static graph (paddle.static program run by an Executor), on the CPU.
+
+Per run: a fresh main and startup Program, Scope and Executor (names from a fresh unique_name generator).
+Inside program_guard: x = paddle.static.data('x', shape, dtype) and one layer BatchNorm(num_channels,
+is_test=..., momentum=..., epsilon=..., dtype=<parameter dtype>, data_layout='NCHW' | 'NHWC'), with act=None,
+use_global_stats=False, trainable_statistics=False. is_test comes from the case's mode (train: False, infer:
+True): the page says "is_test ... only has effect on static graph mode", which is this path (the dygraph
+backend 'paddle' uses train()/eval() instead). After the startup program, the layer's weight, bias, mean
+and variance are set in the scope from the inputs; the main program is run with x (and dy) fed; the running
+statistics are read back from the scope after the run. Backward: paddle.static.gradients of y against x,
+weight and bias with dy fed as the target gradient, fetched with y. The inputs the call must leave alone are
+read back after the run: x by fetching the fed variable, gamma and beta from the scope.
+
+Paddle is switched to static mode around each open()/run() only, and back to dygraph afterwards: this module
+is imported only in its own worker process, and even there nothing else sees static mode. The layer returns
+y only (no batch statistics). Layout: as the dygraph layer (channel axis 1 -> 'NCHW', last -> 'NHWC', ranks
+2 to 5); float16 data is refused by the CPU kernel at run time, which becomes the 'unsupported' reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+
+import numpy as np
+
+from . import _paddle
+from .base import Profile, Result, Unsupported, time_repeats
+
+# The executor logs "New Executor is Running ..." (glog INFO) on every program; set before Paddle loads.
+os.environ.setdefault("GLOG_minloglevel", "1")
+
+NAME = "paddle_static"
+API = "paddle.nn.BatchNorm (static graph, Executor)"
+
+# The same page and layer as the dygraph backend 'paddle' (/work/shared/framework-docs/paddle-nn-BatchNorm.txt):
+#   momentum_dir 'old': "moving_mean = moving_mean * momentum + mu_beta * (1. - momentum)"
+#   running_var 'biased': "sigma_beta^2 <- 1/m sum_i (x_i - mu_beta)^2 // mini-batch variance", and
+#       "moving_variance = moving_variance * momentum + sigma_beta^2 * (1. - momentum)"
+#   stats None: the layer returns the normalised tensor only
+#   eps 1e-5: "epsilon=1e-05" / "Default: 1e-5";  momentum 0.9: "momentum=0.9" / "Default: 0.9"
+#   is_test: "A flag indicating whether it is in test phrase or not. This flag only has effect on static graph
+#       mode." Inference: "set use_global_stats to true or is_test to true, and the behavior is equivalent."
+DOCUMENTED = Profile(momentum_dir="old", running_var="biased", stats=None, eps=1e-5, momentum=0.9)
+PROFILE = DOCUMENTED
+EXTRA_OUTPUTS: dict[str, str] = {}
+
+available = _paddle.available
+version = _paddle.version
+devices = _paddle.devices
+
+
+@contextlib.contextmanager
+def static_mode():
+    """Paddle in static-graph mode for the block, back in dygraph mode after it if it was there before."""
+    p = _paddle.paddle()
+    dynamic = p.in_dynamic_mode()
+    if dynamic:
+        p.enable_static()
+    try:
+        yield p
+    finally:
+        if dynamic:
+            p.disable_static()
+
+
+def open(device_key):  # noqa: A001 - the contract's name
+    with static_mode() as p:
+        p.static.Program()  # static mode works here
+    return None
+
+
+def supports(session, case):
+    return _paddle.common_supports(API, case)
+
+
+def _reject(exc):
+    """Paddle refusing the input becomes Unsupported; anything else propagates. Besides the dygraph categories
+    (_paddle.rejected), static mode checks dtypes while the program is built: "(InvalidType) Check data type
+    error for op: batch_norm_, input: x, x.dtype: float16, and expected_dtype: float32, float64"."""
+    if _paddle.rejected(exc) or str(exc).strip().startswith("(InvalidType)"):
+        raise Unsupported(_paddle.first_line(exc)) from None
+    raise exc
+
+
+def run(session, case, inputs, policy, use_defaults=False):
+    with static_mode() as p:
+        return _run(p, case, inputs, policy, use_defaults)
+
+
+def _run(p, case, inputs, policy, use_defaults):
+    kwargs = {} if use_defaults else {"momentum": PROFILE.translate_momentum(case.momentum), "epsilon": case.eps}
+    main, startup, scope, place = p.static.Program(), p.static.Program(), p.static.Scope(), p.CPUPlace()
+    with p.utils.unique_name.guard(), p.static.scope_guard(scope), p.static.program_guard(main, startup):
+        feed = {"x": inputs.x}
+        try:
+            x = p.static.data("x", list(case.shape), case.dtype)
+            x.stop_gradient = not case.backward
+            layer = p.nn.BatchNorm(case.channels, act=None, is_test=case.mode != "train", dtype=case.param_dtype,
+                                   data_layout=_paddle.layout(case), use_global_stats=False,
+                                   trainable_statistics=False, **kwargs)
+            y = layer(x)
+            fetch = [y, x]
+            if case.backward:
+                dy = p.static.data("dy", list(case.shape), case.dtype)
+                with warnings.catch_warnings():  # the zero gradients it builds for the op's other outputs ask
+                    warnings.filterwarnings("ignore", "Tensor do not have 'place'")  # for a place they lack
+                    fetch += p.static.gradients([y], [x, layer.weight, layer.bias], target_gradients=[dy])
+                feed["dy"] = inputs.dy
+        except Exception as exc:
+            _reject(exc)
+        exe = p.static.Executor(place)
+        exe.run(startup)
+
+        def tensor(var):
+            return scope.find_var(var.name).get_tensor()
+
+        for var, value in ((layer.weight, inputs.gamma), (layer.bias, inputs.beta),
+                           (layer._mean, inputs.running_mean), (layer._variance, inputs.running_var)):
+            tensor(var).set(np.ascontiguousarray(value), place)
+
+        def call():
+            return exe.run(main, feed=feed, fetch_list=fetch)
+
+        try:
+            got = [np.array(a, copy=True) for a in call()]
+        except Exception as exc:
+            _reject(exc)
+        outputs = {"y": got[0], "running_mean": np.array(tensor(layer._mean), copy=True),
+                   "running_var": np.array(tensor(layer._variance), copy=True)}
+        if case.backward:
+            outputs["dx"], outputs["dgamma"], outputs["dbeta"] = got[2:5]
+        untouched = {"x": got[1], "gamma": np.array(tensor(layer.weight), copy=True),
+                     "beta": np.array(tensor(layer.bias), copy=True)}
+        walls, _ = time_repeats(call, policy)  # later runs move the running statistics again: already read
+    return Result(outputs=outputs, wall_ms=walls, untouched=untouched, notes=[])
