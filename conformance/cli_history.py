@@ -109,7 +109,9 @@ def _drift(history, url, new_meta: dict, busy: float) -> dict:
         return {}
     if where.startswith("sqlite:///") and not Path(where[len("sqlite:///"):]).is_file():
         return {}  # no store yet: a comparison of two run folders creates none
-    return history.timing_drift(url, new_meta.get("suite"), host.get("name"), until=new_meta.get("started"), busy=busy)
+    from .drift import timing_drift
+
+    return timing_drift(url, new_meta.get("suite"), host.get("name"), until=new_meta.get("started"), busy=busy)
 
 
 def cmd_history(args) -> int:

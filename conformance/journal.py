@@ -1,8 +1,9 @@
 """The run journal: each finished case's rows reach disk as the case finishes, so a killed run loses nothing.
 
 `DIR/journal.jsonl` holds one line per finished case, ``{"case": id, "n": number of rows, "rows": [...]}``,
-and, after the last case, one per re-timed pair (retime.py), ``{"retime": case id, "target": label, "cols": {...}}``
-(the columns it changes in that pair's rows), each written with one write() and an fsync. A run killed at any moment (kill -9, an OOM kill, a power cut) leaves
+and, after the last case, one per re-timed pair (retime.py), ``{"retime": case id, "target": label, "cols":
+{...}}`` (the columns it changes in that pair's rows), each written with one write() and an fsync. A run
+killed at any moment (kill -9, an OOM kill, a power cut) leaves
 every case before the one in flight on disk; the line in flight, if torn, is dropped on reading and cut off
 before anything is appended after it. `conformance run --resume DIR` takes what is done from here, never from
 run.json or results.csv (the reports are derived from the journal, at the end of the run).
@@ -33,6 +34,7 @@ def read(out_dir: Path) -> tuple[list[dict], list[str], int]:
     path = Path(out_dir) / NAME
     rows: list[dict] = []
     done: list[str] = []
+    pair_rows: dict[tuple, list[dict]] = {}  # (case_id, target) -> its rows, for retime lines
     good = 0
     try:
         data = path.read_bytes()
@@ -50,12 +52,13 @@ def read(out_dir: Path) -> tuple[list[dict], list[str], int]:
         if not ok:
             break
         if retimed:
-            for r in rows:
-                if r.get("case_id") == rec["retime"] and r.get("target") == rec.get("target"):
-                    r.update(rec["cols"])
+            for r in pair_rows.get((rec["retime"], rec.get("target")), ()):
+                r.update(rec["cols"])
         else:
             rows.extend(rec["rows"])
             done.append(rec["case"])
+            for r in rec["rows"]:
+                pair_rows.setdefault((r.get("case_id"), r.get("target")), []).append(r)
         good += len(line)
     return rows, done, good
 

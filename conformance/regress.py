@@ -41,8 +41,8 @@ Rows are matched on (case_id, target, vs, output). The rules, exactly:
      the centre), the new median must exceed `centre x max(min_time_ratio, exp(drift_z x spread), worst^tail)`
      (drift_z 4, tail 2): against the pair's usual time, by more than it moves between identical runs, and
      beyond the slowest quiet run the record holds by as much again in log (of n exchangeable runs, the next
-     is the slowest with chance 1/(n+1): the record's maximum alone, over 20 comparisons, cries wolf). Without a record, one pair of runs cannot tell a slowdown from
-     drift, and 4 uses `max(min_time_ratio, unrecorded_ratio)` (default 2) instead.
+     is the slowest with chance 1/(n+1): the record's maximum alone, over 20 comparisons, cries wolf).
+     Without a record, one pair of runs cannot tell a slowdown from drift, and 4 uses `max(min_time_ratio, unrecorded_ratio)` (default 2) instead.
   The mirror rule lists speed-ups. min_time_ratio 1.3 and tail 2 were chosen on 21 back-to-back runs of the
   smoke suite plus a 32 MB case on every target (1.25 and 1.5 gave 2 false alarms in 20 pairs); measured
   false alarms and planted-step catches: README, "compare".
@@ -134,10 +134,9 @@ def _judge_timing(base: pd.DataFrame, new: pd.DataFrame, floor: dict, drift: dic
          for s in ("base", "new")}
     # apart: the new run's fast tail above the base run's slow tail and, with a record, above the record's centre
     recorded = ~np.isnan(centre)
-    apart_up = ((judged["time_ms_p10_new"] - w["new"] > judged["time_ms_p90_base"] + w["base"])
-                & ~(recorded & (judged["time_ms_p10_new"] - w["new"] <= centre)))
-    apart_down = ((judged["time_ms_p90_new"] + w["new"] < judged["time_ms_p10_base"] - w["base"])
-                  & ~(recorded & (judged["time_ms_p90_new"] + w["new"] >= centre)))
+    low_new, high_new = judged["time_ms_p10_new"] - w["new"], judged["time_ms_p90_new"] + w["new"]
+    apart_up = (low_new > judged["time_ms_p90_base"] + w["base"]) & np.where(recorded, low_new > centre, True)
+    apart_down = (high_new < judged["time_ms_p10_base"] - w["base"]) & np.where(recorded, high_new < centre, True)
     judged["slower"] = apart_up & (judged["ratio"] > pairwise) & (judged["min_ratio"] > pairwise) & (vs_record > allowed)
     judged["faster"] = (apart_down & (1 / judged["ratio"] > pairwise) & (1 / judged["min_ratio"] > pairwise)
                         & (1 / vs_record > allowed))
@@ -148,7 +147,7 @@ def compare(base_df: pd.DataFrame, new_df: pd.DataFrame, *, base_meta: dict | No
             drift: dict | None = None, **options) -> dict:
     """Everything that changed from base to new (see the module docstring for the rules); values are DataFrames.
     options: error_factor, min_time_ratio, min_time_ms, floor_factor, tail_widen (DEFAULTS); drift: allowed
-    median ratio per (case_id, target), from the history (history.timing_drift)."""
+    median ratio per (case_id, target), from the history (drift.timing_drift)."""
     unknown = set(options) - set(DEFAULTS)
     if unknown:
         raise TypeError(f"unknown option {sorted(unknown)[0]!r}")

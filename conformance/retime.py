@@ -58,7 +58,7 @@ def run_rounds(rows: list[dict], targets, seen: dict, policy, timeout_s: float, 
                 continue
             key = (case.seed, case.shape, case.dtype, case.fill, case.inputs, case.backward)
             if inputs_of[0] != key:
-                inputs_of = (None, None)
+                inputs_of = (None, None)  # the last draw goes before the next is made
                 inputs_of = (key, generate(case))
             reply = t.worker.run(case, inputs_of[1], policy, timeout_s)
             if reply[0] != "ok":
