@@ -33,6 +33,10 @@ MODES = ("train", "infer")
 RUNNING_VAR = ("biased", "unbiased")
 STATS = ("var", "invstd")
 MOMENTUM_DIR = ("old", "new")
+NORMALIZE_WITH = ("batch", "running")  # mode's other spelling: train normalises with the batch, infer with the running
+ACTS = ("none", "relu", "sigmoid", "tanh")  # applied after the affine step; ReLU is benchdnn's fused-ReLU flag
+# Fields an id names only when they differ from this value: every id written before they existed stays valid.
+QUIET_DEFAULTS = {"update_running": None, "act": "none", "inplace": False, "inputs": None}
 
 # Fill kinds and their parameters with defaults. Every parameter is a float.
 FILL_PARAMS: dict[str, dict[str, float]] = {
@@ -123,6 +127,9 @@ class Case:
     mode: str = "train"
     backward: bool = False
     fix_gamma: bool = False
+    update_running: bool | None = None  # None: as mode says (train updates, infer does not); else explicit
+    act: str = "none"  # activation applied to the affine output y, forward and backward
+    inplace: bool = False  # y written over x (and dx over dy): the caller's x then holds y
     running_var: str = "biased"  # profile: running-variance estimator
     stats: str = "var"  # profile: the extra output, batch variance or inverse std
     momentum_dir: str = "old"  # profile: the momentum the implementation is handed weighs the old or the new value
@@ -134,6 +141,8 @@ class Case:
     inputs_root: str | None = field(default=None, compare=False)  # the folder `inputs` is relative to; not in the id
 
     def __post_init__(self):
+        if self.update_running is not None and self.update_running is (self.mode == "train"):
+            object.__setattr__(self, "update_running", None)  # what mode says: one spelling, one id
         self.validate()
 
     # ---- validation -------------------------------------------------------------------------------------
@@ -156,7 +165,11 @@ class Case:
             bad("shape", f"{list(self.shape)!r} has {math.prod(self.shape)} elements, more than {MAX_ELEMENTS}")
         if isinstance(self.axis, bool) or not isinstance(self.axis, int) or not -len(self.shape) <= self.axis < len(self.shape):
             bad("axis", f"{self.axis!r} is out of range for shape {list(self.shape)!r}")
-        for fname in ("backward", "fix_gamma"):
+        if self.update_running is not None and not isinstance(self.update_running, bool):
+            bad("update_running", f"must be true or false, got {self.update_running!r}")
+        if self.act not in ACTS:
+            bad("act", f"must be one of {', '.join(ACTS)}, got {self.act!r}")
+        for fname in ("backward", "fix_gamma", "inplace"):
             if not isinstance(getattr(self, fname), bool):
                 bad(fname, f"must be true or false, got {getattr(self, fname)!r}")
         if isinstance(self.eps, bool) or not isinstance(self.eps, float) or not (math.isfinite(self.eps) and self.eps >= 0):
@@ -201,6 +214,40 @@ class Case:
         return self.outer * self.inner
 
     @property
+    def normalize_with(self) -> str:
+        """Which statistics normalise: the batch's (mode train) or the running ones (mode infer)."""
+        return "batch" if self.mode == "train" else "running"
+
+    @property
+    def updates_running(self) -> bool:
+        """Whether the running statistics move towards the batch statistics: update_running, else as mode says."""
+        return self.mode == "train" if self.update_running is None else self.update_running
+
+    @property
+    def batch_stats(self) -> bool:
+        """Whether the batch statistics are computed (to normalise with, or to update the running ones)."""
+        return self.mode == "train" or self.updates_running
+
+    @property
+    def behaviour(self) -> dict:
+        """The canonical behaviours this case asks for (what a framework's flag table maps its flags to)."""
+        return {"normalize_with": self.normalize_with, "update_running": self.updates_running, "act": self.act,
+                "inplace": self.inplace}
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        """The behaviours beyond mode's two that this case uses, as 'field=value': a backend runs a case only
+        when it implements every one (backends declare IMPLEMENTS; default-deny)."""
+        out = []
+        if self.update_running is not None:
+            out.append(f"update_running={_format('update_running', self.update_running)}")
+        if self.act != "none":
+            out.append(f"act={self.act}")
+        if self.inplace:
+            out.append("inplace=1")
+        return tuple(out)
+
+    @property
     def param_dtype(self) -> str:
         """dtype of gamma, beta, the statistics and their gradients: float32 for float16 data (mixed precision)."""
         return "float32" if self.dtype == "float16" else self.dtype
@@ -208,8 +255,12 @@ class Case:
     @property
     def outputs(self) -> tuple[str, ...]:
         """What an implementation returns for this case, in report order."""
-        out = ("y", "mean", self.stats, "running_mean", "running_var") if self.mode == "train" else ("y", "running_mean", "running_var")
-        return out + (("dx", "dgamma", "dbeta") if self.backward else ())
+        out = ("y",) + (("mean", self.stats) if self.batch_stats else ()) + ("running_mean", "running_var")
+        if self.inplace:  # the caller's x after the call: y written over it
+            out += ("x_after",)
+        if self.backward:
+            out += ("dx", "dgamma", "dbeta") + (("dy_after",) if self.inplace else ())
+        return out
 
     @property
     def inputs_file(self) -> str | None:
@@ -234,7 +285,7 @@ class Case:
             if f.name == "name" or not f.compare:  # inputs_root: where this machine keeps the file
                 continue
             value = getattr(self, f.name)
-            if f.name == "inputs" and value is None:
+            if f.name in QUIET_DEFAULTS and value == QUIET_DEFAULTS[f.name] and type(value) is type(QUIET_DEFAULTS[f.name]):
                 continue
             tokens.append(f"{f.name}={_format(f.name, value)}")
         return ",".join(tokens)
@@ -299,7 +350,7 @@ def _parse(key: str, text: str, source):
         return tuple(_parse_int(t, source, "shape") for t in text.split("x"))
     if key in ("axis", "seed"):
         return _parse_int(text, source, key)
-    if key in ("backward", "fix_gamma"):
+    if key in ("backward", "fix_gamma", "update_running", "inplace"):
         if text not in ("0", "1"):
             raise UserError(f"must be 0 or 1, got {text!r}", source=source, field=key)
         return text == "1"

@@ -9,12 +9,17 @@ It shares no code with the kernels or the backends. Canonical semantics (see DES
     running  <- momentum * running + (1 - momentum) * batch      (momentum weighs the old value)
                with batch variance var_c * m / (m - 1) under the 'unbiased' profile
 
-Inference (use_global_stats) normalises with the running statistics and leaves them alone. Backward:
+Inference (use_global_stats) normalises with the running statistics and leaves them alone. The two halves are
+independent fields of a case: normalize_with (batch in train, running in infer) and update_running (whether the
+running statistics move, as above; the batch statistics are then computed whichever normalise). An activation
+(act) applies after the affine step, y = act(z) with z the affine output, and its derivative multiplies dy
+before the formulas below: relu(z) = z for z > 0, else 0 (NaN stays NaN; relu'(z) = 1 for z > 0, 0 for
+z <= 0); sigmoid and tanh as usual. In place (inplace), x holds y after the call and dy holds dx. Backward:
 
     dbeta_c  = sum_i dy_ic
     dgamma_c = sum_i dy_ic * xhat_ic                 (xhat = normalised x)
     dx_ic    = gamma_c * invstd_c * (dy_ic - dbeta_c / m - xhat_ic * dgamma_c / m)     (train)
-    dx_ic    = gamma_c * invstd_c * dy_ic                                              (infer)
+    dx_ic    = gamma_c * invstd_c * dy_ic                          (normalised with the running statistics)
 
 fix_gamma takes gamma as 1 and reports dgamma as 0. The momentum direction of a profile changes only the
 parameter an implementation is handed, never these values.
@@ -22,7 +27,9 @@ parameter an implementation is handed, never these values.
 Next to every value the oracle gives its error *scale*: the magnitude of the quantities that a correct
 finite-precision computation of it has to round along the way (|x| for a mean, |gamma| |x| / sigma for y,
 sums of |dy| for the gradients ...). An implementation's error is judged in units of u * scale (u the unit
-roundoff), so a badly conditioned case (x = 1e4 + 0.1 randn) gets the slack it needs and no more.
+roundoff), so a badly conditioned case (x = 1e4 + 0.1 randn) gets the slack it needs and no more. With ReLU,
+an element whose z lies within rounding of 0 may fall on either side of the kink in a correct implementation:
+its whole gradient contribution is added to the scales of dx, dgamma and dbeta (so that one flip passes).
 """
 
 from __future__ import annotations
@@ -34,6 +41,8 @@ import numpy as np
 
 UNIT_ROUNDOFF = {"float16": 2.0**-11, "float32": 2.0**-24, "float64": 2.0**-53}
 MEAN_SLACK = 64.0  # the float32/float64 pass threshold, in units of u * max|x|, on a batch mean
+KINK_SLACK = 64.0  # |z| <= KINK_SLACK * u * scale(z): a ReLU input that rounding may put on either side of 0
+LEAST_THRESHOLD = 8.0  # a slack A is added to a scale as A / (u * LEAST_THRESHOLD): allowed in every dtype
 
 
 @dataclass
@@ -138,6 +147,23 @@ def _gradients(dyb, xhat, gs, m, train, dx_out) -> dict[str, np.ndarray]:
     return got
 
 
+def _activate(act: str, z: np.ndarray, want_derivative: bool) -> np.ndarray | None:
+    """Apply act to z in place; return act'(z) (before z is overwritten) when asked."""
+    if act == "none":
+        return np.ones_like(z) if want_derivative else None
+    if act == "relu":
+        d = np.where(z > 0, 1.0, np.where(np.isnan(z), np.nan, 0.0)) if want_derivative else None
+        z[z <= 0] = 0.0
+        return d
+    if act == "sigmoid":
+        z[...] = 1.0 / (1.0 + np.exp(-z))
+        return z * (1.0 - z) if want_derivative else None
+    if act == "tanh":
+        np.tanh(z, out=z)
+        return 1.0 - z * z if want_derivative else None
+    raise ValueError(f"unknown act {act!r}")
+
+
 def _elementwise(case, x, dy, centre, scale, gamma, beta) -> tuple[np.ndarray, np.ndarray | None, dict]:
     """y, dx (backward) and the per-channel maxima and sums the scales need, a block of channels at a time."""
     shape3 = (case.outer, case.channels, case.inner)
@@ -147,12 +173,33 @@ def _elementwise(case, x, dy, centre, scale, gamma, beta) -> tuple[np.ndarray, n
     gs = gamma * scale
     for s in _blocks(case):
         got = dict(zip(("devmax", "xhat", "ymax"), _normalised(_f64(x[:, s]), centre[s], scale[s], gamma[s], beta[s], y[:, s])))
+        deriv = _activate(case.act, y[:, s], case.backward and case.act != "none")
         if case.backward:
-            got.update(_gradients(_f64(dy[:, s]), got["xhat"], gs[s], case.count, case.mode == "train", dx[:, s]))
+            dyb = _f64(dy[:, s])
+            if deriv is not None:  # what act' multiplies: its error scales with |dy|, not |dy act'|
+                got.update(dy_raw_sum=_csum(np.where(np.isfinite(dyb), np.abs(dyb), 0.0)), dy_raw_max=_amax(dyb))
+                dyb = dyb * deriv  # not in place: for float64 data dyb is the caller's dy itself
+            got.update(_gradients(dyb, got["xhat"], gs[s], case.count, case.mode == "train", dx[:, s]))
         del got["xhat"]
         for k, v in got.items():
             per.setdefault(k, np.empty(case.channels))[s] = v
     return y, dx, per
+
+
+def _kink_slack(case, x, dy, centre, scale, gamma, beta, s_z) -> dict[str, np.ndarray]:
+    """Per channel, over the elements whose z is within KINK_SLACK * u * s_z of 0 (u of the precision z is
+    computed in): sum |dy|, sum |dy * xhat| and max |dy|, what one ReLU flip there can change."""
+    u = UNIT_ROUNDOFF[case.param_dtype]
+    out = {k: np.zeros(case.channels) for k in ("dbeta", "dgamma", "dymax")}
+    for s in _blocks(case):
+        xhat = (_f64(x[:, s]) - _chan(centre[s])) * _chan(scale[s])
+        z = xhat * _chan(gamma[s]) + _chan(beta[s])
+        near = np.abs(z) <= _chan(KINK_SLACK * u * s_z[s])
+        ady = np.where(near & np.isfinite(z), np.abs(_f64(dy[:, s])), 0.0)
+        out["dbeta"][s] = ady.sum(axis=(0, 2))
+        out["dgamma"][s] = (ady * np.where(np.isfinite(xhat), np.abs(xhat), 0.0)).sum(axis=(0, 2))
+        out["dymax"][s] = _amax(ady)
+    return out
 
 
 def reference(case, inputs) -> Reference:
@@ -169,7 +216,7 @@ def reference(case, inputs) -> Reference:
     scl: dict[str, np.ndarray] = {}
 
     with np.errstate(all="ignore"):
-        if case.mode == "train":
+        if case.batch_stats:
             xmax, mean, var = _batch_stats(x, case)
             invstd = 1.0 / np.sqrt(var + eps)
             batch_var_for_running = var * m / (m - 1) if case.running_var == "unbiased" else var
@@ -183,17 +230,20 @@ def reference(case, inputs) -> Reference:
                 vals["var"], scl["var"] = var, s_var
             else:
                 vals["invstd"], scl["invstd"] = invstd, s_invstd
+        if case.updates_running:
             vals["running_mean"] = mom * rm + (1 - mom) * mean
             scl["running_mean"] = mom * np.abs(rm) + (1 - mom) * s_mean
             vals["running_var"] = mom * rv + (1 - mom) * batch_var_for_running
             scl["running_var"] = mom * np.abs(rv) + (1 - mom) * s_var * (m / max(m - 1, 1))
+        else:
+            vals["running_mean"], scl["running_mean"] = rm.copy(), np.abs(rm)
+            vals["running_var"], scl["running_var"] = rv.copy(), np.abs(rv)
+        if case.mode == "train":  # normalise with the batch statistics
             centre, scale = mean, invstd
             s_scale = s_invstd
             s_centre = s_mean
-        else:
+        else:  # with the running ones
             centre, scale = rm, 1.0 / np.sqrt(rv + eps)
-            vals["running_mean"], scl["running_mean"] = rm.copy(), np.abs(rm)
-            vals["running_var"], scl["running_var"] = rv.copy(), np.abs(rv)
             s_scale = scale
             s_centre = _per_channel(case, lambda s: _amax(_f64(x[:, s]))) + np.abs(rm)
 
@@ -202,22 +252,37 @@ def reference(case, inputs) -> Reference:
         # error scale of xhat: the centre's error times the scale, plus the scale's relative error times |dev|
         s_xhat = s_centre * scale + per["devmax"] * s_scale
         vals["y"] = y.reshape(case.shape)
-        scl["y"] = np.abs(gamma) * s_xhat + np.abs(beta) + per["ymax"]
+        s_z = np.abs(gamma) * s_xhat + np.abs(beta) + per["ymax"]  # the affine output, before act
+        scl["y"] = s_z + (1.0 if case.act == "sigmoid" else 0.0)  # act is 1-Lipschitz; sigmoid's |y| <= 1
+        # act' computed from an z off by u * s_z is off by at most |act''| u s_z <= u s_z (sigmoid, tanh)
+        smooth = s_z if case.act in ("sigmoid", "tanh") else 0.0
+        kink = _kink_slack(case, x, dy, centre, scale, gamma, beta, s_z) if case.backward and case.act == "relu" else None
 
         if case.backward:
             dbeta, dgamma, dymax, xhatmax = per["dbeta"], per["dgamma"], per["dymax"], per["xhatmax"]
-            s_dbeta = per["abs_dy_sum"]
+            s_dbeta = per["abs_dy_sum"] + (per["dy_raw_sum"] * smooth if case.act in ("sigmoid", "tanh") else 0.0)
+            dymax = dymax + (per["dy_raw_max"] * smooth if case.act in ("sigmoid", "tanh") else 0.0)
             s_dgamma = s_dbeta * (xhatmax + s_xhat)
             if case.mode == "train":
                 s_dx = np.abs(gamma) * (scale + s_scale) * (dymax + (s_dbeta + s_dgamma * xhatmax + np.abs(dgamma) * s_xhat) / m)
             else:
                 s_dx = np.abs(gamma) * s_scale * dymax
+            if kink is not None:  # one flip at the kink moves dbeta by |dy|, dgamma by |dy xhat|, dx as below
+                u_data, u_param = UNIT_ROUNDOFF[case.dtype], UNIT_ROUNDOFF[case.param_dtype]
+                s_dbeta = s_dbeta + kink["dbeta"] / (u_param * LEAST_THRESHOLD)
+                s_dgamma = s_dgamma + kink["dgamma"] / (u_param * LEAST_THRESHOLD)
+                moved = kink["dymax"] + ((kink["dbeta"] + xhatmax * kink["dgamma"]) / m if case.mode == "train" else 0.0)
+                s_dx = s_dx + np.abs(gamma * scale) * moved / (u_data * LEAST_THRESHOLD)
             vals["dx"], scl["dx"] = dx.reshape(case.shape), s_dx
             vals["dgamma"] = np.zeros(case.channels) if case.fix_gamma else dgamma
             scl["dgamma"] = s_dgamma
             vals["dbeta"], scl["dbeta"] = dbeta, s_dbeta
+        if case.inplace:  # the caller's x holds y, its dy holds dx
+            vals["x_after"], scl["x_after"] = vals["y"], scl["y"]
+            if case.backward:
+                vals["dy_after"], scl["dy_after"] = vals["dx"], scl["dx"]
 
-    if case.mode == "train":  # both batch statistics, whichever the case's profile reports
+    if case.batch_stats:  # both batch statistics, whichever the case's profile reports
         for other in ("var", "invstd"):
             vals.setdefault(other, var if other == "var" else invstd)
             scl.setdefault(other, s_var if other == "var" else s_invstd)

@@ -125,7 +125,7 @@ def profiled(case: Case, profile) -> Case:
 
 
 def expected_dtype(case: Case, output: str) -> str:
-    return case.dtype if output in ("y", "dx") else case.param_dtype
+    return case.dtype if output in ("y", "dx", "x_after", "dy_after") else case.param_dtype
 
 
 def bytes_moved(case: Case) -> int:
@@ -187,7 +187,7 @@ def rows_for(case: Case, target: Target, reply, ref, inputs=None) -> list[dict]:
             r["reason"] += f" [{case.id}]"
         rows.append({**base, **r, **timing})
     for name in UNTOUCHED:
-        if inputs is not None and name in result.untouched:
+        if inputs is not None and name in result.untouched and not (case.inplace and name == "x"):  # x_after instead
             rows.append({**base, **_untouched_row(name, result.untouched[name], getattr(inputs, name), case), **timing})
     return rows
 

@@ -29,7 +29,10 @@ from .case import ID_FIELDS, Case, Fill, content_digest
 from .errors import UserError
 
 CASES_DIR = Path(os.environ.get("CONFORMANCE_CASES_DIR", Path(__file__).resolve().parents[1] / "cases"))
-CASE_FIELDS = list(ID_FIELDS)  # what a [[case]] may set: inputs_root is where the file is, not part of the case
+# What a [[case]] may set: the id's fields (inputs_root is where the file is, not part of the case), and
+# normalize_with, mode's other spelling ("batch" is train, "running" is infer).
+CASE_FIELDS = list(ID_FIELDS) + ["normalize_with"]
+_MODE_OF = {"batch": "train", "running": "infer"}
 MAX_CASES = 100_000
 NOT_SUITES = {"known_deviations"}  # data files in cases/ that are not suites
 
@@ -140,6 +143,13 @@ def _expand(merged: dict, src: str, where: str, base: Path):
         values = dict(zip(keys, combo))
         if "inputs" in values:
             values["inputs"], values["inputs_root"] = values["inputs"]
+        if "normalize_with" in values:
+            nw = values.pop("normalize_with")
+            if nw not in _MODE_OF:
+                raise UserError(f"must be one of {', '.join(_MODE_OF)}, got {nw!r}", source=src, field=f"{where}.normalize_with")
+            if values.setdefault("mode", _MODE_OF[nw]) != _MODE_OF[nw]:
+                raise UserError(f"normalize_with={nw!r} contradicts mode={values['mode']!r} (mode train normalises with "
+                                "the batch, infer with the running statistics)", source=src, field=f"{where}.normalize_with")
         try:
             yield Case(**values)
         except UserError as exc:
@@ -158,7 +168,7 @@ def _convert(key: str, value, src: str, fieldname: str, base: Path):
         if not isinstance(value, int) or isinstance(value, bool):
             bad("an integer")
         return value
-    if key in ("backward", "fix_gamma"):
+    if key in ("backward", "fix_gamma", "update_running", "inplace"):
         if not isinstance(value, bool):
             bad("true or false")
         return value

@@ -17,7 +17,7 @@ import resource
 import signal
 import traceback
 
-from .backends.base import Skip, Unsupported
+from .backends.base import Skip, Unsupported, unimplemented
 
 _CTX = mp.get_context("spawn")
 STARTUP_TIMEOUT_S = 300.0  # first program build on a cold cache can take a while
@@ -110,7 +110,7 @@ def _main(conn, backend: str, device_key) -> None:  # runs in the child
         if isinstance(inputs, str):
             inputs = cached[inputs]
         try:
-            reason = mod.supports(session, case)
+            reason = unimplemented(mod, case) or mod.supports(session, case)
             if reason:
                 conn.send(("unsupported", reason))
                 continue

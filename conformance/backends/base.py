@@ -11,6 +11,11 @@ A backend is one module in this package with the same few module-level names:
     supports(session, case) -> str | None  None, or why this case cannot run there ('unsupported' rows)
     run(session, case, inputs, policy) -> Result
 
+A backend that implements behaviours beyond mode's two (update_running against mode, act, inplace: see
+Case.features) lists them as IMPLEMENTS, a set of 'field=value' strings; a case using any other is
+'unsupported' there before run() is called (default-deny: a backend never runs a case it does not know it
+cannot express).
+
 Framework backends add:
 
     DOCUMENTED: Profile                    the conventions as the framework's documentation states them
@@ -35,6 +40,12 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+
+
+def unimplemented(module, case) -> str | None:
+    """Why the backend module cannot run this case's behaviours (those it does not list in IMPLEMENTS), or None."""
+    missing = [f for f in case.features if f not in getattr(module, "IMPLEMENTS", ())]
+    return f"{getattr(module, 'NAME', module.__name__)} does not implement {', '.join(missing)}" if missing else None
 
 
 class Skip(Exception):

@@ -12,6 +12,7 @@ import numpy as np
 from .base import DeviceInfo, Result, time_repeats
 
 NAME = "numpy"
+IMPLEMENTS = frozenset({"update_running=0", "update_running=1", "act=relu", "act=sigmoid", "act=tanh", "inplace=1"})
 
 
 def available():
@@ -43,27 +44,41 @@ def _compute(case, inp):
     m = case.count
     out = {}
     with np.errstate(all="ignore"):
-        if case.mode == "train":
+        if case.batch_stats:
             mean = x.mean(axis=(0, 2))
             d = x - mean[None, :, None]
             var = (d * d).mean(axis=(0, 2))
             invstd = 1 / np.sqrt(var + work(case.eps))
+            out["mean"], out[case.stats] = mean, (var if case.stats == "var" else invstd)
+        if case.updates_running:
             mom = work(case.momentum)
             run_v = var * work(m) / work(m - 1) if case.running_var == "unbiased" else var
-            out["mean"], out[case.stats] = mean, (var if case.stats == "var" else invstd)
             out["running_mean"] = mom * rm + (1 - mom) * mean
             out["running_var"] = mom * rv + (1 - mom) * run_v
         else:
+            out["running_mean"], out["running_var"] = rm.copy(), rv.copy()
+        if case.mode != "train":  # normalise with the running statistics
             mean, invstd = rm, 1 / np.sqrt(rv + work(case.eps))
             d = x - mean[None, :, None]
-            out["running_mean"], out["running_var"] = rm.copy(), rv.copy()
         xhat = d
         xhat *= invstd[None, :, None]
         y = xhat * gamma[None, :, None]
         y += beta[None, :, None]
+        if case.act == "relu":
+            slope = (y > 0).astype(work)
+            slope[np.isnan(y)] = np.nan
+            y = np.where(y <= 0, work(0), y)
+        elif case.act == "sigmoid":
+            y = 1 / (1 + np.exp(-y))
+            slope = y * (1 - y)
+        elif case.act == "tanh":
+            y = np.tanh(y)
+            slope = 1 - y * y
         out["y"] = y.reshape(case.shape)
         if case.backward:
             dy = inp.dy.astype(work, copy=False).reshape(v)
+            if case.act != "none":
+                dy = dy * slope
             dbeta = dy.sum(axis=(0, 2))
             dgamma = (dy * xhat).sum(axis=(0, 2))
             scale = (gamma * invstd)[None, :, None]
@@ -77,8 +92,12 @@ def _compute(case, inp):
             out["dx"] = dx.reshape(case.shape)
             out["dgamma"] = np.zeros(c, work) if case.fix_gamma else dgamma
             out["dbeta"] = dbeta
+    if case.inplace:  # what the caller's x and dy hold after an in-place call
+        out["x_after"] = out["y"]
+        if case.backward:
+            out["dy_after"] = out["dx"]
     data_t, param_t = np.dtype(case.dtype), np.dtype(case.param_dtype)
-    return {k: out[k].astype(data_t if k in ("y", "dx") else param_t, copy=False) for k in case.outputs}
+    return {k: out[k].astype(data_t if k in ("y", "dx", "x_after", "dy_after") else param_t, copy=False) for k in case.outputs}
 
 
 def run(session, case, inputs, policy):
