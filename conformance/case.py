@@ -36,7 +36,8 @@ MOMENTUM_DIR = ("old", "new")
 NORMALIZE_WITH = ("batch", "running")  # mode's other spelling: train normalises with the batch, infer with the running
 ACTS = ("none", "relu", "sigmoid", "tanh")  # applied after the affine step; ReLU is benchdnn's fused-ReLU flag
 # Fields an id names only when they differ from this value: every id written before they existed stays valid.
-QUIET_DEFAULTS = {"update_running": None, "act": "none", "inplace": False, "inputs": None}
+QUIET_DEFAULTS = {"update_running": None, "act": "none", "inplace": False, "flags": "", "inputs": None}
+_FLAGS_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*=[^,=]+(,[A-Za-z_][A-Za-z0-9_.]*=[^,=]+)*$")
 
 # Fill kinds and their parameters with defaults. Every parameter is a float.
 FILL_PARAMS: dict[str, dict[str, float]] = {
@@ -136,6 +137,7 @@ class Case:
     eps: float = 1e-5
     momentum: float = 0.9  # canonical: running = momentum * running + (1 - momentum) * batch
     seed: int = 0
+    flags: str = ""  # a framework's flag combination ('training=False,use_global_stats=True'): only that one runs
     fill: Fill = field(default_factory=lambda: Fill.make("normal"))
     inputs: str | None = None  # an .npz file with some or all of the inputs: "relative/path.npz@<digest>"
     inputs_root: str | None = field(default=None, compare=False)  # the folder `inputs` is relative to; not in the id
@@ -178,6 +180,8 @@ class Case:
             bad("momentum", f"must lie in [0, 1], got {self.momentum!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
             bad("seed", f"must be an integer in [0, 2^63), got {self.seed!r}")
+        if not isinstance(self.flags, str) or (self.flags and not _FLAGS_RE.match(self.flags)):
+            bad("flags", f"must be a framework's flag combination such as 'training=False,use_global_stats=True', got {self.flags!r}")
         if not isinstance(self.fill, Fill):
             bad("fill", f"must be a Fill, got {self.fill!r}")
         if self.fill.kind == "exact" and self.count % 2:
@@ -328,6 +332,8 @@ def _format(name: str, value) -> str:
         return value.token()
     if name == "inputs":
         return quote(value, safe="@")  # '/' and ',' quoted: a file name, a shell word, one token
+    if name == "flags":
+        return quote(value, safe="=")  # ',' quoted: one token
     return str(value)
 
 
@@ -358,6 +364,6 @@ def _parse(key: str, text: str, source):
         return _parse_float(text, source, key)
     if key == "fill":
         return Fill.from_token(text, source=source)
-    if key == "inputs":
+    if key in ("inputs", "flags"):
         return unquote(text)
     return text

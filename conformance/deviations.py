@@ -28,15 +28,14 @@ from pathlib import Path
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-from .case import Case
+from .case import ID_FIELDS, Case
 from .errors import UserError
 from .suite import CASES_DIR
 
 DEFAULT_PATH = CASES_DIR / "known_deviations.toml"
 _KEYS = {"backend", "versions", "case", "case_id", "output", "vs", "reason", "link", "strict"}
 FAILING = ("fail", "error", "crash", "timeout")
-_CASE_FIELDS = {"name", "dtype", "shape", "axis", "mode", "backward", "fix_gamma", "running_var", "stats",
-                "momentum_dir", "eps", "momentum", "seed", "fill"}
+_CASE_FIELDS = (set(ID_FIELDS) - {"inputs"}) | {"normalize_with"}  # what a [case] selector may name
 
 
 @dataclass(frozen=True)
@@ -75,7 +74,7 @@ class Deviation:
         if self.case_id is not None and not fnmatch.fnmatchcase(case.id, self.case_id):
             return False
         for key, want in self.case.items():
-            have = getattr(case, key)
+            have = getattr(case, "updates_running" if key == "update_running" else key)  # None: as mode says
             have = have.kind if key == "fill" else (list(have) if key == "shape" else have)
             options = want if isinstance(want, list) and key != "shape" else [want]
             if have not in options:

@@ -17,6 +17,8 @@ suite's machinery, so an ordinary pytest run pays nothing for it.
 
 from __future__ import annotations
 
+import dataclasses
+
 import re
 from pathlib import Path
 
@@ -159,21 +161,18 @@ class _State:
 
     def plan(self):
         """(canonical case, the case a target runs, target) in the order of `conformance run`: per case, the
-        canonical variant and then each framework profile; on each, the SUT first."""
-        from .runner import profiled
+        canonical variant and then each framework profile (under each of its flag combinations); on each, the
+        SUT first. The variants are runner.variants(), as run makes them."""
+        from .runner import variants
 
         for case in self.cases:
-            variants = {case.id: case}
-            home = {}
-            for t in self.targets:
-                if t.is_framework:
-                    pc = profiled(case, t.meta.get("profile"))
-                    variants.setdefault(pc.id, pc)
-                    home[t.label] = pc.id
-            for variant in variants.values():
+            for group in variants(case, self.targets):
                 for t in sorted(self.targets, key=lambda t: not t.is_sut):
-                    if home.get(t.label) == variant.id if t.is_framework else (t.is_sut or variant is case):
-                        yield case, variant, t
+                    if t.is_framework:
+                        for run_case in group.runs.get(t.label, ()):
+                            yield case, run_case, t
+                    elif t.is_sut or group.canonical:
+                        yield case, group.case, t
 
     def start(self, session) -> None:
         """Start, side by side, the worker of every target a selected item runs on (and the SUT's, which the
@@ -208,14 +207,15 @@ class _State:
         from .runner import _reply, rows_for, vs_sut_rows
 
         inputs = self._cached("inputs", case.id, lambda: generate(case))  # one draw serves every profile
-        ref = self._cached("ref", variant.id, lambda: reference(variant, inputs))
-        replies = self._cached("sut", variant.id, dict)  # SUT outputs of this variant, for the frameworks
+        base = dataclasses.replace(variant, flags="") if variant.flags else variant  # flags change no value
+        ref = self._cached("ref", base.id, lambda: reference(base, inputs))
+        replies = self._cached("sut", base.id, dict)  # SUT outputs of this variant, for the frameworks
 
         def reply(t):
             if t.is_sut and t.label in replies:
                 return replies[t.label]
             self._launch([t])
-            r = _reply(t, variant, inputs, self.policy, self.timeout)
+            r = _reply(t, variant if t is target else base, inputs, self.policy, self.timeout)
             if t.is_sut:
                 replies[t.label] = r
             return r

@@ -139,6 +139,7 @@ def _case_columns(case: Case) -> dict:
         "case_id": case.id, "case": case.name, "dtype": case.dtype, "shape": "x".join(map(str, case.shape)),
         "axis": case.axis, "mode": case.mode, "backward": case.backward, "fix_gamma": case.fix_gamma,
         "running_var": case.running_var, "stats": case.stats, "momentum_dir": case.momentum_dir,
+        "update_running": case.updates_running, "act": case.act, "inplace": case.inplace, "flags": case.flags,
         "fill": case.fill.kind,
         **({"inputs_root": case.inputs_root or "."} if case.inputs is not None else {}),
     }
@@ -309,43 +310,74 @@ def run_cases(cases: list[Case], targets: list[Target], *, policy: TimingPolicy,
     return rows
 
 
-def _run_case(case: Case, targets: list[Target], policy, timeout_s, on_arrays):
-    """Rows of one canonical case: its own variant and each framework's profiled one."""
-    inputs = generate(case)  # profiles never change the inputs: one draw serves every variant
-    variants = {case.id: case}
-    home = {}  # framework target -> the id of its profiled case
+@dataclass
+class Group:
+    """One variant of a case as the oracle and the SUT see it (a profile), and the framework runs under it: each
+    framework target's flag combinations that mean the case's behaviour (a variant each, told apart by its
+    `flags` field only, so one oracle value and one SUT run serve them all)."""
+
+    case: Case
+    canonical: bool  # the case itself: the non-framework peers (numpy) run it too
+    runs: dict = field(default_factory=dict)  # target label -> [flagged variants of `case`]
+
+
+def variants(case: Case, targets: list[Target]) -> list[Group]:
+    """What `run`, `bench`, `conventions` and the pytest plugin run for one case: the canonical variant, then each
+    framework profile's, each with the flag combinations of every framework target that mean the case's behaviour
+    (every one its page gives that meaning; none named: the backend's default, and its own verdict). A case that
+    names a flag combination (case.flags, e.g. from `--case ID`) runs on the targets that have it."""
+    base = dataclasses.replace(case, flags="") if case.flags else case
+    groups = {base.id: Group(base, canonical=True)}
     for t in targets:
-        if t.is_framework:
-            pc = profiled(case, t.meta.get("profile"))
-            variants.setdefault(pc.id, pc)
-            home[t.label] = pc.id
+        if not t.is_framework:
+            continue
+        pc = profiled(base, t.meta.get("profile"))
+        combos = t.meta.get("flags") or ()
+        if case.flags:
+            labels = [c.label for c in combos if c.label == case.flags]
+        else:
+            labels = [c.label for c in combos if c.means(pc)] or [""]
+        runs = [dataclasses.replace(pc, flags=lab) for lab in labels]
+        if case.flags and (not runs or runs[0] != case):
+            continue  # the named combination is not this target's, or not under its profile
+        groups.setdefault(pc.id, Group(pc, canonical=False)).runs[t.label] = runs
+    return list(groups.values())
+
+
+def _run_case(case: Case, targets: list[Target], policy, timeout_s, on_arrays):
+    """Rows of one canonical case: its own variant and each framework's profiled one (under each flag
+    combination)."""
+    inputs = generate(case)  # profiles and flags never change the inputs: one draw serves every variant
     rows, seen = [], {}
-    for variant in variants.values():
-        chosen = [t for t in targets if (home.get(t.label) == variant.id if t.is_framework
-                                         else t.is_sut or variant is case)]
-        new, arrays = _run_variant(variant, chosen, inputs, policy, timeout_s, keep=on_arrays is not None)
-        seen[variant.id] = variant
+    for group in variants(case, targets):
+        chosen = [t for t in targets if (t.label in group.runs if t.is_framework else t.is_sut or group.canonical)]
+        new, arrays, ran = _run_variant(group, chosen, inputs, policy, timeout_s, keep=on_arrays is not None)
+        seen.update(ran)
         rows.extend(new)
         if on_arrays is not None:
-            on_arrays(variant, inputs, arrays)
+            on_arrays(group.case, inputs, arrays)
     return rows, seen
 
 
-def _run_variant(variant: Case, targets, inputs, policy, timeout_s, keep: bool = False):
+def _run_variant(group: Group, targets, inputs, policy, timeout_s, keep: bool = False):
     """Rows and arrays of one (possibly profiled) case on the chosen targets: the SUT on every variant, the
-    numpy peer on the canonical case, each framework on its own profile (after the SUT, to compare with it).
-    The outputs are held beyond their rows only where needed: the SUT's (the frameworks are compared with them),
-    and every target's with keep (--keep-arrays)."""
+    numpy peer on the canonical case, each framework on its own profile under each of its flag combinations
+    (after the SUT, to compare with it). The outputs are held beyond their rows only where needed: the SUT's (the
+    frameworks are compared with them), and every target's with keep (--keep-arrays, keyed by target, and
+    target[flags] for a flag combination)."""
+    variant = group.case
     ref = reference(variant, inputs)
-    rows, arrays, sut = [], {}, {}
+    rows, arrays, sut, ran = [], {}, {}, {}
     for t in sorted(targets, key=lambda t: not t.is_sut):
-        reply = _reply(t, variant, inputs, policy, timeout_s)
-        rows.extend(rows_for(variant, t, reply, ref, inputs))
-        if reply[0] == "ok":
-            if keep:
-                arrays[t.label] = reply[1].outputs
-            if t.is_sut:
-                sut[t.label] = reply[1].outputs
-            elif t.is_framework:
-                rows.extend(vs_sut_rows(variant, t, reply[1], ref, sut))
-    return rows, arrays
+        for run_case in group.runs.get(t.label, [variant]):
+            reply = _reply(t, run_case, inputs, policy, timeout_s)
+            rows.extend(rows_for(run_case, t, reply, ref, inputs))
+            ran[run_case.id] = run_case
+            if reply[0] == "ok":
+                if keep:
+                    arrays[t.label + (f"[{run_case.flags}]" if run_case.flags else "")] = reply[1].outputs
+                if t.is_sut:
+                    sut[t.label] = reply[1].outputs
+                elif t.is_framework:
+                    rows.extend(vs_sut_rows(run_case, t, reply[1], ref, sut))
+    return rows, arrays, ran

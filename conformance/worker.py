@@ -51,6 +51,7 @@ def _meta(mod) -> dict:
         "extra_outputs": dict(getattr(mod, "EXTRA_OUTPUTS", {})),
         "version": version() if callable(version) else "",
         "framework": hasattr(mod, "PROFILE"),
+        "flags": tuple(getattr(mod, "FLAGS", ())),  # Combos: the documented flag combinations
         "notes": list(getattr(mod, "NOTES", [])),  # one-line notes for the report (e.g. where caches went)
     }
 

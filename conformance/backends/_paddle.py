@@ -120,5 +120,9 @@ def execute(case, inputs, policy, make_call, params):
     if grads is not None:
         outputs["dx"], outputs["dgamma"], outputs["dbeta"] = (to_numpy(g) for g in grads)
     untouched = {"x": to_numpy(x), "gamma": to_numpy(weight), "beta": to_numpy(bias)}
+    if case.inplace:  # what the caller's tensors hold after an in-place call
+        outputs["x_after"] = untouched["x"]
+        if dy is not None:
+            outputs["dy_after"] = to_numpy(dy)
     walls, _ = time_repeats(call, policy)  # later calls move the running statistics again: already read
     return Result(outputs=outputs, wall_ms=walls, untouched=untouched, notes=[])

@@ -25,6 +25,9 @@ Framework backends add:
     EXTRA_OUTPUTS: dict[str, str]          further outputs the API returns, each mapped to the canonical
                                            quantity its documentation says it holds ("mean", "var", "invstd")
     version() -> str                       the framework's version
+    FLAGS: tuple[Combo, ...]               (seed APIs) each documented combination of the flags that choose
+                                           the statistics, with the canonical behaviour its page gives it
+                                           (None where the page leaves it undefined) and the page's words
 
 and their run() also takes use_defaults=False: when True, the adapter passes no eps and no momentum, so the
 framework's own defaults apply (the conventions probe measures them). A framework's Result also carries
@@ -43,9 +46,63 @@ import numpy as np
 
 
 def unimplemented(module, case) -> str | None:
-    """Why the backend module cannot run this case's behaviours (those it does not list in IMPLEMENTS), or None."""
+    """Why the backend module cannot run this case's behaviours (those it does not list in IMPLEMENTS, or a flag
+    combination not in its FLAGS), or None."""
+    name = getattr(module, "NAME", module.__name__)
+    if case.flags and case.flags not in {c.label for c in getattr(module, "FLAGS", ())}:
+        return f"{name} has no flag combination {case.flags!r}"
     missing = [f for f in case.features if f not in getattr(module, "IMPLEMENTS", ())]
-    return f"{getattr(module, 'NAME', module.__name__)} does not implement {', '.join(missing)}" if missing else None
+    return f"{name} does not implement {', '.join(missing)}" if missing else None
+
+
+@dataclass(frozen=True)
+class Combo:
+    """One documented combination of a framework's flags, and the canonical behaviour its page gives it.
+
+    flags: the framework's own argument values, in call order (a label such as
+    'training=False,use_global_stats=True' names it in results.csv and in a case id); normalize_with
+    ('batch' | 'running') and update_running (bool): what the page says the combination does, None where it
+    leaves that undefined (then the combination is run and reported as observed, never judged); quote: the
+    page's words that say so."""
+
+    flags: tuple[tuple[str, object], ...]
+    normalize_with: str | None
+    update_running: bool | None
+    quote: str = ""
+
+    @property
+    def label(self) -> str:
+        return ",".join(f"{k}={v}" for k, v in self.flags)
+
+    @property
+    def defined(self) -> bool:
+        return self.normalize_with is not None and self.update_running is not None
+
+    def means(self, case) -> bool:
+        """Whether the page says this combination does what the case asks (which statistics, update or not)."""
+        return self.defined and (self.normalize_with, self.update_running) == (case.normalize_with, case.updates_running)
+
+    def get(self, key: str, default=None):
+        return dict(self.flags).get(key, default)
+
+    def as_dict(self) -> dict:
+        return {"label": self.label, "normalize_with": self.normalize_with, "update_running": self.update_running,
+                "quote": self.quote}
+
+
+def combo_for(flags: tuple[Combo, ...], case) -> Combo:
+    """The combination a framework runs a case with: the one the case names (case.flags), else the first whose
+    documented meaning is the case's; Unsupported when the page gives no combination that meaning."""
+    if case.flags:
+        for c in flags:
+            if c.label == case.flags:
+                return c
+        raise Unsupported(f"no flag combination {case.flags!r}")
+    for c in flags:
+        if c.means(case):
+            return c
+    raise Unsupported(f"no documented flag combination normalises with the {case.normalize_with} statistics and "
+                      f"{'updates' if case.updates_running else 'leaves'} the running ones")
 
 
 class Skip(Exception):
