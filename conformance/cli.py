@@ -344,8 +344,12 @@ def cmd_conventions(args) -> int:
     if not results:
         raise UserError("no framework backend is available: " + "; ".join(f"{i.name}: {i.reason}" for i in infos), source="conformance conventions")
     text, mismatches = conventions.matrix(results)
+    flags_text, flag_bad = conventions.flag_matrix(results)
+    if flags_text:
+        text += "\n\n## Flag combinations: documented vs seen\n\n" + flags_text
     print(text)
-    print(f"\n{mismatches} documented convention(s) not matching behaviour")
+    print(f"\n{mismatches} documented convention(s) not matching behaviour; {flag_bad} documented flag combination(s) "
+          "doing something else")
     if args.out:
         import json
         args.out.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,11 @@ hypotheses give visibly different answers, and reads the convention off the resu
 - inference leaves the running statistics alone.
 
 Documented values come from the backend's DOCUMENTED profile (the framework's own pages, see shared docs).
+
+Flag combinations: each combination a backend's FLAGS table lists (documented or not) is called once on the
+training probe's inputs with running statistics far from the batch's, and read off: which statistics y was
+normalised with (batch, running, or neither), and whether the running statistics moved. Beside each, what the
+page says; a combination the page leaves undefined is shown as observed, never judged.
 """
 
 from __future__ import annotations
@@ -74,6 +79,8 @@ def probe(name: str) -> dict:
         obs = {"version": meta.get("version", ""), "documented": _documented(meta["documented"])}
         obs.update(_train_probe(w, prof, meta.get("extra_outputs", {})))
         obs.update(_infer_probes(w, prof))
+        if meta.get("flags"):
+            obs["flags"] = [_flag_probe(w, prof, c) for c in meta["flags"]]
         return obs
     finally:
         w.stop()
@@ -166,6 +173,62 @@ def _infer_probes(w, prof) -> dict:
         w_old = 1 - float(np.median(np.asarray(out["running_mean"], np.float64) / mean))
         res["default momentum"] = float(f"{(w_old if (prof.momentum_dir or 'old') == 'old' else 1 - w_old):.3g}")
     return res
+
+
+def _flag_probe(w, prof, combo) -> dict:
+    """What one flag combination was seen to do: normalise with which statistics, update the running ones or not."""
+    case = dataclasses.replace(profiled(dataclasses.replace(PROBE, backward=False), prof), flags=combo.label)
+    inp = generate(case)
+    c = case.channels
+    inp = dataclasses.replace(inp, running_mean=np.full(c, 0.5, inp.running_mean.dtype),
+                              running_var=np.full(c, 2.0, inp.running_var.dtype))
+    doc = {"normalize_with": combo.normalize_with, "update_running": combo.update_running}
+    row = {"flags": combo.label, "documented": doc, "quote": combo.quote}
+    out = _call(w, case, inp)
+    if isinstance(out, str):
+        return {**row, "seen": out, "verdict": "error" if combo.defined else "observed"}
+    x3, mean, var_b, var_u = _stats(inp.x, case)
+    g, b = (v.astype(np.float64)[None, :, None] for v in (inp.gamma, inp.beta))
+    y = np.asarray(out["y"], np.float64).reshape(x3.shape)
+    candidates = {"batch": [(mean, var_b), (mean, var_u)], "running": [(np.full(c, 0.5), np.full(c, 2.0))]}
+    normalize = next((name for name, pairs in candidates.items()
+                      if any(_close(y, (x3 - m[None, :, None]) / np.sqrt(v + case.eps)[None, :, None] * g + b) for m, v in pairs)),
+                     "neither")
+    moved = not (np.allclose(np.asarray(out["running_mean"], np.float64), 0.5, rtol=0, atol=1e-7)
+                 and np.allclose(np.asarray(out["running_var"], np.float64), 2.0, rtol=0, atol=1e-7))
+    seen = {"normalize_with": normalize, "update_running": moved}
+    judged = [k for k, v in doc.items() if v is not None]
+    loose = [k.replace("_", " ") for k, v in doc.items() if v is None]
+    verdict = ("observed" if not judged else
+               ("agrees" if all(seen[k] == doc[k] for k in judged) else "MISMATCH")
+               + (f" ({', '.join(loose)} observed)" if loose else ""))
+    return {**row, "seen": seen, "verdict": verdict}
+
+
+def _behaviour(d) -> str:
+    if not isinstance(d, dict):
+        return str(d)
+    nw = d.get("normalize_with")
+    up = d.get("update_running")
+    return (f"normalise with {nw or 'undefined'}; "
+            f"running stats {'undefined' if up is None else 'updated' if up else 'left alone'}")
+
+
+def flag_matrix(results: dict[str, dict]) -> tuple[str, int]:
+    """Markdown: per framework, each flag combination with its documented and seen behaviour. Returns (text,
+    mismatches); undefined combinations are 'observed' and never counted."""
+    lines, bad = [], 0
+    for name, r in results.items():
+        if not r.get("flags"):
+            continue
+        lines += ["", f"### {md_text(name)} {md_text(r.get('version', ''))}", "",
+                  "| flags | documented | seen | verdict |", "|---|---|---|---|"]
+        for f in r["flags"]:
+            miss = f["verdict"].startswith(("MISMATCH", "error"))
+            bad += miss
+            mark = f"**{f['verdict']}**" if miss else f["verdict"]
+            lines.append(f"| `{md_text(f['flags'])}` | {md_text(_behaviour(f['documented']))} | {md_text(_behaviour(f['seen']))} | {mark} |")
+    return "\n".join(lines).lstrip("\n"), bad
 
 
 def matrix(results: dict[str, dict]) -> tuple[str, int]:

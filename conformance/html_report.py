@@ -320,10 +320,18 @@ def _agrees(row: str, doc, seen) -> bool:
     return str(seen).split(" ")[0] == doc if row == "batch statistic returned" else seen == doc
 
 
+def _behaviour(d) -> str:
+    if not isinstance(d, dict):
+        return str(d)
+    up = d.get("update_running")
+    return (f"normalise with {d.get('normalize_with') or 'undefined'}; running stats "
+            f"{'undefined' if up is None else 'updated' if up else 'left alone'}")
+
+
 def _conventions(conv: dict) -> str:
     rows: list = []
     for r in conv.values():
-        rows += [k for k in r if k not in ("version", "documented", "error") and k not in rows]
+        rows += [k for k in r if k not in ("version", "documented", "error", "flags") and k not in rows]
     out = ["<table><tr><th>convention</th>" + "".join(f"<th>{e(n)} {e(r.get('version', ''))}</th>" for n, r in conv.items()) + "</tr>"]
     bad = 0
     for row in rows:
@@ -338,7 +346,18 @@ def _conventions(conv: dict) -> str:
             docs = "" if doc is None else f'<br><span class="muted">documented: {e(doc)}</span>'
             cells.append(f'<td class="{"mismatch" if miss else ""}">{"MISMATCH: " if miss else ""}{e(seen)}{docs}</td>')
         out.append(f"<tr><td>{e(row)}</td>{''.join(cells)}</tr>")
-    return f'<p class="muted">Observed behaviour; the documented value under it. {bad} mismatch(es), in red.</p>' + "".join(out) + "</table>"
+    flags = []
+    for n, r in conv.items():
+        for f in r.get("flags") or []:
+            miss = f["verdict"].startswith(("MISMATCH", "error"))
+            bad += miss
+            flags.append(f'<tr><td>{e(n)}</td><td><code>{e(f["flags"])}</code></td><td>{e(_behaviour(f["documented"]))}'
+                         f'<br><span class="muted">{e(f.get("quote", ""))}</span></td><td class="{"mismatch" if miss else ""}">'
+                         f'{e(_behaviour(f["seen"]))}</td><td>{e(f["verdict"])}</td></tr>')
+    table = ('<h3>Flag combinations</h3><table><tr><th>framework</th><th>flags</th><th>documented (the page)</th><th>seen</th>'
+             '<th>verdict</th></tr>' + "".join(flags) + "</table>") if flags else ""
+    return (f'<p class="muted">Observed behaviour; the documented value under it. {bad} mismatch(es), in red.</p>' + "".join(out)
+            + "</table>" + table)
 
 
 def _not_passing(df: pd.DataFrame, labels: dict) -> str:
