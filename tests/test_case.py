@@ -125,3 +125,38 @@ def test_drawing_in_chunks_gives_the_values_of_one_draw(kind, monkeypatch):
         dy = rng.normal(0.0, 1.0, size=c.shape)
         np.testing.assert_array_equal(whole.x, x.astype(np.float32))
         np.testing.assert_array_equal(whole.dy, dy.astype(np.float32))
+
+
+def test_new_fields_stay_out_of_default_ids_and_round_trip():
+    plain = Case(name="a", shape=(4, 3))
+    assert not any(t in plain.id for t in ("update_running", "act=", "inplace", "flags"))
+    for kw in ({"update_running": False}, {"mode": "infer", "update_running": True}, {"act": "tanh"},
+               {"inplace": True, "backward": True}, {"flags": "training=False,use_global_stats=True"}):
+        c = Case(name="a", shape=(4, 3), **kw)
+        assert Case.from_id(c.id) == c, c.id
+        if c.flags:
+            assert "," not in c.id.split("flags=")[1].split(",fill")[0]  # flags quoted into one token
+
+
+def test_update_running_as_mode_says_is_one_case():
+    assert Case(name="a", update_running=True) == Case(name="a")
+    assert Case(name="a", mode="infer", update_running=False) == Case(name="a", mode="infer")
+    c = Case(name="a", mode="infer", update_running=True)
+    assert (c.normalize_with, c.updates_running, c.batch_stats) == ("running", True, True)
+    assert c.outputs[:5] == ("y", "mean", "var", "running_mean", "running_var")
+
+
+@pytest.mark.parametrize("kw, field", [({"act": "gelu"}, "act"), ({"inplace": 1}, "inplace"),
+                                        ({"update_running": "yes"}, "update_running"), ({"flags": "a,b"}, "flags")])
+def test_bad_new_fields_are_user_errors(kw, field):
+    with pytest.raises(UserError, match=field):
+        Case(name="a", **kw)
+
+
+def test_suite_normalize_with_is_mode(tmp_path):
+    from conformance import suite
+
+    s = suite.parse({"suite": {"name": "n"}, "case": [{"name": "a", "normalize_with": ["batch", "running"]}]}, "x.toml")
+    assert [c.mode for c in s.cases] == ["train", "infer"]
+    with pytest.raises(UserError, match="contradicts"):
+        suite.parse({"suite": {"name": "n"}, "case": [{"name": "a", "mode": "train", "normalize_with": "running"}]}, "x.toml")

@@ -96,3 +96,83 @@ def test_nan_propagates_to_its_channel_only():
     ref = reference(Case(name="nan", dtype="float64", shape=(3, 2)), inp).values
     assert math.isnan(ref["mean"][0]) and ref["mean"][1] == pytest.approx(2.0)
     assert np.isnan(ref["y"][:, 0]).all() and np.isfinite(ref["y"][:, 1]).all()
+
+
+# ---- the fields beyond mode: update_running, act, inplace (same hand example) -------------------------------
+XHAT = np.array([-3.0, -1.0, 1.0, 3.0]) / S5
+Z = 2 * XHAT + 0.5  # the affine output before any activation
+
+
+def test_batch_statistics_without_update_leave_the_running_ones():
+    ref = reference(case(update_running=False), inputs()).values
+    assert ref["mean"] == pytest.approx([2.5]) and ref["var"] == pytest.approx([1.25])
+    assert ref["y"].ravel() == pytest.approx(Z)
+    assert ref["running_mean"] == pytest.approx([0.0]) and ref["running_var"] == pytest.approx([1.0])
+
+
+def test_running_statistics_normalise_while_they_update():
+    # normalise with running mean 0, var 1 (eps 0): y = 2 x + 1/2; the running ones still move to 1/4 and 41/40
+    ref = reference(case(mode="infer", update_running=True), inputs()).values
+    assert ref["y"].ravel() == pytest.approx([2.5, 4.5, 6.5, 8.5])
+    assert ref["mean"] == pytest.approx([2.5]) and ref["var"] == pytest.approx([1.25])
+    assert ref["running_mean"] == pytest.approx([0.25]) and ref["running_var"] == pytest.approx([41 / 40])
+    # a scale-shift backward: dx = gamma * dy, dgamma = sum dy * (x - 0) / 1 = 1, dbeta = 1
+    assert ref["dx"].ravel() == pytest.approx([2.0, 0.0, 0.0, 0.0])
+    assert ref["dgamma"] == pytest.approx([1.0]) and ref["dbeta"] == pytest.approx([1.0])
+
+
+def test_relu_forward_and_backward():
+    inp = inputs()
+    inp.dy[:] = [[0.0], [0.0], [0.0], [1.0]]  # only the last element (z > 0) lets a gradient through
+    ref = reference(case(act="relu"), inp).values
+    assert ref["y"].ravel() == pytest.approx(np.where(Z > 0, Z, 0.0))
+    assert ref["dbeta"] == pytest.approx([1.0])
+    assert ref["dgamma"] == pytest.approx([3 / S5])
+    assert ref["dx"].ravel() == pytest.approx([4 / S5 * v for v in (0.2, -0.1, -0.4, 0.3)])
+    blocked = reference(case(act="relu"), inputs()).values  # dy on the first element only, where z < 0
+    assert blocked["dbeta"] == pytest.approx([0.0]) and blocked["dx"].ravel() == pytest.approx([0.0] * 4)
+
+
+@pytest.mark.parametrize("act, f, df", [
+    ("sigmoid", lambda z: 1 / (1 + math.exp(-z)), lambda z: math.exp(-z) / (1 + math.exp(-z)) ** 2),
+    ("tanh", math.tanh, lambda z: 1 / math.cosh(z) ** 2),
+])
+def test_smooth_activations(act, f, df):
+    ref = reference(case(act=act), inputs()).values
+    assert ref["y"].ravel() == pytest.approx([f(z) for z in Z])
+    assert ref["dbeta"] == pytest.approx([df(Z[0])])  # dy = (1, 0, 0, 0)
+    assert ref["dgamma"] == pytest.approx([df(Z[0]) * XHAT[0]])
+
+
+def test_relu_keeps_nan():
+    inp = inputs()
+    inp.x[0, 0] = np.nan
+    ref = reference(case(act="relu"), inp).values
+    assert np.isnan(ref["y"]).all()  # a NaN in the channel makes its mean, so every z, NaN: relu keeps it
+
+
+def test_in_place_outputs_are_y_and_dx():
+    ref = reference(case(inplace=True), inputs()).values
+    np.testing.assert_array_equal(ref["x_after"], ref["y"])
+    np.testing.assert_array_equal(ref["dy_after"], ref["dx"])
+
+
+def test_the_oracle_leaves_its_inputs_alone():
+    inp = inputs()
+    before = {k: np.copy(getattr(inp, k)) for k in ("x", "gamma", "beta", "running_mean", "running_var", "dy")}
+    for kw in ({"act": "sigmoid"}, {"act": "relu"}, {"mode": "infer", "update_running": True, "act": "tanh"}):
+        reference(case(**kw), inp)
+    for k, v in before.items():
+        np.testing.assert_array_equal(getattr(inp, k), v, err_msg=k)
+
+
+def test_a_relu_kink_widens_the_gradient_scales():
+    # z exactly 0 on one element: either side is right, and the scales allow its whole contribution
+    inp = Inputs(x=np.array([[-1.0], [1.0], [-1.0], [1.0]]), gamma=np.array([1.0]), beta=np.array([0.0]),
+                 running_mean=np.array([0.0]), running_var=np.array([1.0]), dy=np.array([[1.0], [1.0], [1.0], [1.0]]))
+    c = case(mode="infer", act="relu", dtype="float32")
+    inp.x[0, 0] = 0.0  # z = (0 - 0) / 1 = 0 there
+    with_kink = reference(c, inp).scales
+    inp.x[0, 0] = -1.0
+    without = reference(c, inp).scales
+    assert with_kink["dbeta"][0] > without["dbeta"][0] * 1e4
