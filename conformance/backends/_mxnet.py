@@ -9,10 +9,11 @@ MXNet runs operators asynchronously: a rejected case often raises only when a re
 call is followed by mx.nd.waitall() inside the same try, and an MXNetError becomes Unsupported with the
 line of MXNet's message that says what failed.
 
-Both nd backends run through run_imperative(): training under mx.autograd.record(train_mode=True), inference
-under record(train_mode=False) with use_global_stats=True (the docs: "If use_global_stats is set to be true,
-then moving_mean and moving_var are used instead of data_mean and data_var ... It is often used during
-inference"), and backward(dy, train_mode=...) on the output.
+Both nd backends run through run_imperative(): the call is recorded under mx.autograd.record(train_mode=...)
+and differentiated with backward(dy, train_mode=...), with output_mean_var=True and use_global_stats as
+attributes; train_mode and use_global_stats come from the case's flag combination (flag_table(): each
+combination with the page's words). The symbol backend takes the same table with executor.forward(is_train=...)
+in place of train_mode.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import warnings
 
 import numpy as np
 
-from .base import DeviceInfo, Result, Unsupported, time_repeats
+from .base import Combo, DeviceInfo, Result, Unsupported, time_repeats
 
 _STATE: dict = {}
 
@@ -71,30 +72,68 @@ def to_nd(a: np.ndarray):
     return mx.nd.array(a, dtype=a.dtype, ctx=mx.cpu())
 
 
-def params(case, profile, use_defaults: bool) -> dict:
-    """The operator attributes for a case; without eps and momentum when use_defaults."""
+# The pages' words (mxnet-python-ndarray-BatchNorm.txt; BatchNorm_v1's nd and symbol pages say the same). None of
+# them mentions autograd's train_mode (nd) or the executor's is_train (symbol). use_global_stats=1 is defined in
+# both modes ("force change batch-norm into a scale shift operator"); use_global_stats=0 is the page's batch
+# statistics and update, read as training; use_global_stats=0 while predicting is not described: undefined.
+_BATCH = ("We first compute the mean and variance along this axis: data_mean[i] = mean(data[:,i,:,...]) ... Then "
+          "compute the normalized output ... moving_mean and moving_var ... are updated by: moving_mean = moving_mean "
+          "* momentum + data_mean * (1 - momentum)")
+_GLOBAL = ("If use_global_stats is set to be true, then moving_mean and moving_var are used instead of data_mean and "
+           "data_var to compute the output. It is often used during inference.")
+_FORCE = ("use_global_stats ... Whether use global moving statistics instead of local batch-norm. This will force "
+          "change batch-norm into a scale shift operator.")
+
+
+def flag_table(mode_flag: str) -> tuple[Combo, ...]:
+    """The flag combinations of a BatchNorm page: mode_flag is how the caller says train/predict ('train_mode' for
+    autograd.record, 'is_train' for executor.forward), crossed with use_global_stats."""
+
+    def combo(train, ugs, nw, up, quote):
+        return Combo(((mode_flag, train), ("use_global_stats", ugs)), nw, up, quote)
+
+    return (
+        combo(True, False, "batch", True, _BATCH),
+        combo(False, True, "running", False, _GLOBAL + " " + _FORCE),
+        combo(True, True, "running", False, _FORCE + " " + _GLOBAL),
+        combo(False, False, None, None, f"(the page never mentions {mode_flag}; it gives use_global_stats=0 the batch "
+              "statistics and the moving-average update without a mode)"),
+    )
+
+
+def params(combo, case, profile, use_defaults: bool) -> dict:
+    """The operator attributes for a case under a flag combination; without eps and momentum when use_defaults."""
     p = {} if use_defaults else {"eps": case.eps, "momentum": profile.translate_momentum(case.momentum)}
-    p.update(fix_gamma=case.fix_gamma, use_global_stats=case.mode == "infer", output_mean_var=True)
+    p.update(fix_gamma=case.fix_gamma, use_global_stats=bool(combo.get("use_global_stats")), output_mean_var=True)
     return p
 
 
+def outputs_list(outs) -> list:
+    """MXNet returns one NDArray when output_mean_var is off, a list of three when on."""
+    return list(outs) if isinstance(outs, (list, tuple)) else [outs]
+
+
 def collect(case, stats: str, outs, rm, rv, grads) -> dict:
-    """numpy outputs, as MXNet produced them: y, the two statistic outputs, the aux states, the gradients.
+    """numpy outputs, as MXNet produced them: y, the two statistic outputs (when returned), the aux states, the
+    gradients.
 
     The statistic outputs are returned in inference too (MXNet fills them with the moving mean and the
     moving statistic in use); there they are rows beyond case.outputs, held against the running values.
     """
-    out = {"y": outs[0].asnumpy(), "mean": outs[1].asnumpy(), stats: outs[2].asnumpy(),
-           "running_mean": rm.asnumpy(), "running_var": rv.asnumpy()}
+    outs = outputs_list(outs)
+    out = {"y": outs[0].asnumpy()}
+    if len(outs) == 3:
+        out.update({"mean": outs[1].asnumpy(), stats: outs[2].asnumpy()})
+    out.update(running_mean=rm.asnumpy(), running_var=rv.asnumpy())
     if case.backward:
         out.update(dx=grads[0].asnumpy(), dgamma=grads[1].asnumpy(), dbeta=grads[2].asnumpy())
     return out
 
 
-def run_imperative(case, inputs, policy, op, attrs: dict, stats: str, notes: list[str]) -> Result:
-    """op(data, gamma, beta, moving_mean, moving_var, **attrs) -> [out, mean, stat], through autograd."""
+def run_imperative(case, inputs, policy, op, attrs: dict, stats: str, notes: list[str], train: bool) -> Result:
+    """op(data, gamma, beta, moving_mean, moving_var, **attrs) -> [out, mean, stat] (or out alone), through autograd
+    recorded with train_mode=train."""
     mx = load()
-    train = case.mode == "train"
     x, g, b = to_nd(inputs.x), to_nd(inputs.gamma), to_nd(inputs.beta)
     rm, rv = to_nd(inputs.running_mean), to_nd(inputs.running_var)
     dy = to_nd(inputs.dy) if case.backward else None
@@ -105,7 +144,7 @@ def run_imperative(case, inputs, policy, op, attrs: dict, stats: str, notes: lis
         with mx.autograd.record(train_mode=train):
             outs = op(x, g, b, rm, rv, **attrs)
         if case.backward:
-            outs[0].backward(dy, train_mode=train)
+            outputs_list(outs)[0].backward(dy, train_mode=train)
         mx.nd.waitall()
         return outs
 

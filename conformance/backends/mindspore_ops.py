@@ -3,7 +3,9 @@
 The primitive is called as op(x, scale, bias, mean, variance) and returns five tensors: output_x,
 batch_mean, batch_variance, reserve_space_1, reserve_space_2. The running statistics are handed in as
 `mindspore.Parameter`s; the op updates them in place when is_training=True (it does so for plain Tensors
-too), and they are read back after the call. Infer mode is is_training=False.
+too), and they are read back after the call. is_training comes from the case's flag combination (FLAGS, the
+page's words beside each): True computes the batch statistics and updates the moving ones, False normalises
+with the mean and variance handed in ("loaded from checkpoint during inference").
 
 The op has no axis parameter, only data_format: channel axis 1 runs as 'NCHW' (2D (N, C) included) and the
 last axis of a 3D/4D input as 'NHWC' (documented as GPU only; the CPU kernel either fails or, when
@@ -21,7 +23,7 @@ import os
 
 import numpy as np
 
-from .base import DeviceInfo, Profile, Result, Unsupported, time_repeats
+from .base import Combo, DeviceInfo, Profile, Result, Unsupported, combo_for, time_repeats
 
 NAME = "mindspore"
 
@@ -33,6 +35,18 @@ PROFILE = Profile(momentum_dir="new", running_var="biased", stats="var", eps=1e-
 # reserve_space_1: "The mean that needs to be reused when calculating gradients"; reserve_space_2: "The
 # variance ..."; in inference they have "the same value as" mean and variance.
 EXTRA_OUTPUTS = {"reserve_space_1": "mean", "reserve_space_2": "var"}
+IMPLEMENTS: frozenset[str] = frozenset()  # no act, no in-place; is_training ties the statistics to the update
+
+# The page (mindspore-ops-BatchNorm.txt): is_training is the one flag that chooses the statistics.
+_MOMENTUM = ("momentum (float) - The hyper parameter to compute moving average for running_mean and running_var (e.g. "
+             "new_running_mean = (1 - momentum) * running_mean + momentum * current_mean)")
+FLAGS = (
+    Combo((("is_training", True),), "batch", True,
+          "is_training (bool) - If is_training is True, mean and variance are computed during training. ... "
+          + _MOMENTUM + "; Outputs: Tuple of 5 Tensors, the normalized inputs and the updated parameters."),
+    Combo((("is_training", False),), "running", False,
+          "If is_training is False, they're loaded from checkpoint during inference. Default: False."),
+)
 
 _ms = None
 
@@ -96,9 +110,9 @@ def _first_line(exc):
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
-def _make(ms, case, inputs, use_defaults):
+def _make(ms, case, inputs, use_defaults, combo):
     """The op and a callable running it on fresh running-stat Parameters; the callable returns numpy outputs."""
-    kw = {"is_training": case.mode == "train", "data_format": _layout(case)}
+    kw = {"is_training": bool(combo.get("is_training")), "data_format": _layout(case)}
     if not use_defaults:
         kw.update(epsilon=float(case.eps), momentum=float(PROFILE.translate_momentum(case.momentum)))
     op = ms.ops.BatchNorm(**kw)
@@ -125,14 +139,15 @@ def _make(ms, case, inputs, use_defaults):
 
 def run(session, case, inputs, policy, use_defaults=False):
     ms = session
+    combo = combo_for(FLAGS, case)
     try:
-        call, passed = _make(ms, case, inputs, use_defaults)
+        call, passed = _make(ms, case, inputs, use_defaults, combo)
         got, rm, rv = call()
     except (RuntimeError, TypeError, ValueError) as exc:
         raise Unsupported(f"mindspore.ops.BatchNorm: {_first_line(exc)}") from None
     y, batch_mean, batch_var, reserve1, reserve2 = got[:5]
     outputs = {"y": y, "running_mean": rm, "running_var": rv, "reserve_space_1": reserve1, "reserve_space_2": reserve2}
-    if case.mode == "train":
+    if combo.get("is_training"):
         outputs["mean"], outputs["var"] = batch_mean, batch_var
     if case.backward:
         outputs["dx"], outputs["dgamma"], outputs["dbeta"] = got[5:8]

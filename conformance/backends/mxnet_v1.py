@@ -4,8 +4,9 @@ The operator takes five inputs: data, gamma, beta and the auxiliary states movin
 generated Python wrapper mx.nd.BatchNorm_v1 exposes only data, gamma and beta (called with those MXNet
 answers "Operator BatchNorm_v1 expects 5 inputs, but got 3 instead"), so the adapter invokes the same
 registered operator the way that wrapper does, through mxnet.ndarray._internal._imperative_invoke, with
-all five NDArrays. Training and inference, autograd and backward as in mxnet_nd (see _mxnet.py):
-record(train_mode=True) in training, use_global_stats=True and train_mode=False in inference.
+all five NDArrays. Autograd and backward as in mxnet_nd (see _mxnet.py), with its flag combinations of
+train_mode and use_global_stats (FLAGS, the page's words beside each: the v1 pages say what mx.nd.BatchNorm's
+says about use_global_stats and nothing about train_mode); output_mean_var is always on.
 
 BatchNorm_v1 has no axis parameter (docs and operator list none): the channel axis is 1, so supports()
 turns down any other channel axis. Ranks and dtypes are tried; MXNet rejects what it cannot run.
@@ -22,12 +23,14 @@ from __future__ import annotations
 import ctypes
 
 from . import _mxnet
-from .base import Profile
+from .base import Profile, combo_for
 
 NAME = "mxnet_v1"
 DOCUMENTED = Profile(momentum_dir="old", running_var=None, stats="var", eps=0.001, momentum=0.9)
 PROFILE = Profile(momentum_dir="old", running_var="biased", stats="var", eps=0.001, momentum=0.9)
 EXTRA_OUTPUTS: dict[str, str] = {}
+FLAGS = _mxnet.flag_table("train_mode")
+IMPLEMENTS: frozenset[str] = frozenset()
 
 available = _mxnet.available
 version = _mxnet.version
@@ -53,7 +56,9 @@ def run(session, case, inputs, policy, use_defaults=False):
     def op(x, g, b, rm, rv, **attrs):
         return _imperative_invoke(session, [x, g, b, rm, rv], list(attrs), list(attrs.values()), None, False, False)
 
-    attrs = _mxnet.params(case, PROFILE, use_defaults)
+    combo = combo_for(FLAGS, case)
+    attrs = _mxnet.params(combo, case, PROFILE, use_defaults)
     notes = ["BatchNorm_v1 invoked through mxnet.ndarray._internal._imperative_invoke with 5 inputs "
              "(the mx.nd.BatchNorm_v1 wrapper passes only data, gamma, beta)"]
-    return _mxnet.run_imperative(case, inputs, policy, op, attrs, PROFILE.stats, notes)
+    return _mxnet.run_imperative(case, inputs, policy, op, attrs, PROFILE.stats, notes,
+                                 train=bool(combo.get("train_mode")))

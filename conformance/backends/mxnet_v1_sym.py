@@ -4,7 +4,11 @@ The symbol BatchNorm_v1(data, gamma, beta, eps=, momentum=, fix_gamma=, use_glob
 output_mean_var=True) is bound with Symbol.bind(args={data, gamma, beta}, args_grad=... when backward,
 aux_states={moving_mean, moving_var}); then executor.forward(is_train=...) and, for backward,
 executor.backward(out_grads=[dy], is_train=...). Outputs, gradients and aux states are read back from the
-arrays handed to bind. Training: is_train=True; inference: use_global_stats=True and is_train=False.
+arrays handed to bind. is_train and use_global_stats come from the case's flag combination (FLAGS, the page's
+words beside each): training is_train=True, use_global_stats=False; inference is_train=False,
+use_global_stats=True; is_train=True with use_global_stats=True is inference too ("force change batch-norm into a
+scale shift operator"); is_train=False with use_global_stats=False is undefined on the page (it never mentions
+is_train), run only by `conformance conventions`. output_mean_var is always on.
 
 No axis parameter: the channel axis is 1, other channel axes are turned down by supports(). Ranks and
 dtypes are tried. Conventions as mxnet_v1 (same operator, same documentation pages).
@@ -13,12 +17,14 @@ dtypes are tried. Conventions as mxnet_v1 (same operator, same documentation pag
 from __future__ import annotations
 
 from . import _mxnet
-from .base import Profile, Result, Unsupported, time_repeats
+from .base import Profile, Result, Unsupported, combo_for, time_repeats
 
 NAME = "mxnet_v1_sym"
 DOCUMENTED = Profile(momentum_dir="old", running_var=None, stats="var", eps=0.001, momentum=0.9)
 PROFILE = Profile(momentum_dir="old", running_var="biased", stats="var", eps=0.001, momentum=0.9)
 EXTRA_OUTPUTS: dict[str, str] = {}
+FLAGS = _mxnet.flag_table("is_train")
+IMPLEMENTS: frozenset[str] = frozenset()
 
 available = _mxnet.available
 version = _mxnet.version
@@ -38,8 +44,9 @@ def supports(session, case):
 
 def run(session, case, inputs, policy, use_defaults=False):
     mx = _mxnet.load()
-    train = case.mode == "train"
-    attrs = _mxnet.params(case, PROFILE, use_defaults)
+    combo = combo_for(FLAGS, case)
+    train = bool(combo.get("is_train"))
+    attrs = _mxnet.params(combo, case, PROFILE, use_defaults)
     sym = mx.sym.BatchNorm_v1(mx.sym.var("data"), mx.sym.var("gamma"), mx.sym.var("beta"), name="bn", **attrs)
     to_nd = _mxnet.to_nd
     args = {"data": to_nd(inputs.x), "gamma": to_nd(inputs.gamma), "beta": to_nd(inputs.beta)}

@@ -1,9 +1,9 @@
 """PaddlePaddle paddle.nn.functional.batch_norm, dygraph mode, on the CPU.
 
 batch_norm(x, running_mean, running_var, weight, bias, training=..., momentum=..., epsilon=...,
-data_format=...), use_global_stats left at its default None ("use global statistics in the test phase and
-the statistics of one mini-batch in the training phase"). Train: training=True; inference: training=False.
-running_mean and running_var are updated in place in the tensors passed; they are read back from them.
+data_format=..., use_global_stats=...): training and use_global_stats (None, True or False) come from the case's
+flag combination (FLAGS, the page's words beside each; six of them). running_mean and running_var are updated
+in place in the tensors passed; they are read back from them.
 
 The function returns y only. Layout: channel axis 1 -> 'NC' / 'NCL' / 'NCHW' / 'NCDHW' and channel axis last
 -> 'NLC' / 'NHWC' / 'NDHWC' by rank (2 to 5; a rank-2 input has its channels on axis 1 either way). Ranks
@@ -15,7 +15,7 @@ be expressed. Backward: paddle.grad of y against x, weight and bias with dy as t
 from __future__ import annotations
 
 from . import _paddle
-from .base import Profile
+from .base import Combo, Profile, combo_for
 
 NAME = "paddle_functional"
 API = "paddle.nn.functional.batch_norm"
@@ -27,6 +27,28 @@ API = "paddle.nn.functional.batch_norm"
 DOCUMENTED = Profile(momentum_dir=None, running_var=None, stats=None, eps=1e-5, momentum=0.9)
 PROFILE = Profile(momentum_dir="old", running_var="biased", stats=None, eps=1e-5, momentum=0.9)
 EXTRA_OUTPUTS: dict[str, str] = {}
+IMPLEMENTS: frozenset[str] = frozenset()  # no act, no in-place; no combination means batch-no-update or the reverse
+
+# The official page (https://www.paddlepaddle.org.cn/documentation/docs/en/api/paddle/nn/functional/batch_norm_en.html,
+# the function's docstring) on the two flags; None: the page leaves it undefined. Where they disagree (training
+# says one thing, use_global_stats the other), use_global_stats is the one that speaks of the statistics used,
+# training alone of tracking the running ones.
+_TRAINING = ("training(bool, optional): True means train mode which compute by batch data and track global mean and "
+             "var during train period. False means inference mode which compute by global mean and var which "
+             "calculated by train period.")
+_UGS = ("use_global_stats(bool|None, optional): Whether to use global mean and variance. If set to False, use the "
+        "statistics of one mini-batch, if set to True, use the global statistics, if set to None, use global "
+        "statistics in the test phase and use the statistics of one mini-batch in the training phase.")
+FLAGS = (
+    Combo((("training", True), ("use_global_stats", None)), "batch", True, _TRAINING + " " + _UGS),
+    Combo((("training", False), ("use_global_stats", None)), "running", False, _TRAINING + " " + _UGS),
+    Combo((("training", True), ("use_global_stats", False)), "batch", True, _TRAINING + " " + _UGS),
+    Combo((("training", False), ("use_global_stats", True)), "running", False, _TRAINING + " " + _UGS),
+    Combo((("training", True), ("use_global_stats", True)), "running", None,
+          _UGS + " (training=True says 'track global mean and var'; whether they move is not said)"),
+    Combo((("training", False), ("use_global_stats", False)), "batch", None,
+          _UGS + " (training=False is 'inference mode'; whether the running statistics move is not said)"),
+)
 
 _FORMATS = {  # rank -> (channels on axis 1, channels last)
     2: ("NC", "NC"),
@@ -63,10 +85,11 @@ def run(session, case, inputs, policy, use_defaults=False):
     bias = p.to_tensor(inputs.beta, stop_gradient=not case.backward)
     kwargs = {} if use_defaults else {"momentum": PROFILE.translate_momentum(case.momentum), "epsilon": case.eps}
     fmt = data_format(case)
-    training = case.mode == "train"
+    combo = combo_for(FLAGS, case)
+    flags = {"training": combo.get("training"), "use_global_stats": combo.get("use_global_stats")}
 
     def call(x):
-        return p.nn.functional.batch_norm(x, rmean, rvar, weight, bias, training=training, data_format=fmt, **kwargs)
+        return p.nn.functional.batch_norm(x, rmean, rvar, weight, bias, data_format=fmt, **flags, **kwargs)
 
     result = _paddle.execute(case, inputs, policy, call, lambda: (weight, bias, rmean, rvar))
     if len(case.shape) not in _FORMATS:

@@ -2,10 +2,12 @@
 
 Per run: a fresh main and startup Program, Scope and Executor (names from a fresh unique_name generator).
 Inside program_guard: x = paddle.static.data('x', shape, dtype) and one layer BatchNorm(num_channels,
-is_test=..., momentum=..., epsilon=..., dtype=<parameter dtype>, data_layout='NCHW' | 'NHWC'), with act=None,
-use_global_stats=False, trainable_statistics=False. is_test comes from the case's mode (train: False, infer:
-True): the page says "is_test ... only has effect on static graph mode", which is this path (the dygraph
-backend 'paddle' uses train()/eval() instead). After the startup program, the layer's weight, bias, mean
+act=<case act or None>, is_test=..., momentum=..., epsilon=..., dtype=<parameter dtype>, data_layout='NCHW' |
+'NHWC', in_place=<case inplace>, use_global_stats=..., trainable_statistics=...). is_test, use_global_stats and
+trainable_statistics come from the case's flag combination (FLAGS, the page's words beside each): the page says
+"is_test ... only has effect on static graph mode", which is this path (the dygraph backend 'paddle' uses
+train()/eval() instead). With in_place, what the fed x and dy variables hold after the run is fetched as
+x_after (dy_after). After the startup program, the layer's weight, bias, mean
 and variance are set in the scope from the inputs; the main program is run with x (and dy) fed; the running
 statistics are read back from the scope after the run. Backward: paddle.static.gradients of y against x,
 weight and bias with dy fed as the target gradient, fetched with y. The inputs the call must leave alone are
@@ -26,7 +28,7 @@ import warnings
 import numpy as np
 
 from . import _paddle, paddle_nn
-from .base import Result, Unsupported, time_repeats
+from .base import Combo, Result, Unsupported, combo_for, time_repeats
 
 # The executor logs "New Executor is Running ..." (glog INFO) on every program; set before Paddle loads.
 os.environ.setdefault("GLOG_minloglevel", "1")
@@ -41,6 +43,28 @@ API = "paddle.nn.BatchNorm (static graph, Executor)"
 DOCUMENTED = paddle_nn.DOCUMENTED
 PROFILE = DOCUMENTED
 EXTRA_OUTPUTS: dict[str, str] = {}
+IMPLEMENTS = frozenset({"act=relu", "act=sigmoid", "act=tanh", "inplace=1"})  # act= and in_place= take them as is
+
+# The page's flag combinations (paddle-nn-BatchNorm.txt), as for the dygraph layer (paddle_nn.FLAGS) with is_test
+# for train()/eval(). None: the page leaves it undefined.
+_IS_TEST = ("is_test (bool, optional) - A flag indicating whether it is in test phrase or not. This flag only has "
+            "effect on static graph mode.")
+_UGS = paddle_nn._UGS
+_TS = paddle_nn._TS
+FLAGS = (
+    Combo((("is_test", False), ("use_global_stats", False), ("trainable_statistics", False)), "batch", True,
+          "When use_global_stats = False, the mu_beta and sigma_beta^2 are the statistics of one mini-batch ... "
+          "moving_mean = moving_mean * momentum + mu_beta * (1. - momentum)"),
+    Combo((("is_test", True), ("use_global_stats", False), ("trainable_statistics", False)), "running", False,
+          _IS_TEST + " " + _UGS[:140]),
+    Combo((("is_test", True), ("use_global_stats", True), ("trainable_statistics", False)), "running", False, _UGS),
+    Combo((("is_test", False), ("use_global_stats", True), ("trainable_statistics", False)), "running", None, _UGS),
+    Combo((("is_test", True), ("use_global_stats", False), ("trainable_statistics", True)), "batch", None, _TS),
+    Combo((("is_test", False), ("use_global_stats", False), ("trainable_statistics", True)), None, None,
+          "(the page describes trainable_statistics in eval mode only)"),
+    Combo((("is_test", True), ("use_global_stats", True), ("trainable_statistics", True)), None, None,
+          "(the page gives both flags opposite meanings in eval mode)"),
+)
 
 available = _paddle.available
 version = _paddle.version
@@ -87,15 +111,18 @@ def run(session, case, inputs, policy, use_defaults=False):
 
 def _run(p, case, inputs, policy, use_defaults):
     kwargs = {} if use_defaults else {"momentum": PROFILE.translate_momentum(case.momentum), "epsilon": case.eps}
+    combo = combo_for(FLAGS, case)
     main, startup, scope, place = p.static.Program(), p.static.Program(), p.static.Scope(), p.CPUPlace()
     with p.utils.unique_name.guard(), p.static.scope_guard(scope), p.static.program_guard(main, startup):
         feed = {"x": inputs.x}
         try:
             x = p.static.data("x", list(case.shape), case.dtype)
             x.stop_gradient = not case.backward
-            layer = p.nn.BatchNorm(case.channels, act=None, is_test=case.mode != "train", dtype=case.param_dtype,
-                                   data_layout=_paddle.layout(case), use_global_stats=False,
-                                   trainable_statistics=False, **kwargs)
+            layer = p.nn.BatchNorm(case.channels, act=None if case.act == "none" else case.act,
+                                   is_test=combo.get("is_test"), dtype=case.param_dtype,
+                                   data_layout=_paddle.layout(case), in_place=case.inplace,
+                                   use_global_stats=combo.get("use_global_stats"),
+                                   trainable_statistics=combo.get("trainable_statistics"), **kwargs)
             y = layer(x)
             fetch = [y, x]
             if case.backward:
@@ -104,6 +131,8 @@ def _run(p, case, inputs, policy, use_defaults):
                     warnings.filterwarnings("ignore", "Tensor do not have 'place'")  # for a place they lack
                     fetch += p.static.gradients([y], [x, layer.weight, layer.bias], target_gradients=[dy])
                 feed["dy"] = inputs.dy
+                if case.inplace:
+                    fetch.append(dy)
         except Exception as exc:
             _reject(exc)
         exe = p.static.Executor(place)
@@ -129,5 +158,9 @@ def _run(p, case, inputs, policy, use_defaults):
             outputs["dx"], outputs["dgamma"], outputs["dbeta"] = got[2:5]
         untouched = {"x": got[1], "gamma": np.array(tensor(layer.weight), copy=True),
                      "beta": np.array(tensor(layer.bias), copy=True)}
+        if case.inplace:  # what the fed variables hold after an in-place run
+            outputs["x_after"] = got[1]
+            if case.backward:
+                outputs["dy_after"] = got[5]
         walls, _ = time_repeats(call, policy)  # later runs move the running statistics again: already read
     return Result(outputs=outputs, wall_ms=walls, untouched=untouched, notes=[])

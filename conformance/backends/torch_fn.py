@@ -18,6 +18,14 @@ Conventions, from the torch.nn.BatchNorm1d/2d/3d pages (F.batch_norm defers to t
   defaults eps=1e-05, momentum=0.1 (the signatures of F.batch_norm and BatchNorm2d).
 F.batch_norm returns no batch statistic next to the mean (stats None).
 
+Flag combinations (FLAGS, the page's words beside each): training, and running_stats 'given' (the running tensors
+are passed) or None (running_mean=running_var=None, what BatchNorm2d does with track_running_stats=False).
+training=True without running statistics normalises with the batch and updates nothing: the one combination
+meaning update_running=0 (IMPLEMENTS). There the outputs running_mean and running_var are the caller's running
+tensors, never handed to torch, read back after the call (equal to the inputs by construction; a note says
+so). training=False without running statistics is undefined on the pages (torch refuses it: "running_mean
+must be defined in evaluation mode"), run only by `conformance conventions`.
+
 torch fixes the channel axis at 1: a case with its channel elsewhere is moved to axis 1 with numpy
 (np.moveaxis) before the call, and y and dx are moved back after it. There is no fix_gamma. Timing covers
 F.batch_norm (and its backward when the case has one), not the native_batch_norm call. The intra-op thread
@@ -30,12 +38,32 @@ import inspect
 
 import numpy as np
 
-from .base import DeviceInfo, Profile, Result, Unsupported, time_repeats
+from .base import Combo, DeviceInfo, Profile, Result, Unsupported, combo_for, time_repeats
 
 NAME = "torch"
 DOCUMENTED = Profile(momentum_dir="new", running_var="unbiased", stats=None, eps=1e-5, momentum=0.1)
 PROFILE = DOCUMENTED  # the docs state every convention
 EXTRA_OUTPUTS = {"save_mean": "mean", "save_invstd": "invstd"}
+IMPLEMENTS = frozenset({"update_running=0"})  # training=True, running_stats=None; no act, no in-place
+
+# The pages: https://docs.pytorch.org/docs/stable/generated/torch.nn.functional.batch_norm.html ("Apply Batch
+# Normalization for each channel across a batch of data. See BatchNorm1d, BatchNorm2d, BatchNorm3d for details.")
+# and https://docs.pytorch.org/docs/stable/generated/torch.nn.BatchNorm2d.html, whose words these are.
+_TRAIN = ("Also by default, during training this layer keeps running estimates of its computed mean and variance, "
+          "which are then used for normalization during evaluation.")
+_NONE = ("track_running_stats: ... when set to False, this module does not track such statistics, and initializes "
+         "statistics buffers running_mean and running_var as None. When these buffers are None, this module always "
+         "uses batch statistics. in both training and eval modes.")
+FLAGS = (
+    Combo((("training", True), ("running_stats", "given")), "batch", True, _TRAIN),
+    Combo((("training", False), ("running_stats", "given")), "running", False, _TRAIN),
+    Combo((("training", True), ("running_stats", None)), "batch", False,
+          "If track_running_stats is set to False, this layer then does not keep running estimates, and batch "
+          "statistics are instead used during evaluation time as well. " + _NONE),
+    Combo((("training", False), ("running_stats", None)), None, None,
+          "(F.batch_norm with training=False and no running statistics: the pages say the module then passes "
+          "training=True; the function's own case is not described)"),
+)
 
 _DTYPES = ("float16", "float32", "float64")
 
@@ -101,13 +129,16 @@ def run(session, case, inputs, policy, use_defaults=False):
     import torch
     import torch.nn.functional as F
 
-    train = case.mode == "train"
+    combo = combo_for(FLAGS, case)
+    train = bool(combo.get("training"))
+    given = combo.get("running_stats") is not None
     grad = bool(case.backward)
     x = torch.from_numpy(_to_c1(inputs.x, case)).requires_grad_(grad)
     w = torch.from_numpy(inputs.gamma.copy()).requires_grad_(grad)
     b = torch.from_numpy(inputs.beta.copy()).requires_grad_(grad)
-    rm = torch.from_numpy(inputs.running_mean.copy())
+    rm = torch.from_numpy(inputs.running_mean.copy())  # the caller's running tensors: handed over when given
     rv = torch.from_numpy(inputs.running_var.copy())
+    prm, prv = (rm, rv) if given else (None, None)
     if use_defaults:
         kwargs = {}
         sig = inspect.signature(F.batch_norm).parameters  # the native call needs values: F.batch_norm's defaults
@@ -118,7 +149,7 @@ def run(session, case, inputs, policy, use_defaults=False):
     dy = torch.from_numpy(_to_c1(inputs.dy, case)) if grad else None
 
     try:
-        y = F.batch_norm(x, rm, rv, weight=w, bias=b, training=train, **kwargs)
+        y = F.batch_norm(x, prm, prv, weight=w, bias=b, training=train, **kwargs)
         if grad:
             y.backward(dy)
     except Exception as exc:
@@ -130,20 +161,23 @@ def run(session, case, inputs, policy, use_defaults=False):
     if train:
         with torch.no_grad():
             _, save_mean, save_invstd = torch.ops.aten.native_batch_norm(
-                x.detach(), w.detach(), b.detach(), torch.from_numpy(inputs.running_mean.copy()),
-                torch.from_numpy(inputs.running_var.copy()), train, momentum, eps)
+                x.detach(), w.detach(), b.detach(), torch.from_numpy(inputs.running_mean.copy()) if given else None,
+                torch.from_numpy(inputs.running_var.copy()) if given else None, train, momentum, eps)
         outputs.update(save_mean=_vec(save_mean), save_invstd=_vec(save_invstd))
     untouched = {"x": _back(x, case).copy(), "gamma": _vec(w), "beta": _vec(b)}
 
     def once():
         if grad:
-            F.batch_norm(x, rm, rv, weight=w, bias=b, training=train, **kwargs).backward(dy)
+            F.batch_norm(x, prm, prv, weight=w, bias=b, training=train, **kwargs).backward(dy)
         else:
             with torch.no_grad():
-                F.batch_norm(x, rm, rv, weight=w, bias=b, training=train, **kwargs)
+                F.batch_norm(x, prm, prv, weight=w, bias=b, training=train, **kwargs)
 
     walls, _ = time_repeats(once, policy)
     notes = [f"torch.get_num_threads() = {torch.get_num_threads()}"]
+    if not given:
+        notes.append("running_mean=running_var=None: running_mean and running_var are the caller's tensors, not "
+                     "handed to torch, read back after the call")
     if case.channel_axis != 1:
         notes.append(f"channel axis {case.axis} moved to 1 with numpy (torch fixes it at 1)")
     return Result(outputs=outputs, wall_ms=walls, untouched=untouched, notes=notes)
