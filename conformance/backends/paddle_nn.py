@@ -51,6 +51,8 @@ FLAGS = (
           "(the page describes trainable_statistics in eval mode only)"),
     Combo((("training", False), ("use_global_stats", True), ("trainable_statistics", True)), None, None,
           "(the page gives both flags opposite meanings in eval mode)"),
+    Combo((("training", True), ("use_global_stats", True), ("trainable_statistics", True)), None, None,
+          "(the page describes trainable_statistics in eval mode only)"),
 )
 
 available = _paddle.available

@@ -64,6 +64,8 @@ FLAGS = (
           "(the page describes trainable_statistics in eval mode only)"),
     Combo((("is_test", True), ("use_global_stats", True), ("trainable_statistics", True)), None, None,
           "(the page gives both flags opposite meanings in eval mode)"),
+    Combo((("is_test", False), ("use_global_stats", True), ("trainable_statistics", True)), None, None,
+          "(the page describes trainable_statistics in eval mode only)"),
 )
 
 available = _paddle.available
