@@ -16,6 +16,9 @@ BACKENDS = {
     "torch": "conformance.backends.torch_fn",
     "onnxruntime": "conformance.backends.onnxruntime_bn",
     "onnx_reference": "conformance.backends.onnx_reference",
+    "tensorflow": "conformance.backends.tensorflow_fused",
+    "tensorflow_nn": "conformance.backends.tensorflow_nn",
+    "openvino": "conformance.backends.openvino_bn",
 }
 FRAMEWORKS = [n for n in BACKENDS if n not in ("opencl", "numpy")]
 
