@@ -19,6 +19,9 @@ BACKENDS = {
     "tensorflow": "conformance.backends.tensorflow_fused",
     "tensorflow_nn": "conformance.backends.tensorflow_nn",
     "openvino": "conformance.backends.openvino_bn",
+    "keras": "conformance.backends.keras_bn",
+    "flax_linen": "conformance.backends.flax_linen",
+    "flax_nnx": "conformance.backends.flax_nnx",
 }
 FRAMEWORKS = [n for n in BACKENDS if n not in ("opencl", "numpy")]
 
