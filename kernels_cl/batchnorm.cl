@@ -15,6 +15,17 @@
  *                the host sets it (large outputs, aligned stores), write past the caches
  *   PREFETCH     the device's tuning has software prefetch: the fused channel-first training kernel, taking
  *                several groups one after the other (`steps`), prefetches the next group's x while it writes y
+ * and, per case (none of them: the default, and every macro they touch expands to the code without them):
+ *   ACT_RELU, ACT_SIGMOID, ACT_TANH   y = act(z), z the affine output; backward takes dy act'(z) (section
+ *                "Activation" below). Such a program has no fused backward kernels: the host runs backward in
+ *                stages (partial sums, final, elementwise), each of which recomputes z from x.
+ *   KEEP_RUNNING the statistics kernels leave the running statistics alone (training with update_running=0)
+ *   NORM_RUNNING the statistics kernels update the running statistics but hand the elementwise kernels the
+ *                running statistics as they were before the update (inference with update_running=1: the
+ *                host runs the training kernels, which then normalise with those)
+ * In place (y over x, dx over dy) takes no define: the host passes one buffer as both arguments. Every kernel
+ * that writes y or dx reads each element of x (dy) before it writes that element, in the same work-item, and
+ * no kernel reads it after, so the kernels are correct when the two alias (nothing is declared restrict).
  * Every kernel has a fixed work-group size (reqd_work_group_size), so a driver that compiles per launch
  * shape (PoCL) compiles each kernel once. Every other kernel runs one work-item per work-group, and each
  * work-item walks contiguous runs 8 values at a time (vload8 / vstore8, several accumulator chains): on CPU
@@ -102,6 +113,44 @@ typedef float data_t;
 #define PREFETCH_AT(p) __builtin_prefetch((p), 0, 3)
 #else
 #define PREFETCH_AT(p) ((void)0)
+#endif
+
+/* ---- Activation ---------------------------------------------------------------------------------------------
+ * y = act(z), z = (x - mu) a + b the affine output. relu(z) = z <= 0 ? 0 : z (NaN stays NaN), relu'(z) = 1 for
+ * z > 0, 0 for z <= 0 and NaN for NaN; sigmoid(z) = 1 / (1 + e^-z), sigmoid' = s (1 - s); tanh' = 1 - t^2
+ * (computed as 1 / cosh^2, below).
+ * Backward recomputes z from x in the accumulator type (never from the stored y: a float16 y would cost act' its
+ * precision) with the forward's factors: z = v za + zb, v = x - mu, za = gamma invstd, zb = beta.
+ *   ACT1(z), ACT8(z)            act of a scalar, of 8 lanes (no act: z itself)
+ *   DACT1(g, v, za, zb), DACT8  g act'(v za + zb): the gradient g = dy taken through act (no act: g itself) */
+#if defined(ACT_RELU) || defined(ACT_SIGMOID) || defined(ACT_TANH)
+#define ACT
+#if defined(ACT_RELU)
+inline acc_t act1(acc_t z) { return z <= (acc_t)0 ? (acc_t)0 : z; }
+inline acc8_t act8(acc8_t z) { return select(z, (acc8_t)0, z <= (acc8_t)0); }
+inline acc_t dact1(acc_t z) { return z > (acc_t)0 ? (acc_t)1 : isnan(z) ? (acc_t)NAN : (acc_t)0; }
+inline acc8_t dact8(acc8_t z) { return select(select((acc8_t)0, (acc8_t)NAN, isnan(z)), (acc8_t)1, z > (acc8_t)0); }
+#elif defined(ACT_SIGMOID)
+inline acc_t act1(acc_t z) { return (acc_t)1 / ((acc_t)1 + exp(-z)); }
+inline acc8_t act8(acc8_t z) { return (acc_t)1 / ((acc_t)1 + exp(-z)); }
+inline acc_t dact1(acc_t z) { const acc_t s = act1(z); return s * ((acc_t)1 - s); }
+inline acc8_t dact8(acc8_t z) { const acc8_t s = act8(z); return s * ((acc_t)1 - s); }
+#else /* tanh' = 1 - t^2 taken as sech^2 = 1 / cosh^2: exactly 0 at z = +-Inf (and wherever cosh^2 overflows),
+       * where 1 - t^2 is not with a tanh that stops an ulp short of 1 (PoCL 3.1: tanh(Inf) = 0.99999994f) */
+inline acc_t act1(acc_t z) { return tanh(z); }
+inline acc8_t act8(acc8_t z) { return tanh(z); }
+inline acc_t dact1(acc_t z) { const acc_t c = cosh(z); return (acc_t)1 / (c * c); }
+inline acc8_t dact8(acc8_t z) { const acc8_t c = cosh(z); return (acc_t)1 / (c * c); }
+#endif
+#define ACT1(z) act1(z)
+#define ACT8(z) act8(z)
+#define DACT1(g, v, za, zb) ((g) * dact1((v) * (za) + (zb)))
+#define DACT8(g, v, za, zb) ((g) * dact8((v) * (za) + (zb)))
+#else
+#define ACT1(z) z
+#define ACT8(z) z
+#define DACT1(g, v, za, zb) g
+#define DACT8(g, v, za, zb) g
 #endif
 
 /* 8 values of a local-memory table at p, p a multiple of 8 values into the table (the tables are laid out so,
@@ -230,20 +279,37 @@ inline acc_t invstd_of(__global const acc_t *stat, uint c, int is_var, acc_t eps
 /* The channel-first sums, one family for both passes: over values of two tensors a and b, s1 = sum u and
  * s2 = sum u v, with v = b - K and u = a - ka, ka = K (a_shifted) or 0. The statistics pass a = b = x and the
  * shift: sum (x - K) and sum (x - K)^2 (the same loads twice, which the compiler merges); the backward pass
- * a = dy, b = x and the mean: sum dy and sum dy (x - mean) (dy - 0 is dy, bit for bit). */
+ * a = dy, b = x and the mean: sum dy and sum dy (x - mean) (dy - 0 is dy, bit for bit).
+ * With an act, the backward pass's u is dy act'(z), z = v za + zb (the channel's za, zb: ZF_ARG, passed through
+ * every function of the family; the statistics pass hands ZF_NONE and takes no act'). */
+#ifdef ACT
+#define ZF_ARG , acc_t za, acc_t zb
+#define ZF_PASS , za, zb
+#define ZF_NONE , (acc_t)0, (acc_t)0
+#define SUM_U8(u, v) (a_shifted ? (u) : DACT8(u, v, za, zb))
+#define SUM_U1(u, v) (a_shifted ? (u) : DACT1(u, v, za, zb))
+#else
+#define ZF_ARG
+#define ZF_PASS
+#define ZF_NONE
+#define SUM_U8(u, v) u
+#define SUM_U1(u, v) u
+#endif
 
 /* The four dependency chains: chain k (k = 0 .. 3) takes the 8 values at k stride + j step, j < n, and the
  * chains' totals are added pairwise to v1 (sum u) and v2 (sum u v). Four chains, so the loop waits on memory,
  * not on the adds. One run: stride 8, step 32; ROW_STREAMS runs side by side: stride the row stride, step 8. */
 inline void chains4(__global const data_t *a, __global const data_t *b, int a_shifted, size_t stride, uint step,
-                    uint n, acc_t K, acc8_t *v1, acc8_t *v2)
+                    uint n, acc_t K, acc8_t *v1, acc8_t *v2 ZF_ARG)
 {
     const acc_t ka = a_shifted ? K : (acc_t)0;
     const size_t s2x = 2 * stride, s3x = 3 * stride;
     acc8_t a1 = *v1, a2 = *v2, b1 = 0, b2 = 0, c1 = 0, c2 = 0, e1 = 0, e2 = 0;
     for (uint j = 0, t = 0; j < n; ++j, t += step) {
-        const acc8_t ua = LOAD8(a, t) - ka, ub = LOAD8(a, stride + t) - ka;
-        const acc8_t uc = LOAD8(a, s2x + t) - ka, ue = LOAD8(a, s3x + t) - ka;
+        const acc8_t ua = SUM_U8(LOAD8(a, t) - ka, LOAD8(b, t) - K),
+                     ub = SUM_U8(LOAD8(a, stride + t) - ka, LOAD8(b, stride + t) - K);
+        const acc8_t uc = SUM_U8(LOAD8(a, s2x + t) - ka, LOAD8(b, s2x + t) - K),
+                     ue = SUM_U8(LOAD8(a, s3x + t) - ka, LOAD8(b, s3x + t) - K);
         a1 += ua;
         a2 += ua * (LOAD8(b, t) - K);
         b1 += ub;
@@ -260,20 +326,20 @@ inline void chains4(__global const data_t *a, __global const data_t *b, int a_sh
 /* The sums of the len values at a, b added to 8-lane sums (v1, v2) and, for the last len % 8 values, scalar
  * ones (t1, t2). */
 inline void sums_into(__global const data_t *a, __global const data_t *b, int a_shifted, uint len, acc_t K,
-                      acc8_t *v1, acc8_t *v2, acc_t *t1, acc_t *t2)
+                      acc8_t *v1, acc8_t *v2, acc_t *t1, acc_t *t2 ZF_ARG)
 {
     const acc_t ka = a_shifted ? K : (acc_t)0;
-    chains4(a, b, a_shifted, 8, 32, len / 32, K, v1, v2);
+    chains4(a, b, a_shifted, 8, 32, len / 32, K, v1, v2 ZF_PASS);
     acc8_t a1 = *v1, a2 = *v2;
     acc_t s1 = *t1, s2 = *t2;
     uint t = len / 32 * 32;
     for (; t + 8 <= len; t += 8) {
-        const acc8_t u = LOAD8(a, t) - ka;
+        const acc8_t u = SUM_U8(LOAD8(a, t) - ka, LOAD8(b, t) - K);
         a1 += u;
         a2 += u * (LOAD8(b, t) - K);
     }
     for (; t < len; ++t) {
-        const acc_t u = LOAD(a, t) - ka;
+        const acc_t u = SUM_U1(LOAD(a, t) - ka, LOAD(b, t) - K);
         s1 += u;
         s2 += u * (LOAD(b, t) - K);
     }
@@ -290,15 +356,17 @@ inline void sums_into(__global const data_t *a, __global const data_t *b, int a_
  * micro-benchmark: 0.37 -> 0.29 ms on Intel's runtime, 0.78 -> 0.38 ms on PoCL, from cache). */
 #define ROW_STREAMS 4
 inline void sums_into_rows(__global const data_t *a, __global const data_t *b, int a_shifted, size_t stride,
-                           uint len, acc_t K, acc8_t *v1, acc8_t *v2, acc_t *t1, acc_t *t2)
+                           uint len, acc_t K, acc8_t *v1, acc8_t *v2, acc_t *t1, acc_t *t2 ZF_ARG)
 {
     const acc_t ka = a_shifted ? K : (acc_t)0;
     const size_t s2x = 2 * stride, s3x = 3 * stride;
-    chains4(a, b, a_shifted, stride, 8, len / 8, K, v1, v2);
+    chains4(a, b, a_shifted, stride, 8, len / 8, K, v1, v2 ZF_PASS);
     acc_t s1 = *t1, s2 = *t2;
     for (uint t = len / 8 * 8; t < len; ++t) {
-        const acc_t ua = LOAD(a, t) - ka, ub = LOAD(a, stride + t) - ka;
-        const acc_t uc = LOAD(a, s2x + t) - ka, ue = LOAD(a, s3x + t) - ka;
+        const acc_t ua = SUM_U1(LOAD(a, t) - ka, LOAD(b, t) - K),
+                    ub = SUM_U1(LOAD(a, stride + t) - ka, LOAD(b, stride + t) - K);
+        const acc_t uc = SUM_U1(LOAD(a, s2x + t) - ka, LOAD(b, s2x + t) - K),
+                    ue = SUM_U1(LOAD(a, s3x + t) - ka, LOAD(b, s3x + t) - K);
         s1 += (ua + ub) + (uc + ue);
         s2 += (ua * (LOAD(b, t) - K) + ub * (LOAD(b, stride + t) - K)) +
               (uc * (LOAD(b, s2x + t) - K) + ue * (LOAD(b, s3x + t) - K));
@@ -309,24 +377,24 @@ inline void sums_into_rows(__global const data_t *a, __global const data_t *b, i
 
 /* sums_into over ns runs (1 or ROW_STREAMS) of len values, stride apart. */
 inline void sums_into_ns(__global const data_t *a, __global const data_t *b, int a_shifted, size_t stride, uint ns,
-                         uint len, acc_t K, acc8_t *v1, acc8_t *v2, acc_t *t1, acc_t *t2)
+                         uint len, acc_t K, acc8_t *v1, acc8_t *v2, acc_t *t1, acc_t *t2 ZF_ARG)
 {
     if (ns == ROW_STREAMS)
-        sums_into_rows(a, b, a_shifted, stride, len, K, v1, v2, t1, t2);
+        sums_into_rows(a, b, a_shifted, stride, len, K, v1, v2, t1, t2 ZF_PASS);
     else
-        sums_into(a, b, a_shifted, len, K, v1, v2, t1, t2);
+        sums_into(a, b, a_shifted, len, K, v1, v2, t1, t2 ZF_PASS);
 }
 
 /* The sums of ns runs (1 or ROW_STREAMS, stride apart) of len values at a + at, b + at into r, a block of at
  * most SUM_BLOCK values of each run on fresh accumulators at a time. */
 inline void run_sums(__global const data_t *a, __global const data_t *b, int a_shifted, size_t at, size_t stride,
-                     uint ns, uint len, acc_t K, sums_t *r)
+                     uint ns, uint len, acc_t K, sums_t *r ZF_ARG)
 {
     for (uint t = 0; t < len; t += SUM_BLOCK) {
         acc8_t v1 = 0, v2 = 0;
         acc_t t1 = 0, t2 = 0;
         sums_into_ns(a + at + t, b + at + t, a_shifted, stride, ns, min(len - t, (uint)SUM_BLOCK), K, &v1, &v2, &t1,
-                     &t2);
+                     &t2 ZF_PASS);
         kadd8(&r->s1, &r->c1, v1);
         kadd8(&r->s2, &r->c2, v2);
         kadd(&r->t1, &r->u1, t1);
@@ -336,14 +404,14 @@ inline void run_sums(__global const data_t *a, __global const data_t *b, int a_s
 
 /* The sums of channel c over its elements [j0, j1), run by run (a run: the part of one row in range). */
 inline void cf_sums(__global const data_t *a, __global const data_t *b, int a_shifted, uint C, uint inner, uint c,
-                    uint j0, uint j1, acc_t K, acc_t *s1, acc_t *s2)
+                    uint j0, uint j1, acc_t K, acc_t *s1, acc_t *s2 ZF_ARG)
 {
     sums_t r;
     sums_zero(&r);
     uint o = j0 / inner, i = j0 - o * inner;
     for (uint j = j0; j < j1; ++o, i = 0) {
         const uint len = min(inner - i, j1 - j);
-        run_sums(a, b, a_shifted, ((size_t)o * C + c) * inner + i, 0, 1, len, K, &r);
+        run_sums(a, b, a_shifted, ((size_t)o * C + c) * inner + i, 0, 1, len, K, &r ZF_PASS);
         j += len;
     }
     *s1 += sums_first(&r);
@@ -358,13 +426,14 @@ __kernel ITEM_ATTR void bn_stats_partial_cf(__global const data_t *x, uint C, ui
     const uint k = get_global_id(0), c = get_global_id(1);
     acc_t s1 = 0, s2 = 0;
     cf_sums(x, x, 1, C, inner, c, k * chunk, min(k * chunk + chunk, m), channel_shift(x, C, inner, m, c), &s1,
-            &s2);
+            &s2 ZF_NONE);
     part[((size_t)k * C + c) * 2] = s1;
     part[((size_t)k * C + c) * 2 + 1] = s2;
 }
 
-/* The statistics of channel c from its shifted sums: write the batch statistics, update the running ones,
- * fill the work buffers mean_w / invstd_w (the batch mean and invstd the elementwise kernels read).
+/* The statistics of channel c from its shifted sums: write the batch statistics, update the running ones (not
+ * with KEEP_RUNNING), fill the work buffers mean_w / invstd_w (the batch mean and invstd the elementwise kernels
+ * read; with NORM_RUNNING the running mean and invstd as they were before the update).
  *   momentum        the framework-style parameter p: momentum_new == 0: running = p running + (1 - p) batch,
  *                   momentum_new != 0: running = (1 - p) running + p batch
  *   unbiased        != 0: the running variance moves towards var * m / (m - 1)
@@ -393,13 +462,20 @@ inline void finish_stats(__global const data_t *x, uint C, uint inner, uint c, u
     const acc_t invstd = (acc_t)1 / sqrt(var + eps);
     mean_out[c] = mean;
     stat_out[c] = want_invstd ? invstd : var;
+#ifdef NORM_RUNNING /* inference that updates: normalise with the running statistics as they are before the update */
+    mean_w[c] = running_mean[c];
+    invstd_w[c] = (acc_t)1 / sqrt(running_var[c] + eps);
+#else
     mean_w[c] = mean;
     invstd_w[c] = invstd;
+#endif
+#ifndef KEEP_RUNNING
     const acc_t w_old = momentum_new ? (acc_t)1 - momentum : momentum;
     const acc_t w_new = momentum_new ? momentum : (acc_t)1 - momentum;
     const acc_t var_run = unbiased ? var * fm / (acc_t)(m - 1) : var; /* m = 1: 0/0 = NaN, as the formula */
     running_mean[c] = w_old * running_mean[c] + w_new * mean;
     running_var[c] = w_old * running_var[c] + w_new * var_run;
+#endif
 }
 
 /* Final, one work-item per channel: add the K partials and finish. */
@@ -427,7 +503,7 @@ inline void apply_factors(uint c, __global const acc_t *mean_w, __global const a
     *b = beta[c];
 }
 
-/* y over a contiguous run of one channel: (x - mu) * a + b. */
+/* y over a contiguous run of one channel: act((x - mu) * a + b). */
 inline void cf_apply_run(__global const data_t *x, __global data_t *y, size_t base, uint len, acc_t mu, acc_t a,
                          acc_t b, int nt, size_t ahead)
 {
@@ -437,13 +513,13 @@ inline void cf_apply_run(__global const data_t *x, __global data_t *y, size_t ba
     if (ahead) /* fused kernels: the run of x at `ahead` (the next group's; never at 0) read while this is written */
         for (uint k = 0; k < n8; ++k) {
             PREFETCH_AT(x + ahead + 8 * k);
-            STORE8_NT((LOAD8(xs, 8 * k) - mu) * a + b, ys, 8 * k, nt);
+            STORE8_NT(ACT8((LOAD8(xs, 8 * k) - mu) * a + b), ys, 8 * k, nt);
         }
     else
         for (uint k = 0; k < n8; ++k)
-            STORE8_NT((LOAD8(xs, 8 * k) - mu) * a + b, ys, 8 * k, nt);
+            STORE8_NT(ACT8((LOAD8(xs, 8 * k) - mu) * a + b), ys, 8 * k, nt);
     for (uint w = n8 * 8; w < len; ++w)
-        STORE((LOAD(xs, w) - mu) * a + b, ys, w);
+        STORE(ACT1((LOAD(xs, w) - mu) * a + b), ys, w);
 }
 
 /* y = (x - mean) * invstd * gamma + beta, channel-first. fix_gamma != 0: gamma is taken as 1. mean_w and
@@ -490,12 +566,12 @@ __kernel ITEM_ATTR void bn_apply(__global const data_t *x, __global data_t *y, u
         apply_factors(cn, mean_w, stat_w, is_var, eps, gamma, beta, fix_gamma, &mu2, &a2, &b2);
         for (; f + 8 <= f1; f += 8) {
             if (left > 8) {
-                STORE8_NT((LOAD8(x, f) - mu) * a + b, y, f, 1);
+                STORE8_NT(ACT8((LOAD8(x, f) - mu) * a + b), y, f, 1);
                 left -= 8;
                 continue;
             }
             const lane8_t first = FIRST_LANES(left);
-            STORE8_NT((LOAD8(x, f) - MIX(mu2, mu, first)) * MIX(a2, a, first) + MIX(b2, b, first), y, f, 1);
+            STORE8_NT(ACT8((LOAD8(x, f) - MIX(mu2, mu, first)) * MIX(a2, a, first) + MIX(b2, b, first)), y, f, 1);
             left += inner - 8;
             cc = cn;
             cn = cc + 1 == C ? 0 : cc + 1;
@@ -506,7 +582,7 @@ __kernel ITEM_ATTR void bn_apply(__global const data_t *x, __global data_t *y, u
             if (left == 0) {
                 mu = mu2, a = a2, b = b2, left = inner;
             }
-            STORE((LOAD(x, f) - mu) * a + b, y, f);
+            STORE(ACT1((LOAD(x, f) - mu) * a + b), y, f);
         }
         return;
     }
@@ -517,14 +593,44 @@ __kernel ITEM_ATTR void bn_apply(__global const data_t *x, __global data_t *y, u
     ROWS_END
 }
 
+/* An act program's backward kernels take dy act'(z), z = (x - mean) za + zb with the forward's factors
+ * za = gamma invstd, zb = beta: the partial sums kernels get what makes them (ZF_KARGS; ZF_OF(c) and
+ * ZF8_OF(c, za, zb) declare them for channel c, c .. c + 7), the dx kernels get beta (in DX_ARGS). */
+#ifdef ACT
+#define ZF_KARGS , __global const acc_t *stat_w, int is_var, acc_t eps, __global const acc_t *gamma, \
+                 __global const acc_t *beta, int fix_gamma
+#define ZF_KPASS , stat_w, is_var, eps, gamma, beta, fix_gamma
+#define ZF_OF(c)                                                                                          \
+    const acc_t za = (fix_gamma ? (acc_t)1 : gamma[c]) * invstd_of(stat_w, (c), is_var, eps), zb = beta[c];
+#define ZF8_OF(c, za_, zb_)                                                                              \
+    const acc8_t za_ = (fix_gamma ? (acc8_t)1 : vload8(0, gamma + (c))) *                               \
+                       (is_var ? (acc_t)1 / sqrt(vload8(0, stat_w + (c)) + eps) : vload8(0, stat_w + (c))), \
+                 zb_ = vload8(0, beta + (c));
+#define DX_BETA_ARG , __global const acc_t *beta
+#define DX_BETA_PASS , beta
+#define ZB_ARG , acc_t zb
+#define ZB_PASS(e) , (e)
+#else
+#define ZF_KARGS
+#define ZF_KPASS
+#define ZF_OF(c)
+#define ZF8_OF(c, za_, zb_)
+#define DX_BETA_ARG
+#define DX_BETA_PASS
+#define ZB_ARG
+#define ZB_PASS(e)
+#endif
+
 /* Backward stage 1, channel-first: part[(k * C + c) * 2 + {0, 1}] = sum dy, sum dy * (x - mean) over the
  * chunk k of channel c. mean_w: the batch mean (training) or the running mean (inference). */
 __kernel ITEM_ATTR void bn_bwd_partial_cf(__global const data_t *x, __global const data_t *dy, uint C, uint inner,
-                                          uint m, uint chunk, __global const acc_t *mean_w, __global acc_t *part)
+                                          uint m, uint chunk, __global const acc_t *mean_w,
+                                          __global acc_t *part ZF_KARGS)
 {
     const uint k = get_global_id(0), c = get_global_id(1);
+    ZF_OF(c)
     acc_t s_dy = 0, s_dyx = 0;
-    cf_sums(dy, x, 0, C, inner, c, k * chunk, min(k * chunk + chunk, m), mean_w[c], &s_dy, &s_dyx);
+    cf_sums(dy, x, 0, C, inner, c, k * chunk, min(k * chunk + chunk, m), mean_w[c], &s_dy, &s_dyx ZF_PASS);
     part[((size_t)k * C + c) * 2] = s_dy;
     part[((size_t)k * C + c) * 2 + 1] = s_dyx;
 }
@@ -559,11 +665,13 @@ __kernel APPLY_ATTR void bn_bwd_final(__global const acc_t *part, uint C, uint K
 /* The per-channel factors of dx = a (dy - db) - kx (x - mu) (training) or a dy (inference) for channel c:
  *   training:  dx = gamma invstd (dy - dbeta / m - xhat dgamma / m), xhat = (x - mean) invstd
  *   inference: dx = gamma invstd dy (invstd of the running variance: a constant; x is not read, so an Inf in
- *              x cannot reach dx) */
+ *              x cannot reach dx)
+ * (`train`: normalised with the batch statistics; else with the running ones.) With an act, dy is dy act'(z),
+ * z = (x - mu) a + beta (x is then read in inference too). */
 #define DX_ARGS uint m, __global const acc_t *mean_w, __global const acc_t *stat_w, int is_var, acc_t eps, \
                 __global const acc_t *gamma, int fix_gamma, __global acc_t *dbeta, __global acc_t *dgamma_sum, \
-                int train
-#define DX_PASS m, mean_w, stat_w, is_var, eps, gamma, fix_gamma, dbeta, dgamma_sum, train
+                int train DX_BETA_ARG
+#define DX_PASS m, mean_w, stat_w, is_var, eps, gamma, fix_gamma, dbeta, dgamma_sum, train DX_BETA_PASS
 
 inline void dx_factors(uint c, DX_ARGS, acc_t *a, acc_t *mu, acc_t *db, acc_t *kx)
 {
@@ -576,20 +684,24 @@ inline void dx_factors(uint c, DX_ARGS, acc_t *a, acc_t *mu, acc_t *db, acc_t *k
 
 /* dx over a contiguous run of one channel. */
 inline void cf_dx_run(__global const data_t *x, __global const data_t *dy, __global data_t *dx, size_t base,
-                      uint len, int train, acc_t a, acc_t mu, acc_t db, acc_t kx, int nt)
+                      uint len, int train, acc_t a, acc_t mu, acc_t db, acc_t kx, int nt ZB_ARG)
 {
+#define DY8_AT(i) DACT8(LOAD8(dy, i), LOAD8(x, i) - mu, a, zb)
+#define DY1_AT(i) DACT1(LOAD(dy, i), LOAD(x, i) - mu, a, zb)
     uint w = 0;
     if (!train) {
         for (; w + 8 <= len; w += 8)
-            STORE8_NT(a * LOAD8(dy, base + w), dx, base + w, nt);
+            STORE8_NT(a * DY8_AT(base + w), dx, base + w, nt);
         for (; w < len; ++w)
-            STORE(a * LOAD(dy, base + w), dx, base + w);
+            STORE(a * DY1_AT(base + w), dx, base + w);
         return;
     }
     for (; w + 8 <= len; w += 8)
-        STORE8_NT(a * (LOAD8(dy, base + w) - db) - kx * (LOAD8(x, base + w) - mu), dx, base + w, nt);
+        STORE8_NT(a * (DY8_AT(base + w) - db) - kx * (LOAD8(x, base + w) - mu), dx, base + w, nt);
     for (; w < len; ++w)
-        STORE(a * (LOAD(dy, base + w) - db) - kx * (LOAD(x, base + w) - mu), dx, base + w);
+        STORE(a * (DY1_AT(base + w) - db) - kx * (LOAD(x, base + w) - mu), dx, base + w);
+#undef DY8_AT
+#undef DY1_AT
 }
 
 /* dx, channel-first, launched like bn_apply. */
@@ -599,6 +711,7 @@ inline void cf_dx_run(__global const data_t *x, __global const data_t *dy, __glo
 __kernel ITEM_ATTR void bn_bwd_apply(__global const data_t *x, __global const data_t *dy, __global data_t *dx,
                                      ulong n, uint inner, uint C, uint seg, DX_ARGS, int nt)
 {
+#ifndef ACT /* an act program's dx goes row by row whatever nt says (no streaming stores) */
     if (nt) { /* aligned blocks, as bn_apply */
         BLOCKS_BEGIN
         acc_t a, mu, db, kx, a2, mu2, db2, kx2;
@@ -626,10 +739,11 @@ __kernel ITEM_ATTR void bn_bwd_apply(__global const data_t *x, __global const da
         }
         return;
     }
+#endif
     ROWS_BEGIN
     acc_t a, mu, db, kx;
     dx_factors(cc, DX_PASS, &a, &mu, &db, &kx);
-    cf_dx_run(x, dy, dx, f, len, train, a, mu, db, kx, 0);
+    cf_dx_run(x, dy, dx, f, len, train, a, mu, db, kx, 0 ZB_PASS(beta[cc]));
     ROWS_END
 }
 
@@ -649,7 +763,7 @@ inline void run_sums_plain(__global const data_t *a, __global const data_t *b, i
 {
     acc8_t v1 = LV8(p), v2 = LV8(p + 8);
     acc_t t1 = p[16], t2 = p[17];
-    sums_into_ns(a + at, b + at, a_shifted, stride, ns, len, K, &v1, &v2, &t1, &t2);
+    sums_into_ns(a + at, b + at, a_shifted, stride, ns, len, K, &v1, &v2, &t1, &t2 ZF_NONE);
     SV8(v1, p);
     SV8(v2, p + 8);
     p[16] = t1;
@@ -681,7 +795,8 @@ inline void flush_plain(__local acc_t *e)
 /* The first pass of a fused kernel: the sums (as cf_sums: u = a - ka, v = b - K, K the channel's e[E_SHIFT]) of
  * channels c0 .. c0 + g - 1 into their table entries, ROW_STREAMS rows of the group at a time (the last
  * outer % ROW_STREAMS one by one), channel by channel. Short rows' plain sums are flushed before they would hold
- * more than SUM_BLOCK values of one row stream (every step when a step of ROW_STREAMS rows is already more). */
+ * more than SUM_BLOCK values of one row stream (every step when a step of ROW_STREAMS rows is already more).
+ * No act' here (ZF_NONE): an act program uses it for the statistics only (it has no fused backward kernels). */
 inline void fused_sums(__global const data_t *a, __global const data_t *b, int a_shifted, uint C, uint inner,
                        uint outer, uint c0, uint g, __local acc_t *tab)
 {
@@ -698,7 +813,7 @@ inline void fused_sums(__global const data_t *a, __global const data_t *b, int a
             } else {
                 sums_t r;
                 sums_load(e, &r);
-                run_sums(a, b, a_shifted, at, stride, ns, inner, e[E_SHIFT], &r);
+                run_sums(a, b, a_shifted, at, stride, ns, inner, e[E_SHIFT], &r ZF_NONE);
                 sums_store(e, &r);
             }
         }
@@ -746,7 +861,8 @@ __kernel ITEM_ATTR void bn_fused_train_cf(__global const data_t *x, __global dat
 }
 
 /* Fused backward: the two sums of each channel of the group, then dx from the cached values. mean_w / stat_w
- * as in bn_apply. */
+ * as in bn_apply. (Not in an act program: its backward runs in stages.) */
+#ifndef ACT
 __kernel ITEM_ATTR void bn_fused_bwd_cf(__global const data_t *x, __global const data_t *dy, __global data_t *dx,
                                         uint C, uint inner, uint G, DX_ARGS, __global acc_t *dgamma_out, int nt,
                                         __local acc8_t *tab8)
@@ -774,6 +890,7 @@ __kernel ITEM_ATTR void bn_fused_bwd_cf(__global const data_t *x, __global const
             cf_dx_run(x, dy, dx, ((size_t)o * C + c0 + t) * inner, inner, train, a, mu, db, kx, nt);
         }
 }
+#endif
 
 /* ---- Channel-last (inner == 1): tiles ---------------------------------------------------------------------
  * Work-item (j, k) covers the tile of channels [j W, min(j W + W, C)) over rows [k chunk, min(k chunk + chunk,
@@ -890,10 +1007,10 @@ inline void tile_sums(__global const data_t *x, uint C, uint c0, uint w, uint r0
 }
 
 /* sg = sum dy, sgx = sum dy (x - mu) per channel of the tile over rows [r0, r1), blocked like tile_sums: 16
- * channels at a time, then 8, then one. */
+ * channels at a time, then 8, then one. (With an act: dy act'(z), the factors of z from ZF_KARGS.) */
 inline void tile_bwd_sums(__global const data_t *x, __global const data_t *dy, uint C, uint c0, uint w, uint r0,
                           uint r1, __local const acc_t *mu, __local acc_t *sg, __local acc_t *sgx, __local acc_t *q1,
-                          __local acc_t *q2)
+                          __local acc_t *q2 ZF_KARGS)
 {
     for (uint t = 0; t < w; ++t)
         sg[t] = sgx[t] = q1[t] = q2[t] = 0;
@@ -902,10 +1019,13 @@ inline void tile_bwd_sums(__global const data_t *x, __global const data_t *dy, u
         uint t0 = 0;
         for (; t0 + 16 <= w; t0 += 16) {
             const acc8_t m0 = LV8(mu + t0), m1 = LV8(mu + t0 + 8);
+            ZF8_OF(c0 + t0, za0, zb0)
+            ZF8_OF(c0 + t0 + 8, za1, zb1)
             acc8_t g0 = 0, g1 = 0, h0 = 0, h1 = 0;
             for (uint r = b0; r < b1; ++r) {
                 const size_t at = (size_t)r * C + c0 + t0;
-                const acc8_t e0 = LOAD8(dy, at), e1 = LOAD8(dy, at + 8);
+                const acc8_t e0 = DACT8(LOAD8(dy, at), LOAD8(x, at) - m0, za0, zb0),
+                             e1 = DACT8(LOAD8(dy, at + 8), LOAD8(x, at + 8) - m1, za1, zb1);
                 g0 += e0;
                 h0 += e0 * (LOAD8(x, at) - m0);
                 g1 += e1;
@@ -918,10 +1038,11 @@ inline void tile_bwd_sums(__global const data_t *x, __global const data_t *dy, u
         }
         for (; t0 + 8 <= w; t0 += 8) {
             const acc8_t m0 = LV8(mu + t0);
+            ZF8_OF(c0 + t0, za0, zb0)
             acc8_t g0 = 0, h0 = 0;
             for (uint r = b0; r < b1; ++r) {
                 const size_t at = (size_t)r * C + c0 + t0;
-                const acc8_t e0 = LOAD8(dy, at);
+                const acc8_t e0 = DACT8(LOAD8(dy, at), LOAD8(x, at) - m0, za0, zb0);
                 g0 += e0;
                 h0 += e0 * (LOAD8(x, at) - m0);
             }
@@ -929,10 +1050,11 @@ inline void tile_bwd_sums(__global const data_t *x, __global const data_t *dy, u
             ladd8(sgx + t0, q2 + t0, h0);
         }
         for (; t0 < w; ++t0) {
+            ZF_OF(c0 + t0)
             acc_t g0 = 0, h0 = 0;
             for (uint r = b0; r < b1; ++r) {
                 const size_t at = (size_t)r * C + c0 + t0;
-                const acc_t e0 = LOAD(dy, at);
+                const acc_t e0 = DACT1(LOAD(dy, at), LOAD(x, at) - mu[t0], za, zb);
                 g0 += e0;
                 h0 += e0 * (LOAD(x, at) - mu[t0]);
             }
@@ -1016,7 +1138,7 @@ inline void tile_sums_rows(__global const data_t *a, __global const data_t *b, i
 #undef U
 #undef UV
 
-/* y = (x - mu) a + b over rows [r0, r1) of the tile, with the factors in tab (mu, a, b at 0, W, 2 W). */
+/* y = act((x - mu) a + b) over rows [r0, r1) of the tile, with the factors in tab (mu, a, b at 0, W, 2 W). */
 inline void tile_apply(__global const data_t *x, __global data_t *y, uint C, uint c0, uint w, uint W, uint r0,
                        uint r1, int nt, __local const acc_t *tab)
 {
@@ -1025,9 +1147,9 @@ inline void tile_apply(__global const data_t *x, __global data_t *y, uint C, uin
         const size_t at = (size_t)r * C + c0;
         uint t = 0;
         for (; t + 8 <= w; t += 8)
-            STORE8_NT((LOAD8(x, at + t) - LV8(mu + t)) * LV8(a + t) + LV8(b + t), y, at + t, nt);
+            STORE8_NT(ACT8((LOAD8(x, at + t) - LV8(mu + t)) * LV8(a + t) + LV8(b + t)), y, at + t, nt);
         for (; t < w; ++t)
-            STORE((LOAD(x, at + t) - mu[t]) * a[t] + b[t], y, at + t);
+            STORE(ACT1((LOAD(x, at + t) - mu[t]) * a[t] + b[t]), y, at + t);
     }
 }
 
@@ -1052,27 +1174,35 @@ inline void tile_apply_factors(uint c0, uint w, uint W, __global const acc_t *me
     }
 }
 
-/* dx over rows [r0, r1) of the tile, with the factors in tab (a, mu, db, kx at 0, W, 2 W, 3 W). */
+/* dx over rows [r0, r1) of the tile, with the factors in tab (a, mu, db, kx at 0, W, 2 W, 3 W; with an act, beta
+ * at 4 W). */
 inline void tile_dx(__global const data_t *x, __global const data_t *dy, __global data_t *dx, uint C, uint c0, uint w,
                     uint W, uint r0, uint r1, int train, int nt, __local const acc_t *tab)
 {
     __local const acc_t *a = tab, *mu = tab + W, *db = tab + 2 * W, *kx = tab + 3 * W;
+#ifdef ACT
+    __local const acc_t *zb = tab + 4 * W;
+#endif
+#define TDY8(i) DACT8(LOAD8(dy, at + i), LOAD8(x, at + i) - LV8(mu + i), LV8(a + i), LV8(zb + i))
+#define TDY1(i) DACT1(LOAD(dy, at + i), LOAD(x, at + i) - mu[i], a[i], zb[i])
     for (uint r = r0; r < r1; ++r) {
         const size_t at = (size_t)r * C + c0;
         uint t = 0;
         if (train) {
             for (; t + 8 <= w; t += 8)
-                STORE8_NT(LV8(a + t) * (LOAD8(dy, at + t) - LV8(db + t)) - LV8(kx + t) * (LOAD8(x, at + t) - LV8(mu + t)),
+                STORE8_NT(LV8(a + t) * (TDY8(t) - LV8(db + t)) - LV8(kx + t) * (LOAD8(x, at + t) - LV8(mu + t)),
                           dx, at + t, nt);
             for (; t < w; ++t)
-                STORE(a[t] * (LOAD(dy, at + t) - db[t]) - kx[t] * (LOAD(x, at + t) - mu[t]), dx, at + t);
+                STORE(a[t] * (TDY1(t) - db[t]) - kx[t] * (LOAD(x, at + t) - mu[t]), dx, at + t);
         } else {
             for (; t + 8 <= w; t += 8)
-                STORE8_NT(LV8(a + t) * LOAD8(dy, at + t), dx, at + t, nt);
+                STORE8_NT(LV8(a + t) * TDY8(t), dx, at + t, nt);
             for (; t < w; ++t)
-                STORE(a[t] * LOAD(dy, at + t), dx, at + t);
+                STORE(a[t] * TDY1(t), dx, at + t);
         }
     }
+#undef TDY8
+#undef TDY1
 }
 
 inline void tile_dx_factors(uint c0, uint w, uint W, DX_ARGS, __local acc_t *tab)
@@ -1087,6 +1217,9 @@ inline void tile_dx_factors(uint c0, uint w, uint W, DX_ARGS, __local acc_t *tab
         SV8(vload8(0, mean_w + c), tab + W + t);
         SV8(train ? vload8(0, dbeta + c) / fm : (acc8_t)0, tab + 2 * W + t);
         SV8(train ? a * inv * vload8(0, dgamma_sum + c) / fm : (acc8_t)0, tab + 3 * W + t);
+#ifdef ACT
+        SV8(vload8(0, beta + c), tab + 4 * W + t);
+#endif
     }
     for (; t < w; ++t) {
         acc_t a, mu, db, kx;
@@ -1095,6 +1228,9 @@ inline void tile_dx_factors(uint c0, uint w, uint W, DX_ARGS, __local acc_t *tab
         tab[W + t] = mu;
         tab[2 * W + t] = db;
         tab[3 * W + t] = kx;
+#ifdef ACT
+        tab[4 * W + t] = beta[c0 + t];
+#endif
     }
 }
 
@@ -1145,13 +1281,13 @@ __kernel ITEM_ATTR void bn_apply_cl(__global const data_t *x, __global data_t *y
 /* Partial backward sums: part[(k * C + c) * 2 + {0, 1}] = sum dy, sum dy (x - mean). */
 __kernel ITEM_ATTR void bn_bwd_partial_cl(__global const data_t *x, __global const data_t *dy, uint C, uint outer,
                                           uint W, uint chunk, __global const acc_t *mean_w, __global acc_t *part,
-                                          __local acc8_t *tab8)
+                                          __local acc8_t *tab8 ZF_KARGS)
 {
     __local acc_t *tab = (__local acc_t *)tab8;
     TILE_BEGIN(outer, TILE_CHUNK)
     for (uint t = 0; t < w; ++t)
         tab[t] = mean_w[c0 + t];
-    tile_bwd_sums(x, dy, C, c0, w, r0, r1, tab, tab + Wp, tab + 2 * Wp, tab + 3 * Wp, tab + 4 * Wp);
+    tile_bwd_sums(x, dy, C, c0, w, r0, r1, tab, tab + Wp, tab + 2 * Wp, tab + 3 * Wp, tab + 4 * Wp ZF_KPASS);
     store_partials(part, C, c0, w, Wp, tab);
 }
 
@@ -1179,6 +1315,7 @@ __kernel ITEM_ATTR void bn_fused_train_cl(__global const data_t *x, __global dat
     tile_apply(x, y, C, c0, w, Wp, r0, r1, nt, tab);
 }
 
+#ifndef ACT /* an act program's backward runs in stages */
 __kernel ITEM_ATTR void bn_fused_bwd_cl(__global const data_t *x, __global const data_t *dy, __global data_t *dx,
                                         uint C, uint W, uint chunk, DX_ARGS, __global acc_t *dgamma_out, int nt,
                                         __local acc8_t *tab8)
@@ -1194,6 +1331,7 @@ __kernel ITEM_ATTR void bn_fused_bwd_cl(__global const data_t *x, __global const
     tile_dx_factors(c0, w, Wp, DX_PASS, tab);
     tile_dx(x, dy, dx, C, c0, w, Wp, r0, r1, train, nt, tab);
 }
+#endif
 
 /* ---- Channel-first, short rows, as tiles ------------------------------------------------------------------
  * A group of g channels of short rows (7x7 maps: 49 values) is, row by row, one contiguous run of P = g inner
@@ -1244,6 +1382,7 @@ __kernel ITEM_ATTR void bn_fused_train_cft(__global const data_t *x, __global da
     tile_apply(x, y, row, p0, P, Pp, 0, outer, nt, tab);
 }
 
+#ifndef ACT /* an act program's backward runs in stages */
 __kernel ITEM_ATTR void bn_fused_bwd_cft(__global const data_t *x, __global const data_t *dy, __global data_t *dx,
                                          uint C, uint inner, uint outer, uint G, DX_ARGS,
                                          __global acc_t *dgamma_out, int nt, __local acc8_t *tab8)
@@ -1266,3 +1405,4 @@ __kernel ITEM_ATTR void bn_fused_bwd_cft(__global const data_t *x, __global cons
     }
     tile_dx(x, dy, dx, row, p0, P, Pp, 0, outer, train, nt, tab);
 }
+#endif

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from conformance.case import Case
+
 if shutil.which("oclgrind") is None:
     pytest.skip("oclgrind is not installed (Debian: apt-get install oclgrind)", allow_module_level=True)
 
@@ -64,6 +66,36 @@ VARIANTS = [
 ]
 
 
+# The case fields beyond mode's two (programs built with -DACT_*, -DKEEP_RUNNING, -DNORM_RUNNING; in place: one
+# buffer in and out), on shapes like those above (on Oclgrind's one compute unit): act through every forward
+# kernel (staged and fused, channel-first and -last, tiles of 7x7 rows, the elementwise kernel's streaming
+# blocks) and the staged backward an act program runs (channel-first partial sums and row-by-row dx; channel-last
+# tiles of 256, 24 and 2 channels: the 16- and 8-channel slabs and the one-by-one tail), inference that updates
+# the running statistics (the training kernels, fused and staged), training that leaves them, and in place (fused
+# and staged, with the copy of x for backward, and without backward).
+FLAGGED = [
+    dict(shape=(2, 3, 4), axis=1, mode="train", act="relu"),
+    dict(shape=(3, 100, 2), axis=-1, mode="train", act="sigmoid", fix_gamma=True),
+    dict(shape=(2, 12, 5), axis=1, mode="train", act="tanh", running_var="unbiased", stats="invstd"),
+    dict(shape=(3, 1030), axis=1, mode="train", act="relu"),
+    dict(shape=(10, 72, 7, 7), axis=1, mode="train", act="sigmoid"),
+    dict(shape=(5, 5, 51), axis=1, mode="infer", act="tanh"),
+    dict(shape=(8, 16, 24), axis=-1, mode="infer", act="relu"),
+    dict(shape=(2, 12, 5), axis=1, mode="infer", update_running=True),
+    dict(shape=(3, 100, 2), axis=-1, mode="infer", update_running=True, act="relu", inplace=True),
+    dict(shape=(9, 8, 14, 14), axis=1, mode="infer", update_running=True, act="tanh", inplace=True),
+    dict(shape=(5, 8, 256), axis=1, mode="train", update_running=False),
+    dict(shape=(2, 9, 10), axis=1, mode="train", inplace=True),
+    dict(shape=(64, 64), axis=1, mode="train", act="sigmoid", inplace=True),
+    dict(shape=(2, 3, 256), axis=1, mode="infer", inplace=True),
+    dict(shape=(4, 3, 500), axis=1, mode="train", update_running=False, act="relu", inplace=True, backward=False),
+]
+
+
+def flagged_id(dtype: str, kw: dict) -> str:
+    return Case(name="f", dtype=dtype, **{"backward": True, **kw}).id
+
+
 OCLGRIND = ["oclgrind", "--data-races", "--uninitialized"]
 # One case on the only OpenCL device there is under Oclgrind, its kernels run once; prints the device and, per
 # output, the comparison with the oracle as JSON.
@@ -109,7 +141,16 @@ def run_under_oclgrind(tmp_path, case_id, kernels=None):
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("variant", VARIANTS, ids=range(len(VARIANTS)))
 def test_kernels_are_clean(dtype, variant):
-    case_id = variant.format(d=dtype) + TAIL
+    _clean(variant.format(d=dtype) + TAIL)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("kw", FLAGGED, ids=range(len(FLAGGED)))
+def test_flagged_kernels_are_clean(dtype, kw):
+    _clean(flagged_id(dtype, kw))
+
+
+def _clean(case_id):
     r = check_under_oclgrind(case_id)
     text = r.stdout + r.stderr
     assert "Kernel:" not in text, text[:3000]
@@ -123,7 +164,7 @@ def test_planted_out_of_bounds_write_is_reported(tmp_path):
     bad = tmp_path / "kernels"
     shutil.copytree(KERNELS, bad)
     src = (bad / "batchnorm.cl").read_text()
-    planted = src.replace("STORE((LOAD(xs, w) - mu) * a + b, ys, w);", "STORE((LOAD(xs, w) - mu) * a + b, ys, w + 1);")
+    planted = src.replace("STORE(ACT1((LOAD(xs, w) - mu) * a + b), ys, w);", "STORE(ACT1((LOAD(xs, w) - mu) * a + b), ys, w + 1);")
     assert planted != src, "the line to plant the bug in has moved: update this test"
     (bad / "batchnorm.cl").write_text(planted)
     case_id = VARIANTS[0].format(d="float32") + TAIL

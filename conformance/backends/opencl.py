@@ -9,6 +9,27 @@ each in a channel-first (cf) and a channel-last (cl, tiles of channels x rows) v
 fixed work-group size, so a driver that compiles per launch shape (PoCL) compiles once per program. The
 kernel takes the profile itself: momentum direction, running-variance estimator and the extra statistic are
 kernel arguments.
+
+The behaviours beyond mode's two (IMPLEMENTS; see Case.features) are switches of the program, one program per
+(data type, switches), built when a case first needs it (opencl_plan.defines): a case with the defaults builds
+with exactly the options it always had, and its kernels preprocess to the same code as before the switches.
+  act             -DACT_RELU / ACT_SIGMOID / ACT_TANH: the forward kernels write act(z); backward takes
+                  dy act'(z), z recomputed from x in the accumulator type, and runs in stages (partial sums ->
+                  final -> dx, no fused backward kernel, no streaming stores in the channel-first dx)
+  update_running  train with update_running=0: -DKEEP_RUNNING (the statistics kernels leave the running
+                  statistics alone); infer with update_running=1: the training kernels (batch statistics,
+                  returned, and the running update) with -DNORM_RUNNING, which hands the elementwise kernels the
+                  running statistics as they were before the update; backward is then the scale-shift one with
+                  those (mean_w / invstd_w)
+  inplace         no define: x's buffer is bound as both x and y of the forward kernels, dy's as both dy and dx
+                  of the backward ones (each element is read before it is written, by the same work-item, and
+                  never read again), and x_after / dy_after are read back from those buffers. Backward needs the
+                  original x: when a case has both, the call first copies x on the device (clEnqueueCopyBuffer,
+                  the first command of the call, timed with it) into a buffer of its own that backward reads;
+                  the forward then overwrites x's buffer in place. So an in-place training step costs one extra
+                  copy of x, which is what a framework that saves its input for backward pays too.
+The timed repeats run on the buffers as the previous repeat left them (in place: x holds y by then; the
+running statistics move each repeat): the outputs are read after the first run, the repeats only time.
 """
 
 from __future__ import annotations
@@ -29,11 +50,13 @@ from . import opencl_plan, opencl_tuning  # noqa: E402
 from .base import DeviceInfo, Result, Skip, time_repeats  # noqa: E402
 
 NAME = "opencl"
+IMPLEMENTS = frozenset({"update_running=0", "update_running=1", "act=relu", "act=sigmoid", "act=tanh", "inplace=1"})
 KERNEL_FILE = "batchnorm.cl"
 KERNELS = ("bn_fused_train_cf", "bn_fused_train_cl", "bn_fused_train_cft", "bn_fused_bwd_cf", "bn_fused_bwd_cl",
            "bn_fused_bwd_cft", "bn_stats_partial_cf",
            "bn_stats_partial_cl", "bn_stats_final", "bn_apply", "bn_apply_cl", "bn_bwd_partial_cf", "bn_bwd_partial_cl",
            "bn_bwd_final", "bn_bwd_apply", "bn_bwd_apply_cl")
+FUSED_BWD = ("bn_fused_bwd_cf", "bn_fused_bwd_cl", "bn_fused_bwd_cft")  # not in a program with an act
 _DTYPE_DEFINES = {"float16": ["-DDATA_HALF"], "float32": [], "float64": ["-DDATA_DOUBLE"]}
 _PLATFORM_SHORT = {  # platform-name prefix -> short name
     "portable computing language": "pocl",
@@ -131,33 +154,47 @@ def _first_log_line(exc: Exception) -> str:
     return log[0] if log else type(exc).__name__
 
 
-def _build(session, dtype: str):
-    """The program for dtype, built once per session; raises RuntimeError(first build-log line) on failure."""
+def build_options(session, dtype: str, switches: tuple[str, ...] = ()) -> list[str]:
+    """The build options of the program for dtype and the case switches (opencl_plan.defines: () for a case with
+    the defaults, whose options are the device's and the dtype's alone)."""
+    import pyopencl as cl
+
+    tune = session["tuning"]
+    options = [f"-DAPPLY_LS={tune['apply_ls']}", *_DTYPE_DEFINES[dtype]]
+    if tune["nt_bytes"] is not None:
+        options.append("-DNT_STORES")
+    if tune["prefetch"]:
+        options.append("-DPREFETCH")
+    if dtype != "float64" and session["device"].single_fp_config & cl.device_fp_config.CORRECTLY_ROUNDED_DIVIDE_SQRT:
+        options.append("-cl-fp32-correctly-rounded-divide-sqrt")
+    return options + list(switches)
+
+
+def _build(session, dtype: str, switches: tuple[str, ...] = ()):
+    """The program for dtype and the case switches, built once per session; raises RuntimeError(first build-log
+    line) on failure."""
     import pyopencl as cl
 
     programs = session["programs"]
-    if dtype not in programs:
+    key = (dtype, *switches)
+    if key not in programs:
         path = kernels_dir() / KERNEL_FILE
         source = path.read_text()
-        tune = session["tuning"]
-        options = [f"-DAPPLY_LS={tune['apply_ls']}", *_DTYPE_DEFINES[dtype]]
-        if tune["nt_bytes"] is not None:
-            options.append("-DNT_STORES")
-        if tune["prefetch"]:
-            options.append("-DPREFETCH")
-        if dtype != "float64" and session["device"].single_fp_config & cl.device_fp_config.CORRECTLY_ROUNDED_DIVIDE_SQRT:
-            options.append("-cl-fp32-correctly-rounded-divide-sqrt")
+        options = build_options(session, dtype, switches)
         try:
             with warnings.catch_warnings():  # Intel's compiler always logs remarks; they are no news
                 warnings.simplefilter("ignore", cl.CompilerWarning)
                 program = cl.Program(session["context"], source).build(options=options)
         except cl.Error as exc:
-            raise RuntimeError(f"OpenCL build of {path.name} for {dtype} failed: {_first_log_line(exc)}") from exc
-        missing = [name for name in KERNELS if name not in program.kernel_names.split(";")]
+            what = " ".join((dtype, *switches))
+            raise RuntimeError(f"OpenCL build of {path.name} for {what} failed: {_first_log_line(exc)}") from exc
+        act = any(d.startswith("-DACT_") for d in switches)
+        missing = [name for name in KERNELS if name not in program.kernel_names.split(";")
+                   and not (act and name in FUSED_BWD)]
         if missing:
             raise RuntimeError(f"{path.name} has no kernel {missing[0]}")
-        programs[dtype] = program
-    return programs[dtype]
+        programs[key] = program
+    return programs[key]
 
 
 def open(device_key):  # noqa: A001 - the contract's name
@@ -197,21 +234,24 @@ def supports(session, case):
     if data_bytes > dev.max_mem_alloc_size:
         return f"x needs {data_bytes} bytes, more than the device's max allocation of {dev.max_mem_alloc_size} bytes"
     param_bytes = case.channels * np.dtype(case.param_dtype).itemsize
-    total = data_bytes * (4 if case.backward else 2) + param_bytes * 12
+    total = data_bytes * opencl_plan.data_buffers(case) + param_bytes * 12
     if total > dev.global_mem_size:
         return f"the case needs {total} bytes of buffers, more than the device's {dev.global_mem_size} bytes of global memory"
     return None
 
 
 # ---- run -----------------------------------------------------------------------------------------------------
-def _bind(session, dtype, launches):
+def _bind(session, case, launches):
     """[(cl.Kernel, global, local)] with the arguments set once: a kernel object of its own per launch, so the
-    timed repeats only enqueue."""
+    timed repeats only enqueue. A buffer copy (opencl_plan.COPY) is bound as (None, source, destination)."""
     import pyopencl as cl
 
-    program = _build(session, dtype)
+    program = _build(session, case.dtype, opencl_plan.defines(case))
     bound = []
     for name, gsize, lsize, args in launches:
+        if name == opencl_plan.COPY:
+            bound.append((None, *args))
+            continue
         kernel = cl.Kernel(program, name)
         kernel.set_args(*args)
         bound.append((kernel, gsize, lsize))
@@ -219,10 +259,11 @@ def _bind(session, dtype, launches):
 
 
 def _enqueue_all(queue, launches) -> list:
-    """Run every launch and wait; returns the events."""
+    """Run every launch (and copy) and wait; returns the events."""
     import pyopencl as cl
 
-    events = [cl.enqueue_nd_range_kernel(queue, kernel, gsize, lsize) for kernel, gsize, lsize in launches]
+    events = [cl.enqueue_nd_range_kernel(queue, kernel, gsize, lsize) if kernel is not None
+              else cl.enqueue_copy(queue, lsize, gsize) for kernel, gsize, lsize in launches]
     queue.finish()
     return events
 
@@ -237,13 +278,13 @@ def run(session, case, inputs, policy):
     where = f"OpenCL on {session['info'].key}, case {case.name}"
     try:
         buffers, launches = opencl_plan.plan(session, case, inputs)
-        launches = _bind(session, case.dtype, launches)
+        launches = _bind(session, case, launches)
         _enqueue_all(session["fast_queue"], launches)
         data_t, param_t = np.dtype(case.dtype), np.dtype(case.param_dtype)
-        source = {case.stats: "stat"}
+        source = {case.stats: "stat", "x_after": "x", "dy_after": "dy"}  # in place: y is x's buffer, dx dy's
         outputs = {}
         for name in case.outputs:
-            if name in ("y", "dx"):
+            if name in ("y", "dx", "x_after", "dy_after"):
                 host = np.empty(case.shape, data_t)
             else:
                 host = np.empty(case.channels, param_t)
@@ -257,7 +298,7 @@ def run(session, case, inputs, policy):
         raise RuntimeError(f"{where}: {exc}".splitlines()[0]) from exc
     except RuntimeError as exc:  # a build failure of a lazily built program
         raise RuntimeError(f"{where}: {exc}") from exc
-    return Result(outputs=outputs, wall_ms=walls, kernel_ms=kernel_ms)
+    return Result(outputs=outputs, wall_ms=walls, kernel_ms=kernel_ms, notes=opencl_plan.notes(case))
 
 
 def measure_copy(session, nbytes, policy):

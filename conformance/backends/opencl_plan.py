@@ -18,6 +18,7 @@ def _split(n_items: int, per_group: int, groups_other: int, want_groups: int) ->
     return chunk, -(-n_items // chunk)
 
 
+COPY = "copy"  # a launch that copies a buffer: (COPY, None, None, (source, destination))
 FUSED_TAB = 56  # table values per channel of the fused channel-first kernels (FUSED_TAB in batchnorm.cl)
 TILE_TAB = 5  # table values per channel of a channel-last tile (shift or mean, two sums, two compensations)
 
@@ -45,7 +46,7 @@ def choose(tune: dict, compute_units: int, local_bytes: int, case) -> dict:
         w_fused = min(w_max, (C // want) // 8 * 8)  # at least `want` tiles of a multiple of 8 channels
         # pure inference has no reduction to fuse: whole rows (or the widest tiles) cut by rows, one sequential
         # run per work-item (256x1024 on PoCL: 73 vs 106 us, tiles of 128 channels over all rows)
-        training = case.mode == "train" or case.backward
+        training = case.batch_stats or case.backward
         if training and w_fused >= 8 and outer * w_fused * item * streams <= tune["fused_bytes_cl"]:
             return {"layout": "cl", "fused": True, "group": w_fused, "chunk": outer, "K": 1, "steps": 1,
                     "nt": _streaming(tune, case, C % 8 == 0), "nt_flat": False}
@@ -56,7 +57,7 @@ def choose(tune: dict, compute_units: int, local_bytes: int, case) -> dict:
     chan_bytes = m * item * streams
     fused = C >= want and chan_bytes <= tune["fused_bytes"] and table >= FUSED_TAB
     inner = case.inner
-    if fused and case.mode == "train" and inner % 8:
+    if fused and case.batch_stats and inner % 8:
         # rows of 7x7 or 14x14 values: runs off the 8-value grid, so the per-channel form cannot stream its
         # stores, while a tile of k channels (k inner a multiple of 8) can. Only then: where the data stays in
         # cache, or the rows are a multiple of 8 (28x28), the per-channel form is the faster one (measured side
@@ -72,6 +73,39 @@ def choose(tune: dict, compute_units: int, local_bytes: int, case) -> dict:
     return {"layout": "cf", "fused": fused, "group": group, "chunk": chunk, "K": K, "steps": steps,
             "nt": _streaming(tune, case, case.inner % 8 == 0 and tune["seg"] % 8 == 0),
             "nt_flat": _streaming(tune, case, case.inner >= 8 and tune["seg"] % 8 == 0)}
+
+
+def defines(case) -> tuple[str, ...]:
+    """The program switches (build options) a case needs beyond the device's and its dtype's: () for a case with
+    the defaults (no act, update_running as mode says), so it runs the program it always ran."""
+    out = []
+    if case.act != "none":
+        out.append(f"-DACT_{case.act.upper()}")
+    if case.mode == "train" and not case.updates_running:
+        out.append("-DKEEP_RUNNING")
+    elif case.mode != "train" and case.updates_running:
+        out.append("-DNORM_RUNNING")
+    return tuple(out)
+
+
+def data_buffers(case) -> int:
+    """Buffers of x's size plan() allocates: x and y, with backward dy and dx too; in place y is x's buffer and dx
+    dy's, and backward reads a copy of x."""
+    if not case.backward:
+        return 1 if case.inplace else 2
+    return 3 if case.inplace else 4
+
+
+def notes(case) -> list[str]:
+    """What a reader of the results should know about how plan() ran the case."""
+    out = []
+    if case.inplace:
+        out.append("in place: y written over x's buffer" + (
+            ", dx over dy's; backward read a copy of x made on the device at the start of the call" if case.backward
+            else ""))
+    if case.act != "none" and case.backward:
+        out.append(f"act={case.act}: backward in stages (partial sums, final, dx), act' of z recomputed from x")
+    return out
 
 
 def table_values(how: dict, case) -> int:
@@ -121,12 +155,14 @@ def plan(session, case, inputs):
     def upload(arr, flags=mf.READ_ONLY):
         return cl.Buffer(ctx, flags | mf.COPY_HOST_PTR, hostbuf=np.ascontiguousarray(arr))
 
-    b = {"x": upload(inputs.x), "gamma": upload(inputs.gamma), "beta": upload(inputs.beta),
+    inplace, act = case.inplace, case.act != "none"
+    data_in = mf.READ_WRITE if inplace else mf.READ_ONLY  # in place, x's buffer is y's too (dy's dx's)
+    b = {"x": upload(inputs.x, data_in), "gamma": upload(inputs.gamma), "beta": upload(inputs.beta),
          "running_mean": upload(inputs.running_mean, mf.READ_WRITE),
          "running_var": upload(inputs.running_var, mf.READ_WRITE),
-         "y": cl.Buffer(ctx, mf.WRITE_ONLY, data_bytes),
          "mean_w": cl.Buffer(ctx, mf.READ_WRITE, param_bytes), "invstd_w": cl.Buffer(ctx, mf.READ_WRITE, param_bytes),
          "part": cl.Buffer(ctx, mf.READ_WRITE, K * param_bytes * 2)}
+    b["y"] = b["x"] if inplace else cl.Buffer(ctx, mf.WRITE_ONLY, data_bytes)
     # mean_w / invstd_w: the batch mean and invstd the statistics kernels leave for the elementwise kernels
     elementwise = ((-(-n // seg),), (1,))          # channel-first: flat segments of seg values
     tiles = ((-(-C // G), K), (1, 1))               # channel-last: (tile of G channels, chunk of rows)
@@ -136,12 +172,15 @@ def plan(session, case, inputs):
     groups = ((-(-C // G),), (1,))
     stepped = ((-(-C // (G * steps)),), (1,))      # fused channel-first training: `steps` groups per work-item
     eps = acc(case.eps)
-    train = case.mode == "train"
+    # batch: the statistics kernels run (training; inference that updates the running statistics, whose program
+    # then hands the elementwise kernels the running statistics as they were: see defines());
+    # train: normalised with the batch statistics, so the full training backward
+    batch, train = case.batch_stats, case.normalize_with == "batch"
     launches = []
     p = case.momentum if case.momentum_dir == "old" else 1.0 - case.momentum  # framework-style parameter
     stats_args = (eps, acc(p), i32(case.momentum_dir == "new"), i32(case.running_var == "unbiased"),
                   i32(case.stats == "invstd"), b["running_mean"], b["running_var"])
-    if train:
+    if batch:
         b["mean"] = cl.Buffer(ctx, mf.WRITE_ONLY, param_bytes)
         b["stat"] = cl.Buffer(ctx, mf.WRITE_ONLY, param_bytes)
         outs = (b["mean"], b["stat"], b["mean_w"], b["invstd_w"])
@@ -162,10 +201,10 @@ def plan(session, case, inputs):
         if not fused:
             launches.append(("bn_stats_final", *per_channel, (b["part"], b["x"], u32(C), u32(inner), u32(K), u32(m),
                                                               *stats_args, *outs)))
-        stats = (b["mean_w"], b["invstd_w"], i32(0), eps)  # the batch mean and invstd
+        stats = (b["mean_w"], b["invstd_w"], i32(0), eps)  # the batch mean and invstd (NORM_RUNNING: the running)
     else:  # inference reads the running statistics directly: one launch
         stats = (b["running_mean"], b["running_var"], i32(1), eps)
-    if not (train and fused):
+    if not (batch and fused):
         tail = (*stats, b["gamma"], b["beta"], i32(case.fix_gamma))
         if cl_layout:
             launches.append(("bn_apply_cl", *tiles, (b["x"], b["y"], u32(C), u32(outer), u32(G), u32(chunk), *tail, nt, tab)))
@@ -173,31 +212,39 @@ def plan(session, case, inputs):
             launches.append(("bn_apply", *elementwise, (b["x"], b["y"], np.uint64(n), u32(inner), u32(C), u32(seg), *tail,
                                                         nt_flat)))
     if case.backward:
-        b["dy"] = upload(inputs.dy)
-        b["dx"] = cl.Buffer(ctx, mf.WRITE_ONLY, data_bytes)
+        b["dy"] = upload(inputs.dy, data_in)
+        b["dx"] = b["dy"] if inplace else cl.Buffer(ctx, mf.WRITE_ONLY, data_bytes)
+        x_bwd = b["x"]
+        if inplace:  # the forward overwrites x: backward reads a copy taken first thing in the call
+            b["x_saved"] = x_bwd = cl.Buffer(ctx, mf.READ_WRITE, data_bytes)
+            launches.insert(0, (COPY, None, None, (b["x"], x_bwd)))
         for name in ("dbeta", "dgamma_sum", "dgamma"):
             b[name] = cl.Buffer(ctx, mf.READ_WRITE, param_bytes)
-        dx_args = (u32(m), *stats, b["gamma"], i32(case.fix_gamma), b["dbeta"], b["dgamma_sum"], i32(train))
-        xs = (b["x"], b["dy"], b["dx"])
-        if tiled:
+        # an act program: beta for z in the dx kernels, and what makes z's factors in the partial sums kernels
+        dx_args = (u32(m), *stats, b["gamma"], i32(case.fix_gamma), b["dbeta"], b["dgamma_sum"], i32(train),
+                   *((b["beta"],) if act else ()))
+        zf = (*stats[1:], b["gamma"], b["beta"], i32(case.fix_gamma)) if act else ()
+        xs = (x_bwd, b["dy"], b["dx"])
+        fused_bwd = fused and not act  # an act program has no fused backward kernels
+        if tiled and fused_bwd:
             launches.append(("bn_fused_bwd_cft", *groups, (*xs, u32(C), u32(inner), u32(outer), u32(G), *dx_args, b["dgamma"],
                                                            nt, tab)))
-        elif fused and cl_layout:
+        elif fused_bwd and cl_layout:
             launches.append(("bn_fused_bwd_cl", *tiles, (*xs, u32(C), u32(G), u32(chunk), *dx_args, b["dgamma"], nt, tab)))
-        elif fused:
+        elif fused_bwd:
             launches.append(("bn_fused_bwd_cf", *groups, (*xs, u32(C), u32(inner), u32(G), *dx_args, b["dgamma"], nt, tab)))
         else:
             if cl_layout:
-                launches.append(("bn_bwd_partial_cl", *tiles, (b["x"], b["dy"], u32(C), u32(outer), u32(G), u32(chunk), stats[0],
-                                                               b["part"], tab)))
+                launches.append(("bn_bwd_partial_cl", *tiles, (x_bwd, b["dy"], u32(C), u32(outer), u32(G), u32(chunk), stats[0],
+                                                               b["part"], tab, *zf)))
             else:
-                launches.append(("bn_bwd_partial_cf", *red_cf, (b["x"], b["dy"], u32(C), u32(inner), u32(m), u32(chunk),
-                                                                 stats[0], b["part"])))
+                launches.append(("bn_bwd_partial_cf", *red_cf, (x_bwd, b["dy"], u32(C), u32(inner), u32(m), u32(chunk),
+                                                                 stats[0], b["part"], *zf)))
             launches.append(("bn_bwd_final", *per_channel, (b["part"], u32(C), u32(K), *stats[1:], i32(case.fix_gamma),
                                                             b["dbeta"], b["dgamma_sum"], b["dgamma"])))
             if cl_layout:
                 launches.append(("bn_bwd_apply_cl", *tiles, (*xs, u32(C), u32(outer), u32(G), u32(chunk), *dx_args, nt, tab)))
             else:
                 launches.append(("bn_bwd_apply", *elementwise, (*xs, np.uint64(n), u32(inner), u32(C), u32(seg), *dx_args,
-                                                                nt_flat)))
+                                                                i32(0) if act else nt_flat)))
     return b, launches
