@@ -16,6 +16,9 @@ hypotheses give visibly different answers, and reads the convention off the resu
 
 Documented values come from the backend's DOCUMENTED profile (the framework's own pages, see shared docs).
 
+Each target is probed on its own: a framework's CPU target (`torch`) and each of its accelerators (`torch@cuda:0`,
+`paddle@gpu:0`, ...) are a column each, keyed by the target label.
+
 Flag combinations: each combination a backend's FLAGS table lists (documented or not) is called once on the
 training probe's inputs with running statistics far from the batch's, and read off: which statistics y was
 normalised with (batch, running, or neither), and whether the running statistics moved. Beside each, what the
@@ -68,9 +71,10 @@ def _call(worker, case, inputs, use_defaults=False):
     return reply[1].outputs if reply[0] == "ok" else f"{reply[0]}: {reply[1]}"
 
 
-def probe(name: str) -> dict:
-    """{convention: observed} for one framework backend, plus 'documented' and 'version'."""
-    w = Worker(name, None).start()
+def probe(name: str, device_key: str | None = None) -> dict:
+    """{convention: observed} for one framework backend on one of its devices (None: its CPU target), plus
+    'documented' and 'version'."""
+    w = Worker(name, device_key).start()
     if w.state != "ready":
         return {"error": w.reason or w.state}
     try:
@@ -127,8 +131,8 @@ def _train_probe(w, prof, extra_outputs) -> dict:
         res["normalising variance"] = "neither"
     stat = out.get(case.stats) if "mean" in out else None
     res["batch statistic returned"] = "none" if stat is None else _what(stat, mean, var_b, var_u, case.eps)
-    extras = [f"{k}: {_what(out[k], mean, var_b, var_u, case.eps)} (documented {q})"
-              for k, q in sorted(extra_outputs.items()) if k in out]
+    extras = [f"{k}: {('y' if _close(out[k], out['y']) else 'something else') if q == 'y' else _what(out[k], mean, var_b, var_u, case.eps)}"
+              f" (documented {q})" for k, q in sorted(extra_outputs.items()) if k in out]
     res["extra outputs"] = "; ".join(extras) or "none"
     return res
 
@@ -194,8 +198,12 @@ def _flag_probe(w, prof, combo) -> dict:
     normalize = next((name for name, pairs in candidates.items()
                       if any(_close(y, (x3 - m[None, :, None]) / np.sqrt(v + case.eps)[None, :, None] * g + b) for m, v in pairs)),
                      "neither")
-    moved = not (np.allclose(np.asarray(out["running_mean"], np.float64), 0.5, rtol=0, atol=1e-7)
-                 and np.allclose(np.asarray(out["running_var"], np.float64), 2.0, rtol=0, atol=1e-7))
+    moved = _moved(out)
+    if not moved:  # some frameworks move the running statistics in the backward pass only: say so
+        bcase = dataclasses.replace(case, backward=True)
+        binp = dataclasses.replace(generate(bcase), running_mean=inp.running_mean, running_var=inp.running_var)
+        again = _call(w, bcase, binp)
+        moved = "only with backward" if not isinstance(again, str) and _moved(again) else False
     seen = {"normalize_with": normalize, "update_running": moved}
     judged = [k for k, v in doc.items() if v is not None]
     loose = [k.replace("_", " ") for k, v in doc.items() if v is None]
@@ -205,13 +213,18 @@ def _flag_probe(w, prof, combo) -> dict:
     return {**row, "seen": seen, "verdict": verdict}
 
 
+def _moved(out) -> bool:
+    return not (np.allclose(np.asarray(out["running_mean"], np.float64), 0.5, rtol=0, atol=1e-7)
+                and np.allclose(np.asarray(out["running_var"], np.float64), 2.0, rtol=0, atol=1e-7))
+
+
 def _behaviour(d) -> str:
     if not isinstance(d, dict):
         return str(d)
     nw = d.get("normalize_with")
     up = d.get("update_running")
     return (f"normalise with {nw or 'undefined'}; "
-            f"running stats {'undefined' if up is None else 'updated' if up else 'left alone'}")
+            f"running stats {'undefined' if up is None else 'left alone' if up is False else 'updated ' + up if isinstance(up, str) else 'updated'}")
 
 
 def flag_matrix(results: dict[str, dict]) -> tuple[str, int]:

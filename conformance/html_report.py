@@ -325,7 +325,7 @@ def _behaviour(d) -> str:
         return str(d)
     up = d.get("update_running")
     return (f"normalise with {d.get('normalize_with') or 'undefined'}; running stats "
-            f"{'undefined' if up is None else 'updated' if up else 'left alone'}")
+            f"{'undefined' if up is None else 'left alone' if up is False else 'updated ' + up if isinstance(up, str) else 'updated'}")
 
 
 def _conventions(conv: dict) -> str:
