@@ -293,15 +293,27 @@ def cmd_list(args) -> int:
         infos = discover()
         for info in infos:
             if args.what == "backends":
-                state = "available" if info.reason is None else f"unavailable: {info.reason}"
-                devs = ", ".join(d.key for d in info.devices if d.key)
-                print(f"{info.name:10s} {state}" + (f" [{devs}]" if devs else ""))
+                print(backend_line(info))
             else:
                 for d in info.devices:
                     if d.key:
                         print(f"{info.name}@{d.key}: {d.name} | {d.platform} | {d.vendor} | driver {d.driver} | "
                               f"{d.version} | fp16 {'yes' if d.fp16 else 'no'} | fp64 {'yes' if d.fp64 else 'no'}")
     return 0
+
+
+def backend_line(info) -> str:
+    """One line of `conformance list backends`: available or why not, the devices of its targets, and for a framework
+    without an accelerator the one-line reason its CPU device records (extra["devices_note"]). A framework's CPU
+    target (key None, labelled by the backend's name alone) shows as 'cpu' where the backend says anything about
+    accelerators: `torch      available [cpu, cuda:0]`, `torch      available [cpu]; no accelerator: ...`."""
+    if info.reason is not None:
+        return f"{info.name:10s} unavailable: {info.reason}"
+    note = next((d.extra["devices_note"] for d in info.devices if d.extra.get("devices_note")), "")
+    keys = [d.key for d in info.devices if d.key]
+    if note or (keys and any(d.key is None for d in info.devices)):
+        keys = ["cpu" if d.key is None else d.key for d in info.devices]
+    return f"{info.name:10s} available" + (f" [{', '.join(keys)}]" if keys else "") + (f"; {note}" if note else "")
 
 
 def cmd_bench(args, argv) -> int:
@@ -339,8 +351,10 @@ def cmd_conventions(args) -> int:
         if info.reason is not None:
             print(f"{info.name}: unavailable ({info.reason})", file=sys.stderr)
             continue
-        print(f"probing {info.name} ...", file=sys.stderr)
-        results[info.name] = conventions.probe(info.name)
+        for dev in info.devices:  # each target its own column: the CPU one keeps the backend's name
+            label = f"{info.name}@{dev.key}" if dev.key else info.name
+            print(f"probing {label} ...", file=sys.stderr)
+            results[label] = conventions.probe(info.name, dev.key)
     if not results:
         raise UserError("no framework backend is available: " + "; ".join(f"{i.name}: {i.reason}" for i in infos), source="conformance conventions")
     text, mismatches = conventions.matrix(results)

@@ -7,6 +7,7 @@
     case_id = "small-nchw,*"              # optional: glob on the case id
     output = ["var", "running_var"]       # optional: output name(s); default every output
     vs = "oracle"                         # optional: "oracle" or a glob such as "opencl@*"; default both
+    devices = ["cuda:*", "gpu:0"]         # optional: glob(s) on the device of the row's target; default any
     reason = "what the framework does and why it differs"   # required
     link = "where it is documented or reported"             # optional
     strict = true                         # optional (default true): a matching pass is an unexpected xpass
@@ -14,8 +15,12 @@
 A failing row (fail, error, crash, timeout) that an entry matches becomes `xfail` with the entry's reason; a
 passing row it matches becomes `xpass` (flagged: the deviation may be gone), unless the entry says
 strict = false (for deviations that show on some inputs only, such as outputs holding stale memory). An
-entry that selects cases of the run, for a backend that ran, but matches none of their rows (a misspelt
-output, a wrong version range) is warned about.
+entry that selects cases of the run, for a backend that ran (on a device it names), but matches none of their
+rows (a misspelt output, a wrong version range) is warned about.
+
+`devices` is matched (fnmatch, case-sensitive, like `vs`) against the device key of the target the row is from:
+`cuda:0` for `torch@cuda:0`, `gpu:0` for `paddle@gpu:0`, an OpenCL device's key, and `cpu` for a target without
+one (a framework's CPU target, `torch`; numpy). Absent: every device.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from .errors import UserError
 from .suite import CASES_DIR
 
 DEFAULT_PATH = CASES_DIR / "known_deviations.toml"
-_KEYS = {"backend", "versions", "case", "case_id", "output", "vs", "reason", "link", "strict"}
+_KEYS = {"backend", "versions", "case", "case_id", "output", "vs", "devices", "reason", "link", "strict"}
 FAILING = ("fail", "error", "crash", "timeout")
 _CASE_FIELDS = (set(ID_FIELDS) - {"inputs"}) | {"normalize_with"}  # what a [case] selector may name
 
@@ -50,6 +55,10 @@ class Deviation:
     reason: str
     link: str
     strict: bool = True
+    devices: tuple[str, ...] | None = None  # globs on device_of(row); None: any device
+
+    def on_device(self, device: str) -> bool:
+        return self.devices is None or any(fnmatch.fnmatchcase(device, d) for d in self.devices)
 
     def describe(self) -> str:
         return f"deviation #{self.index} ({'/'.join(self.backends)}: {self.reason[:60]})"
@@ -67,6 +76,8 @@ class Deviation:
             return False
         if self.vs is not None and not fnmatch.fnmatchcase(row.get("vs", "oracle"), self.vs):
             return False
+        if not self.on_device(device_of(row)):
+            return False
         return self.selects(case)
 
     def selects(self, case: Case) -> bool:
@@ -80,6 +91,13 @@ class Deviation:
             if have not in options:
                 return False
         return True
+
+
+def device_of(row: dict) -> str:
+    """The device key of the target a row is from (the part of `target` after '@', else the `device` column), 'cpu'
+    for a target without one."""
+    target = str(row.get("target") or "")
+    return (target.partition("@")[2] if "@" in target else "") or str(row.get("device") or "") or "cpu"
 
 
 def load(path: Path | str = DEFAULT_PATH) -> list[Deviation]:
@@ -126,8 +144,16 @@ def load(path: Path | str = DEFAULT_PATH) -> list[Deviation]:
             outputs = tuple(outputs)
         elif outputs is not None:
             raise UserError(f"must be a string or a list of strings, got {outputs!r}", source=src, field=f"{where}.output")
+        devices = e.get("devices")
+        if isinstance(devices, str):
+            devices = [devices]
+        if devices is not None and (not isinstance(devices, list) or not devices
+                                    or not all(isinstance(d, str) and d.strip() for d in devices)):
+            raise UserError(f"needs devices = \"glob\" or a non-empty list of device globs (such as \"cuda:*\"), "
+                            f"got {e['devices']!r}", source=src, field=f"{where}.devices")
         out.append(Deviation(i, tuple(backend), versions, case, e.get("case_id"), outputs, e.get("vs"),
-                             e["reason"], e.get("link", ""), e.get("strict", True)))
+                             e["reason"], e.get("link", ""), e.get("strict", True),
+                             None if devices is None else tuple(devices)))
     return out
 
 
@@ -147,6 +173,7 @@ def apply(rows: list[dict], cases: dict[str, Case], versions: dict[str, str], de
                 elif dev.strict:
                     row["status"], row["reason"] = "xpass", f"passes although listed as a {note}"
                 break
-    ran = {row["backend"] for row in rows}
+    ran = {(row["backend"], device_of(row)) for row in rows}
     return [f"{DEFAULT_PATH.name}: {d.describe()} matches no row" for d in deviations
-            if set(d.backends) & ran and d.index not in used and any(d.selects(c) for c in cases.values())]
+            if any(b in d.backends and d.on_device(dev) for b, dev in ran) and d.index not in used
+            and any(d.selects(c) for c in cases.values())]

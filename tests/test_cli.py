@@ -93,6 +93,9 @@ def test_case_id_reruns_that_case_alone_with_the_same_numbers(smoke, tmp_path):
 def test_list_commands():
     r = conformance("list", "backends")
     assert r.returncode == 0 and "numpy" in r.stdout and "opencl" in r.stdout
+    torch = next((ln for ln in r.stdout.splitlines() if ln.startswith("torch ")), "")  # its CPU target, and its
+    assert not torch or "unavailable" in torch or "available [cpu" in torch  # accelerators or why there are none
+    assert "available [cpu]" not in torch or "; no accelerator: torch " in torch, torch
     r = conformance("list", "cases", "--suite", "smoke")
     assert r.returncode == 0 and len(r.stdout.splitlines()) >= 10
     r = conformance("list", "devices")

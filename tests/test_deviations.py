@@ -16,8 +16,11 @@ def load(tmp_path, text):
     return deviations.load(p)
 
 
-def row(status, backend="fw", output="running_var", case=CASE, vs="oracle"):
-    return {"backend": backend, "output": output, "status": status, "case_id": case.id, "reason": "why", "vs": vs}
+def row(status, backend="fw", output="running_var", case=CASE, vs="oracle", device=None):
+    """A result row as runner.rows_for writes it: device is the target's key ('' for the CPU target, labelled
+    backend alone), target the label backend@key."""
+    return {"backend": backend, "output": output, "status": status, "case_id": case.id, "reason": "why", "vs": vs,
+            "device": device or "", "target": f"{backend}@{device}" if device else backend}
 
 
 def test_fail_becomes_xfail_pass_becomes_xpass_and_versions_count(tmp_path):
@@ -58,6 +61,10 @@ def test_vs_selector(tmp_path):
     ('[[deviation]]\nbackend="fw"\nreason="r"\ncase={colour="red"}\n', "case"),
     ('[[deviation]]\nbackend="fw"\nreason="r"\nbogus=1\n', "bogus"),
     ('[deviation\n', "invalid TOML"),
+    ('[[deviation]]\nbackend="fw"\nreason="r"\ndevices=[]\n', r"deviation\[0\]\.devices: .*got \[\]"),
+    ('[[deviation]]\nbackend="fw"\nreason="r"\ndevices=0\n', r"deviation\[0\]\.devices: .*got 0"),
+    ('[[deviation]]\nbackend="fw"\nreason="r"\ndevices=["cuda:0", 1]\n', r"deviation\[0\]\.devices: .*got \['cuda:0', 1\]"),
+    ('[[deviation]]\nbackend="fw"\nreason="r"\ndevices=[""]\n', r"deviation\[0\]\.devices"),
 ])
 def test_bad_registry_is_a_user_error(tmp_path, text, field):
     with pytest.raises(UserError, match=field):
@@ -115,3 +122,24 @@ def test_progress_line_counts_what_the_report_counts(tmp_path):
     progress = [ln for ln in r.stderr.replace("\r", "\n").splitlines() if ln.startswith("[1/1]")]
     assert progress and "xpass=1" in progress[-1], r.stderr
     assert "xpass 1" in r.stdout and r.returncode == 1, r.stdout  # xpass is unexpected: exit 1
+
+
+def test_devices_selector_matches_the_rows_target_device(tmp_path):
+    """devices: globs on the device of the row's target; 'cpu' names a target without one (torch, not torch@...);
+    a vs-SUT row of a device target (its device column empty) is matched by its target label."""
+    devs = load(tmp_path, '[[deviation]]\nbackend="fw"\ndevices=["cuda:*", "gpu:0"]\nreason="on the GPU"\n'
+                          '[[deviation]]\nbackend="fw"\ndevices="cpu"\noutput="y"\nreason="on the CPU only"\n')
+    assert devs[0].devices == ("cuda:*", "gpu:0") and devs[1].devices == ("cpu",)
+    vs_gpu = {**row("fail", vs="opencl@pocl-cpu"), "target": "fw@cuda:1"}
+    rows = [row("fail"), row("fail", device="cuda:0"), row("fail", device="gpu:0"), row("fail", device="gpu:1"),
+            vs_gpu, row("fail", output="y"), row("fail", output="y", device="gpu:1")]
+    deviations.apply(rows, {CASE.id: CASE}, {"fw": "1"}, devs)
+    assert [r["status"] for r in rows] == ["fail", "xfail", "xfail", "fail", "xfail", "xfail", "fail"]
+    assert "on the GPU" in rows[1]["reason"] and "on the CPU only" in rows[5]["reason"]
+
+
+def test_device_entry_is_not_warned_about_where_its_device_did_not_run(tmp_path):
+    devs = load(tmp_path, '[[deviation]]\nbackend="fw"\ndevices="cuda:*"\noutput="mean"\nreason="gpu only"\n')
+    assert deviations.apply([row("pass")], {CASE.id: CASE}, {"fw": "1"}, devs) == []  # the CPU target only ran
+    warnings = deviations.apply([row("pass", device="cuda:0")], {CASE.id: CASE}, {"fw": "1"}, devs)
+    assert len(warnings) == 1 and "deviation #0" in warnings[0]

@@ -14,6 +14,14 @@ and differentiated with backward(dy, train_mode=...), with output_mean_var=True 
 attributes; train_mode and use_global_stats come from the case's flag combination (flag_table(): each
 combination with the page's words). The symbol backend takes the same table with executor.forward(is_train=...)
 in place of train_mode.
+
+Devices (devices(), shared by the three backends): the CPU (key None: the targets stay `mxnet`, ...), then, in a
+build with CUDA (mx.runtime.Features().is_enabled('CUDA')), each GPU mx.context.num_gpus() counts, as key `gpu:N`
+(MXNet's own spelling, gpu(N), would need quoting in a shell; `gpu:N` is Paddle's, so `--device gpu:0` picks GPU 0
+of both). Where there is none, the CPU device's extra["devices_note"] says why in one line. pin(key) (each
+backend's open()) checks the key (an unknown one is Skip) and keeps its Context, ctx(): to_nd() and the symbol
+executor put every array there; results come back with NDArray.asnumpy(); each call already ends with
+mx.nd.waitall(), which waits for the GPU too.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ import warnings
 
 import numpy as np
 
-from .base import Combo, DeviceInfo, Result, Unsupported, time_repeats
+from .base import Combo, DeviceInfo, Result, Skip, Unsupported, time_repeats
 
 _STATE: dict = {}
 
@@ -54,8 +62,43 @@ def version() -> str:
     return mx.__version__ if mx is not None else ""
 
 
+def _gpus():
+    """([DeviceInfo] of each GPU this MXNet build can use here, why there is none: '' when there is one)."""
+    mx = load()
+    if not mx.runtime.Features().is_enabled("CUDA"):
+        return [], f"no accelerator: mxnet {version()} built without CUDA"
+    try:
+        n = mx.context.num_gpus()
+    except mx.base.MXNetError as exc:  # e.g. a driver older than the build's CUDA
+        return [], f"no accelerator: mxnet {version()} built with CUDA, mx.context.num_gpus(): {message(exc)}"
+    if n == 0:
+        return [], f"no accelerator: mxnet {version()} built with CUDA, mx.context.num_gpus() 0"
+    return [DeviceInfo(key=f"gpu:{i}", name=f"CUDA GPU {i}", vendor="CUDA", platform="mxnet gpu", driver=version())
+            for i in range(n)], ""
+
+
 def devices():
-    return [DeviceInfo(key=None, name="CPU", vendor="mxnet", driver=version())]
+    gpus, note = _gpus()
+    return [DeviceInfo(key=None, name="CPU", vendor="mxnet", driver=version(),
+                       extra={"devices_note": note} if note else {})] + gpus
+
+
+def pin(device_key):
+    """Make device_key (None: the CPU; 'gpu:N') this process's MXNet Context (ctx()). An unknown key is Skip."""
+    mx = load()
+    if device_key is None:
+        _STATE["ctx"] = mx.cpu()
+        return _STATE["ctx"]
+    keys = [d.key for d in devices() if d.key]
+    if device_key not in keys:
+        raise Skip(f"mxnet has no device {device_key!r} here (found: the CPU, key None{''.join(', ' + k for k in keys)})")
+    _STATE["ctx"] = mx.gpu(int(device_key.split(":")[1]))
+    return _STATE["ctx"]
+
+
+def ctx():
+    """The Context pin() chose (the CPU before any pin)."""
+    return _STATE.get("ctx") or load().cpu()
 
 
 def message(exc: BaseException) -> str:
@@ -69,7 +112,7 @@ def message(exc: BaseException) -> str:
 
 def to_nd(a: np.ndarray):
     mx = load()
-    return mx.nd.array(a, dtype=a.dtype, ctx=mx.cpu())
+    return mx.nd.array(a, dtype=a.dtype, ctx=ctx())
 
 
 # The pages' words (mxnet-python-ndarray-BatchNorm.txt; BatchNorm_v1's nd and symbol pages say the same). None of

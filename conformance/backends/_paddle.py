@@ -2,7 +2,17 @@
 
 Paddle is imported lazily, inside these functions: the backend modules are only ever imported in their own
 worker process, and Paddle must never share a process with MindSpore (their bundled oneDNN builds clash).
-Everything runs in dygraph (eager) mode on the CPU (paddle.set_device('cpu')).
+Everything runs in dygraph (eager) mode (paddle_static: in a static program) on the device open() pins.
+
+Devices (devices(), shared by the three backends): the CPU (key None: the targets stay `paddle`, ...), then every
+device this build can use, each a target: `gpu:N` (CUDA or ROCm builds: paddle.device.is_compiled_with_cuda() /
+is_compiled_with_rocm(), paddle.device.cuda.device_count(), get_device_name(i)), `xpu:N`
+(is_compiled_with_xpu(), paddle.device.xpu.device_count()), and the registered custom devices as Paddle names
+them (paddle.device.get_available_custom_device(), e.g. `npu:0`). Where there is none, the CPU device's
+extra["devices_note"] says why in one line. pin(key) (each backend's open()) checks the key against devices() (an
+unknown one is Skip) and calls paddle.set_device(key), whose Place place() returns for the static Executor;
+tensors are then created there (paddle.to_tensor) and read back with Tensor.numpy(); on a device other than the
+CPU each timed call ends with paddle.device.synchronize().
 
 Layouts: Paddle's BatchNorm has no axis parameter, only a layout string whose channel axis is 1 ('NCHW'
 style) or the last one ('NHWC' style). A case with its channel axis there runs as is; any other channel
@@ -14,13 +24,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import DeviceInfo, Result, Unsupported, time_repeats
+from .base import DeviceInfo, Result, Skip, Unsupported, time_repeats
 
 _paddle = None
+_PINNED: dict = {}  # "key": the device key open() pinned (None: the CPU), "place": its Place
 
 
 def paddle():
-    """The paddle module, imported on first use and pinned to the CPU."""
+    """The paddle module, imported on first use and set to the CPU (until pin() chooses a device)."""
     global _paddle
     if _paddle is None:
         import warnings
@@ -55,8 +66,60 @@ def version() -> str:
         return ""
 
 
+def _accelerators():
+    """([DeviceInfo] of every non-CPU device this Paddle build can use here, why there is none: '' when there is)."""
+    dev = paddle().device
+    found, lacking, unseen = [], [], []
+    gpu = "ROCm" if dev.is_compiled_with_rocm() else "CUDA"
+    if not (dev.is_compiled_with_cuda() or dev.is_compiled_with_rocm()):
+        lacking.append("CUDA/ROCm")
+    elif dev.cuda.device_count() == 0:
+        unseen.append(f"{gpu} compiled in, paddle.device.cuda.device_count() 0")
+    else:
+        found += [DeviceInfo(key=f"gpu:{i}", name=dev.cuda.get_device_name(i), vendor=gpu, platform="paddle gpu",
+                             driver=version()) for i in range(dev.cuda.device_count())]
+    if not dev.is_compiled_with_xpu():
+        lacking.append("XPU")
+    elif dev.xpu.device_count() == 0:
+        unseen.append("XPU compiled in, paddle.device.xpu.device_count() 0")
+    else:
+        found += [DeviceInfo(key=f"xpu:{i}", name=f"XPU {i}", vendor="Kunlun", platform="paddle xpu", driver=version())
+                  for i in range(dev.xpu.device_count())]
+    custom = list(dev.get_available_custom_device() or [])
+    found += [DeviceInfo(key=k, name=k, vendor="custom device", platform="paddle custom device", driver=version())
+              for k in custom]
+    if found:
+        return found, ""
+    why = ([f"compiled without {'/'.join(lacking)}"] if lacking else []) + unseen + ["no custom device registered"]
+    return [], f"no accelerator: paddle {version()} " + "; ".join(why)
+
+
 def devices():
-    return [DeviceInfo(key=None, name="CPU", vendor="PaddlePaddle", driver=version(), fp16=True, fp64=True)]
+    accel, note = _accelerators()
+    return [DeviceInfo(key=None, name="CPU", vendor="PaddlePaddle", driver=version(), fp16=True, fp64=True,
+                       extra={"devices_note": note} if note else {})] + accel
+
+
+def pin(device_key):
+    """Make device_key (None: the CPU) Paddle's device for this process; its Place. An unknown key is Skip."""
+    p = paddle()
+    if device_key is not None:
+        keys = [d.key for d in devices() if d.key]
+        if device_key not in keys:
+            raise Skip(f"paddle has no device {device_key!r} here (found: the CPU, key None{''.join(', ' + k for k in keys)})")
+    _PINNED.update(key=device_key, place=p.set_device(device_key or "cpu"))
+    return _PINNED["place"]
+
+
+def place():
+    """The Place pin() chose (the CPU before any pin)."""
+    return _PINNED.get("place") or paddle().CPUPlace()
+
+
+def sync() -> None:
+    """Wait for the pinned device (nothing to wait for on the CPU)."""
+    if _PINNED.get("key") is not None:
+        paddle().device.synchronize()
 
 
 def layout(case) -> str | None:
@@ -105,9 +168,12 @@ def execute(case, inputs, policy, make_call, params):
     def call():
         y = make_call(x)
         if not case.backward:
+            sync()
             return y, None
         weight, bias = params()[:2]
-        return y, p.grad([y], [x, weight, bias], grad_outputs=[dy])
+        grads = p.grad([y], [x, weight, bias], grad_outputs=[dy])
+        sync()
+        return y, grads
 
     try:
         y, grads = call()

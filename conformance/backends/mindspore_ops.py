@@ -1,4 +1,4 @@
-"""MindSpore `mindspore.ops.BatchNorm` (the primitive), in PyNative mode on the CPU.
+"""MindSpore `mindspore.ops.BatchNorm` (the primitive), in PyNative mode on the CPU, a GPU or an Ascend NPU.
 
 The primitive is called as op(x, scale, bias, mean, variance) and returns five tensors: output_x,
 batch_mean, batch_variance, reserve_space_1, reserve_space_2. The running statistics are handed in as
@@ -15,6 +15,14 @@ bias, in the same call as the forward, so the running statistics are updated onc
 
 The framework's exceptions (a dtype, rank, eps or layout it rejects; the CPU runs asynchronously, so some
 surface only when results are read) become Unsupported with their first line.
+
+Devices (devices()): the CPU (key None: the target stays `mindspore`), then each device of the package's other
+targets, `GPU:N` and `Ascend:N` (mindspore.device_context.gpu / .ascend: is_available() says whether the
+package supports it, device_count() how many there are). Where there is none, the CPU device's
+extra["devices_note"] says why in one line. Importing mindspore (available(), devices()) chooses no device:
+MindSpore lets a process set its device once (mindspore.set_device(target, id)), and open(key) does it, after
+checking the key (an unknown one is Skip). Tensors are made from numpy and the op runs on that device; results
+come back with asnumpy(), which waits for it.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ import os
 
 import numpy as np
 
-from .base import Combo, DeviceInfo, Profile, Result, Unsupported, combo_for, time_repeats
+from .base import Combo, DeviceInfo, Profile, Result, Skip, Unsupported, combo_for, time_repeats
 
 NAME = "mindspore"
 
@@ -49,26 +57,38 @@ FLAGS = (
 )
 
 _ms = None
+_PINNED: dict = {}  # "target", "id": the device this process was set to (once: MindSpore allows no change)
 
 
-def _import():
+def _load():
+    """mindspore, imported and in PyNative mode, its device not yet chosen."""
     global _ms
     if _ms is None:
         os.environ.setdefault("GLOG_v", "3")  # MindSpore logs at INFO/WARNING otherwise
         import mindspore
 
-        if hasattr(mindspore, "set_device"):
-            mindspore.set_device("CPU")
-            mindspore.set_context(mode=mindspore.PYNATIVE_MODE)
-        else:
-            mindspore.set_context(mode=mindspore.PYNATIVE_MODE, device_target="CPU")
+        mindspore.set_context(mode=mindspore.PYNATIVE_MODE)
         _ms = mindspore
     return _ms
 
 
+def _import(target: str = "CPU", device_id: int | None = None):
+    """mindspore with this process's device set to target (default the CPU), once."""
+    ms = _load()
+    if not _PINNED:
+        if hasattr(ms, "set_device"):
+            ms.set_device(target, device_id)
+        else:
+            ms.set_context(device_target=target, **({} if device_id is None else {"device_id": device_id}))
+        _PINNED.update(target=target, id=device_id)
+    elif (_PINNED["target"], _PINNED["id"]) != (target, device_id):
+        raise Skip(f"this process already runs mindspore on {_PINNED['target']}, not {target}")
+    return ms
+
+
 def available():
     try:
-        _import()
+        _load()
     except Exception as exc:  # missing or broken install
         text = str(exc).strip().splitlines()
         return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
@@ -76,15 +96,50 @@ def available():
 
 
 def version():
-    return _import().__version__
+    return _load().__version__
+
+
+def _accelerators():
+    """([DeviceInfo] of each GPU / Ascend device the package can use here, why there is none: '' when there is)."""
+    ms = _load()
+    context = getattr(ms, "device_context", None)
+    if context is None:
+        return [], f"no accelerator: mindspore {version()} has no mindspore.device_context to ask"
+    found, lacking, unseen = [], [], []
+    for target in ("GPU", "Ascend"):
+        api = getattr(context, target.lower())
+        if not api.is_available():
+            lacking.append(target)
+            continue
+        try:
+            n = api.device_count()
+        except RuntimeError as exc:
+            unseen.append(f"{target} supported, device_count(): {_first_line(exc)}")
+            continue
+        if n == 0:
+            unseen.append(f"{target} supported, device_count() 0")
+        found += [DeviceInfo(key=f"{target}:{i}", name=f"{target} {i}", vendor=target, platform=f"mindspore {target}",
+                             driver=version()) for i in range(n)]
+    if found:
+        return found, ""
+    why = ([f"package without {'/'.join(lacking)} support"] if lacking else []) + unseen
+    return [], f"no accelerator: mindspore {version()} " + "; ".join(why)
 
 
 def devices():
-    return [DeviceInfo(key=None, name="CPU", vendor="mindspore", driver=version())]
+    accel, note = _accelerators()
+    return [DeviceInfo(key=None, name="CPU", vendor="mindspore", driver=version(),
+                       extra={"devices_note": note} if note else {})] + accel
 
 
 def open(device_key):  # noqa: A001 - the contract's name
-    return _import()
+    if device_key is None:
+        return _import("CPU")
+    keys = [d.key for d in devices() if d.key]
+    if device_key not in keys:
+        raise Skip(f"mindspore has no device {device_key!r} here (found: the CPU, key None{''.join(', ' + k for k in keys)})")
+    target, index = device_key.split(":")
+    return _import(target, int(index))
 
 
 def _layout(case):
@@ -154,6 +209,6 @@ def run(session, case, inputs, policy, use_defaults=False):
     untouched = {k: t.asnumpy().copy() for k, t in zip(("x", "gamma", "beta"), passed)}
     walls, _ = time_repeats(lambda: call() and None, policy)  # values of timing runs are discarded
     notes = []
-    if _layout(case) == "NHWC":
-        notes.append("data_format='NHWC' (documented for GPU only) on the CPU")
+    if _layout(case) == "NHWC" and _PINNED.get("target") != "GPU":
+        notes.append(f"data_format='NHWC' (documented for GPU only) on the {_PINNED.get('target', 'CPU')}")
     return Result(outputs=outputs, wall_ms=walls, untouched=untouched, notes=notes)

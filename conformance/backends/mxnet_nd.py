@@ -1,4 +1,4 @@
-"""MXNet 1.9.1 `mx.nd.BatchNorm` (imperative NDArray API), CPU.
+"""MXNet 1.9.1 `mx.nd.BatchNorm` (imperative NDArray API), on the CPU or a GPU (`gpu:N`, see _mxnet).
 
 Call: mx.nd.BatchNorm(data, gamma, beta, moving_mean, moving_var, eps=, momentum=, fix_gamma=,
 use_global_stats=, output_mean_var=True, axis=), recorded under mx.autograd.record(train_mode=...) with
@@ -40,7 +40,7 @@ devices = _mxnet.devices
 
 
 def open(device_key):  # noqa: A001 - the contract's name
-    _mxnet.load()
+    _mxnet.pin(device_key)  # to_nd() puts every array on its Context
     return None
 
 

@@ -1,4 +1,5 @@
-"""MXNet 1.9.1 `BatchNorm_v1` (deprecated operator) through the imperative NDArray API, CPU.
+"""MXNet 1.9.1 `BatchNorm_v1` (deprecated operator) through the imperative NDArray API, on the CPU or a
+GPU (`gpu:N`, see _mxnet).
 
 The operator takes five inputs: data, gamma, beta and the auxiliary states moving_mean, moving_var. The
 generated Python wrapper mx.nd.BatchNorm_v1 exposes only data, gamma and beta (called with those MXNet
@@ -39,6 +40,7 @@ devices = _mxnet.devices
 
 def open(device_key):  # noqa: A001 - the contract's name
     mx = _mxnet.load()
+    _mxnet.pin(device_key)  # to_nd() puts every array on its Context
     handle = ctypes.c_void_p()
     mx.base.check_call(mx.base._LIB.NNGetOpHandle(mx.base.c_str("BatchNorm_v1"), ctypes.byref(handle)))
     return handle.value

@@ -1,4 +1,5 @@
-"""MXNet 1.9.1 `mx.sym.BatchNorm_v1` (deprecated operator) bound into an executor, CPU.
+"""MXNet 1.9.1 `mx.sym.BatchNorm_v1` (deprecated operator) bound into an executor, on the CPU or a
+GPU (`gpu:N`, see _mxnet).
 
 The symbol BatchNorm_v1(data, gamma, beta, eps=, momentum=, fix_gamma=, use_global_stats=,
 output_mean_var=True) is bound with Symbol.bind(args={data, gamma, beta}, args_grad=... when backward,
@@ -32,7 +33,7 @@ devices = _mxnet.devices
 
 
 def open(device_key):  # noqa: A001 - the contract's name
-    _mxnet.load()
+    _mxnet.pin(device_key)  # the executor is bound to its Context, to_nd() puts the arrays there
     return None
 
 
@@ -51,11 +52,11 @@ def run(session, case, inputs, policy, use_defaults=False):
     to_nd = _mxnet.to_nd
     args = {"data": to_nd(inputs.x), "gamma": to_nd(inputs.gamma), "beta": to_nd(inputs.beta)}
     aux = {"bn_moving_mean": to_nd(inputs.running_mean), "bn_moving_var": to_nd(inputs.running_var)}
-    grads = {k: mx.nd.zeros(v.shape, dtype=v.dtype) for k, v in args.items()} if case.backward else None
+    grads = {k: mx.nd.zeros(v.shape, dtype=v.dtype, ctx=_mxnet.ctx()) for k, v in args.items()} if case.backward else None
     dy = to_nd(inputs.dy) if case.backward else None
 
     try:
-        exe = sym.bind(mx.cpu(), args=args, args_grad=grads, grad_req="write" if case.backward else "null",
+        exe = sym.bind(_mxnet.ctx(), args=args, args_grad=grads, grad_req="write" if case.backward else "null",
                        aux_states=aux)
 
         def call():

@@ -1,4 +1,5 @@
-"""PaddlePaddle paddle.nn.functional.batch_norm, dygraph mode, on the CPU.
+"""PaddlePaddle paddle.nn.functional.batch_norm, dygraph mode, on the CPU or the device open() pins
+(gpu:N, ...: see _paddle).
 
 batch_norm(x, running_mean, running_var, weight, bias, training=..., momentum=..., epsilon=...,
 data_format=..., use_global_stats=...): training and use_global_stats (None, True or False) come from the case's
@@ -63,7 +64,7 @@ devices = _paddle.devices
 
 
 def open(device_key):  # noqa: A001 - the contract's name
-    _paddle.paddle()
+    _paddle.pin(device_key)  # the device's Place; to_tensor then creates every tensor there
     return None
 
 

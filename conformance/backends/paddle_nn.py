@@ -1,4 +1,5 @@
-"""PaddlePaddle paddle.nn.BatchNorm (the fluid-style layer), dygraph mode, on the CPU.
+"""PaddlePaddle paddle.nn.BatchNorm (the fluid-style layer), dygraph mode, on the CPU or the device
+open() pins (gpu:N, ...: see _paddle).
 
 One layer per run: BatchNorm(num_channels, act=<case act or None>, momentum=..., epsilon=..., dtype=<parameter
 dtype>, data_layout='NCHW' | 'NHWC', in_place=<case inplace>, use_global_stats=..., trainable_statistics=...),
@@ -61,7 +62,7 @@ devices = _paddle.devices
 
 
 def open(device_key):  # noqa: A001 - the contract's name
-    _paddle.paddle()
+    _paddle.pin(device_key)  # the device's Place; to_tensor then creates every tensor there
     return None
 
 

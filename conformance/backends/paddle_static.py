@@ -1,4 +1,5 @@
-"""PaddlePaddle paddle.nn.BatchNorm in a static graph (paddle.static program run by an Executor), on the CPU.
+"""PaddlePaddle paddle.nn.BatchNorm in a static graph (paddle.static program run by an Executor), on the CPU
+or the device open() pins (gpu:N, ...: see _paddle; the Executor and the scope tensors take its Place).
 
 Per run: a fresh main and startup Program, Scope and Executor (names from a fresh unique_name generator).
 Inside program_guard: x = paddle.static.data('x', shape, dtype) and one layer BatchNorm(num_channels,
@@ -88,6 +89,7 @@ def static_mode():
 
 
 def open(device_key):  # noqa: A001 - the contract's name
+    _paddle.pin(device_key)
     with static_mode() as p:
         p.static.Program()  # static mode works here
     return None
@@ -114,7 +116,7 @@ def run(session, case, inputs, policy, use_defaults=False):
 def _run(p, case, inputs, policy, use_defaults):
     kwargs = {} if use_defaults else {"momentum": PROFILE.translate_momentum(case.momentum), "epsilon": case.eps}
     combo = combo_for(FLAGS, case)
-    main, startup, scope, place = p.static.Program(), p.static.Program(), p.static.Scope(), p.CPUPlace()
+    main, startup, scope, place = p.static.Program(), p.static.Program(), p.static.Scope(), _paddle.place()
     with p.utils.unique_name.guard(), p.static.scope_guard(scope), p.static.program_guard(main, startup):
         feed = {"x": inputs.x}
         try:

@@ -1,4 +1,4 @@
-"""PyTorch (CPU): torch.nn.functional.batch_norm, with torch.ops.aten.native_batch_norm for the saved statistics.
+"""PyTorch: torch.nn.functional.batch_norm, with torch.ops.aten.native_batch_norm for the saved statistics.
 
 y and the running statistics come from F.batch_norm(x, running_mean, running_var, weight, bias, training,
 momentum, eps), which updates the running tensors it is handed in place; they are read back from those
@@ -30,6 +30,16 @@ torch fixes the channel axis at 1: a case with its channel elsewhere is moved to
 (np.moveaxis) before the call, and y and dx are moved back after it. There is no fix_gamma. Timing covers
 F.batch_norm (and its backward when the case has one), not the native_batch_norm call. The intra-op thread
 count is torch's own default for this machine (torch.get_num_threads(), set explicitly in open()).
+
+Devices (devices()): the CPU (key None: the target stays `torch`), then every accelerator this build can use,
+each a target of its own: `cuda:N` (torch.cuda.is_available(), device_count(), get_device_name(i); ROCm builds
+too, which torch addresses as cuda), `xpu:N` (torch.xpu, the same three calls), `mps` (torch.backends.mps
+.is_available()). Where there is none, the CPU device's extra["devices_note"] says why in one line (what the build
+lacks: torch.backends.cuda.is_built(), torch.xpu._is_compiled(), torch.backends.mps.is_built(); or that it has
+the support but sees no device). open(key) pins that device (torch.device(key), set as the current one); run()
+places every tensor there (Tensor.to(device), a no-op on the CPU), reads every result back to host numpy
+(Tensor.cpu()) and, on an accelerator, waits for the device after each timed call (torch.<kind>.synchronize()).
+An unknown key is Skip.
 """
 
 from __future__ import annotations
@@ -38,7 +48,7 @@ import inspect
 
 import numpy as np
 
-from .base import Combo, DeviceInfo, Profile, Result, Unsupported, combo_for, time_repeats
+from .base import Combo, DeviceInfo, Profile, Result, Skip, Unsupported, combo_for, time_repeats
 
 NAME = "torch"
 DOCUMENTED = Profile(momentum_dir="new", running_var="unbiased", stats=None, eps=1e-5, momentum=0.1)
@@ -83,11 +93,42 @@ def version() -> str:
     return torch.__version__
 
 
+def _accelerators():
+    """([DeviceInfo] of every accelerator torch can use here, why there is none: '' when there is one)."""
+    import torch
+
+    found, lacking, unseen = [], [], []
+    kinds = (("cuda", "ROCm" if torch.version.hip else "CUDA", torch.backends.cuda.is_built()),
+             ("xpu", "XPU", hasattr(torch, "xpu") and getattr(torch.xpu, "_is_compiled", lambda: False)()))
+    for kind, label, built in kinds:
+        if not built:
+            lacking.append(label)
+            continue
+        api = getattr(torch, kind)
+        if not api.is_available() or api.device_count() == 0:
+            unseen.append(f"{label} built in, torch.{kind}.is_available() False")
+        else:
+            found += [DeviceInfo(key=f"{kind}:{i}", name=api.get_device_name(i), vendor=label, driver=version(),
+                                 platform=f"torch.{kind}") for i in range(api.device_count())]
+    if not torch.backends.mps.is_built():
+        lacking.append("MPS")
+    elif not torch.backends.mps.is_available():
+        unseen.append("MPS built in, torch.backends.mps.is_available() False")
+    else:
+        found.append(DeviceInfo(key="mps", name="Apple MPS", vendor="Apple", driver=version(), platform="torch.mps",
+                                fp64=False))  # MPS has no float64
+    if found:
+        return found, ""
+    why = ([f"built without {'/'.join(lacking)}"] if lacking else []) + unseen
+    return [], f"no accelerator: torch {version()} " + "; ".join(why)
+
+
 def devices():
     import torch
 
-    return [DeviceInfo(key=None, name="CPU", vendor="torch", driver=version(),
-                       extra={"num_threads": torch.get_num_threads()})]
+    accel, note = _accelerators()
+    extra = {"num_threads": torch.get_num_threads(), **({"devices_note": note} if note else {})}
+    return [DeviceInfo(key=None, name="CPU", vendor="torch", driver=version(), extra=extra)] + accel
 
 
 def open(device_key):  # noqa: A001 - the contract's name
@@ -95,7 +136,16 @@ def open(device_key):  # noqa: A001 - the contract's name
 
     threads = torch.get_num_threads()  # torch's default for this machine, made explicit
     torch.set_num_threads(threads)
-    return {"num_threads": threads}
+    if device_key is None:
+        return {"num_threads": threads, "device": torch.device("cpu"), "sync": None}
+    keys = [d.key for d in devices() if d.key]
+    if device_key not in keys:
+        raise Skip(f"torch has no device {device_key!r} here (found: the CPU, key None{''.join(', ' + k for k in keys)})")
+    device = torch.device(device_key)
+    api = getattr(torch, device.type)  # torch.cuda, torch.xpu, torch.mps
+    if device.index is not None:
+        api.set_device(device.index)
+    return {"num_threads": threads, "device": device, "sync": api.synchronize}
 
 
 def supports(session, case):
@@ -103,6 +153,8 @@ def supports(session, case):
         return "torch.nn.functional.batch_norm has no fix_gamma"
     if case.dtype not in _DTYPES:
         return f"no torch dtype for {case.dtype}"
+    if case.dtype == "float64" and session["device"].type == "mps":
+        return "the MPS device has no float64"
     return None
 
 
@@ -118,11 +170,11 @@ def _to_c1(a: np.ndarray, case) -> np.ndarray:
 
 
 def _back(t, case) -> np.ndarray:
-    return np.ascontiguousarray(np.moveaxis(t.detach().numpy(), 1, case.channel_axis))
+    return np.ascontiguousarray(np.moveaxis(t.detach().cpu().numpy(), 1, case.channel_axis))
 
 
 def _vec(t) -> np.ndarray:
-    return t.detach().numpy().copy()
+    return t.detach().cpu().numpy().copy()
 
 
 def run(session, case, inputs, policy, use_defaults=False):
@@ -133,11 +185,16 @@ def run(session, case, inputs, policy, use_defaults=False):
     train = bool(combo.get("training"))
     given = combo.get("running_stats") is not None
     grad = bool(case.backward)
-    x = torch.from_numpy(_to_c1(inputs.x, case)).requires_grad_(grad)
-    w = torch.from_numpy(inputs.gamma.copy()).requires_grad_(grad)
-    b = torch.from_numpy(inputs.beta.copy()).requires_grad_(grad)
-    rm = torch.from_numpy(inputs.running_mean.copy())  # the caller's running tensors: handed over when given
-    rv = torch.from_numpy(inputs.running_var.copy())
+    dev, sync = session["device"], session["sync"]
+
+    def put(a: np.ndarray):  # a fresh tensor on the session's device (on the CPU: the array's own memory)
+        return torch.from_numpy(a).to(dev)
+
+    x = put(_to_c1(inputs.x, case)).requires_grad_(grad)
+    w = put(inputs.gamma.copy()).requires_grad_(grad)
+    b = put(inputs.beta.copy()).requires_grad_(grad)
+    rm = put(inputs.running_mean.copy())  # the caller's running tensors: handed over when given
+    rv = put(inputs.running_var.copy())
     prm, prv = (rm, rv) if given else (None, None)
     if use_defaults:
         kwargs = {}
@@ -146,7 +203,7 @@ def run(session, case, inputs, policy, use_defaults=False):
     else:
         momentum, eps = float(PROFILE.translate_momentum(case.momentum)), float(case.eps)
         kwargs = {"momentum": momentum, "eps": eps}
-    dy = torch.from_numpy(_to_c1(inputs.dy, case)) if grad else None
+    dy = put(_to_c1(inputs.dy, case)) if grad else None
 
     try:
         y = F.batch_norm(x, prm, prv, weight=w, bias=b, training=train, **kwargs)
@@ -161,8 +218,8 @@ def run(session, case, inputs, policy, use_defaults=False):
     if train:
         with torch.no_grad():
             _, save_mean, save_invstd = torch.ops.aten.native_batch_norm(
-                x.detach(), w.detach(), b.detach(), torch.from_numpy(inputs.running_mean.copy()) if given else None,
-                torch.from_numpy(inputs.running_var.copy()) if given else None, train, momentum, eps)
+                x.detach(), w.detach(), b.detach(), put(inputs.running_mean.copy()) if given else None,
+                put(inputs.running_var.copy()) if given else None, train, momentum, eps)
         outputs.update(save_mean=_vec(save_mean), save_invstd=_vec(save_invstd))
     untouched = {"x": _back(x, case).copy(), "gamma": _vec(w), "beta": _vec(b)}
 
@@ -172,9 +229,11 @@ def run(session, case, inputs, policy, use_defaults=False):
         else:
             with torch.no_grad():
                 F.batch_norm(x, prm, prv, weight=w, bias=b, training=train, **kwargs)
+        if sync is not None:  # an accelerator runs asynchronously: the call ends when the device is done
+            sync()
 
     walls, _ = time_repeats(once, policy)
-    notes = [f"torch.get_num_threads() = {torch.get_num_threads()}"]
+    notes = [f"torch.get_num_threads() = {torch.get_num_threads()}" if sync is None else f"device {dev}"]
     if not given:
         notes.append("running_mean=running_var=None: running_mean and running_var are the caller's tensors, not "
                      "handed to torch, read back after the call")
