@@ -1,0 +1,149 @@
+"""How the OpenCL backend runs a case with the `gpu` kernel family (kernels_cl/gpu_base.cl, gpu_fwd.cl,
+gpu_bwd.cl, after bn_common.h): `choose`, a pure function of the shape, the device and its tuning, and `plan`,
+the buffers and launches, in the structure of opencl_plan.plan (opencl.py builds, binds and times them).
+
+Work-groups of `wg` work-items (tuning; a power of two within the device's limit) take a tile of TW channels
+(1 channel-first; channel-last the next power of two of C, at most `lanes`) and a chunk of L of its positions:
+neighbouring work-items read neighbouring addresses in both layouts. A channel is cut into K chunks until the
+device has `chunks_per_cu` work-groups per compute unit (each work-item keeping at least `min_per_item`
+positions), so few channels still fill it. Launches:
+  forward, batch statistics: fused (one launch: a work-group per tile over every position, statistics then y)
+      where the problem has at most `single_launch_max` elements, or K is 1 and a tile's data is at most
+      `tile_max` values; else partial (tiles x K) -> final (one work-item per channel, records merged in order)
+      -> apply (tiles x K)
+  forward, running statistics only: apply, one launch
+  backward: fused likewise (one launch), else partial -> final -> dx; normalised with the running statistics,
+      dx needs no sum and the partial (or fused) kernel writes it: 2 launches (1 fused)
+No floating-point atomics anywhere: every reduction is a fixed tree or a fixed order, so the same device gives
+the same bits on every run. In place as in opencl_plan: y over x, dx over dy, backward reads a copy of x taken by
+the call's first command."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .opencl_plan import COPY, defines, notes  # noqa: F401 - the same switches and notes as the cpu family
+
+SOURCES = ("gpu_base.cl", "gpu_fwd.cl", "gpu_bwd.cl")  # after bn_common.h, in this order
+KERNELS = ("gbn_fwd_fused", "gbn_fwd_partial", "gbn_fwd_final", "gbn_apply", "gbn_bwd_fused", "gbn_bwd_partial",
+           "gbn_bwd_final", "gbn_bwd_dx")
+# the gpu entries of opencl_tuning (GPU_DEFAULT there); what a session's tuning lacks is taken from here
+DEFAULTS = {"wg": 256, "chunks_per_cu": 4, "single_launch_max": 65536, "lanes": 64, "min_per_item": 8,
+            "tile_max": 1 << 18}
+FINAL_LS = 64  # work-group size of the per-channel merge kernels
+
+
+def _pow2_floor(n: int) -> int:
+    return 1 << (max(1, int(n)).bit_length() - 1)
+
+
+def _pow2_ceil(n: int) -> int:
+    return 1 << (max(1, int(n)) - 1).bit_length()
+
+
+def tuning(session_tune: dict | None) -> dict:
+    """The gpu family's parameters: the session's (tuning table and the run's overrides), else DEFAULTS."""
+    got = dict(DEFAULTS)
+    got.update({k: v for k, v in (session_tune or {}).items() if k in DEFAULTS and v is not None})
+    return got
+
+
+def choose(tune: dict, compute_units: int, max_wg: int, case) -> dict:
+    """{"wg", "TW" (channels per tile), "tiles", "K" (chunks per channel), "L" (positions per chunk), "fused"}
+    for a case on a device of compute_units units whose work-groups may have max_wg work-items."""
+    tune = tuning(tune)
+    wg = _pow2_floor(min(int(tune["wg"]), int(max_wg)))
+    C, m = case.channels, case.count
+    tw = min(_pow2_ceil(C), _pow2_floor(tune["lanes"]), wg) if case.inner == 1 else 1
+    rg = wg // tw
+    tiles = -(-C // tw)
+    want = max(1, int(tune["chunks_per_cu"]) * max(1, int(compute_units)))
+    k_fill = -(-want // tiles)
+    k_max = max(1, m // (rg * max(1, int(tune["min_per_item"]))))
+    K = max(1, min(k_fill, k_max))
+    L = -(-m // K)
+    K = -(-m // L)
+    streams = 2 if case.backward else 1
+    n = math.prod(case.shape)
+    fused = K == 1 and (n <= tune["single_launch_max"] or m * tw * streams <= tune["tile_max"])
+    return {"wg": wg, "TW": tw, "tiles": tiles, "K": K, "L": L, "fused": fused}
+
+
+def plan(session, case, inputs):
+    """Buffers (name -> cl.Buffer) and launches [(kernel name, global, local, args)] for the whole operation."""
+    import pyopencl as cl
+
+    ctx = session["context"]
+    mf = cl.mem_flags
+    acc = np.dtype(case.param_dtype).type
+    u32, i32 = np.uint32, np.int32
+    n, C, inner, m = math.prod(case.shape), case.channels, case.inner, case.count
+    data_bytes = n * np.dtype(case.dtype).itemsize
+    psize = np.dtype(case.param_dtype).itemsize
+    param_bytes = C * psize
+    extra = session["info"].extra
+    max_wg = min(int(session["device"].max_work_group_size), int(session["device"].max_work_item_sizes[0]))
+    how = choose(session.get("tuning"), extra.get("compute_units", 1), max_wg, case)
+    wg, TW, K, L, fused = how["wg"], how["TW"], how["K"], how["L"], how["fused"]
+    grid = ((how["tiles"] * wg, K), (wg, 1))  # work-group (tile, chunk)
+    per_channel = ((-(-C // FINAL_LS) * FINAL_LS,), (FINAL_LS,))
+    red = cl.LocalMemory(2 * wg * psize)  # the tree of two values per work-item
+    shape_args = (u32(C), u32(inner), u32(m), u32(TW), u32(L))
+
+    def upload(arr, flags=mf.READ_ONLY):
+        return cl.Buffer(ctx, flags | mf.COPY_HOST_PTR, hostbuf=np.ascontiguousarray(arr))
+
+    inplace = case.inplace
+    data_in = mf.READ_WRITE if inplace else mf.READ_ONLY
+    b = {"x": upload(inputs.x, data_in), "gamma": upload(inputs.gamma), "beta": upload(inputs.beta),
+         "running_mean": upload(inputs.running_mean, mf.READ_WRITE),
+         "running_var": upload(inputs.running_var, mf.READ_WRITE),
+         "mean_w": cl.Buffer(ctx, mf.READ_WRITE, param_bytes), "invstd_w": cl.Buffer(ctx, mf.READ_WRITE, param_bytes)}
+    b["y"] = b["x"] if inplace else cl.Buffer(ctx, mf.WRITE_ONLY, data_bytes)
+    if not fused:
+        b["part"] = cl.Buffer(ctx, mf.READ_WRITE, K * param_bytes * 2)
+    eps = acc(case.eps)
+    batch, train = case.batch_stats, case.normalize_with == "batch"
+    p = case.momentum if case.momentum_dir == "old" else 1.0 - case.momentum  # framework-style parameter
+    launches = []
+    if batch:
+        b["mean"] = cl.Buffer(ctx, mf.WRITE_ONLY, param_bytes)
+        b["stat"] = cl.Buffer(ctx, mf.WRITE_ONLY, param_bytes)
+        stats_args = (eps, acc(p), i32(case.momentum_dir == "new"), i32(case.running_var == "unbiased"),
+                      i32(case.stats == "invstd"), b["running_mean"], b["running_var"], b["mean"], b["stat"],
+                      b["mean_w"], b["invstd_w"])
+        if fused:
+            launches.append(("gbn_fwd_fused", *grid, (b["x"], b["y"], *shape_args, b["gamma"], b["beta"],
+                                                      i32(case.fix_gamma), *stats_args, red)))
+        else:
+            b["shift"] = cl.Buffer(ctx, mf.READ_WRITE, param_bytes)
+            launches.append(("gbn_fwd_partial", *grid, (b["x"], *shape_args, b["part"], b["shift"], red)))
+            launches.append(("gbn_fwd_final", *per_channel, (b["part"], b["shift"], b["x"], u32(C), u32(inner), u32(K),
+                                                             u32(m), *stats_args)))
+        stats = (b["mean_w"], b["invstd_w"], i32(0), eps)  # batch mean and invstd (NORM_RUNNING: the running ones)
+    else:  # inference reads the running statistics directly: one launch
+        stats = (b["running_mean"], b["running_var"], i32(1), eps)
+    if not (batch and fused):
+        launches.append(("gbn_apply", *grid, (b["x"], b["y"], *shape_args, *stats, b["gamma"], b["beta"],
+                                              i32(case.fix_gamma))))
+    if case.backward:
+        b["dy"] = upload(inputs.dy, data_in)
+        b["dx"] = b["dy"] if inplace else cl.Buffer(ctx, mf.WRITE_ONLY, data_bytes)
+        x_bwd = b["x"]
+        if inplace:  # the forward overwrites x: backward reads a copy taken first thing in the call
+            b["x_saved"] = x_bwd = cl.Buffer(ctx, mf.READ_WRITE, data_bytes)
+            launches.insert(0, (COPY, None, None, (b["x"], x_bwd)))
+        for name in ("dbeta", "dgamma_sum", "dgamma"):
+            b[name] = cl.Buffer(ctx, mf.READ_WRITE, param_bytes)
+        bwd = (x_bwd, b["dy"], b["dx"], *shape_args, *stats, b["gamma"], b["beta"], i32(case.fix_gamma), i32(train))
+        if fused:
+            launches.append(("gbn_bwd_fused", *grid, (*bwd, b["dbeta"], b["dgamma_sum"], b["dgamma"], red)))
+        else:
+            launches.append(("gbn_bwd_partial", *grid, (*bwd, b["part"], red)))
+            launches.append(("gbn_bwd_final", *per_channel, (b["part"], u32(C), u32(K), *stats[1:], i32(case.fix_gamma),
+                                                             b["dbeta"], b["dgamma_sum"], b["dgamma"])))
+            if train:
+                launches.append(("gbn_bwd_dx", *grid, (*bwd, b["dbeta"], b["dgamma_sum"])))
+    return b, launches
