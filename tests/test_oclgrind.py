@@ -163,10 +163,10 @@ def _clean(case_id):
 def test_planted_out_of_bounds_write_is_reported(tmp_path):
     bad = tmp_path / "kernels"
     shutil.copytree(KERNELS, bad)
-    src = (bad / "batchnorm.cl").read_text()
+    src = (bad / "cpu_fwd.cl").read_text()  # cf_apply_run's scalar tail
     planted = src.replace("STORE(ACT1((LOAD(xs, w) - mu) * a + b), ys, w);", "STORE(ACT1((LOAD(xs, w) - mu) * a + b), ys, w + 1);")
     assert planted != src, "the line to plant the bug in has moved: update this test"
-    (bad / "batchnorm.cl").write_text(planted)
+    (bad / "cpu_fwd.cl").write_text(planted)
     case_id = VARIANTS[0].format(d="float32") + TAIL
     for r in (check_under_oclgrind(case_id, kernels=bad), run_under_oclgrind(tmp_path, case_id, kernels=bad)):
         text = r.stdout + r.stderr

@@ -1,7 +1,20 @@
-"""The system under test: BatchNorm in OpenCL C (kernels_cl/batchnorm.cl) driven through pyopencl.
+"""The system under test: BatchNorm in OpenCL C (kernels_cl/) driven through pyopencl.
 
-One program per data type (built lazily, cached in the session). `choose()` picks the kernels from the
-shape and the device's tuning (opencl_tuning.py), in opencl_plan.py:
+Two kernel families over one shared header (kernels_cl/bn_common.h: types, loads and stores, act, compensated
+sums, the per-channel finishing): `cpu` (kernels_cl/cpu_*.cl, planned by opencl_plan.py: one work-item per
+work-group walking long runs 8 values at a time) and `gpu` (kernels_cl/gpu_*.cl, planned by opencl_gpu.py:
+work-groups of many work-items, coalesced, two-level reductions). A device gets one family for the whole run,
+chosen with its parameters by opencl_tuning.params() from the device's properties (props(): device type,
+compute units, work-group and local-memory limits, extensions) and the tuning table, and `--tune KEY=VALUE`
+overrides (environment variable CONFORMANCE_OPENCL_TUNE in the worker); session["family"] says which. A case
+the family cannot run (its planner missing, or raising NotImplementedError) is `unsupported` with the reason,
+never run by the other family. Each row records the family and its parameters (DeviceInfo.extra: `family`,
+`tuning`; results.csv and bench.csv columns of the same names).
+
+One program per (data type, switches) of the device's family (program_source(): bn_common.h followed by the
+family's files in name order; built lazily, cached in the session; pyopencl caches the binaries on disk by
+source and options). For the `cpu` family `choose()` picks the kernels from the shape and the device's tuning,
+in opencl_plan.py:
   forward train   fused (one launch), or partial sums -> final (per channel) -> apply (per element)
   forward infer   apply, one launch, from the running statistics
   backward        fused (one launch), or partial sums -> final -> dx
@@ -34,6 +47,8 @@ running statistics move each repeat): the outputs are read after the first run, 
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import math
 import os
 import re
@@ -47,11 +62,11 @@ from ..opencl_env import NOTES, register_runtimes  # noqa: F401 - NOTES: the wor
 register_runtimes()  # before pyopencl is first imported: it decides which OpenCL platforms exist
 
 from . import opencl_plan, opencl_tuning  # noqa: E402
-from .base import DeviceInfo, Result, Skip, time_repeats  # noqa: E402
+from .base import DeviceInfo, Result, Skip, Unsupported, time_repeats  # noqa: E402
 
 NAME = "opencl"
 IMPLEMENTS = frozenset({"update_running=0", "update_running=1", "act=relu", "act=sigmoid", "act=tanh", "inplace=1"})
-KERNEL_FILE = "batchnorm.cl"
+HEADER = "bn_common.h"  # first in every program; then the family's files, <family>_*.cl in name order
 KERNELS = ("bn_fused_train_cf", "bn_fused_train_cl", "bn_fused_train_cft", "bn_fused_bwd_cf", "bn_fused_bwd_cl",
            "bn_fused_bwd_cft", "bn_stats_partial_cf",
            "bn_stats_partial_cl", "bn_stats_final", "bn_apply", "bn_apply_cl", "bn_bwd_partial_cf", "bn_bwd_partial_cl",
@@ -73,6 +88,80 @@ _PLATFORM_SHORT = {  # platform-name prefix -> short name
 def kernels_dir() -> Path:
     override = os.environ.get("CONFORMANCE_KERNELS_DIR")
     return Path(override) if override else Path(__file__).resolve().parents[2] / "kernels_cl"
+
+
+def family_files(family: str, folder: Path | None = None) -> list[Path]:
+    """The family's source files after the header: <family>_*.cl in kernels_cl, in name order."""
+    return sorted((folder or kernels_dir()).glob(f"{family}_*.cl"))
+
+
+_INCLUDE = re.compile(r'[ \t]*#[ \t]*include[ \t]*"([^"]+)"[ \t]*$')
+
+
+def _expand(path: Path, seen: set) -> list[str]:
+    """path's lines, each `#include "NAME"` of a file in its folder replaced by that file's lines the first time
+    (later times by nothing), with #line markers so that a build log names the file and line it means."""
+    seen.add(path.name)
+    out = [f'#line 1 "{path.name}"']
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        m = _INCLUDE.match(line)
+        if m and (path.parent / m.group(1)).is_file():
+            if m.group(1) not in seen:
+                out += _expand(path.parent / m.group(1), seen)
+            out.append(f'#line {n + 1} "{path.name}"')
+            continue
+        out.append(line)
+    return out
+
+
+def program_source(family: str, order: tuple[str, ...] = ()) -> str:
+    """The source of the family's program: bn_common.h, then kernels_cl/<family>_*.cl in name order, or those of
+    them named in `order` first in that order (a planner's SOURCES); a file's `#include "bn_common.h"` is the
+    header already there. Raises RuntimeError when the family has no files."""
+    folder = kernels_dir()
+    found = family_files(family, folder)
+    files = [folder / n for n in order if (folder / n) in found] + [p for p in found if p.name not in order]
+    if not files:
+        raise RuntimeError(f"no kernel files {family}_*.cl in {folder}")
+    seen: set = set()
+    lines = []
+    for path in (folder / HEADER, *files):
+        if path.name not in seen:
+            lines += _expand(path, seen)
+    return "\n".join(lines) + "\n"
+
+
+def family_module(family: str):
+    """The planner of a family: opencl_plan for `cpu`, opencl_gpu for `gpu`; None where it does not exist yet."""
+    if family == "cpu":
+        return opencl_plan
+    try:
+        return importlib.import_module(f"{__package__}.opencl_{family}")
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.endswith(f"opencl_{family}"):
+            return None
+        raise
+
+
+def props(dev) -> dict:
+    """What the family choice and its parameters may depend on (opencl_tuning.params), from a cl.Device."""
+    import pyopencl as cl
+
+    ext = dev.extensions.split()
+    dtype = int(dev.type)
+    kind = ("gpu" if dtype & cl.device_type.GPU else "accelerator" if dtype & cl.device_type.ACCELERATOR
+            else "cpu" if dtype & cl.device_type.CPU else "other")
+    return {"device_type": kind, "compute_units": int(dev.max_compute_units),
+            "max_work_group_size": min(int(dev.max_work_group_size), int(dev.max_work_item_sizes[0])),
+            "local_mem_size": int(dev.local_mem_size), "mem_base_addr_align": int(dev.mem_base_addr_align),
+            "subgroups": [e for e in ext if e in ("cl_khr_subgroups", "cl_intel_subgroups")],
+            "fp16": "cl_khr_fp16" in ext, "fp64": "cl_khr_fp64" in ext}
+
+
+def device_tuning(key: str, dev) -> dict:
+    """The family and parameters a device runs with: opencl_tuning.params() with the run's overrides (raises
+    ValueError for a malformed CONFORMANCE_OPENCL_TUNE)."""
+    return opencl_tuning.params(key, props(dev), opencl_tuning.env_overrides())
 
 
 # ---- devices -------------------------------------------------------------------------------------------------
@@ -122,6 +211,11 @@ def _enumerate():
                 key = f"{base}-{n}"
             used.add(key)
             ext = dev.extensions.split()
+            try:
+                tune = device_tuning(key, dev)
+                chosen = {"family": tune["family"], "tuning": opencl_tuning.compact(tune)}
+            except ValueError as exc:  # open() says it, as the device's skip reason
+                chosen = {"family": "", "tuning": f"invalid: {exc}"}
             info = DeviceInfo(
                 key=key, name=dev.name.strip(), vendor=dev.vendor.strip(), platform=platform.name.strip(),
                 driver=dev.driver_version.strip(), version=dev.version.strip(),
@@ -129,7 +223,7 @@ def _enumerate():
                 extra={"max_work_group_size": int(dev.max_work_group_size),
                        "global_mem_size": int(dev.global_mem_size),
                        "compute_units": int(dev.max_compute_units),
-                       "local_mem_size": int(dev.local_mem_size)},
+                       "local_mem_size": int(dev.local_mem_size), **chosen},
             )
             found.append((info, dev))
     return found
@@ -171,15 +265,15 @@ def build_options(session, dtype: str, switches: tuple[str, ...] = ()) -> list[s
 
 
 def _build(session, dtype: str, switches: tuple[str, ...] = ()):
-    """The program for dtype and the case switches, built once per session; raises RuntimeError(first build-log
-    line) on failure."""
+    """The program of the session's family for dtype and the case switches, built once per session (keyed by
+    (dtype, *switches): a session has one family); raises RuntimeError(first build-log line) on failure."""
     import pyopencl as cl
 
-    programs = session["programs"]
+    programs, family = session["programs"], session["family"]
     key = (dtype, *switches)
     if key not in programs:
-        path = kernels_dir() / KERNEL_FILE
-        source = path.read_text()
+        files = f"{family}_*.cl"
+        source = program_source(family, tuple(getattr(session["planner"], "SOURCES", ())))
         options = build_options(session, dtype, switches)
         try:
             with warnings.catch_warnings():  # Intel's compiler always logs remarks; they are no news
@@ -187,14 +281,33 @@ def _build(session, dtype: str, switches: tuple[str, ...] = ()):
                 program = cl.Program(session["context"], source).build(options=options)
         except cl.Error as exc:
             what = " ".join((dtype, *switches))
-            raise RuntimeError(f"OpenCL build of {path.name} for {what} failed: {_first_log_line(exc)}") from exc
+            raise RuntimeError(f"OpenCL build of {HEADER} + {files} for {what} failed: {_first_log_line(exc)}") from exc
         act = any(d.startswith("-DACT_") for d in switches)
-        missing = [name for name in KERNELS if name not in program.kernel_names.split(";")
-                   and not (act and name in FUSED_BWD)]
+        wanted = KERNELS if family == "cpu" else tuple(getattr(session["planner"], "KERNELS", ()))
+        missing = [name for name in wanted if name not in program.kernel_names.split(";")
+                   and not (family == "cpu" and act and name in FUSED_BWD)]
         if missing:
-            raise RuntimeError(f"{path.name} has no kernel {missing[0]}")
+            raise RuntimeError(f"{files} has no kernel {missing[0]}")
         programs[key] = program
     return programs[key]
+
+
+def family_reason(session) -> str | None:
+    """Why the session's family cannot run any case here (its planner or its kernel files missing), or None."""
+    family = session["family"]
+    if session["planner"] is None:
+        return f"the {family} kernel family has no planner yet (conformance/backends/opencl_{family}.py)"
+    if not family_files(family):
+        return f"the {family} kernel family has no kernel files yet ({kernels_dir()}/{family}_*.cl)"
+    return None
+
+
+def _defines(session, case) -> tuple[str, ...]:
+    """The case's program switches: the planner's defines(case) or defines(session, case) (the cpu family's:
+    opencl_plan.defines)."""
+    fn = getattr(session["planner"], "defines", None) or opencl_plan.defines
+    takes = len(inspect.signature(fn).parameters)
+    return tuple(fn(session, case) if takes >= 2 else fn(case))
 
 
 def open(device_key):  # noqa: A001 - the contract's name
@@ -204,25 +317,29 @@ def open(device_key):  # noqa: A001 - the contract's name
     if not match:
         raise Skip(f"no OpenCL device with key {device_key!r}")
     info, dev = match[0]
-    tune = opencl_tuning.params(info.key)
-    limit = min(int(dev.max_work_group_size), int(dev.max_work_item_sizes[0]))
-    tune["apply_ls"] = 1 << (min(tune["apply_ls"], limit).bit_length() - 1)
-    if dev.mem_base_addr_align < 8 * 64:  # bits: a buffer must start on a 64-byte line for 8-value streaming stores
-        tune["nt_bytes"] = None
+    try:
+        tune = device_tuning(info.key, dev)  # apply_ls and nt_bytes fitted to the device (opencl_tuning.fit)
+    except ValueError as exc:
+        raise Skip(f"tuning overrides: {exc}") from None
     context = cl.Context([dev])
     queue = cl.CommandQueue(context, dev, properties=cl.command_queue_properties.PROFILING_ENABLE)
     session = {"info": info, "device": dev, "context": context, "queue": queue,
-               "fast_queue": cl.CommandQueue(context, dev),
+               "fast_queue": cl.CommandQueue(context, dev), "props": props(dev),
+               "family": tune["family"], "planner": family_module(tune["family"]),
                "tuning": tune, "programs": {}}
-    try:
-        _build(session, "float32")
-    except RuntimeError as exc:
-        raise Skip(str(exc)) from None
+    if family_reason(session) is None:  # else every case is unsupported, with the reason (supports())
+        try:
+            _build(session, "float32")
+        except RuntimeError as exc:
+            raise Skip(str(exc)) from None
     return session
 
 
 def supports(session, case):
     info, dev = session["info"], session["device"]
+    missing = family_reason(session)
+    if missing:
+        return missing
     if case.dtype == "float64" and not info.fp64:
         return "device lacks cl_khr_fp64"
     if case.dtype == "float16" and not info.fp16:
@@ -237,7 +354,8 @@ def supports(session, case):
     total = data_bytes * opencl_plan.data_buffers(case) + param_bytes * 12
     if total > dev.global_mem_size:
         return f"the case needs {total} bytes of buffers, more than the device's {dev.global_mem_size} bytes of global memory"
-    return None
+    own = getattr(session["planner"], "supports", None) if session["family"] != "cpu" else None
+    return own(session, case) if own is not None else None
 
 
 # ---- run -----------------------------------------------------------------------------------------------------
@@ -246,7 +364,7 @@ def _bind(session, case, launches):
     timed repeats only enqueue. A buffer copy (opencl_plan.COPY) is bound as (None, source, destination)."""
     import pyopencl as cl
 
-    program = _build(session, case.dtype, opencl_plan.defines(case))
+    program = _build(session, case.dtype, _defines(session, case))
     bound = []
     for name, gsize, lsize, args in launches:
         if name == opencl_plan.COPY:
@@ -276,8 +394,15 @@ def run(session, case, inputs, policy):
     import pyopencl as cl
 
     where = f"OpenCL on {session['info'].key}, case {case.name}"
+    planner = session["planner"]
+    if planner is None or family_reason(session):
+        raise Unsupported(family_reason(session))
     try:
-        buffers, launches = opencl_plan.plan(session, case, inputs)
+        try:
+            buffers, launches = planner.plan(session, case, inputs)
+        except NotImplementedError as exc:  # the family cannot run this case: unsupported, never the other family
+            raise Unsupported(f"the {session['family']} kernel family does not run this case"
+                              + (f": {exc}" if str(exc) else "")) from None
         launches = _bind(session, case, launches)
         _enqueue_all(session["fast_queue"], launches)
         data_t, param_t = np.dtype(case.dtype), np.dtype(case.param_dtype)
@@ -298,7 +423,8 @@ def run(session, case, inputs, policy):
         raise RuntimeError(f"{where}: {exc}".splitlines()[0]) from exc
     except RuntimeError as exc:  # a build failure of a lazily built program
         raise RuntimeError(f"{where}: {exc}") from exc
-    return Result(outputs=outputs, wall_ms=walls, kernel_ms=kernel_ms, notes=opencl_plan.notes(case))
+    notes = getattr(planner, "notes", opencl_plan.notes)
+    return Result(outputs=outputs, wall_ms=walls, kernel_ms=kernel_ms, notes=notes(case))
 
 
 def measure_copy(session, nbytes, policy):

@@ -1,6 +1,6 @@
-"""How the OpenCL backend runs a case: which kernels, on what work split (`choose`, a pure function of the
+"""How the OpenCL backend runs a case with the `cpu` kernel family: which kernels, on what work split (`choose`, a pure function of the
 shape and the device's tuning), and the buffers and launches for them (`plan`). The kernels are in
-kernels_cl/batchnorm.cl; opencl.py builds, binds and times them."""
+kernels_cl/cpu_*.cl (the `cpu` family, after bn_common.h); opencl.py builds, binds and times them."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def _split(n_items: int, per_group: int, groups_other: int, want_groups: int) ->
 
 
 COPY = "copy"  # a launch that copies a buffer: (COPY, None, None, (source, destination))
-FUSED_TAB = 56  # table values per channel of the fused channel-first kernels (FUSED_TAB in batchnorm.cl)
+FUSED_TAB = 56  # table values per channel of the fused channel-first kernels (FUSED_TAB in cpu_base.cl)
 TILE_TAB = 5  # table values per channel of a channel-last tile (shift or mean, two sums, two compensations)
 
 
