@@ -100,7 +100,8 @@ def plan(session, case, inputs):
     how = choose(session.get("tuning"), extra.get("compute_units", 1), max_wg, case)
     wg, TW, K, L, fused = how["wg"], how["TW"], how["K"], how["L"], how["fused"]
     grid = ((how["tiles"] * wg, K), (wg, 1))  # work-group (tile, chunk)
-    per_channel = ((-(-C // FINAL_LS) * FINAL_LS,), (FINAL_LS,))
+    fls = _pow2_floor(min(FINAL_LS, max_wg))
+    per_channel = ((-(-C // fls) * fls,), (fls,))
     red = cl.LocalMemory(2 * wg * psize)  # the tree of two values per work-item
     shape_args = (u32(C), u32(inner), u32(m), u32(TW), u32(L))
 
