@@ -28,7 +28,7 @@ import numpy as np
 from .backends.base import TimingPolicy
 from .case import Case
 from .generate import generate
-from .runner import Target, _start, profiled
+from .runner import Target, _start, kernel_columns, profiled
 from .worker import stop_all
 
 PHASES = ("forward_train", "forward_infer", "backward")
@@ -133,7 +133,7 @@ def _rows(problem, targets, walls, kernel, status, copy, floor) -> list[dict]:
             rows.append({
                 "case_id": problem.id, "case": problem.name, "shape": "x".join(map(str, problem.shape)),
                 "axis": problem.axis, "dtype": problem.dtype, "phase": ph, "backend": t.backend,
-                "device": getattr(t.device, "key", None) or "", "target": t.label,
+                "device": getattr(t.device, "key", None) or "", "target": t.label, **kernel_columns(t),
                 "time_ms_median": m, "time_ms_p10": _pct(times, 10), "time_ms_p90": _pct(times, 90),
                 "kernel_ms_median": statistics.median(ktimes) if ktimes else np.nan, "samples": len(times),
                 "bytes": nbytes, "gbps": nbytes / (m * 1e-3) / 1e9 if m and m > 0 else np.nan,

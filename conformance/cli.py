@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import signal
 import sys
 import time
@@ -22,7 +23,7 @@ from .generate import check_npz
 from .progress import Progress
 from .preflight import number, path_arg
 from .report import ArraysWriter, atomic_write, write
-from .runner import DEFAULT_TIMEOUT_S, discover, release_probes, select_targets, run_cases
+from .runner import DEFAULT_TIMEOUT_S, discover, release_probes, select_targets, run_cases, tuned
 from .verdict import judge
 from .worker import peak_rss_mib
 from . import meta as metadata
@@ -70,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="conventions.json to show in report.html (from conformance conventions --out)")
     r.add_argument("--bench", default=DEFAULT_BENCH,
                    help="bench.csv whose copy-bandwidth fractions report.html shows (from conformance bench)")
+    r.add_argument("--tune", action="append", metavar="KEY=VALUE", help=TUNE_HELP)
     b = sub.add_parser("bench", help="time forward/backward on every backend side by side, against the memory-copy roofline")
     b.add_argument("--suite", default="perf", help="suite name or path (default: perf)")
     b.add_argument("--case", action="append", metavar="ID", help="only this case id (repeatable)")
@@ -80,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--rounds", type=number(int, low=1), default=5, help="interleaved rounds (default 5)")
     b.add_argument("--repeats", type=number(int, low=1), default=5, help="timed repeats per round (default 5)")
     b.add_argument("--timeout", type=TIMEOUT, default=DEFAULT_TIMEOUT_S)
+    b.add_argument("--tune", action="append", metavar="KEY=VALUE", help=TUNE_HELP)
     cv = sub.add_parser("conventions", help="measure each installed framework's conventions; print documented vs observed")
     cv.add_argument("--backend", action="append", metavar="NAME", help="only this framework backend (repeatable)")
     cv.add_argument("--out", type=path_arg, help="also write conventions.md and conventions.json here")
@@ -92,6 +95,24 @@ def build_parser() -> argparse.ArgumentParser:
         except ImportError:
             pass
     return p
+
+
+TUNE_HELP = ("override an OpenCL tuning entry for this run (repeatable), e.g. family=gpu, wg=64, nt_bytes=none: "
+             "keys of conformance/backends/opencl_tuning.py; values int, float, true/false, none or text")
+
+
+def _tune(args) -> dict:
+    """The run's --tune overrides, checked before anything runs (a bad one: one line, exit 2), and handed to every
+    worker started after this (runner.tuned: an environment variable; main() restores it when the command ends)."""
+    from .backends import opencl_tuning
+
+    try:
+        overrides = opencl_tuning.parse_overrides(getattr(args, "tune", None))
+    except ValueError as exc:
+        raise UserError(str(exc), source="--tune") from None
+    os.environ.pop(opencl_tuning.ENV, None)
+    os.environ.update(opencl_tuning.env_for(overrides))
+    return overrides
 
 
 # Modules that add sub-commands: add_commands(subparsers); each handler takes args and returns an exit code.
@@ -156,6 +177,7 @@ def cmd_run(args, argv) -> int:
         argv, done, whole = _resume(args)
         args = build_parser().parse_args(argv)
     # Everything the user gave is checked before the first case and before anything is written (exit 2).
+    overrides = _tune(args)
     suite_label, cases, warnings = _cases(args)
     all_ids = [c.id for c in cases]
     cases = [c for c in cases if c.id not in set(done)]
@@ -180,11 +202,11 @@ def cmd_run(args, argv) -> int:
     _check_memory(args, cases, targets)
     policy = TimingPolicy(max_repeats=args.repeats, min_repeats=min(3, args.repeats), budget_s=args.time_budget)
     print(f"suite {suite_label}: {len(cases)} cases on " + ", ".join(t.label for t in targets)
-          + (f" (resuming: {len(done)} done)" if done else ""), file=sys.stderr)
+          + (f" (resuming: {len(done)} done)" if done else "") + _tune_note(overrides), file=sys.stderr)
     t0 = time.monotonic()
     meta = metadata.collect(argv, suite_label, infos, targets, THRESHOLDS)
     meta.update(argv=argv, partial=True, sut_requested=not args.backend or "opencl" in args.backend,
-                allow_empty=args.allow_empty)
+                allow_empty=args.allow_empty, tune=overrides)
     # From here on the run writes: its folder, run.json (partial until the end) and the journal, case by case.
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -223,7 +245,7 @@ def cmd_run(args, argv) -> int:
         print(f"warning: {w}", file=sys.stderr)
     every_row, finished, _ = journal.read(out)  # the report is what is on disk
     meta = metadata.collect(argv, suite_label, infos, targets, THRESHOLDS) | {
-        k: meta[k] for k in ("argv", "sut_requested", "allow_empty")}
+        k: meta[k] for k in ("argv", "sut_requested", "allow_empty", "tune")}
     meta.update(elapsed_s=time.monotonic() - t0, warnings=warnings, done_cases=[i for i in all_ids if i in set(finished)],
                 machine_load=metadata.busy_measure(busy_from))
     meta["partial"] = len(meta["done_cases"]) < len(all_ids)
@@ -319,20 +341,26 @@ def backend_line(info) -> str:
 def cmd_bench(args, argv) -> int:
     from . import bench, bench_report
 
+    overrides = _tune(args)
     label, cases, _ = _cases(args)
     preflight.writable_dir(args.out)
     infos = discover(args.backend, keep=True)
     targets = select_targets(infos, args.device, explicit=bool(args.backend))
     if not targets:
         raise UserError("no backend is available", source="conformance bench")
-    print(f"bench {label}: {len(bench.problems(cases))} problems on " + ", ".join(t.label for t in targets), file=sys.stderr)
+    print(f"bench {label}: {len(bench.problems(cases))} problems on " + ", ".join(t.label for t in targets)
+          + _tune_note(overrides), file=sys.stderr)
     rows, rss = bench.run_bench(cases, targets, args.rounds, args.repeats, args.timeout, Progress(len(bench.problems(cases))))
     meta = metadata.collect(argv, label, infos, targets, THRESHOLDS)
-    meta.update(rounds=args.rounds, repeats=args.repeats)
+    meta.update(rounds=args.rounds, repeats=args.repeats, tune=overrides)
     df = bench_report.write(args.out, rows, meta, rss)
     print(bench_report.summary(df).to_string(index=False))
-    print(f"{len(df)} rows; report in {args.out}/bench.md")
+    print(f"{len(df)} rows; report in {args.out}/bench.md" + _tune_note(overrides))
     return 0
+
+
+def _tune_note(overrides: dict) -> str:
+    return (" with --tune " + " ".join(f"{k}={v}" for k, v in overrides.items())) if overrides else ""
 
 
 def cmd_conventions(args) -> int:
@@ -375,16 +403,17 @@ def cmd_conventions(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        args = build_parser().parse_args(argv)
-        if args.command == "run":
-            return cmd_run(args, argv)
-        if args.command == "bench":
-            return cmd_bench(args, argv)
-        if args.command == "conventions":
-            return cmd_conventions(args)
-        if args.command == "list":
-            return cmd_list(args)
-        return args.func(args)  # commands registered by other modules (see build_parser)
+        with tuned(None):  # a command's --tune (set by _tune for its workers) ends with it
+            args = build_parser().parse_args(argv)
+            if args.command == "run":
+                return cmd_run(args, argv)
+            if args.command == "bench":
+                return cmd_bench(args, argv)
+            if args.command == "conventions":
+                return cmd_conventions(args)
+            if args.command == "list":
+                return cmd_list(args)
+            return args.func(args)  # commands registered by other modules (see build_parser)
     except UserError as exc:
         print(f"conformance: error: {exc}", file=sys.stderr)
         return 2

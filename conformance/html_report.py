@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .compare import UNEXPECTED
-from .report import atomic_write, rerun_command
+from .report import atomic_write, kernel_header, rerun_command
 
 SEVERITY = ("crash", "timeout", "error", "fail", "xpass", "xfail", "unsupported", "skip", "pass")  # worst first
 COLORS = {"crash": "#111827", "timeout": "#7c3aed", "error": "#ea580c", "fail": "#dc2626", "xpass": "#db2777",
@@ -133,6 +133,7 @@ def _header(df: pd.DataFrame, meta: dict, targets: list) -> str:
             ("host", f"{host.get('name', '')}: {host.get('cpu', '')}, {host.get('cores', '')} cores, {host.get('os', '')}"),
             ("packages", ", ".join(f"{k} {v}" for k, v in (meta.get("packages") or {}).items())),
             ("thresholds (norm_err)", ", ".join(f"{k} {v}" for k, v in (meta.get("thresholds") or {}).items()))]
+    rows += kernel_header(meta)  # the OpenCL targets' kernel family and tuning, the run's --tune
     if meta.get("elapsed_s") is not None:
         rows.append(("elapsed", f"{meta['elapsed_s']:.1f} s"))
     if rss.get("upper_bound_total"):

@@ -44,6 +44,8 @@ def pytest_addoption(parser) -> None:
                 help="the folder a --conformance-case id's inputs file is relative to (default: here)")
     g.addoption("--conformance-timeout", type=_timeout, metavar="S",
                 help="seconds one case may take on one target before its worker is killed (default 300)")
+    g.addoption("--conformance-tune", action="append", metavar="KEY=VALUE",
+                help="override an OpenCL tuning entry (repeatable; like `conformance run --tune`, e.g. family=gpu)")
 
 
 def _timeout(text: str) -> float:
@@ -139,6 +141,12 @@ class _State:
         if dev_path is not None and not Path(dev_path).is_file():
             raise UserError(f"no such file {dev_path!r}", source="--conformance-deviations")
         self.known = deviations.load(dev_path or deviations.DEFAULT_PATH)
+        from .backends import opencl_tuning
+
+        try:
+            self.tune = opencl_tuning.parse_overrides(opt("conformance_tune"))
+        except ValueError as exc:
+            raise UserError(str(exc), source="--conformance-tune") from None
         self.timeout = opt("conformance_timeout") or DEFAULT_TIMEOUT_S
         if self.timeout <= 0:
             raise UserError("must be > 0", source="--conformance-timeout")
@@ -151,8 +159,10 @@ class _State:
 
     def discover(self) -> None:
         from .errors import UserError
-        from .runner import discover, select_targets
+        from .runner import discover, select_targets, tuned
 
+        self._tuned = tuned(self.tune)  # for the session's workers, all started after this; stop() ends it
+        self._tuned.__enter__()
         self.infos = discover(self.backends, keep=True)
         self.targets = select_targets(self.infos, self.device, explicit=bool(self.backends))
         if not self.targets:
@@ -237,6 +247,9 @@ class _State:
 
         release_probes(self.targets or [])
         stop_all(t.worker for t in self.targets or [])
+        tuned_ctx, self._tuned = getattr(self, "_tuned", None), None
+        if tuned_ctx is not None:  # the environment as it was before the session's --conformance-tune
+            tuned_ctx.__exit__(None, None, None)
 
 
 class ConformanceSuite(pytest.Collector):

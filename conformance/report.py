@@ -119,6 +119,21 @@ def counts_table(df: pd.DataFrame, by: str = "target") -> str:
     return md_table([by if isinstance(by, str) else " / ".join(by)] + present + ["rows"], rows)
 
 
+def kernel_header(meta: dict) -> list[tuple[str, str]]:
+    """The report header's lines on the OpenCL kernels: each OpenCL target's kernel family and parameters (as its
+    rows' family and tuning columns), and the run's tuning overrides (--tune; run.json `tune`)."""
+    out = []
+    chosen = [f"{t['target']}: {(t['device'] or {}).get('extra', {}).get('family') or '?'} "
+              f"({(t['device'] or {}).get('extra', {}).get('tuning', '')})"
+              for t in meta.get("targets") or [] if t.get("backend") == "opencl" and t.get("device")]
+    if chosen:
+        out.append(("OpenCL kernel family and tuning", "; ".join(chosen)))
+    tune = meta.get("tune") or {}
+    if tune or chosen:
+        out.append(("Tuning overrides (--tune)", ", ".join(f"{k}={v}" for k, v in tune.items()) or "none"))
+    return out
+
+
 def summary_markdown(df: pd.DataFrame, meta: dict, max_listed: int = 200) -> str:
     out = io.StringIO()
     w = lambda s="": print(s, file=out)  # noqa: E731
@@ -139,6 +154,10 @@ def summary_markdown(df: pd.DataFrame, meta: dict, max_listed: int = 200) -> str
     h = meta["host"]
     w(f"Host {md_code(h['name'])}: {md_text(h['cpu'])}, {h['cores']} cores, {md_text(h['os'])}")
     w()
+    for label, text in kernel_header(meta):
+        w(f"{label}: {md_text(text)}  ")
+    if kernel_header(meta):
+        w()
     w("## Targets")
     trows = []
     for t in meta["targets"]:

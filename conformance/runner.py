@@ -8,13 +8,16 @@ OpenCL device (`vs = opencl@<device>`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 import statistics
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from . import backends, retime
+from .backends import opencl_tuning
 from .backends.base import TimingPolicy
 from .case import Case
 from .compare import compare
@@ -59,6 +62,31 @@ class BackendInfo:
     devices: list = field(default_factory=list)
     meta: dict = field(default_factory=dict)
     probe: Worker | None = None
+
+
+@contextlib.contextmanager
+def tuned(overrides: dict | None):
+    """The OpenCL tuning overrides of a run (`--tune KEY=VALUE`, parsed by opencl_tuning.parse_overrides) for
+    every worker started inside: the environment variable the OpenCL backend reads (a restarted worker gets it
+    too). With none, the variable is unset inside, so one left in the shell cannot change a run unrecorded."""
+    name, saved = opencl_tuning.ENV, os.environ.get(opencl_tuning.ENV)
+    os.environ.pop(name, None)
+    os.environ.update(opencl_tuning.env_for(overrides or {}))
+    try:
+        yield
+    finally:
+        os.environ.pop(name, None)
+        if saved is not None:
+            os.environ[name] = saved
+
+
+def kernel_columns(target) -> dict:
+    """results.csv / bench.csv columns family and tuning: the OpenCL kernel family and the parameters the
+    target's device runs with (`k=v;k=v`); empty for every other backend."""
+    extra = getattr(target.device, "extra", None) or {}
+    if target.backend != "opencl":
+        return {"family": "", "tuning": ""}
+    return {"family": extra.get("family", ""), "tuning": extra.get("tuning", "")}
 
 
 def discover(names: list[str] | None = None, keep: bool = False) -> list[BackendInfo]:
@@ -167,7 +195,7 @@ def _quantity(target: Target, output: str) -> str:
 def rows_for(case: Case, target: Target, reply, ref, inputs=None) -> list[dict]:
     """Rows of one target on one case against the oracle: every output, every extra output, the inputs."""
     base = {**_case_columns(case), "backend": target.backend, "device": getattr(target.device, "key", None) or "",
-            "target": target.label, "vs": "oracle"}
+            "target": target.label, "vs": "oracle", **kernel_columns(target)}
     status, payload = reply[0], reply[1]
     if status != "ok":
         timing = _timing_columns(None, case)
@@ -206,7 +234,8 @@ def _untouched_row(name: str, after, before: np.ndarray, case: Case) -> dict:
 def vs_sut_rows(case: Case, target: Target, result, ref, sut_outputs: dict[str, dict]) -> list[dict]:
     """A framework's outputs against each OpenCL device's outputs for the same profiled case."""
     rows = []
-    base = {**_case_columns(case), "backend": target.backend, "device": "", "target": target.label}
+    base = {**_case_columns(case), "backend": target.backend, "device": "", "target": target.label,
+            **kernel_columns(target)}
     timing = _timing_columns(result, case)
     for sut_label, sut in sut_outputs.items():
         for out, got in result.outputs.items():
