@@ -8,8 +8,8 @@ neighbouring work-items read neighbouring addresses in both layouts. A channel i
 device has `chunks_per_cu` work-groups per compute unit (each work-item keeping at least `min_per_item`
 positions), so few channels still fill it. Launches:
   forward, batch statistics: fused (one launch: a work-group per tile over every position, statistics then y)
-      where the problem has at most `single_launch_max` elements, or K is 1 and a tile's data is at most
-      `tile_max` values; else partial (tiles x K) -> final (one work-item per channel, records merged in order)
+      where the problem has at most `single_launch_max` elements (K is then 1), or K is 1 anyway (the tiles
+      fill the device) and a tile's data (x, plus dy) is at most `tile_max` values; else partial (tiles x K) -> final (one work-item per channel, records merged in order)
       -> apply (tiles x K)
   forward, running statistics only: apply, one launch
   backward: fused likewise (one launch), else partial -> final -> dx; normalised with the running statistics,
@@ -62,12 +62,12 @@ def choose(tune: dict, compute_units: int, max_wg: int, case) -> dict:
     want = max(1, int(tune["chunks_per_cu"]) * max(1, int(compute_units)))
     k_fill = -(-want // tiles)
     k_max = max(1, m // (rg * max(1, int(tune["min_per_item"]))))
-    K = max(1, min(k_fill, k_max))
+    streams = 2 if case.backward else 1
+    small = math.prod(case.shape) <= tune["single_launch_max"]  # the whole problem: one launch, one chunk
+    K = 1 if small else max(1, min(k_fill, k_max))
     L = -(-m // K)
     K = -(-m // L)
-    streams = 2 if case.backward else 1
-    n = math.prod(case.shape)
-    fused = K == 1 and (n <= tune["single_launch_max"] or m * tw * streams <= tune["tile_max"])
+    fused = small or (K == 1 and m * tw * streams <= tune["tile_max"])
     return {"wg": wg, "TW": tw, "tiles": tiles, "K": K, "L": L, "fused": fused}
 
 
