@@ -1,9 +1,9 @@
 /* bn_common.h: what every BatchNorm kernel family shares, OpenCL C 1.2.
  *
  * WHAT IT PROVIDES. The host (conformance/backends/opencl.py, program_source()) builds one program per (device,
- * family, dtype, switches) from this header followed by the family's files kernels_cl/<family>_*.cl in name
- * order (a family file may say `#include "bn_common.h"`: the host puts the header first and drops that line,
- * so a family file is also valid C on its own). This header gives every family: the storage and accumulator
+ * family, dtype, switches) from this header followed by the family's files kernels_cl/<family>_*.cl (in name
+ * order, or the order of its planner's SOURCES). A family file may say `#include "bn_common.h"`: the host puts
+ * the header first and drops that line, so a family file is also valid C on its own. This header gives every family: the storage and accumulator
  * types per dtype (data_t, acc_t, acc8_t) and their loads and stores (LOAD, STORE, LOAD8, STORE8, STORE8_NT,
  * PREFETCH_AT); the activation and its derivative for the ACT_* switches (ACT1, ACT8, DACT1, DACT8; identities
  * without a switch); 8-value local-memory access (LV8, SV8); compensated summation (kadd, kadd8, comp, comp8,

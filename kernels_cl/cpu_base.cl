@@ -2,8 +2,8 @@
  * Built after bn_common.h (types, loads and stores, act, compensated sums, the per-channel finishing), in one
  * program with cpu_bwd.cl and cpu_fwd.cl (the host assembles bn_common.h + cpu_*.cl in name order).
  *
- * The family for CPU devices (opencl_tuning.py: `family` is `cpu` unless the device is a GPU, or `--tune
- * family=...` says otherwise). Every kernel has a fixed work-group size (reqd_work_group_size), so a driver that
+ * The family for CPU devices (opencl_tuning.py: `family` is `cpu` for every device that is not a GPU, and for
+ * Oclgrind by its entry; `--tune family=...` overrides it for a run). Every kernel has a fixed work-group size (reqd_work_group_size), so a driver that
  * compiles per launch shape (PoCL) compiles each kernel once. The `final` kernels run APPLY_LS work-items per
  * work-group, one per channel; every other kernel runs one work-item per work-group, and each work-item walks
  * contiguous runs 8 values at a time (vload8 / vstore8, several accumulator chains): on CPU devices that is
