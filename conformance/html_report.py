@@ -23,7 +23,7 @@ from .report import atomic_write, kernel_header, rerun_command
 SEVERITY = ("crash", "timeout", "error", "fail", "xpass", "xfail", "unsupported", "skip", "pass")  # worst first
 COLORS = {"crash": "#111827", "timeout": "#7c3aed", "error": "#ea580c", "fail": "#dc2626", "xpass": "#db2777",
           "xfail": "#f59e0b", "unsupported": "#cbd5e1", "skip": "#94a3b8", "pass": "#16a34a"}
-OUTPUTS = ("y", "mean", "var", "invstd", "running_mean", "running_var", "dx", "dgamma", "dbeta")
+OUTPUTS = ("y", "mean", "var", "invstd", "running_mean", "running_var", "dx", "dgamma", "dbeta", "x_after", "dy_after")
 PALETTE = ("#2563eb", "#ea580c", "#059669", "#9333ea", "#dc2626", "#0891b2", "#ca8a04", "#db2777", "#4b5563",
            "#65a30d", "#7c2d12", "#1e3a8a")
 MAX_LISTED = 300     # non-passing rows in the table
