@@ -22,7 +22,7 @@ def test_suite_passes_with_the_gpu_family(suite, tmp_path):
                           "--tune", "family=gpu", "--rounds", "1", "--repeats", "1", "--history", "none", "--out", str(out)],
                          capture_output=True, text=True, timeout=1200)
     assert got.returncode == 0, got.stdout[-3000:] + got.stderr[-3000:]
-    rows = pd.read_csv(out / "results.csv", keep_default_na=False)
+    rows = pd.read_csv(out / "results.csv", keep_default_na=False, low_memory=False)
     assert len(rows) and set(rows["family"]) == {"gpu"}
     ran = rows[rows["status"] != "unsupported"]
     assert (ran["status"] == "pass").all(), ran[ran["status"] != "pass"][["target", "output", "reason"]].head().to_string()
