@@ -16,16 +16,28 @@ clEnqueueCopyBuffer and plain and streaming copy kernels per OpenCL device, np.c
 forward (2N bytes either way), 1.5 copy_time / time for backward. Each round also times a copy of one float:
 the floor one command costs from enqueue to finish (floor_ms_median; floor_share = floor / time says how much of
 a small problem's time is that floor rather than the kernels: launches on PoCL's thread pool cost tens of us).
+
+Traffic-aware roofline: the minimal bytes above are more than a training kernel can reach once what it reduces
+no longer fits the cache (x must then be read twice). traffic_bytes are the bytes of x's size the row's calls
+move: y (dx) written once, x (and dy in backward) read once or twice, reads_x / reads_dy, in words in
+traffic_model; frac_of_traffic = copy_time x traffic_bytes / (2 n) / time, frac_of_copy with these bytes (so
+>= frac_of_copy). An OpenCL call reports its own (Result.traffic, from the plan it chose and the device's
+CL_DEVICE_GLOBAL_MEM_CACHE_SIZE: opencl_plan.traffic, opencl_gpu.traffic); any other backend gets the generic
+model (generic_traffic): x read once where it fits the host's last-level cache (sysfs, else sysconf), else twice,
+and backward's x and dy once where both fit, else twice each. backward's traffic is the train step's less
+forward_train's, like its time.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import statistics
 
 import numpy as np
 
 from .backends.base import TimingPolicy
+from .backends.opencl_plan import host_llc, reread, summed
 from .case import Case
 from .generate import generate
 from .runner import Target, _start, kernel_columns, profiled
@@ -44,6 +56,36 @@ def problems(cases: list[Case]) -> list[Case]:
         if key not in seen:
             seen.add(key)
             out.append(base)
+    return out
+
+
+def generic_traffic(case: Case, llc: tuple[int, str] | None = None) -> dict:
+    """The traffic of a backend that does not report its own (Result.traffic None): y (dx) written once;
+    inference reads x once; training reads x once where x fits the host's last-level cache (llc: (bytes, where
+    from), default host_llc()), else twice; backward reads x and dy once each where both fit, else twice each."""
+    cache, where = llc or host_llc()
+    n = math.prod(case.shape) * np.dtype(case.dtype).itemsize
+    parts = []
+    if not case.batch_stats:
+        parts.append(("generic forward apply:", 1, 0, 1, "x read once"))
+    else:
+        r, words = reread(n, cache, "x")
+        parts.append(("generic forward,", r, 0, 1, f"{words} ({where}): x read {'once' if r == 1 else 'twice'}"))
+    if case.backward:
+        r, words = reread(2 * n, cache, "x + dy")
+        parts.append(("generic backward,", r, r, 1, f"{words} ({where}): x, dy read {'once' if r == 1 else 'twice'}"))
+    return summed(case, parts)
+
+
+def _backward_traffic(step: dict, fwd: dict) -> dict:
+    """backward's traffic: the train step's less forward_train's (as its time), its words the step's passes
+    other than the forward, and a note where the step's forward reads x more often than forward_train does."""
+    out = {k: step[k] - fwd[k] for k in ("bytes", "reads_x", "reads_dy", "writes")}
+    words = [w for w in step["why"].split("; ") if "forward" not in w.split(",")[0].split(":")[0]]
+    in_step = sum(p[1] for p in step.get("parts", []) if "forward" in p[0])
+    if step.get("parts") and in_step != fwd["reads_x"]:
+        words.append(f"the step's forward reads x {in_step}x, forward_train {fwd['reads_x']}x: the difference is here")
+    out["why"] = "; ".join(words)
     return out
 
 
@@ -82,6 +124,7 @@ def _bench_problem(problem: Case, targets: list[Target], rounds: int, policy: Ti
     key = problem.id
     walls = {(t.label, ph): [] for t in targets for ph in ("forward_train", "forward_infer", "train_step")}
     kernel = {k: [] for k in walls}
+    traffic = {k: None for k in walls}  # the call's Result.traffic (None: the generic model)
     status = {}
     copy = {t.label: [] for t in targets}   # copy of x's bytes: the roofline, in every round like the phases
     floor = {t.label: [] for t in targets}  # copy of FLOOR_BYTES: one command's enqueue-to-finish floor
@@ -105,11 +148,15 @@ def _bench_problem(problem: Case, targets: list[Target], rounds: int, policy: Ti
                     status[(t.label, ph)] = f"{t.backend} has no backward"
                     continue
                 walls[(t.label, ph)].extend(reply[1].wall_ms)
+                traffic[(t.label, ph)] = traffic[(t.label, ph)] or getattr(reply[1], "traffic", None) or generic_traffic(case)
                 kernel[(t.label, ph)].extend(reply[1].kernel_ms or [])
-    return _rows(problem, targets, walls, kernel, status, copy, floor)
+    for t in targets:  # a phase that gave no result: the generic model, for its columns
+        for ph, case in _variants(problem, t).items():
+            traffic[(t.label, ph)] = traffic[(t.label, ph)] or generic_traffic(case)
+    return _rows(problem, targets, walls, kernel, status, copy, floor, traffic)
 
 
-def _rows(problem, targets, walls, kernel, status, copy, floor) -> list[dict]:
+def _rows(problem, targets, walls, kernel, status, copy, floor, traffic) -> list[dict]:
     n = int(np.prod(problem.shape)) * np.dtype(problem.dtype).itemsize
     host_copy = next((statistics.median(v) for lbl, v in copy.items() if v and not lbl.startswith("opencl@")), np.nan)
     rows = []
@@ -125,10 +172,12 @@ def _rows(problem, targets, walls, kernel, status, copy, floor) -> list[dict]:
                 ktimes = _kernel_diff(kernel[(t.label, "train_step")], kernel[(t.label, "forward_train")])
                 reason = status.get((t.label, "train_step")) or status.get((t.label, "forward_train")) or ""
                 nbytes, factor = 3 * n, 1.5
+                moved = _backward_traffic(traffic[(t.label, "train_step")], traffic[(t.label, "forward_train")])
             else:
                 times, ktimes = walls[(t.label, ph)], kernel[(t.label, ph)]
                 reason = status.get((t.label, ph), "")
                 nbytes, factor = 2 * n, 1.0
+                moved = traffic[(t.label, ph)]
             m = statistics.median(times) if times else np.nan
             rows.append({
                 "case_id": problem.id, "case": problem.name, "shape": "x".join(map(str, problem.shape)),
@@ -138,6 +187,9 @@ def _rows(problem, targets, walls, kernel, status, copy, floor) -> list[dict]:
                 "kernel_ms_median": statistics.median(ktimes) if ktimes else np.nan, "samples": len(times),
                 "bytes": nbytes, "gbps": nbytes / (m * 1e-3) / 1e9 if m and m > 0 else np.nan,
                 "copy_ms_median": own_copy, "frac_of_copy": factor * own_copy / m if m and m > 0 else np.nan,
+                "traffic_bytes": moved["bytes"], "reads_x": moved["reads_x"], "reads_dy": moved["reads_dy"],
+                "traffic_model": moved["why"],
+                "frac_of_traffic": own_copy * moved["bytes"] / (2 * n) / m if m and m > 0 else np.nan,
                 "floor_ms_median": own_floor, "floor_share": own_floor / m if m and m > 0 else np.nan,
                 "status": "ok" if times else "no result", "reason": reason,
             })

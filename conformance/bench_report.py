@@ -15,7 +15,8 @@ BIG_BYTES = 16e6  # the roofline target applies to problems of 16 MB and more
 
 
 def summary(df: pd.DataFrame) -> pd.DataFrame:
-    """Per OpenCL target and phase: the worst speedup over the best framework and the worst copy fraction."""
+    """Per OpenCL target and phase: the worst speedup over the best framework and the worst copy and traffic
+    fractions."""
     ocl = df[df["backend"] == "opencl"]
     rows = []
     for (target, phase), g in ocl.groupby(["target", "phase"], sort=True):
@@ -27,6 +28,7 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
                      "its_floor_share": worst["floor_share"] if worst is not None and "floor_share" in worst else np.nan,
                      "below_1": int((g["speedup_vs_best_framework"] < 1).sum()),
                      "min_frac_of_copy_16MB+": big["frac_of_copy"].min() if len(big) else np.nan,
+                     "min_frac_of_traffic_16MB+": big["frac_of_traffic"].min() if len(big) and "frac_of_traffic" in big else np.nan,
                      "problems": g["case_id"].nunique()})
     return pd.DataFrame(rows)
 
@@ -41,7 +43,11 @@ def markdown(df: pd.DataFrame, meta: dict, rss: dict) -> str:
     w()
     w("Wall time is enqueue (or call) to finish; `kernel` is the OpenCL profiling-event time. backward = "
       "(forward + backward) - forward_train, medians. frac = memory-copy time on the same bytes / time "
-      "(x1.5 for backward). speedup = best framework's median / this median. floor = a copy of one float, "
+      "(x1.5 for backward). traffic = the reads of x (and dy) the row's kernels make from memory (y, dx written "
+      "once): once, or twice where what a pass reduces is gone from the cache before the next pass reads it again "
+      "(OpenCL: the chosen kernels and the device's cache; other backends: x, dy against the host's last-level "
+      "cache); frac of traffic = frac of copy x traffic bytes / minimal bytes, the fraction of the roofline this "
+      "row's own algorithm allows. speedup = best framework's median / this median. floor = a copy of one float, "
       "enqueue to finish (what one command costs whatever it does); floor share = floor / median.")
     w()
     s = summary(df)
@@ -63,14 +69,23 @@ def markdown(df: pd.DataFrame, meta: dict, rss: dict) -> str:
             floors = g.drop_duplicates("target")[["target", "floor_ms_median"]].dropna()
             w("floor of one command: " + ", ".join(f"{md_text(r.target)} {r.floor_ms_median * 1e3:.3g} us" for r in floors.itertuples()))
         w()
-        table = []
+        table, models = [], []
         for r in g.sort_values(["phase", "time_ms_median"]).itertuples():
+            rx, rdy = getattr(r, "reads_x", np.nan), getattr(r, "reads_dy", np.nan)
+            reads = "" if pd.isna(rx) else f"x{int(rx)}" + (f" dy{int(rdy)}" if not pd.isna(rdy) and rdy else "")
             table.append([r.phase, r.target, r.time_ms_median, f"{r.time_ms_p10:.3g}-{r.time_ms_p90:.3g}",
-                          r.kernel_ms_median, r.gbps, r.frac_of_copy, r.speedup_vs_best_framework,
-                          getattr(r, "floor_share", np.nan), r.reason])
-        w(md_table(["phase", "target", "median ms", "p10-p90 ms", "kernel ms", "GB/s", "frac of copy", "speedup",
-                    "floor share", "note"], table))
+                          r.kernel_ms_median, r.gbps, r.frac_of_copy, reads, getattr(r, "frac_of_traffic", np.nan),
+                          r.speedup_vs_best_framework, getattr(r, "floor_share", np.nan), r.reason])
+            if isinstance(getattr(r, "traffic_model", None), str) and r.traffic_model:
+                models.append(f"- {md_text(r.phase)} {md_text(r.target)}: {md_text(r.traffic_model)}")
+        w(md_table(["phase", "target", "median ms", "p10-p90 ms", "kernel ms", "GB/s", "frac of copy", "reads",
+                    "frac of traffic", "speedup", "floor share", "note"], table))
         w()
+        if models:
+            w("traffic per row:")
+            w()
+            w("\n".join(models))
+            w()
     return out.getvalue()
 
 

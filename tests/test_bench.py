@@ -16,7 +16,8 @@ mode = ["train", "infer"]
 backward = true
 """
 COLUMNS = ["case_id", "phase", "backend", "device", "time_ms_median", "time_ms_p10", "time_ms_p90", "gbps",
-           "frac_of_copy", "speedup_vs_best_framework", "peak_rss_mib", "kernel_ms_median", "copy_ms_median", "floor_ms_median", "floor_share"]
+           "frac_of_copy", "speedup_vs_best_framework", "peak_rss_mib", "kernel_ms_median", "copy_ms_median", "floor_ms_median", "floor_share",
+           "traffic_bytes", "reads_x", "reads_dy", "traffic_model", "frac_of_traffic"]
 
 
 def test_bench_writes_csv_and_md(tmp_path):

@@ -159,6 +159,9 @@ class Result:
     kernel_ms: list[float] | None = None  # device time from profiling events, where the backend has it
     untouched: dict[str, np.ndarray] = field(default_factory=dict)  # inputs as read back after the call
     notes: list[str] = field(default_factory=list)  # anything the adapter had to do that a reader should know
+    # bytes of x's size the chosen kernels move from memory in this call, where the backend knows its plan
+    # (OpenCL: {"bytes", "reads_x", "reads_dy", "writes", "why"}); None: bench applies its generic model
+    traffic: dict | None = None
 
 
 def time_repeats(fn, policy: TimingPolicy) -> tuple[list[float], object]:

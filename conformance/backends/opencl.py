@@ -424,7 +424,9 @@ def run(session, case, inputs, policy):
     except RuntimeError as exc:  # a build failure of a lazily built program
         raise RuntimeError(f"{where}: {exc}") from exc
     notes = getattr(planner, "notes", opencl_plan.notes)
-    return Result(outputs=outputs, wall_ms=walls, kernel_ms=kernel_ms, notes=notes(case))
+    traffic = getattr(planner, "traffic_for", None)  # the bytes the chosen kernels move (bench's roofline)
+    return Result(outputs=outputs, wall_ms=walls, kernel_ms=kernel_ms, notes=notes(case),
+                  traffic=traffic(session, case) if traffic is not None else None)
 
 
 def measure_copy(session, nbytes, policy):

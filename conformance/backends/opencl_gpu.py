@@ -25,6 +25,7 @@ import math
 import numpy as np
 
 from .opencl_plan import COPY, defines  # noqa: F401 - the same program switches as the cpu family
+from .opencl_plan import _mib, _times, device_cache, reread, summed  # the cpu family's traffic rules
 
 SOURCES = ("gpu_base.cl", "gpu_fwd.cl", "gpu_bwd.cl")  # after bn_common.h, in this order
 KERNELS = ("gbn_fwd_fused", "gbn_fwd_partial", "gbn_fwd_final", "gbn_apply", "gbn_bwd_fused", "gbn_bwd_partial",
@@ -160,3 +161,57 @@ def plan(session, case, inputs):
             if train:
                 launches.append(("gbn_bwd_dx", *grid, (*bwd, b["dbeta"], b["dgamma_sum"])))
     return b, launches
+
+
+# ---- traffic: the bytes the chosen kernels move (conformance bench's traffic-aware roofline) -----------------
+RESIDENT_ITEMS = 2048  # work-items resident per compute unit of a GPU (a common limit; OpenCL does not report it)
+
+
+def traffic(how: dict, case, cache_bytes: int, in_flight_groups: int) -> dict:
+    """What the `gpu` kernels `how` (choose()) move from memory in one call of the case: {"bytes", "reads_x",
+    "reads_dy", "writes", "why", "parts"} (pure; the cpu family's rules, opencl_plan.traffic). y (and dx)
+    written once; inference reads x once; a training pass reads x (backward: x and dy) once where it is still in cache
+    (cache_bytes: opencl_plan.device_cache()) when read again, else twice:
+      fused (one launch, a work-group per tile over every position): the work-groups in flight (at most
+          in_flight_groups) hold their tiles (L x TW values; backward x and dy) between the two reads;
+      staged (partial -> final -> apply or dx): the whole of x (backward: x and dy) is read between; backward
+          normalised with the running statistics reads x and dy once (the partial kernel writes dx).
+    In place with backward: one more read and write of x (the copy the call takes first)."""
+    item = np.dtype(case.dtype).itemsize
+    n = math.prod(case.shape) * item
+    tile = how["L"] * how["TW"] * item
+    live = min(how["tiles"] * how["K"], max(1, in_flight_groups))
+
+    def fused(what: str, nbytes: int) -> tuple[int, str]:
+        return reread(live * nbytes, cache_bytes, f"{live} work-groups x {_mib(nbytes)} of {what} =")
+
+    parts = []
+    if case.inplace and case.backward:
+        parts.append(("copy of x:", 1, 0, 1, "x read once, written once"))
+    if not case.batch_stats:
+        parts.append(("forward apply:", 1, 0, 1, "x read once"))
+    else:
+        r, words = fused("x", tile) if how["fused"] else reread(n, cache_bytes, "x")
+        parts.append((f"forward {'fused' if how['fused'] else 'staged'},", r, 0, 1, f"{words}: x read {_times(r)}"))
+    if case.backward:
+        if case.normalize_with != "batch":  # dx needs no sums: the partial (or fused) kernel writes it
+            r, words = 1, "dx without sums"
+        elif how["fused"]:
+            r, words = fused("x + dy", 2 * tile)
+        else:
+            r, words = reread(2 * n, cache_bytes, "x + dy")
+        kind = "fused" if how["fused"] else "staged"
+        parts.append((f"backward {kind},", r, r, 1, f"{words}: x, dy read {_times(r)}"))
+    return summed(case, parts)
+
+
+def traffic_for(session, case) -> dict:
+    """traffic() of the kernels plan() chooses for the case on the session's device (its cache:
+    opencl_plan.device_cache): work-groups in flight are RESIDENT_ITEMS / wg per compute unit on a GPU, one per
+    compute unit on any other device."""
+    extra = session["info"].extra
+    max_wg = min(int(session["device"].max_work_group_size), int(session["device"].max_work_item_sizes[0]))
+    units = extra.get("compute_units", 1)
+    how = choose(session.get("tuning"), units, max_wg, case)
+    per_unit = max(1, RESIDENT_ITEMS // how["wg"]) if session.get("props", {}).get("device_type") == "gpu" else 1
+    return traffic(how, case, device_cache(session), units * per_unit)
