@@ -178,3 +178,10 @@ def test_case_labels_keep_only_what_varies():
     labels = html_report.case_labels(ids)
     assert labels[ids[0]] == "n f32 train bwd" and labels[ids[1]] == "n f16 infer fwd"
     assert np.all([len(v) <= 60 for v in html_report.case_labels(["x," + ",".join(f"k{i}={i}" for i in range(40))]).values()])
+
+
+def test_bench_labels_give_the_traffic_bound_where_it_differs():
+    assert html_report._of_traffic({"frac_of_copy": 0.24, "frac_of_traffic": 0.4}) == ", 0.40 of its traffic"
+    assert html_report._of_traffic({"frac_of_copy": 0.7, "frac_of_traffic": 0.7}) == ""  # x read once: same bound
+    assert html_report._of_traffic({"frac_of_copy": 0.7, "frac_of_traffic": float("nan")}) == ""
+    assert html_report._of_traffic({"frac_of_copy": 0.7}) == ""  # a bench.csv from before the column
