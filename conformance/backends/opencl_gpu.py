@@ -25,7 +25,7 @@ import math
 import numpy as np
 
 from .opencl_plan import COPY, defines  # noqa: F401 - the same program switches as the cpu family
-from .opencl_plan import _mib, _times, device_cache, reread, summed  # the cpu family's traffic rules
+from .opencl_plan import _mib, _times, device_cache, inplace_note, reread, summed  # shared with the cpu family
 
 SOURCES = ("gpu_base.cl", "gpu_fwd.cl", "gpu_bwd.cl")  # after bn_common.h, in this order
 KERNELS = ("gbn_fwd_fused", "gbn_fwd_partial", "gbn_fwd_final", "gbn_apply", "gbn_bwd_fused", "gbn_bwd_partial",
@@ -74,11 +74,7 @@ def choose(tune: dict, compute_units: int, max_wg: int, case) -> dict:
 
 def notes(case) -> list[str]:
     """What a reader of the results should know about how plan() ran the case."""
-    out = []
-    if case.inplace:
-        out.append("in place: y written over x's buffer" + (
-            ", dx over dy's; backward read a copy of x made on the device at the start of the call" if case.backward
-            else ""))
+    out = inplace_note(case)
     if case.act != "none" and case.backward:
         out.append(f"act={case.act}: act' of z recomputed from x in the backward sums and dx")
     return out

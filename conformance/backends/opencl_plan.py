@@ -101,13 +101,17 @@ def data_buffers(case) -> int:
     return 3 if case.inplace else 4
 
 
+def inplace_note(case) -> list[str]:
+    """The note of an in-place case, the same for every family."""
+    if not case.inplace:
+        return []
+    return ["in place: y written over x's buffer" + (
+        ", dx over dy's; backward read a copy of x made on the device at the start of the call" if case.backward else "")]
+
+
 def notes(case) -> list[str]:
     """What a reader of the results should know about how plan() ran the case."""
-    out = []
-    if case.inplace:
-        out.append("in place: y written over x's buffer" + (
-            ", dx over dy's; backward read a copy of x made on the device at the start of the call" if case.backward
-            else ""))
+    out = inplace_note(case)
     if case.act != "none" and case.backward:
         out.append(f"act={case.act}: backward in stages (partial sums, final, dx), act' of z recomputed from x")
     return out
