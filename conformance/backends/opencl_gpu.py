@@ -25,7 +25,7 @@ import math
 import numpy as np
 
 from .opencl_plan import COPY, defines  # noqa: F401 - the same program switches as the cpu family
-from .opencl_plan import _mib, _times, device_cache, inplace_note, reread, summed  # shared with the cpu family
+from .opencl_plan import _mib, _times, backward_buffers, device_cache, inplace_note, reread, summed  # shared with the cpu family
 
 SOURCES = ("gpu_base.cl", "gpu_fwd.cl", "gpu_bwd.cl")  # after bn_common.h, in this order
 KERNELS = ("gbn_fwd_fused", "gbn_fwd_partial", "gbn_fwd_final", "gbn_apply", "gbn_bwd_fused", "gbn_bwd_partial",
@@ -139,14 +139,7 @@ def plan(session, case, inputs):
         launches.append(("gbn_apply", *grid, (b["x"], b["y"], *shape_args, *stats, b["gamma"], b["beta"],
                                               i32(case.fix_gamma))))
     if case.backward:
-        b["dy"] = upload(inputs.dy, data_in)
-        b["dx"] = b["dy"] if inplace else cl.Buffer(ctx, mf.WRITE_ONLY, data_bytes)
-        x_bwd = b["x"]
-        if inplace:  # the forward overwrites x: backward reads a copy taken first thing in the call
-            b["x_saved"] = x_bwd = cl.Buffer(ctx, mf.READ_WRITE, data_bytes)
-            launches.insert(0, (COPY, None, None, (b["x"], x_bwd)))
-        for name in ("dbeta", "dgamma_sum", "dgamma"):
-            b[name] = cl.Buffer(ctx, mf.READ_WRITE, param_bytes)
+        x_bwd = backward_buffers(ctx, b, launches, upload(inputs.dy, data_in), inplace, data_bytes, param_bytes)
         bwd = (x_bwd, b["dy"], b["dx"], *shape_args, *stats, b["gamma"], b["beta"], i32(case.fix_gamma), i32(train))
         if fused:
             launches.append(("gbn_bwd_fused", *grid, (*bwd, b["dbeta"], b["dgamma_sum"], b["dgamma"], red)))

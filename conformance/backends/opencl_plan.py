@@ -142,6 +142,24 @@ def _large(tune: dict, case) -> bool:
     return limit is not None and math.prod(case.shape) * np.dtype(case.dtype).itemsize >= limit
 
 
+def backward_buffers(ctx, b: dict, launches: list, dy_buffer, inplace: bool, data_bytes: int, param_bytes: int):
+    """The backward's buffers in b (dy, dx: dy's own buffer in place, dbeta, dgamma_sum, dgamma), for either family;
+    returns the buffer backward reads x from: in place the forward overwrites x, so a copy taken first thing in
+    the call."""
+    import pyopencl as cl
+
+    mf = cl.mem_flags
+    b["dy"] = dy_buffer
+    b["dx"] = b["dy"] if inplace else cl.Buffer(ctx, mf.WRITE_ONLY, data_bytes)
+    x_bwd = b["x"]
+    if inplace:
+        b["x_saved"] = x_bwd = cl.Buffer(ctx, mf.READ_WRITE, data_bytes)
+        launches.insert(0, (COPY, None, None, (b["x"], x_bwd)))
+    for name in ("dbeta", "dgamma_sum", "dgamma"):
+        b[name] = cl.Buffer(ctx, mf.READ_WRITE, param_bytes)
+    return x_bwd
+
+
 def plan(session, case, inputs):
     """Buffers (name -> cl.Buffer) and launches [(kernel name, global, local, args)] for the whole operation."""
     import pyopencl as cl
@@ -221,14 +239,7 @@ def plan(session, case, inputs):
             launches.append(("bn_apply", *elementwise, (b["x"], b["y"], np.uint64(n), u32(inner), u32(C), u32(seg), *tail,
                                                         nt_flat)))
     if case.backward:
-        b["dy"] = upload(inputs.dy, data_in)
-        b["dx"] = b["dy"] if inplace else cl.Buffer(ctx, mf.WRITE_ONLY, data_bytes)
-        x_bwd = b["x"]
-        if inplace:  # the forward overwrites x: backward reads a copy taken first thing in the call
-            b["x_saved"] = x_bwd = cl.Buffer(ctx, mf.READ_WRITE, data_bytes)
-            launches.insert(0, (COPY, None, None, (b["x"], x_bwd)))
-        for name in ("dbeta", "dgamma_sum", "dgamma"):
-            b[name] = cl.Buffer(ctx, mf.READ_WRITE, param_bytes)
+        x_bwd = backward_buffers(ctx, b, launches, upload(inputs.dy, data_in), inplace, data_bytes, param_bytes)
         # an act program: beta for z in the dx kernels, and what makes z's factors in the partial sums kernels
         dx_args = (u32(m), *stats, b["gamma"], i32(case.fix_gamma), b["dbeta"], b["dgamma_sum"], i32(train),
                    *((b["beta"],) if act else ()))
