@@ -91,16 +91,20 @@ def _backward_traffic(step: dict, fwd: dict) -> dict:
 
 def _variants(problem: Case, target: Target) -> dict[str, Case]:
     p = profiled(problem, target.meta.get("profile")) if target.is_framework else problem
-    return {"forward_train": dataclasses.replace(p, backward=False),
-            "forward_infer": dataclasses.replace(p, mode="infer", backward=False),
-            "train_step": p}
+    return {
+        "forward_train": dataclasses.replace(p, backward=False),
+        "forward_infer": dataclasses.replace(p, mode="infer", backward=False),
+        "train_step": p,
+    }
 
 
 def _pct(values, q):
     return float(np.percentile(values, q)) if values else np.nan
 
 
-def run_bench(cases: list[Case], targets: list[Target], rounds: int, repeats: int, timeout_s: float, progress=None) -> tuple[list[dict], dict]:
+def run_bench(
+    cases: list[Case], targets: list[Target], rounds: int, repeats: int, timeout_s: float, progress=None
+) -> tuple[list[dict], dict]:
     """Rows of bench.csv and {target label: peak RSS MiB}."""
     policy = TimingPolicy(warmup=1, min_repeats=repeats, max_repeats=repeats, budget_s=0.0)
     rows: list[dict] = []
@@ -119,14 +123,16 @@ def run_bench(cases: list[Case], targets: list[Target], rounds: int, repeats: in
     return rows, rss
 
 
-def _bench_problem(problem: Case, targets: list[Target], rounds: int, policy: TimingPolicy, timeout_s: float) -> list[dict]:
+def _bench_problem(
+    problem: Case, targets: list[Target], rounds: int, policy: TimingPolicy, timeout_s: float
+) -> list[dict]:
     inputs = generate(problem)
     key = problem.id
     walls = {(t.label, ph): [] for t in targets for ph in ("forward_train", "forward_infer", "train_step")}
     kernel = {k: [] for k in walls}
     traffic = {k: None for k in walls}  # the call's Result.traffic (None: the generic model)
     status = {}
-    copy = {t.label: [] for t in targets}   # copy of x's bytes: the roofline, in every round like the phases
+    copy = {t.label: [] for t in targets}  # copy of x's bytes: the roofline, in every round like the phases
     floor = {t.label: [] for t in targets}  # copy of FLOOR_BYTES: one command's enqueue-to-finish floor
     for t in targets:
         t.worker.keep(key, inputs)
@@ -148,7 +154,9 @@ def _bench_problem(problem: Case, targets: list[Target], rounds: int, policy: Ti
                     status[(t.label, ph)] = f"{t.backend} has no backward"
                     continue
                 walls[(t.label, ph)].extend(reply[1].wall_ms)
-                traffic[(t.label, ph)] = traffic[(t.label, ph)] or getattr(reply[1], "traffic", None) or generic_traffic(case)
+                traffic[(t.label, ph)] = (
+                    traffic[(t.label, ph)] or getattr(reply[1], "traffic", None) or generic_traffic(case)
+                )
                 kernel[(t.label, ph)].extend(reply[1].kernel_ms or [])
     for t in targets:  # a phase that gave no result: the generic model, for its columns
         for ph, case in _variants(problem, t).items():
@@ -161,7 +169,10 @@ def _rows(problem, targets, walls, kernel, status, copy, floor, traffic) -> list
     host_copy = next((statistics.median(v) for lbl, v in copy.items() if v and not lbl.startswith("opencl@")), np.nan)
     rows = []
     for t in targets:
-        med = {ph: statistics.median(walls[(t.label, ph)]) if walls[(t.label, ph)] else np.nan for ph in ("forward_train", "forward_infer", "train_step")}
+        med = {
+            ph: statistics.median(walls[(t.label, ph)]) if walls[(t.label, ph)] else np.nan
+            for ph in ("forward_train", "forward_infer", "train_step")
+        }
         own_copy = statistics.median(copy[t.label]) if copy.get(t.label) else host_copy
         own_floor = statistics.median(floor[t.label]) if floor.get(t.label) else np.nan
         for ph in PHASES:
@@ -179,20 +190,38 @@ def _rows(problem, targets, walls, kernel, status, copy, floor, traffic) -> list
                 nbytes, factor = 2 * n, 1.0
                 moved = traffic[(t.label, ph)]
             m = statistics.median(times) if times else np.nan
-            rows.append({
-                "case_id": problem.id, "case": problem.name, "shape": "x".join(map(str, problem.shape)),
-                "axis": problem.axis, "dtype": problem.dtype, "phase": ph, "backend": t.backend,
-                "device": getattr(t.device, "key", None) or "", "target": t.label, **kernel_columns(t),
-                "time_ms_median": m, "time_ms_p10": _pct(times, 10), "time_ms_p90": _pct(times, 90),
-                "kernel_ms_median": statistics.median(ktimes) if ktimes else np.nan, "samples": len(times),
-                "bytes": nbytes, "gbps": nbytes / (m * 1e-3) / 1e9 if m and m > 0 else np.nan,
-                "copy_ms_median": own_copy, "frac_of_copy": factor * own_copy / m if m and m > 0 else np.nan,
-                "traffic_bytes": moved["bytes"], "reads_x": moved["reads_x"], "reads_dy": moved["reads_dy"],
-                "traffic_model": moved["why"],
-                "frac_of_traffic": own_copy * moved["bytes"] / (2 * n) / m if m and m > 0 else np.nan,
-                "floor_ms_median": own_floor, "floor_share": own_floor / m if m and m > 0 else np.nan,
-                "status": "ok" if times else "no result", "reason": reason,
-            })
+            rows.append(
+                {
+                    "case_id": problem.id,
+                    "case": problem.name,
+                    "shape": "x".join(map(str, problem.shape)),
+                    "axis": problem.axis,
+                    "dtype": problem.dtype,
+                    "phase": ph,
+                    "backend": t.backend,
+                    "device": getattr(t.device, "key", None) or "",
+                    "target": t.label,
+                    **kernel_columns(t),
+                    "time_ms_median": m,
+                    "time_ms_p10": _pct(times, 10),
+                    "time_ms_p90": _pct(times, 90),
+                    "kernel_ms_median": statistics.median(ktimes) if ktimes else np.nan,
+                    "samples": len(times),
+                    "bytes": nbytes,
+                    "gbps": nbytes / (m * 1e-3) / 1e9 if m and m > 0 else np.nan,
+                    "copy_ms_median": own_copy,
+                    "frac_of_copy": factor * own_copy / m if m and m > 0 else np.nan,
+                    "traffic_bytes": moved["bytes"],
+                    "reads_x": moved["reads_x"],
+                    "reads_dy": moved["reads_dy"],
+                    "traffic_model": moved["why"],
+                    "frac_of_traffic": own_copy * moved["bytes"] / (2 * n) / m if m and m > 0 else np.nan,
+                    "floor_ms_median": own_floor,
+                    "floor_share": own_floor / m if m and m > 0 else np.nan,
+                    "status": "ok" if times else "no result",
+                    "reason": reason,
+                }
+            )
     _speedups(rows, targets)
     return rows
 
@@ -208,7 +237,9 @@ def _speedups(rows: list[dict], targets: list[Target]) -> None:
     frameworks = {t.label for t in targets if t.is_framework}
     for ph in PHASES:
         group = [r for r in rows if r["phase"] == ph]
-        fw_times = [r["time_ms_median"] for r in group if r["target"] in frameworks and not np.isnan(r["time_ms_median"])]
+        fw_times = [
+            r["time_ms_median"] for r in group if r["target"] in frameworks and not np.isnan(r["time_ms_median"])
+        ]
         best = min(fw_times) if fw_times else np.nan
         best_label = next((r["target"] for r in group if r["time_ms_median"] == best), "")
         for r in group:

@@ -23,13 +23,21 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
         big = g[g["bytes"] / (3 if phase == "backward" else 2) >= BIG_BYTES]
         ranked = g.dropna(subset=["speedup_vs_best_framework"]).sort_values("speedup_vs_best_framework")
         worst = ranked.iloc[0] if len(ranked) else None
-        rows.append({"target": target, "phase": phase, "min_speedup_vs_best_framework": g["speedup_vs_best_framework"].min(),
-                     "worst_problem": f"{worst['case']} {worst['dtype']}" if worst is not None else "",
-                     "its_floor_share": worst["floor_share"] if worst is not None and "floor_share" in worst else np.nan,
-                     "below_1": int((g["speedup_vs_best_framework"] < 1).sum()),
-                     "min_frac_of_copy_16MB+": big["frac_of_copy"].min() if len(big) else np.nan,
-                     "min_frac_of_traffic_16MB+": big["frac_of_traffic"].min() if len(big) and "frac_of_traffic" in big else np.nan,
-                     "problems": g["case_id"].nunique()})
+        rows.append(
+            {
+                "target": target,
+                "phase": phase,
+                "min_speedup_vs_best_framework": g["speedup_vs_best_framework"].min(),
+                "worst_problem": f"{worst['case']} {worst['dtype']}" if worst is not None else "",
+                "its_floor_share": worst["floor_share"] if worst is not None and "floor_share" in worst else np.nan,
+                "below_1": int((g["speedup_vs_best_framework"] < 1).sum()),
+                "min_frac_of_copy_16MB+": big["frac_of_copy"].min() if len(big) else np.nan,
+                "min_frac_of_traffic_16MB+": big["frac_of_traffic"].min()
+                if len(big) and "frac_of_traffic" in big
+                else np.nan,
+                "problems": g["case_id"].nunique(),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -38,17 +46,21 @@ def markdown(df: pd.DataFrame, meta: dict, rss: dict) -> str:
     w = lambda s="": print(s, file=out)  # noqa: E731
     w(f"# BatchNorm bench: suite {md_code(meta['suite'])}")
     w()
-    w(f"{md_code(meta['command'])} at {md_text(meta['started'])}, git {md_code(meta['git_commit'])}; host {md_text(meta['host']['cpu'])}, "
-      f"{meta['host']['cores']} cores; {meta['rounds']} interleaved rounds x {meta['repeats']} repeats per target and phase.")
+    w(
+        f"{md_code(meta['command'])} at {md_text(meta['started'])}, git {md_code(meta['git_commit'])}; host {md_text(meta['host']['cpu'])}, "
+        f"{meta['host']['cores']} cores; {meta['rounds']} interleaved rounds x {meta['repeats']} repeats per target and phase."
+    )
     w()
-    w("Wall time is enqueue (or call) to finish; `kernel` is the OpenCL profiling-event time. backward = "
-      "(forward + backward) - forward_train, medians. frac = memory-copy time on the same bytes / time "
-      "(x1.5 for backward). traffic = the reads of x (and dy) the row's kernels make from memory (y, dx written "
-      "once): once, or twice where what a pass reduces is gone from the cache before the next pass reads it again "
-      "(OpenCL: the chosen kernels and the device's cache; other backends: x, dy against the host's last-level "
-      "cache); frac of traffic = frac of copy x traffic bytes / minimal bytes, the fraction of the roofline this "
-      "row's own algorithm allows. speedup = best framework's median / this median. floor = a copy of one float, "
-      "enqueue to finish (what one command costs whatever it does); floor share = floor / median.")
+    w(
+        "Wall time is enqueue (or call) to finish; `kernel` is the OpenCL profiling-event time. backward = "
+        "(forward + backward) - forward_train, medians. frac = memory-copy time on the same bytes / time "
+        "(x1.5 for backward). traffic = the reads of x (and dy) the row's kernels make from memory (y, dx written "
+        "once): once, or twice where what a pass reduces is gone from the cache before the next pass reads it again "
+        "(OpenCL: the chosen kernels and the device's cache; other backends: x, dy against the host's last-level "
+        "cache); frac of traffic = frac of copy x traffic bytes / minimal bytes, the fraction of the roofline this "
+        "row's own algorithm allows. speedup = best framework's median / this median. floor = a copy of one float, "
+        "enqueue to finish (what one command costs whatever it does); floor share = floor / median."
+    )
     w()
     s = summary(df)
     if len(s):
@@ -63,23 +75,62 @@ def markdown(df: pd.DataFrame, meta: dict, rss: dict) -> str:
         w(f"## {md_text(first['case'])} {md_text(first['shape'])} axis {first['axis']} {md_text(first['dtype'])}")
         copies = g.drop_duplicates("target")[["target", "copy_ms_median"]]
         n = first["bytes"] / (3 if first["phase"] == "backward" else 2)
-        w("copy of x: " + ", ".join(f"{md_text(r.target)} {r.copy_ms_median:.3g} ms ({2 * n / r.copy_ms_median / 1e6:.1f} GB/s)"
-                                   for r in copies.itertuples() if r.copy_ms_median == r.copy_ms_median))
+        w(
+            "copy of x: "
+            + ", ".join(
+                f"{md_text(r.target)} {r.copy_ms_median:.3g} ms ({2 * n / r.copy_ms_median / 1e6:.1f} GB/s)"
+                for r in copies.itertuples()
+                if r.copy_ms_median == r.copy_ms_median
+            )
+        )
         if "floor_ms_median" in g:
             floors = g.drop_duplicates("target")[["target", "floor_ms_median"]].dropna()
-            w("floor of one command: " + ", ".join(f"{md_text(r.target)} {r.floor_ms_median * 1e3:.3g} us" for r in floors.itertuples()))
+            w(
+                "floor of one command: "
+                + ", ".join(f"{md_text(r.target)} {r.floor_ms_median * 1e3:.3g} us" for r in floors.itertuples())
+            )
         w()
         table, models = [], []
         for r in g.sort_values(["phase", "time_ms_median"]).itertuples():
             rx, rdy = getattr(r, "reads_x", np.nan), getattr(r, "reads_dy", np.nan)
             reads = "" if pd.isna(rx) else f"x{int(rx)}" + (f" dy{int(rdy)}" if not pd.isna(rdy) and rdy else "")
-            table.append([r.phase, r.target, r.time_ms_median, f"{r.time_ms_p10:.3g}-{r.time_ms_p90:.3g}",
-                          r.kernel_ms_median, r.gbps, r.frac_of_copy, reads, getattr(r, "frac_of_traffic", np.nan),
-                          r.speedup_vs_best_framework, getattr(r, "floor_share", np.nan), r.reason])
+            table.append(
+                [
+                    r.phase,
+                    r.target,
+                    r.time_ms_median,
+                    f"{r.time_ms_p10:.3g}-{r.time_ms_p90:.3g}",
+                    r.kernel_ms_median,
+                    r.gbps,
+                    r.frac_of_copy,
+                    reads,
+                    getattr(r, "frac_of_traffic", np.nan),
+                    r.speedup_vs_best_framework,
+                    getattr(r, "floor_share", np.nan),
+                    r.reason,
+                ]
+            )
             if isinstance(getattr(r, "traffic_model", None), str) and r.traffic_model:
                 models.append(f"- {md_text(r.phase)} {md_text(r.target)}: {md_text(r.traffic_model)}")
-        w(md_table(["phase", "target", "median ms", "p10-p90 ms", "kernel ms", "GB/s", "frac of copy", "reads",
-                    "frac of traffic", "speedup", "floor share", "note"], table))
+        w(
+            md_table(
+                [
+                    "phase",
+                    "target",
+                    "median ms",
+                    "p10-p90 ms",
+                    "kernel ms",
+                    "GB/s",
+                    "frac of copy",
+                    "reads",
+                    "frac of traffic",
+                    "speedup",
+                    "floor share",
+                    "note",
+                ],
+                table,
+            )
+        )
         w()
         if models:
             w("traffic per row:")

@@ -81,15 +81,21 @@ class Fill:
     params: tuple[tuple[str, float], ...] = ()
 
     @staticmethod
-    def make(kind: str, params: dict | None = None, *, source: str | None = None, where: str = "fill") -> "Fill":
+    def make(kind: str, params: dict | None = None, *, source: str | None = None, where: str = "fill") -> Fill:
         if kind not in FILL_PARAMS:
-            raise UserError(f"unknown fill kind {kind!r} (known: {', '.join(FILL_PARAMS)})", source=source, field=f"{where}.kind")
+            raise UserError(
+                f"unknown fill kind {kind!r} (known: {', '.join(FILL_PARAMS)})", source=source, field=f"{where}.kind"
+            )
         allowed = FILL_PARAMS[kind]
         merged = dict(allowed)
         for key, value in (params or {}).items():
             if key not in allowed:
                 known = ", ".join(allowed) or "none"
-                raise UserError(f"unknown parameter {key!r} for fill kind {kind!r} (known: {known})", source=source, field=f"{where}.{key}")
+                raise UserError(
+                    f"unknown parameter {key!r} for fill kind {kind!r} (known: {known})",
+                    source=source,
+                    field=f"{where}.{key}",
+                )
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise UserError(f"must be a finite number, got {value!r}", source=source, field=f"{where}.{key}")
             merged[key] = float(value)
@@ -108,7 +114,7 @@ class Fill:
         return ":".join([self.kind] + [f"{k}={v!r}" for k, v in self.params])
 
     @staticmethod
-    def from_token(token: str, *, source: str | None = None) -> "Fill":
+    def from_token(token: str, *, source: str | None = None) -> Fill:
         kind, *pairs = token.split(":")
         params = {}
         for pair in pairs:
@@ -154,18 +160,30 @@ class Case:
 
         if not isinstance(self.name, str) or not _NAME_RE.match(self.name):
             bad("name", f"must be letters, digits and _ . + - (not starting with a symbol), got {self.name!r}")
-        for fname, choices in (("dtype", DTYPES), ("mode", MODES), ("running_var", RUNNING_VAR),
-                               ("stats", STATS), ("momentum_dir", MOMENTUM_DIR)):
+        for fname, choices in (
+            ("dtype", DTYPES),
+            ("mode", MODES),
+            ("running_var", RUNNING_VAR),
+            ("stats", STATS),
+            ("momentum_dir", MOMENTUM_DIR),
+        ):
             value = getattr(self, fname)
             if value not in choices:
                 bad(fname, f"must be one of {', '.join(choices)}, got {value!r}")
         if not isinstance(self.shape, tuple) or len(self.shape) < 2:
-            bad("shape", f"needs rank >= 2 (a batch axis and a channel axis), got {list(self.shape) if isinstance(self.shape, tuple) else self.shape!r}")
+            bad(
+                "shape",
+                f"needs rank >= 2 (a batch axis and a channel axis), got {list(self.shape) if isinstance(self.shape, tuple) else self.shape!r}",
+            )
         if any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in self.shape):
             bad("shape", f"every dimension must be an integer >= 1, got {list(self.shape)!r}")
         if math.prod(self.shape) > MAX_ELEMENTS:
             bad("shape", f"{list(self.shape)!r} has {math.prod(self.shape)} elements, more than {MAX_ELEMENTS}")
-        if isinstance(self.axis, bool) or not isinstance(self.axis, int) or not -len(self.shape) <= self.axis < len(self.shape):
+        if (
+            isinstance(self.axis, bool)
+            or not isinstance(self.axis, int)
+            or not -len(self.shape) <= self.axis < len(self.shape)
+        ):
             bad("axis", f"{self.axis!r} is out of range for shape {list(self.shape)!r}")
         if self.update_running is not None and not isinstance(self.update_running, bool):
             bad("update_running", f"must be true or false, got {self.update_running!r}")
@@ -174,24 +192,40 @@ class Case:
         for fname in ("backward", "fix_gamma", "inplace"):
             if not isinstance(getattr(self, fname), bool):
                 bad(fname, f"must be true or false, got {getattr(self, fname)!r}")
-        if isinstance(self.eps, bool) or not isinstance(self.eps, float) or not (math.isfinite(self.eps) and self.eps >= 0):
+        if (
+            isinstance(self.eps, bool)
+            or not isinstance(self.eps, float)
+            or not (math.isfinite(self.eps) and self.eps >= 0)
+        ):
             bad("eps", f"must be a finite number >= 0, got {self.eps!r}")
         if isinstance(self.momentum, bool) or not isinstance(self.momentum, float) or not 0.0 <= self.momentum <= 1.0:
             bad("momentum", f"must lie in [0, 1], got {self.momentum!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
             bad("seed", f"must be an integer in [0, 2^63), got {self.seed!r}")
         if not isinstance(self.flags, str) or (self.flags and not _FLAGS_RE.match(self.flags)):
-            bad("flags", f"must be a framework's flag combination such as 'training=False,use_global_stats=True', got {self.flags!r}")
+            bad(
+                "flags",
+                f"must be a framework's flag combination such as 'training=False,use_global_stats=True', got {self.flags!r}",
+            )
         if not isinstance(self.fill, Fill):
             bad("fill", f"must be a Fill, got {self.fill!r}")
         if self.fill.kind == "exact" and self.count % 2:
-            bad("fill", f"kind 'exact' needs an even number of values per channel, shape {list(self.shape)!r} axis {self.axis} gives {self.count}")
+            bad(
+                "fill",
+                f"kind 'exact' needs an even number of values per channel, shape {list(self.shape)!r} axis {self.axis} gives {self.count}",
+            )
         if self.inputs is not None:
             found = _INPUTS_RE.match(self.inputs) if isinstance(self.inputs, str) else None
             if not found:
-                bad("inputs", f"must be a relative path to an .npz file, '@' and the {DIGEST_HEX} hex digits of its sha256, got {self.inputs!r}")
+                bad(
+                    "inputs",
+                    f"must be a relative path to an .npz file, '@' and the {DIGEST_HEX} hex digits of its sha256, got {self.inputs!r}",
+                )
             if found["file"].startswith("/"):
-                bad("inputs", f"must be relative to the inputs folder (an id is the same on every machine), got {found['file']!r}")
+                bad(
+                    "inputs",
+                    f"must be relative to the inputs folder (an id is the same on every machine), got {found['file']!r}",
+                )
         if self.inputs_root is not None and not isinstance(self.inputs_root, str):
             bad("inputs_root", f"must be a folder, got {self.inputs_root!r}")
 
@@ -235,8 +269,12 @@ class Case:
     @property
     def behaviour(self) -> dict:
         """The canonical behaviours this case asks for (what a framework's flag table maps its flags to)."""
-        return {"normalize_with": self.normalize_with, "update_running": self.updates_running, "act": self.act,
-                "inplace": self.inplace}
+        return {
+            "normalize_with": self.normalize_with,
+            "update_running": self.updates_running,
+            "act": self.act,
+            "inplace": self.inplace,
+        }
 
     @property
     def features(self) -> tuple[str, ...]:
@@ -289,13 +327,17 @@ class Case:
             if f.name == "name" or not f.compare:  # inputs_root: where this machine keeps the file
                 continue
             value = getattr(self, f.name)
-            if f.name in QUIET_DEFAULTS and value == QUIET_DEFAULTS[f.name] and type(value) is type(QUIET_DEFAULTS[f.name]):
+            if (
+                f.name in QUIET_DEFAULTS
+                and value == QUIET_DEFAULTS[f.name]
+                and type(value) is type(QUIET_DEFAULTS[f.name])
+            ):
                 continue
             tokens.append(f"{f.name}={_format(f.name, value)}")
         return ",".join(tokens)
 
     @staticmethod
-    def from_id(case_id: str, *, source: str = "--case", inputs_root: str | None = None) -> "Case":
+    def from_id(case_id: str, *, source: str = "--case", inputs_root: str | None = None) -> Case:
         """The case an id names; an inputs file named in it is resolved against inputs_root (a folder), else the
         current folder (taken now)."""
         if not isinstance(case_id, str) or not case_id:
@@ -306,7 +348,10 @@ class Case:
         for pair in pairs:
             key, sep, text = pair.partition("=")
             if not sep or key not in known:
-                raise UserError(f"bad token {pair!r} in case id {case_id!r} (expected key=value with key in {', '.join(sorted(known))})", source=source)
+                raise UserError(
+                    f"bad token {pair!r} in case id {case_id!r} (expected key=value with key in {', '.join(sorted(known))})",
+                    source=source,
+                )
             if key in values:
                 raise UserError(f"token {key!r} appears twice in case id {case_id!r}", source=source)
             values[key] = _parse(key, text, source)

@@ -14,20 +14,19 @@ from pathlib import Path
 import pandas as pd
 
 from . import deviations, html_report, journal, memory, preflight
+from . import meta as metadata
 from . import suite as suites
 from .backends.base import TimingPolicy
 from .case import Case
 from .compare import THRESHOLDS, UNEXPECTED
 from .errors import ReportError, UserError
 from .generate import check_npz
-from .progress import Progress
 from .preflight import number, path_arg
+from .progress import Progress
 from .report import ArraysWriter, atomic_write, write
-from .runner import DEFAULT_TIMEOUT_S, discover, release_probes, select_targets, run_cases, tuned
+from .runner import DEFAULT_TIMEOUT_S, discover, release_probes, run_cases, select_targets, tuned
 from .verdict import judge
 from .worker import peak_rss_mib
-from . import meta as metadata
-
 
 REPORTS = Path(__file__).resolve().parents[1] / "reports"
 DEFAULT_CONVENTIONS = str(REPORTS / "conventions" / "conventions.json")
@@ -41,41 +40,103 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="conformance", description="BatchNorm conformance: OpenCL kernels and frameworks against a float64 oracle.")
+    p = _Parser(
+        prog="conformance", description="BatchNorm conformance: OpenCL kernels and frameworks against a float64 oracle."
+    )
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     r = sub.add_parser("run", help="run a suite (or single cases) on every backend and device, write a report")
     r.add_argument("--suite", default="smoke", help="suite name in cases/ or a path to a .toml file (default: smoke)")
     r.add_argument("--case", action="append", metavar="ID", help="run only this case id (repeatable); ignores --suite")
-    r.add_argument("--inputs-root", type=path_arg, metavar="DIR",
-                   help="the folder a --case id's inputs file is relative to (the suite's folder; default: here)")
-    r.add_argument("--backend", action="append", metavar="NAME", help="only this backend (repeatable; default: every available one)")
-    r.add_argument("--device", metavar="SUBSTRING", help="only OpenCL devices whose key, name, platform or vendor contains this")
+    r.add_argument(
+        "--inputs-root",
+        type=path_arg,
+        metavar="DIR",
+        help="the folder a --case id's inputs file is relative to (the suite's folder; default: here)",
+    )
+    r.add_argument(
+        "--backend",
+        action="append",
+        metavar="NAME",
+        help="only this backend (repeatable; default: every available one)",
+    )
+    r.add_argument(
+        "--device", metavar="SUBSTRING", help="only OpenCL devices whose key, name, platform or vendor contains this"
+    )
     r.add_argument("--out", default="reports/latest", type=path_arg, help="report directory (default: reports/latest)")
-    r.add_argument("--keep-arrays", action="store_true", help="also write arrays/<case_id>.npz with inputs and every output")
-    r.add_argument("--timeout", type=TIMEOUT, default=DEFAULT_TIMEOUT_S, help="seconds one case may take on one target before it is killed")
-    r.add_argument("--repeats", type=number(int, low=1), default=TimingPolicy.max_repeats, help="at most this many timed repeats per case and target")
-    r.add_argument("--rounds", type=number(int, low=1), default=3,
-                   help="timing rounds of the pairs compare may judge (a median of 0.5 ms or more): the best round "
-                        "is kept, the rounds spread over the run (1: one round only)")
-    r.add_argument("--time-budget", type=number(low=0), default=TimingPolicy.budget_s, help="seconds of timed repeats per case and target (after 3)")
-    r.add_argument("--memory-limit", metavar="SIZE", help="refuse cases estimated to need more (e.g. 12G; default: "
-                   "the memory available less 10 %%)")
-    r.add_argument("--allow-empty", action="store_true",
-                   help="exit 0 even when nothing was checked (no case selected, or the system under test ran on no device)")
-    r.add_argument("--deviations", default=str(deviations.DEFAULT_PATH), help="known-deviations file (default: cases/known_deviations.toml)")
-    r.add_argument("--resume", metavar="DIR", type=path_arg, help="complete an interrupted run in DIR: run only the cases it lacks")
-    r.add_argument("--format", choices=["text", "json"], default="text", help="what to print at the end (json: for machines)")
-    r.add_argument("--history", default=None, metavar="URL",
-                   help="history store: an SQLAlchemy URL (default: reports/history.sqlite); 'none' to record nothing")
-    r.add_argument("--conventions", default=DEFAULT_CONVENTIONS,
-                   help="conventions.json to show in report.html (from conformance conventions --out)")
-    r.add_argument("--bench", default=DEFAULT_BENCH,
-                   help="bench.csv whose copy-bandwidth fractions report.html shows (from conformance bench)")
+    r.add_argument(
+        "--keep-arrays", action="store_true", help="also write arrays/<case_id>.npz with inputs and every output"
+    )
+    r.add_argument(
+        "--timeout",
+        type=TIMEOUT,
+        default=DEFAULT_TIMEOUT_S,
+        help="seconds one case may take on one target before it is killed",
+    )
+    r.add_argument(
+        "--repeats",
+        type=number(int, low=1),
+        default=TimingPolicy.max_repeats,
+        help="at most this many timed repeats per case and target",
+    )
+    r.add_argument(
+        "--rounds",
+        type=number(int, low=1),
+        default=3,
+        help="timing rounds of the pairs compare may judge (a median of 0.5 ms or more): the best round "
+        "is kept, the rounds spread over the run (1: one round only)",
+    )
+    r.add_argument(
+        "--time-budget",
+        type=number(low=0),
+        default=TimingPolicy.budget_s,
+        help="seconds of timed repeats per case and target (after 3)",
+    )
+    r.add_argument(
+        "--memory-limit",
+        metavar="SIZE",
+        help="refuse cases estimated to need more (e.g. 12G; default: the memory available less 10 %%)",
+    )
+    r.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="exit 0 even when nothing was checked (no case selected, or the system under test ran on no device)",
+    )
+    r.add_argument(
+        "--deviations",
+        default=str(deviations.DEFAULT_PATH),
+        help="known-deviations file (default: cases/known_deviations.toml)",
+    )
+    r.add_argument(
+        "--resume", metavar="DIR", type=path_arg, help="complete an interrupted run in DIR: run only the cases it lacks"
+    )
+    r.add_argument(
+        "--format", choices=["text", "json"], default="text", help="what to print at the end (json: for machines)"
+    )
+    r.add_argument(
+        "--history",
+        default=None,
+        metavar="URL",
+        help="history store: an SQLAlchemy URL (default: reports/history.sqlite); 'none' to record nothing",
+    )
+    r.add_argument(
+        "--conventions",
+        default=DEFAULT_CONVENTIONS,
+        help="conventions.json to show in report.html (from conformance conventions --out)",
+    )
+    r.add_argument(
+        "--bench",
+        default=DEFAULT_BENCH,
+        help="bench.csv whose copy-bandwidth fractions report.html shows (from conformance bench)",
+    )
     r.add_argument("--tune", action="append", metavar="KEY=VALUE", help=TUNE_HELP)
-    b = sub.add_parser("bench", help="time forward/backward on every backend side by side, against the memory-copy roofline")
+    b = sub.add_parser(
+        "bench", help="time forward/backward on every backend side by side, against the memory-copy roofline"
+    )
     b.add_argument("--suite", default="perf", help="suite name or path (default: perf)")
     b.add_argument("--case", action="append", metavar="ID", help="only this case id (repeatable)")
-    b.add_argument("--inputs-root", type=path_arg, metavar="DIR", help="the folder a --case id's inputs file is relative to")
+    b.add_argument(
+        "--inputs-root", type=path_arg, metavar="DIR", help="the folder a --case id's inputs file is relative to"
+    )
     b.add_argument("--backend", action="append", metavar="NAME", help="only this backend (repeatable)")
     b.add_argument("--device", metavar="SUBSTRING", help="only OpenCL devices matching this")
     b.add_argument("--out", default="reports/bench", type=path_arg, help="output directory (default: reports/bench)")
@@ -83,7 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--repeats", type=number(int, low=1), default=5, help="timed repeats per round (default 5)")
     b.add_argument("--timeout", type=TIMEOUT, default=DEFAULT_TIMEOUT_S)
     b.add_argument("--tune", action="append", metavar="KEY=VALUE", help=TUNE_HELP)
-    cv = sub.add_parser("conventions", help="measure each installed framework's conventions; print documented vs observed")
+    cv = sub.add_parser(
+        "conventions", help="measure each installed framework's conventions; print documented vs observed"
+    )
     cv.add_argument("--backend", action="append", metavar="NAME", help="only this framework backend (repeatable)")
     cv.add_argument("--out", type=path_arg, help="also write conventions.md and conventions.json here")
     ls = sub.add_parser("list", help="list cases, backends or devices")
@@ -97,8 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-TUNE_HELP = ("override an OpenCL tuning entry for this run (repeatable), e.g. family=gpu, wg=64, nt_bytes=none: "
-             "keys of conformance/backends/opencl_tuning.py; values int, float, true/false, none or text")
+TUNE_HELP = (
+    "override an OpenCL tuning entry for this run (repeatable), e.g. family=gpu, wg=64, nt_bytes=none: "
+    "keys of conformance/backends/opencl_tuning.py; values int, float, true/false, none or text"
+)
 
 
 def _tune(args) -> dict:
@@ -138,8 +203,13 @@ def _check_memory(args, cases, targets) -> None:
     ready = [t for t in targets if t.state == "ready"]
     limit = None if args.memory_limit is None else memory.parse_size(args.memory_limit)
     try:
-        memory.check(cases, limit_bytes=limit, source="conformance run", targets=max(len(ready), 1),
-                     frameworks=sum(t.is_framework for t in ready))
+        memory.check(
+            cases,
+            limit_bytes=limit,
+            source="conformance run",
+            targets=max(len(ready), 1),
+            frameworks=sum(t.is_framework for t in ready),
+        )
     except UserError:
         release_probes(targets)
         raise
@@ -156,8 +226,11 @@ def _resume(args) -> tuple[list[str], list[str], bool]:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise UserError(f"not a run directory ({exc})".splitlines()[0], source="--resume", field=str(run_dir)) from None
     if not (run_dir / journal.NAME).is_file():
-        raise UserError(f"no {journal.NAME} (the rows of a run, written as its cases finish): nothing to resume from",
-                        source="--resume", field=str(run_dir))
+        raise UserError(
+            f"no {journal.NAME} (the rows of a run, written as its cases finish): nothing to resume from",
+            source="--resume",
+            field=str(run_dir),
+        )
     rows, done, _ = journal.read(run_dir)
     try:
         whole = meta.get("partial") is False and len(pd.read_csv(run_dir / "results.csv")) == len(rows)
@@ -197,16 +270,28 @@ def cmd_run(args, argv) -> int:
     infos = discover(args.backend, keep=True)
     targets = select_targets(infos, args.device, explicit=bool(args.backend))
     if not targets:
-        raise UserError("no backend is available: " + "; ".join(f"{i.name}: {i.reason}" for i in infos), source="conformance run")
+        raise UserError(
+            "no backend is available: " + "; ".join(f"{i.name}: {i.reason}" for i in infos), source="conformance run"
+        )
     warnings += list(dict.fromkeys(n for i in infos for n in (i.meta or {}).get("notes", [])))
     _check_memory(args, cases, targets)
     policy = TimingPolicy(max_repeats=args.repeats, min_repeats=min(3, args.repeats), budget_s=args.time_budget)
-    print(f"suite {suite_label}: {len(cases)} cases on " + ", ".join(t.label for t in targets)
-          + (f" (resuming: {len(done)} done)" if done else "") + _tune_note(overrides), file=sys.stderr)
+    print(
+        f"suite {suite_label}: {len(cases)} cases on "
+        + ", ".join(t.label for t in targets)
+        + (f" (resuming: {len(done)} done)" if done else "")
+        + _tune_note(overrides),
+        file=sys.stderr,
+    )
     t0 = time.monotonic()
     meta = metadata.collect(argv, suite_label, infos, targets, THRESHOLDS)
-    meta.update(argv=argv, partial=True, sut_requested=not args.backend or "opencl" in args.backend,
-                allow_empty=args.allow_empty, tune=overrides)
+    meta.update(
+        argv=argv,
+        partial=True,
+        sut_requested=not args.backend or "opencl" in args.backend,
+        allow_empty=args.allow_empty,
+        tune=overrides,
+    )
     # From here on the run writes: its folder, run.json (partial until the end) and the journal, case by case.
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -233,9 +318,20 @@ def cmd_run(args, argv) -> int:
     previous = signal.signal(signal.SIGTERM, _terminate)
     busy_from = (time.monotonic(), metadata.cpu_stall_s())
     try:
-        rows = run_cases(cases, targets, policy=policy, timeout_s=args.timeout, on_arrays=on_arrays,
-                         progress=Progress(len(cases)), seen=seen, state=state, classify=classify, record=log.append,
-                         rounds=args.rounds, retimed=log.retime)
+        rows = run_cases(
+            cases,
+            targets,
+            policy=policy,
+            timeout_s=args.timeout,
+            on_arrays=on_arrays,
+            progress=Progress(len(cases)),
+            seen=seen,
+            state=state,
+            classify=classify,
+            record=log.append,
+            rounds=args.rounds,
+            retimed=log.retime,
+        )
     finally:
         signal.signal(signal.SIGTERM, previous)
         log.close()
@@ -245,9 +341,14 @@ def cmd_run(args, argv) -> int:
         print(f"warning: {w}", file=sys.stderr)
     every_row, finished, _ = journal.read(out)  # the report is what is on disk
     meta = metadata.collect(argv, suite_label, infos, targets, THRESHOLDS) | {
-        k: meta[k] for k in ("argv", "sut_requested", "allow_empty", "tune")}
-    meta.update(elapsed_s=time.monotonic() - t0, warnings=warnings, done_cases=[i for i in all_ids if i in set(finished)],
-                machine_load=metadata.busy_measure(busy_from))
+        k: meta[k] for k in ("argv", "sut_requested", "allow_empty", "tune")
+    }
+    meta.update(
+        elapsed_s=time.monotonic() - t0,
+        warnings=warnings,
+        done_cases=[i for i in all_ids if i in set(finished)],
+        machine_load=metadata.busy_measure(busy_from),
+    )
     meta["partial"] = len(meta["done_cases"]) < len(all_ids)
     workers = {t.label: t.meta.get("peak_rss_mib") for t in targets if t.meta.get("peak_rss_mib")}
     own = peak_rss_mib()
@@ -259,15 +360,35 @@ def cmd_run(args, argv) -> int:
     counts = df["status"].value_counts().to_dict() if len(df) else {}
     bad = df[df["status"].isin(UNEXPECTED)] if len(df) else df
     if args.format == "json":
-        print(json.dumps({"exit_code": code, "verdict": verdict.line(meta["partial"]), "notes": list(verdict.notes),
-                          "partial": meta["partial"], "report_dir": str(out), "rows": len(df), "counts": counts,
-                          "unexpected": bad[["case_id", "target", "vs", "output", "status", "reason"]].to_dict("records")
-                          if len(bad) else []}, default=str))
+        print(
+            json.dumps(
+                {
+                    "exit_code": code,
+                    "verdict": verdict.line(meta["partial"]),
+                    "notes": list(verdict.notes),
+                    "partial": meta["partial"],
+                    "report_dir": str(out),
+                    "rows": len(df),
+                    "counts": counts,
+                    "unexpected": bad[["case_id", "target", "vs", "output", "status", "reason"]].to_dict("records")
+                    if len(bad)
+                    else [],
+                },
+                default=str,
+            )
+        )
     else:
-        note = (f" (INCOMPLETE: {len(meta['done_cases'])} of {len(all_ids)} cases finished: conformance run --resume {out})"
-                if meta["partial"] else "")
-        print(f"{verdict.line(meta['partial'])}: {len(df)} rows" + "".join(f", {k} {v}" for k, v in sorted(counts.items()))
-              + "".join(f"; {n}" for n in verdict.notes) + f"; report in {out}/summary.md{note}")
+        note = (
+            f" (INCOMPLETE: {len(meta['done_cases'])} of {len(all_ids)} cases finished: conformance run --resume {out})"
+            if meta["partial"]
+            else ""
+        )
+        print(
+            f"{verdict.line(meta['partial'])}: {len(df)} rows"
+            + "".join(f", {k} {v}" for k, v in sorted(counts.items()))
+            + "".join(f"; {n}" for n in verdict.notes)
+            + f"; report in {out}/summary.md{note}"
+        )
     return code
 
 
@@ -298,8 +419,10 @@ def _after_report(args, out: Path, df, meta, conventions, bench, record_history:
     try:
         run_id = _history().record(df, meta, str(out), url=args.history)
     except (ReportError, UserError) as exc:
-        print(f"warning: {exc}; the run's rows are in {out} (record them later: conformance history --record {out})",
-              file=sys.stderr)
+        print(
+            f"warning: {exc}; the run's rows are in {out} (record them later: conformance history --record {out})",
+            file=sys.stderr,
+        )
         return
     print(f"recorded as run {run_id} in the history store", file=sys.stderr)
 
@@ -319,8 +442,10 @@ def cmd_list(args) -> int:
             else:
                 for d in info.devices:
                     if d.key:
-                        print(f"{info.name}@{d.key}: {d.name} | {d.platform} | {d.vendor} | driver {d.driver} | "
-                              f"{d.version} | fp16 {'yes' if d.fp16 else 'no'} | fp64 {'yes' if d.fp64 else 'no'}")
+                        print(
+                            f"{info.name}@{d.key}: {d.name} | {d.platform} | {d.vendor} | driver {d.driver} | "
+                            f"{d.version} | fp16 {'yes' if d.fp16 else 'no'} | fp64 {'yes' if d.fp64 else 'no'}"
+                        )
     return 0
 
 
@@ -348,9 +473,15 @@ def cmd_bench(args, argv) -> int:
     targets = select_targets(infos, args.device, explicit=bool(args.backend))
     if not targets:
         raise UserError("no backend is available", source="conformance bench")
-    print(f"bench {label}: {len(bench.problems(cases))} problems on " + ", ".join(t.label for t in targets)
-          + _tune_note(overrides), file=sys.stderr)
-    rows, rss = bench.run_bench(cases, targets, args.rounds, args.repeats, args.timeout, Progress(len(bench.problems(cases))))
+    print(
+        f"bench {label}: {len(bench.problems(cases))} problems on "
+        + ", ".join(t.label for t in targets)
+        + _tune_note(overrides),
+        file=sys.stderr,
+    )
+    rows, rss = bench.run_bench(
+        cases, targets, args.rounds, args.repeats, args.timeout, Progress(len(bench.problems(cases)))
+    )
     meta = metadata.collect(argv, label, infos, targets, THRESHOLDS)
     meta.update(rounds=args.rounds, repeats=args.repeats, tune=overrides)
     df = bench_report.write(args.out, rows, meta, rss)
@@ -384,16 +515,22 @@ def cmd_conventions(args) -> int:
             print(f"probing {label} ...", file=sys.stderr)
             results[label] = conventions.probe(info.name, dev.key)
     if not results:
-        raise UserError("no framework backend is available: " + "; ".join(f"{i.name}: {i.reason}" for i in infos), source="conformance conventions")
+        raise UserError(
+            "no framework backend is available: " + "; ".join(f"{i.name}: {i.reason}" for i in infos),
+            source="conformance conventions",
+        )
     text, mismatches = conventions.matrix(results)
     flags_text, flag_bad = conventions.flag_matrix(results)
     if flags_text:
         text += "\n\n## Flag combinations: documented vs seen\n\n" + flags_text
     print(text)
-    print(f"\n{mismatches} documented convention(s) not matching behaviour; {flag_bad} documented flag combination(s) "
-          "doing something else")
+    print(
+        f"\n{mismatches} documented convention(s) not matching behaviour; {flag_bad} documented flag combination(s) "
+        "doing something else"
+    )
     if args.out:
         import json
+
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "conventions.md").write_text(text + "\n")
         (args.out / "conventions.json").write_text(json.dumps(results, indent=2, default=str))

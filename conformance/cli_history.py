@@ -22,24 +22,55 @@ HISTORY_HELP = "history store: SQLAlchemy URL or SQLite file (default: $CONFORMA
 
 
 def add_commands(sub) -> None:
-    c = sub.add_parser("compare", help="compare two runs: new failures, fixes, error growth, timing regressions; exit 1 on a regression")
+    c = sub.add_parser(
+        "compare",
+        help="compare two runs: new failures, fixes, error growth, timing regressions; exit 1 on a regression",
+    )
     c.add_argument("base", metavar="BASE", help="run id, run directory, 'latest' or 'previous'")
     c.add_argument("new", metavar="NEW", help="run id, run directory, 'latest' or 'previous'")
     c.add_argument("--history", metavar="URL", help=HISTORY_HELP)
-    c.add_argument("--device", metavar="SUBSTRING", help="latest/previous among runs with such a target; compare only those targets")
+    c.add_argument(
+        "--device",
+        metavar="SUBSTRING",
+        help="latest/previous among runs with such a target; compare only those targets",
+    )
     c.add_argument("--suite", help="latest/previous among runs of this suite (default for BASE: NEW's suite)")
-    c.add_argument("--error-factor", type=number(low=1, low_open=True), default=DEFAULTS["error_factor"],
-                   help="error growth factor that flags (default 4)")
-    c.add_argument("--min-time-ratio", type=number(low=1), default=DEFAULTS["min_time_ratio"],
-                   help="median and minimum time ratio a timing regression must exceed (default 1.3)")
-    c.add_argument("--unrecorded-ratio", type=number(low=1), default=DEFAULTS["unrecorded_ratio"],
-                   help="... and, for a pair the history holds no drift of, this ratio (default 2)")
-    c.add_argument("--min-time-ms", type=number(low=0), default=DEFAULTS["min_time_ms"],
-                   help="times are judged only from this many ms (default 1) ...")
-    c.add_argument("--floor-factor", type=number(low=0), default=DEFAULTS["floor_factor"],
-                   help="... and from this many times the target's launch floor (default 20)")
-    c.add_argument("--busy", type=number(low=0, high=1), default=DEFAULTS["busy"],
-                   help="judge no time when a run's machine had a task waiting for a CPU more than this share of the run (default 0.5)")
+    c.add_argument(
+        "--error-factor",
+        type=number(low=1, low_open=True),
+        default=DEFAULTS["error_factor"],
+        help="error growth factor that flags (default 4)",
+    )
+    c.add_argument(
+        "--min-time-ratio",
+        type=number(low=1),
+        default=DEFAULTS["min_time_ratio"],
+        help="median and minimum time ratio a timing regression must exceed (default 1.3)",
+    )
+    c.add_argument(
+        "--unrecorded-ratio",
+        type=number(low=1),
+        default=DEFAULTS["unrecorded_ratio"],
+        help="... and, for a pair the history holds no drift of, this ratio (default 2)",
+    )
+    c.add_argument(
+        "--min-time-ms",
+        type=number(low=0),
+        default=DEFAULTS["min_time_ms"],
+        help="times are judged only from this many ms (default 1) ...",
+    )
+    c.add_argument(
+        "--floor-factor",
+        type=number(low=0),
+        default=DEFAULTS["floor_factor"],
+        help="... and from this many times the target's launch floor (default 20)",
+    )
+    c.add_argument(
+        "--busy",
+        type=number(low=0, high=1),
+        default=DEFAULTS["busy"],
+        help="judge no time when a run's machine had a task waiting for a CPU more than this share of the run (default 0.5)",
+    )
     c.add_argument("--out", type=path_arg, metavar="FILE.md", help="also write the markdown here")
     c.set_defaults(func=cmd_compare)
     h = sub.add_parser("history", help="list recorded runs, or the trend of one case on one backend")
@@ -49,8 +80,12 @@ def add_commands(sub) -> None:
     h.add_argument("--backend", metavar="B", help="backend of the trend")
     h.add_argument("--device", metavar="D", help="only targets containing this")
     h.add_argument("--plot", type=path_arg, metavar="FILE.png|svg", help="write the trend plot")
-    h.add_argument("--record", type=path_arg, metavar="DIR",
-                   help="record the run in DIR (a `conformance run --out` folder) in the store, e.g. after the store failed")
+    h.add_argument(
+        "--record",
+        type=path_arg,
+        metavar="DIR",
+        help="record the run in DIR (a `conformance run --out` folder) in the store, e.g. after the store failed",
+    )
     h.set_defaults(func=cmd_history)
     d = sub.add_parser("devices-table", help="the newest run of a suite on every device recorded, side by side")
     d.add_argument("--history", metavar="URL", help=HISTORY_HELP)
@@ -63,7 +98,9 @@ def _history():
     try:
         from . import history
     except ImportError as exc:
-        raise UserError(f"the history store needs SQLAlchemy ({exc}): python3 -m pip install sqlalchemy", source="history") from None
+        raise UserError(
+            f"the history store needs SQLAlchemy ({exc}): python3 -m pip install sqlalchemy", source="history"
+        ) from None
     return history
 
 
@@ -90,10 +127,19 @@ def cmd_compare(args) -> int:
     suite = args.suite or (new_meta.get("suite") if args.base in ("latest", "previous") else None)
     base_df, base_meta, base_label = history.resolve(args.base, args.history, args.device, suite=suite)
     drift = _drift(history, args.history, new_meta, args.busy)
-    result = regress.compare(_only_device(base_df, args.device), _only_device(new_df, args.device),
-                             base_meta=base_meta, new_meta=new_meta, drift=drift, error_factor=args.error_factor,
-                             min_time_ratio=args.min_time_ratio, min_time_ms=args.min_time_ms,
-                             floor_factor=args.floor_factor, busy=args.busy, unrecorded_ratio=args.unrecorded_ratio)
+    result = regress.compare(
+        _only_device(base_df, args.device),
+        _only_device(new_df, args.device),
+        base_meta=base_meta,
+        new_meta=new_meta,
+        drift=drift,
+        error_factor=args.error_factor,
+        min_time_ratio=args.min_time_ratio,
+        min_time_ms=args.min_time_ms,
+        floor_factor=args.floor_factor,
+        busy=args.busy,
+        unrecorded_ratio=args.unrecorded_ratio,
+    )
     text = regress.markdown(result, base_label, new_label)
     print(text, end="")
     _write(args.out, text)
@@ -107,7 +153,7 @@ def _drift(history, url, new_meta: dict, busy: float) -> dict:
         where = history.url_of(url)
     except UserError:  # --history none: no store
         return {}
-    if where.startswith("sqlite:///") and not Path(where[len("sqlite:///"):]).is_file():
+    if where.startswith("sqlite:///") and not Path(where[len("sqlite:///") :]).is_file():
         return {}  # no store yet: a comparison of two run folders creates none
     from .drift import timing_drift
 
@@ -119,8 +165,10 @@ def cmd_history(args) -> int:
     if args.record is not None:
         df, meta = history.read_dir(args.record)
         if meta.get("partial"):
-            raise UserError(f"{str(args.record)!r} holds an incomplete run: complete it with conformance run --resume",
-                            source="--record")
+            raise UserError(
+                f"{str(args.record)!r} holds an incomplete run: complete it with conformance run --resume",
+                source="--record",
+            )
         run_id = history.record(df, meta, str(args.record), url=args.history)
         print(f"recorded {md_code(args.record)} as run {md_code(run_id)} in {md_code(history.url_of(args.history))}")
         return 0
@@ -128,8 +176,18 @@ def cmd_history(args) -> int:
         if args.backend or args.plot:
             raise UserError("--backend and --plot go with --case ID", source="conformance history")
         listed = history.runs(args.history, suite=args.suite, target=args.device)
-        rows = [[r.run_id, r.started, r.suite, r.machine, str(r.git_commit or "")[:12] + (" partial" if r.partial else ""),
-                 ", ".join(r.targets), " ".join(f"{k} {v}" for k, v in sorted(r.counts.items()))] for r in listed.itertuples()]
+        rows = [
+            [
+                r.run_id,
+                r.started,
+                r.suite,
+                r.machine,
+                str(r.git_commit or "")[:12] + (" partial" if r.partial else ""),
+                ", ".join(r.targets),
+                " ".join(f"{k} {v}" for k, v in sorted(r.counts.items())),
+            ]
+            for r in listed.itertuples()
+        ]
         print(md_table(["run", "started", "suite", "machine", "commit", "targets", "counts (vs oracle)"], rows))
         print(f"\n{len(listed)} run(s) in {md_code(history.url_of(args.history))}")
         return 0
@@ -139,7 +197,9 @@ def cmd_history(args) -> int:
         raise UserError(f"--plot must end in .png or .svg, not {str(args.plot)!r}", source="--plot")
     df = history.trend(args.case, args.backend, args.device, args.history)
     wide = trend_table(df)
-    print(f"case {md_code(args.case)} on {md_code(args.backend)}: norm_err per output and median time per run, oldest first\n")
+    print(
+        f"case {md_code(args.case)} on {md_code(args.backend)}: norm_err per output and median time per run, oldest first\n"
+    )
     print(md_table(list(wide.columns), wide.values.tolist()))
     if args.plot is not None:
         plot_trend(df, args.plot, title=f"{args.case[:80]} on {args.backend}")
@@ -152,8 +212,11 @@ def trend_table(df: pd.DataFrame) -> pd.DataFrame:
     keys = ["started", "run_id", "target"]
     norm = df.pivot_table(index=keys, columns="output", values="norm_err", aggfunc="first", sort=False)
     norm.columns = [f"norm_err {c}" for c in norm.columns]
-    rest = df.groupby(keys, sort=False).agg(commit=("git_commit", "first"), time_ms_median=("time_ms_median", "first"),
-                                            status=("status", lambda s: ",".join(sorted(set(s)))))
+    rest = df.groupby(keys, sort=False).agg(
+        commit=("git_commit", "first"),
+        time_ms_median=("time_ms_median", "first"),
+        status=("status", lambda s: ",".join(sorted(set(s)))),
+    )
     wide = rest.join(norm).reset_index()
     wide["commit"] = wide["commit"].astype(str).str[:12]
     return wide
@@ -184,12 +247,15 @@ def plot_trend(df: pd.DataFrame, path: Path, title: str = "") -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         if path.suffix.lower() == ".png":
-            raise UserError("a .png plot needs matplotlib (python3 -m pip install matplotlib); .svg works without it",
-                            source="--plot") from None
+            raise UserError(
+                "a .png plot needs matplotlib (python3 -m pip install matplotlib); .svg works without it",
+                source="--plot",
+            ) from None
         path.write_text(svg_trend(labels, err, tim, title))
         return
     fig, (a, b) = plt.subplots(2, 1, figsize=(9, 7), sharex=True)
@@ -217,8 +283,10 @@ COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e3
 def svg_trend(labels: list[str], err: dict, tim: dict, title: str = "") -> str:
     """The trend plot as a plain SVG: two panels (norm_err, median time), one polyline per series."""
     w, ph, left, top = 900, 260, 70, 40
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{2 * ph + 120}" font-family="sans-serif" font-size="11">',
-           f'<text x="{left}" y="20">{html.escape(title)}</text>']
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{2 * ph + 120}" font-family="sans-serif" font-size="11">',
+        f'<text x="{left}" y="20">{html.escape(title)}</text>',
+    ]
     n = max(len(labels), 1)
     x_of = lambda i: left + (w - left - 230) * (i / (n - 1) if n > 1 else 0.5)  # noqa: E731
     for k, (name, series) in enumerate((("norm_err", err), ("median time (ms)", tim))):
@@ -234,12 +302,18 @@ def svg_trend(labels: list[str], err: dict, tim: dict, title: str = "") -> str:
             color = COLORS[j % len(COLORS)]
             pts = [(x_of(i), y_of(v)) for i, v in enumerate(ys) if isinstance(v, (int, float)) and math.isfinite(v)]
             if pts:
-                out.append(f'<polyline fill="none" stroke="{color}" points="' + " ".join(f"{x:.1f},{y:.1f}" for x, y in pts) + '"/>')
+                out.append(
+                    f'<polyline fill="none" stroke="{color}" points="'
+                    + " ".join(f"{x:.1f},{y:.1f}" for x, y in pts)
+                    + '"/>'
+                )
                 out += [f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.5" fill="{color}"/>' for x, y in pts]
             out.append(f'<text x="{w - 220}" y="{y0 + 12 + 13 * j}" fill="{color}">{html.escape(label[-40:])}</text>')
     for i, label in enumerate(labels):
-        out.append(f'<text x="{x_of(i):.1f}" y="{2 * ph + 90}" font-size="9" text-anchor="end" '
-                   f'transform="rotate(-45 {x_of(i):.1f} {2 * ph + 90})">{html.escape(label)}</text>')
+        out.append(
+            f'<text x="{x_of(i):.1f}" y="{2 * ph + 90}" font-size="9" text-anchor="end" '
+            f'transform="rotate(-45 {x_of(i):.1f} {2 * ph + 90})">{html.escape(label)}</text>'
+        )
     out.append("</svg>")
     return "\n".join(out) + "\n"
 
@@ -251,8 +325,10 @@ def cmd_devices_table(args) -> int:
 
     listed = history.runs(args.history, suite=args.suite)
     if not len(listed):
-        raise UserError(f"no runs{f' of suite {args.suite!r}' if args.suite else ''} in history {history.url_of(args.history)}",
-                        source="conformance devices-table")
+        raise UserError(
+            f"no runs{f' of suite {args.suite!r}' if args.suite else ''} in history {history.url_of(args.history)}",
+            source="conformance devices-table",
+        )
     suite = args.suite or listed["suite"].iloc[0]
     listed = listed[listed["suite"] == suite]
     newest: dict[str, str] = {}  # target -> newest run that has it (listed is newest first)
@@ -270,7 +346,9 @@ def cmd_devices_table(args) -> int:
             dfs[target] = rows
             sources.append([target, run_id, meta.get("started", ""), (meta.get("host") or {}).get("name", "")])
     text = regress.cross_device_markdown(dfs, title=f"Suite {md_code(suite)} on every device recorded")
-    text += "\n## Sources (newest run per target)\n\n" + md_table(["target", "run", "started", "machine"], sources) + "\n"
+    text += (
+        "\n## Sources (newest run per target)\n\n" + md_table(["target", "run", "started", "machine"], sources) + "\n"
+    )
     print(text, end="")
     _write(args.out, text)
     return 0

@@ -72,7 +72,11 @@ class _Tally:
         self.worst = (-1.0, 0)  # (max error, first flat index holding it)
 
     def flat(self, box, local: int, block_shape) -> int:
-        return int(np.ravel_multi_index(tuple(s.start + k for s, k in zip(box, np.unravel_index(local, block_shape))), self.shape3))
+        return int(
+            np.ravel_multi_index(
+                tuple(s.start + k for s, k in zip(box, np.unravel_index(local, block_shape))), self.shape3
+            )
+        )
 
     def add(self, box, g_box, e_box) -> None:
         g, e = g_box.astype(np.float64), e_box.astype(np.float64)
@@ -87,7 +91,9 @@ class _Tally:
         err = np.where(both, np.abs(g - e), 0.0)
         ref_abs = np.where(both, np.abs(e), 0.0)
         i = int(np.argmax(err))
-        if err.flat[i] > self.worst[0]:  # boxes come in flat order along each axis, not overall: compare indices on ties
+        if (
+            err.flat[i] > self.worst[0]
+        ):  # boxes come in flat order along each axis, not overall: compare indices on ties
             self.worst = (float(err.flat[i]), self.flat(box, i, e.shape))
         elif err.flat[i] == self.worst[0]:
             self.worst = (self.worst[0], min(self.worst[1], self.flat(box, i, e.shape)))
@@ -143,12 +149,16 @@ def compare(name: str, got, expected: np.ndarray, scale: np.ndarray, case, expec
     problems = []
     if tally.mismatch:
         i = tally.first_mismatch
-        problems.append(f"NaN/Inf pattern differs at {tally.mismatch} elements, first {_fmt_index(i, expected.shape)}: "
-                        f"got {float(got.flat[i])!r}, expected {float(expected.flat[i])!r}")
+        problems.append(
+            f"NaN/Inf pattern differs at {tally.mismatch} elements, first {_fmt_index(i, expected.shape)}: "
+            f"got {float(got.flat[i])!r}, expected {float(expected.flat[i])!r}"
+        )
     if not row["norm_err"] <= threshold:
         i = tally.worst[1]
-        problems.append(f"norm_err {row['norm_err']:.3g} > {threshold:g} at {_fmt_index(i, expected.shape)}: "
-                        f"got {float(got.flat[i])!r}, expected {float(expected.flat[i])!r}")
+        problems.append(
+            f"norm_err {row['norm_err']:.3g} > {threshold:g} at {_fmt_index(i, expected.shape)}: "
+            f"got {float(got.flat[i])!r}, expected {float(expected.flat[i])!r}"
+        )
     if problems:
         row["reason"] = f"{name}: " + "; ".join(problems)
     else:

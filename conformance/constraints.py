@@ -17,9 +17,20 @@ from .preflight import path_arg, writable_dir
 from .worker import _CTX, _first_line
 
 FIRST_CALL_S, CALL_S = 180.0, 30.0  # the first call of a worker imports its framework
-FRAMEWORK = {"mindspore": "mindspore", "paddle": "paddle", "paddle_functional": "paddle", "mxnet": "mxnet", "mxnet_v1": "mxnet"}
-API = {"mindspore": "mindspore.ops.BatchNorm", "paddle": "paddle.nn.BatchNorm", "paddle_functional":
-       "paddle.nn.functional.batch_norm", "mxnet": "mxnet.nd.BatchNorm", "mxnet_v1": "mxnet BatchNorm_v1 (nd)"}
+FRAMEWORK = {
+    "mindspore": "mindspore",
+    "paddle": "paddle",
+    "paddle_functional": "paddle",
+    "mxnet": "mxnet",
+    "mxnet_v1": "mxnet",
+}
+API = {
+    "mindspore": "mindspore.ops.BatchNorm",
+    "paddle": "paddle.nn.BatchNorm",
+    "paddle_functional": "paddle.nn.functional.batch_norm",
+    "mxnet": "mxnet.nd.BatchNorm",
+    "mxnet_v1": "mxnet BatchNorm_v1 (nd)",
+}
 
 
 @dataclass(frozen=True)
@@ -43,46 +54,113 @@ CONSTRAINTS = [
     C("mindspore", "epsilon <= 1", _MS_EPS, {"kw": {"epsilon": 1.0}}, {"kw": {"epsilon": 1.000001}}),
     C("mindspore", "momentum >= 0", _MS_MOM, {"kw": {"momentum": 0.0}}, {"kw": {"momentum": -0.01}}),
     C("mindspore", "momentum <= 1", _MS_MOM, {"kw": {"momentum": 1.0}}, {"kw": {"momentum": 1.01}}),
-    C("mindspore", "input_x dtype", "input_x (Tensor) - Tensor of shape (N, C), with float16 or float32 data type",
-      {"dtype": "float16"}, {"dtype": "float64"}),
-    C("mindspore", "scale dtype", "scale ... with float16 or float32 data type; bias, mean, variance ... has the same "
-      "data type with scale", {"pdtype": "float16"}, {"pdtype": "float64"}),
+    C(
+        "mindspore",
+        "input_x dtype",
+        "input_x (Tensor) - Tensor of shape (N, C), with float16 or float32 data type",
+        {"dtype": "float16"},
+        {"dtype": "float64"},
+    ),
+    C(
+        "mindspore",
+        "scale dtype",
+        "scale ... with float16 or float32 data type; bias, mean, variance ... has the same data type with scale",
+        {"pdtype": "float16"},
+        {"pdtype": "float64"},
+    ),
     C("mindspore", "input_x shape (N, C)", "input_x (Tensor) - Tensor of shape (N, C)", {}, {"shape": (2, 3, 4, 5)}),
     C("mindspore", "scale shape (C,), longer", _MS_SCALE, {}, {"c": 4}),
     C("mindspore", "scale shape (C,), shorter", _MS_SCALE, {}, {"c": 2}),
-    C("mindspore", "data_format NHWC only on GPU", "the 'NHWC' format is only supported in GPU target",
-      {"kw": {"data_format": "NCHW"}}, {"kw": {"data_format": "NHWC"}, "axis": -1}, base={"shape": (2, 3, 4, 5)}),
+    C(
+        "mindspore",
+        "data_format NHWC only on GPU",
+        "the 'NHWC' format is only supported in GPU target",
+        {"kw": {"data_format": "NCHW"}},
+        {"kw": {"data_format": "NHWC"}, "axis": -1},
+        base={"shape": (2, 3, 4, 5)},
+    ),
     C("paddle", "num_channels, more", _PD_NUM, {}, {"c": 4}),
     C("paddle", "num_channels, fewer", _PD_NUM, {}, {"c": 2}),
-    C("paddle", "dtype float32/float64", "dtype (str, optional) - Indicate the data type of the input Tensor, which can "
-      "be float32 or float64", {"dtype": "float64"}, {"dtype": "float16"}),
-    C("paddle", "data_layout NCHW/NHWC", "data_layout (str, optional) - ... the data format can be \u201cNCHW\u201d or "
-      "\u201cNHWC\u201d", {"kw": {"data_layout": "NHWC"}, "axis": -1}, {"kw": {"data_layout": "nhwc"}, "axis": -1}),
-    C("paddle_functional", "x dtype float32/float64", "x(Tensor): input value. It's data type should be float32, "
-      "float64.", {"dtype": "float64"}, {"dtype": "float16"}),
-    C("paddle_functional", "data_format list", "data_format(str, optional): ... may be \"NC\", \"NCL\", \"NCHW\", "
-      "\"NCDHW\", \"NLC\", \"NHWC\" or \"NDHWC\"", {"kw": {"data_format": "NCL"}}, {"kw": {"data_format": "NCW"}},
-      base={"shape": (2, 3, 5)}),
-    C("mxnet", "eps >= CUDNN_BN_MIN_EPSILON", "eps ... Must be no less than CUDNN_BN_MIN_EPSILON defined in cudnn.h when "
-      "using cudnn (usually 1e-5)", {"kw": {"eps": 1e-5}}, {"kw": {"eps": 1e-6}}, scope="cudnn only: CPU here"),
-    C("mxnet", "axis in the input shape", "axis (int, optional, default='1') - Specify which shape axis the channel is "
-      "specified; Specifying -1 sets the channel axis to be the last item", {"kw": {"axis": -1}, "axis": -1},
-      {"kw": {"axis": 4}, "axis": -1}),
-] + [c for b in ("mxnet", "mxnet_v1") for c in (
-    C(b, "input has more than one dimension", "Assume the input has more than one dimension and we normalize along axis 1",
-      {"shape": (4, 3)}, {"shape": (3,), "axis": 0}),
-    C(b, "gamma shape (k,), longer", _MX_GAMMA, {}, {"c": 4}),
-    C(b, "gamma shape (k,), shorter", _MX_GAMMA, {}, {"c": 2}))]
+    C(
+        "paddle",
+        "dtype float32/float64",
+        "dtype (str, optional) - Indicate the data type of the input Tensor, which can be float32 or float64",
+        {"dtype": "float64"},
+        {"dtype": "float16"},
+    ),
+    C(
+        "paddle",
+        "data_layout NCHW/NHWC",
+        "data_layout (str, optional) - ... the data format can be \u201cNCHW\u201d or \u201cNHWC\u201d",
+        {"kw": {"data_layout": "NHWC"}, "axis": -1},
+        {"kw": {"data_layout": "nhwc"}, "axis": -1},
+    ),
+    C(
+        "paddle_functional",
+        "x dtype float32/float64",
+        "x(Tensor): input value. It's data type should be float32, float64.",
+        {"dtype": "float64"},
+        {"dtype": "float16"},
+    ),
+    C(
+        "paddle_functional",
+        "data_format list",
+        'data_format(str, optional): ... may be "NC", "NCL", "NCHW", "NCDHW", "NLC", "NHWC" or "NDHWC"',
+        {"kw": {"data_format": "NCL"}},
+        {"kw": {"data_format": "NCW"}},
+        base={"shape": (2, 3, 5)},
+    ),
+    C(
+        "mxnet",
+        "eps >= CUDNN_BN_MIN_EPSILON",
+        "eps ... Must be no less than CUDNN_BN_MIN_EPSILON defined in cudnn.h when using cudnn (usually 1e-5)",
+        {"kw": {"eps": 1e-5}},
+        {"kw": {"eps": 1e-6}},
+        scope="cudnn only: CPU here",
+    ),
+    C(
+        "mxnet",
+        "axis in the input shape",
+        "axis (int, optional, default='1') - Specify which shape axis the channel is "
+        "specified; Specifying -1 sets the channel axis to be the last item",
+        {"kw": {"axis": -1}, "axis": -1},
+        {"kw": {"axis": 4}, "axis": -1},
+    ),
+] + [
+    c
+    for b in ("mxnet", "mxnet_v1")
+    for c in (
+        C(
+            b,
+            "input has more than one dimension",
+            "Assume the input has more than one dimension and we normalize along axis 1",
+            {"shape": (4, 3)},
+            {"shape": (3,), "axis": 0},
+        ),
+        C(b, "gamma shape (k,), longer", _MX_GAMMA, {}, {"c": 4}),
+        C(b, "gamma shape (k,), shorter", _MX_GAMMA, {}, {"c": 2}),
+    )
+]
 
 
 _SHOWN = {"c": "gamma/scale length", "pdtype": "param dtype", "shape": "shape", "dtype": "dtype"}  # 'axis' is the ref's
 
 
 def _settings(c: Constraint, side: str) -> dict:
-    s = {"shape": (4, 3) if c.backend == "mindspore" else (2, 3, 4, 4), "dtype": "float32", "kw": {}, "axis": 1, **c.base}
+    s = {
+        "shape": (4, 3) if c.backend == "mindspore" else (2, 3, 4, 4),
+        "dtype": "float32",
+        "kw": {},
+        "axis": 1,
+        **c.base,
+    }
     change = getattr(c, side)
-    return {**s, **change, "kw": {**s["kw"], **change.get("kw", {})},
-            "eps": 1e-3 if c.backend.startswith("mxnet") else 1e-5}  # the page's default
+    return {
+        **s,
+        **change,
+        "kw": {**s["kw"], **change.get("kw", {})},
+        "eps": 1e-3 if c.backend.startswith("mxnet") else 1e-5,
+    }  # the page's default
 
 
 def _describe(y, x, s) -> str:
@@ -103,18 +181,22 @@ def _call(backend: str, s: dict) -> tuple[str, str]:
     g, b, rm, rv = (np.full(c, v, dtype=pdt) for v in (1.0, 0.0, 0.0, 1.0))
     if backend == "mindspore":
         from .backends.mindspore_ops import _import
+
         ms = _import()
         stat = [ms.Parameter(ms.Tensor(a), name=n, requires_grad=False) for a, n in ((rm, "rm"), (rv, "rv"))]
         y = ms.ops.BatchNorm(is_training=True, **s["kw"])(ms.Tensor(x), ms.Tensor(g), ms.Tensor(b), *stat)[0].asnumpy()
     elif backend == "paddle":
         from .backends._paddle import paddle
+
         y = paddle().nn.BatchNorm(c, dtype=s["dtype"], **s["kw"])(paddle().to_tensor(x)).numpy()  # new: in train mode
     elif backend == "paddle_functional":
         from .backends._paddle import paddle
+
         t = [paddle().to_tensor(a) for a in (x, rm, rv, g, b)]
         y = paddle().nn.functional.batch_norm(*t, training=True, **s["kw"]).numpy()
     else:
         from .backends import _mxnet
+
         mx, kw = _mxnet.load(), {"fix_gamma": False, **s["kw"]}
         args = [_mxnet.to_nd(a) for a in (x, g, b, rm, rv)]
         try:
@@ -123,7 +205,9 @@ def _call(backend: str, s: dict) -> tuple[str, str]:
                     out = mx.nd.BatchNorm(*args, **kw)
                 else:  # as the mxnet_v1 backend does: the nd wrapper passes only data, gamma, beta
                     from mxnet.ndarray._internal import _imperative_invoke
+
                     from .backends.mxnet_v1 import open as handle
+
                     out = _imperative_invoke(handle(None), args, list(kw), list(kw.values()), None, False, False)
             y = (out[0] if isinstance(out, (list, tuple)) else out).asnumpy()
             mx.nd.waitall()
@@ -134,8 +218,10 @@ def _call(backend: str, s: dict) -> tuple[str, str]:
 
 def _child(conn, framework: str, todo: list) -> None:
     # the suite's own import helpers: MindSpore and Paddle on the CPU, MXNet with np.bool back
-    mod = importlib.import_module({"mindspore": ".backends.mindspore_ops", "paddle": ".backends._paddle",
-                                   "mxnet": ".backends._mxnet"}[framework], __package__)
+    mod = importlib.import_module(
+        {"mindspore": ".backends.mindspore_ops", "paddle": ".backends._paddle", "mxnet": ".backends._mxnet"}[framework],
+        __package__,
+    )
     reason = mod.available()  # None, or why the framework cannot be imported: every row is a skip
     conn.send(("skip", f"{framework} not importable: {reason}") if reason else ("version", mod.version()))
     for backend, s in [] if reason else todo:
@@ -182,22 +268,47 @@ def run(backends: list[str] | None = None):
 
     import pandas as pd
 
-    chosen = [(i, c, side) for i, c in enumerate(CONSTRAINTS) if backends is None or c.backend in backends
-              for side in ("inside", "outside")]
+    chosen = [
+        (i, c, side)
+        for i, c in enumerate(CONSTRAINTS)
+        if backends is None or c.backend in backends
+        for side in ("inside", "outside")
+    ]
     results: dict = {}
     with ThreadPoolExecutor(3) as pool:  # the three frameworks at once, each in its own process
-        list(pool.map(lambda fw: _run_framework(fw, [t for t in chosen if FRAMEWORK[t[1].backend] == fw], results),
-                      dict.fromkeys(FRAMEWORK.values())))
+        list(
+            pool.map(
+                lambda fw: _run_framework(fw, [t for t in chosen if FRAMEWORK[t[1].backend] == fw], results),
+                dict.fromkeys(FRAMEWORK.values()),
+            )
+        )
     rows = []
     for i, c, side in chosen:
         (status, msg), ch, s = results[(i, side)], getattr(c, side), _settings(c, side)
         # a finding: an outside value not rejected (unless scoped away from here), or an inside value refused
-        found = (side == "outside" and status != "enforced" and not c.scope) or (side == "inside" and status != "accepted")
-        value = [f"{k}={v!r}" for k, v in ch.get("kw", {}).items()] + [f"{_SHOWN[k]}={v}" for k, v in ch.items() if k in _SHOWN]
-        rows.append({"framework": FRAMEWORK[c.backend], "version": results.get(FRAMEWORK[c.backend], ""),
-                     "backend": c.backend, "api": API[c.backend], "constraint": c.name, "page": c.quote, "side": side,
-                     "value": ", ".join(value) or "base call", "input": f"{s['shape']} {s['dtype']}", "status": status,
-                     "message": msg, "finding": "" if status == "skip" else "yes" if found else "no", "scope": c.scope})
+        found = (side == "outside" and status != "enforced" and not c.scope) or (
+            side == "inside" and status != "accepted"
+        )
+        value = [f"{k}={v!r}" for k, v in ch.get("kw", {}).items()] + [
+            f"{_SHOWN[k]}={v}" for k, v in ch.items() if k in _SHOWN
+        ]
+        rows.append(
+            {
+                "framework": FRAMEWORK[c.backend],
+                "version": results.get(FRAMEWORK[c.backend], ""),
+                "backend": c.backend,
+                "api": API[c.backend],
+                "constraint": c.name,
+                "page": c.quote,
+                "side": side,
+                "value": ", ".join(value) or "base call",
+                "input": f"{s['shape']} {s['dtype']}",
+                "status": status,
+                "message": msg,
+                "finding": "" if status == "skip" else "yes" if found else "no",
+                "scope": c.scope,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -207,12 +318,15 @@ def summary(df) -> list[str]:
     for fw, d in df.groupby("framework", sort=False):
         out, ins, found = d[d["side"] == "outside"], d[d["side"] == "inside"], d[d["finding"] == "yes"]
         n = out["status"].value_counts()
-        lines.append(f"{fw}: skip ({d['message'].iloc[0]})" if (d["status"] == "skip").all() else
-                     f"{fw} {d['version'].iloc[0]}: {len(out)} stated constraints; outside value enforced "
-                     f"{n.get('enforced', 0)}, accepted {n.get('accepted', 0)}, crash/timeout "
-                     f"{n.get('crash', 0) + n.get('timeout', 0)}; inside accepted {(ins['status'] == 'accepted').sum()}"
-                     f"/{len(ins)}; findings {len(found)}"
-                     + "".join(f"; {r.backend} {r.constraint} ({r.side}: {r.status})" for r in found.itertuples()))
+        lines.append(
+            f"{fw}: skip ({d['message'].iloc[0]})"
+            if (d["status"] == "skip").all()
+            else f"{fw} {d['version'].iloc[0]}: {len(out)} stated constraints; outside value enforced "
+            f"{n.get('enforced', 0)}, accepted {n.get('accepted', 0)}, crash/timeout "
+            f"{n.get('crash', 0) + n.get('timeout', 0)}; inside accepted {(ins['status'] == 'accepted').sum()}"
+            f"/{len(ins)}; findings {len(found)}"
+            + "".join(f"; {r.backend} {r.constraint} ({r.side}: {r.status})" for r in found.itertuples())
+        )
     return lines
 
 
@@ -220,8 +334,13 @@ def write(out, df) -> None:
     from .report import atomic_write, md_table, md_text
 
     cols = [c for c in df.columns if c != "backend"]
-    text = ("# Documented constraints, called just inside and just outside\n\n" + "".join(
-        f"- {md_text(line)}\n" for line in summary(df)) + "\n" + md_table(cols, df[cols].values.tolist()) + "\n")
+    text = (
+        "# Documented constraints, called just inside and just outside\n\n"
+        + "".join(f"- {md_text(line)}\n" for line in summary(df))
+        + "\n"
+        + md_table(cols, df[cols].values.tolist())
+        + "\n"
+    )
     try:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write(out / "constraints.csv", df.to_csv(index=False).encode())
@@ -243,6 +362,8 @@ def cmd_constraints(args) -> int:
 
 def add_commands(sub) -> None:
     p = sub.add_parser("constraints", help="call each stated argument constraint just inside and outside: enforced?")
-    p.add_argument("--backend", action="append", metavar="NAME", help=f"only this one (repeatable; {', '.join(FRAMEWORK)})")
+    p.add_argument(
+        "--backend", action="append", metavar="NAME", help=f"only this one (repeatable; {', '.join(FRAMEWORK)})"
+    )
     p.add_argument("--out", default="reports/constraints", type=path_arg, help="constraints.csv and .md go here")
     p.set_defaults(func=cmd_constraints)

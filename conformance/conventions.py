@@ -39,11 +39,28 @@ from .runner import profiled
 from .worker import Worker
 
 ONCE = TimingPolicy(warmup=0, min_repeats=1, max_repeats=1, budget_s=0.0)
-PROBE = Case(name="probe", shape=(4, 3, 2, 2), axis=1, mode="train", backward=True, eps=1e-5, momentum=0.7, seed=5,
-             fill=Fill.make("normal", {"mean": 2.0, "std": 1.5}))
-ROWS = ("momentum direction", "running-variance estimator", "normalising variance", "batch statistic returned",
-        "extra outputs", "default eps", "default momentum", "forward-only training updates running stats",
-        "inference leaves running stats")
+PROBE = Case(
+    name="probe",
+    shape=(4, 3, 2, 2),
+    axis=1,
+    mode="train",
+    backward=True,
+    eps=1e-5,
+    momentum=0.7,
+    seed=5,
+    fill=Fill.make("normal", {"mean": 2.0, "std": 1.5}),
+)
+ROWS = (
+    "momentum direction",
+    "running-variance estimator",
+    "normalising variance",
+    "batch statistic returned",
+    "extra outputs",
+    "default eps",
+    "default momentum",
+    "forward-only training updates running stats",
+    "inference leaves running stats",
+)
 
 
 def _close(a, b, rtol=2e-3) -> bool:
@@ -59,8 +76,13 @@ def _stats(x: np.ndarray, case: Case):
 
 
 def _what(value, mean, var_b, var_u, eps) -> str:
-    for name, ref in (("mean", mean), ("var (biased)", var_b), ("var (unbiased)", var_u),
-                      ("invstd", 1 / np.sqrt(var_b + eps)), ("invstd (unbiased)", 1 / np.sqrt(var_u + eps))):
+    for name, ref in (
+        ("mean", mean),
+        ("var (biased)", var_b),
+        ("var (unbiased)", var_u),
+        ("invstd", 1 / np.sqrt(var_b + eps)),
+        ("invstd (unbiased)", 1 / np.sqrt(var_u + eps)),
+    ):
         if _close(value, ref):
             return name
     return "something else"
@@ -93,15 +115,21 @@ def probe(name: str, device_key: str | None = None) -> dict:
 def _documented(doc) -> dict:
     if doc is None:
         return {}
-    return {"momentum direction": doc.momentum_dir, "running-variance estimator": doc.running_var,
-            "batch statistic returned": doc.stats, "default eps": doc.eps, "default momentum": doc.momentum}
+    return {
+        "momentum direction": doc.momentum_dir,
+        "running-variance estimator": doc.running_var,
+        "batch statistic returned": doc.stats,
+        "default eps": doc.eps,
+        "default momentum": doc.momentum,
+    }
 
 
 def _train_probe(w, prof, extra_outputs) -> dict:
     case = profiled(PROBE, prof)
     inp = generate(case)
-    inp = dataclasses.replace(inp, running_mean=np.full(3, 0.5, inp.running_mean.dtype),
-                              running_var=np.full(3, 2.0, inp.running_var.dtype))
+    inp = dataclasses.replace(
+        inp, running_mean=np.full(3, 0.5, inp.running_mean.dtype), running_var=np.full(3, 2.0, inp.running_var.dtype)
+    )
     out = _call(w, case, inp)
     if isinstance(out, str):
         return {r: out for r in ROWS[:5]}
@@ -119,20 +147,33 @@ def _train_probe(w, prof, extra_outputs) -> dict:
     moved = (np.asarray(out["running_var"], np.float64) - w_old * 2.0) / (1 - w_old)
     ratio = float(np.median(moved / var_b))
     m = PROBE.count
-    res["running-variance estimator"] = ("biased" if abs(ratio - 1) < 2e-3 else
-                                         "unbiased" if abs(ratio - m / (m - 1)) < 2e-3 else f"neither (x{ratio:.4g})")
+    res["running-variance estimator"] = (
+        "biased"
+        if abs(ratio - 1) < 2e-3
+        else "unbiased"
+        if abs(ratio - m / (m - 1)) < 2e-3
+        else f"neither (x{ratio:.4g})"
+    )
     gamma, beta = inp.gamma.astype(np.float64), inp.beta.astype(np.float64)
     y = np.asarray(out["y"], np.float64).reshape(x3.shape)
     for label, v in (("biased", var_b), ("unbiased", var_u)):
-        if _close(y, (x3 - mean[None, :, None]) / np.sqrt(v + case.eps)[None, :, None] * gamma[None, :, None] + beta[None, :, None]):
+        if _close(
+            y,
+            (x3 - mean[None, :, None]) / np.sqrt(v + case.eps)[None, :, None] * gamma[None, :, None]
+            + beta[None, :, None],
+        ):
             res["normalising variance"] = label
             break
     else:
         res["normalising variance"] = "neither"
     stat = out.get(case.stats) if "mean" in out else None
     res["batch statistic returned"] = "none" if stat is None else _what(stat, mean, var_b, var_u, case.eps)
-    extras = [f"{k}: {('y' if _close(out[k], out['y']) else 'something else') if q == 'y' else _what(out[k], mean, var_b, var_u, case.eps)}"
-              f" (documented {q})" for k, q in sorted(extra_outputs.items()) if k in out]
+    extras = [
+        f"{k}: {('y' if _close(out[k], out['y']) else 'something else') if q == 'y' else _what(out[k], mean, var_b, var_u, case.eps)}"
+        f" (documented {q})"
+        for k, q in sorted(extra_outputs.items())
+        if k in out
+    ]
     res["extra outputs"] = "; ".join(extras) or "none"
     return res
 
@@ -145,7 +186,9 @@ def _infer_probes(w, prof) -> dict:
     if isinstance(out, str):
         res["inference leaves running stats"] = out
     else:
-        same = np.array_equal(out["running_mean"], inp.running_mean) and np.array_equal(out["running_var"], inp.running_var)
+        same = np.array_equal(out["running_mean"], inp.running_mean) and np.array_equal(
+            out["running_var"], inp.running_var
+        )
         res["inference leaves running stats"] = "yes" if same else "no"
     fwd = profiled(dataclasses.replace(PROBE, backward=False), prof)
     fin = generate(fwd)
@@ -157,8 +200,13 @@ def _infer_probes(w, prof) -> dict:
         res["forward-only training updates running stats"] = "yes" if moved else "no"
     # default eps: gamma 1, beta 0, running mean 0, running variance 1e-3: y = x / sqrt(1e-3 + eps)
     c = case.channels
-    tiny = dataclasses.replace(inp, gamma=np.ones(c, inp.gamma.dtype), beta=np.zeros(c, inp.beta.dtype),
-                               running_mean=np.zeros(c, inp.running_mean.dtype), running_var=np.full(c, 1e-3, inp.running_var.dtype))
+    tiny = dataclasses.replace(
+        inp,
+        gamma=np.ones(c, inp.gamma.dtype),
+        beta=np.zeros(c, inp.beta.dtype),
+        running_mean=np.zeros(c, inp.running_mean.dtype),
+        running_var=np.full(c, 1e-3, inp.running_var.dtype),
+    )
     out = _call(w, case, tiny, use_defaults=True)
     if isinstance(out, str):
         res["default eps"] = out
@@ -184,8 +232,9 @@ def _flag_probe(w, prof, combo) -> dict:
     case = dataclasses.replace(profiled(dataclasses.replace(PROBE, backward=False), prof), flags=combo.label)
     inp = generate(case)
     c = case.channels
-    inp = dataclasses.replace(inp, running_mean=np.full(c, 0.5, inp.running_mean.dtype),
-                              running_var=np.full(c, 2.0, inp.running_var.dtype))
+    inp = dataclasses.replace(
+        inp, running_mean=np.full(c, 0.5, inp.running_mean.dtype), running_var=np.full(c, 2.0, inp.running_var.dtype)
+    )
     doc = {"normalize_with": combo.normalize_with, "update_running": combo.update_running}
     row = {"flags": combo.label, "documented": doc, "quote": combo.quote}
     out = _call(w, case, inp)
@@ -195,9 +244,14 @@ def _flag_probe(w, prof, combo) -> dict:
     g, b = (v.astype(np.float64)[None, :, None] for v in (inp.gamma, inp.beta))
     y = np.asarray(out["y"], np.float64).reshape(x3.shape)
     candidates = {"batch": [(mean, var_b), (mean, var_u)], "running": [(np.full(c, 0.5), np.full(c, 2.0))]}
-    normalize = next((name for name, pairs in candidates.items()
-                      if any(_close(y, (x3 - m[None, :, None]) / np.sqrt(v + case.eps)[None, :, None] * g + b) for m, v in pairs)),
-                     "neither")
+    normalize = next(
+        (
+            name
+            for name, pairs in candidates.items()
+            if any(_close(y, (x3 - m[None, :, None]) / np.sqrt(v + case.eps)[None, :, None] * g + b) for m, v in pairs)
+        ),
+        "neither",
+    )
     moved = _moved(out)
     if not moved:  # some frameworks move the running statistics in the backward pass only: say so
         bcase = dataclasses.replace(case, backward=True)
@@ -207,15 +261,20 @@ def _flag_probe(w, prof, combo) -> dict:
     seen = {"normalize_with": normalize, "update_running": moved}
     judged = [k for k, v in doc.items() if v is not None]
     loose = [k.replace("_", " ") for k, v in doc.items() if v is None]
-    verdict = ("observed" if not judged else
-               ("agrees" if all(seen[k] == doc[k] for k in judged) else "MISMATCH")
-               + (f" ({', '.join(loose)} observed)" if loose else ""))
+    verdict = (
+        "observed"
+        if not judged
+        else ("agrees" if all(seen[k] == doc[k] for k in judged) else "MISMATCH")
+        + (f" ({', '.join(loose)} observed)" if loose else "")
+    )
     return {**row, "seen": seen, "verdict": verdict}
 
 
 def _moved(out) -> bool:
-    return not (np.allclose(np.asarray(out["running_mean"], np.float64), 0.5, rtol=0, atol=1e-7)
-                and np.allclose(np.asarray(out["running_var"], np.float64), 2.0, rtol=0, atol=1e-7))
+    return not (
+        np.allclose(np.asarray(out["running_mean"], np.float64), 0.5, rtol=0, atol=1e-7)
+        and np.allclose(np.asarray(out["running_var"], np.float64), 2.0, rtol=0, atol=1e-7)
+    )
 
 
 def _behaviour(d) -> str:
@@ -223,8 +282,10 @@ def _behaviour(d) -> str:
         return str(d)
     nw = d.get("normalize_with")
     up = d.get("update_running")
-    return (f"normalise with {nw or 'undefined'}; "
-            f"running stats {'undefined' if up is None else 'left alone' if up is False else 'updated ' + up if isinstance(up, str) else 'updated'}")
+    return (
+        f"normalise with {nw or 'undefined'}; "
+        f"running stats {'undefined' if up is None else 'left alone' if up is False else 'updated ' + up if isinstance(up, str) else 'updated'}"
+    )
 
 
 def flag_matrix(results: dict[str, dict]) -> tuple[str, int]:
@@ -234,13 +295,20 @@ def flag_matrix(results: dict[str, dict]) -> tuple[str, int]:
     for name, r in results.items():
         if not r.get("flags"):
             continue
-        lines += ["", f"### {md_text(name)} {md_text(r.get('version', ''))}", "",
-                  "| flags | documented | seen | verdict |", "|---|---|---|---|"]
+        lines += [
+            "",
+            f"### {md_text(name)} {md_text(r.get('version', ''))}",
+            "",
+            "| flags | documented | seen | verdict |",
+            "|---|---|---|---|",
+        ]
         for f in r["flags"]:
             miss = f["verdict"].startswith(("MISMATCH", "error"))
             bad += miss
             mark = f"**{f['verdict']}**" if miss else f["verdict"]
-            lines.append(f"| `{md_text(f['flags'])}` | {md_text(_behaviour(f['documented']))} | {md_text(_behaviour(f['seen']))} | {mark} |")
+            lines.append(
+                f"| `{md_text(f['flags'])}` | {md_text(_behaviour(f['documented']))} | {md_text(_behaviour(f['seen']))} | {mark} |"
+            )
     return "\n".join(lines).lstrip("\n"), bad
 
 
@@ -266,7 +334,13 @@ def matrix(results: dict[str, dict]) -> tuple[str, int]:
     return "\n".join(lines), mismatches
 
 
-_DOC_ROWS = {"momentum direction", "running-variance estimator", "batch statistic returned", "default eps", "default momentum"}
+_DOC_ROWS = {
+    "momentum direction",
+    "running-variance estimator",
+    "batch statistic returned",
+    "default eps",
+    "default momentum",
+}
 
 
 def _fmt(v) -> str:

@@ -26,10 +26,10 @@ one (a framework's CPU target, `torch`; numpy). Absent: every device.
 from __future__ import annotations
 
 import fnmatch
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+import tomllib
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
@@ -121,11 +121,15 @@ def load(path: Path | str = DEFAULT_PATH) -> list[Deviation]:
         if unknown:
             raise UserError(f"unknown field {sorted(unknown)[0]!r}", source=src, field=f"{where}.{sorted(unknown)[0]}")
         if not isinstance(e.get("reason"), str) or not e["reason"]:
-            raise UserError("needs reason = \"...\"", source=src, field=f"{where}.reason")
+            raise UserError('needs reason = "..."', source=src, field=f"{where}.reason")
         backend = e.get("backend")
         backend = [backend] if isinstance(backend, str) else backend
         if not isinstance(backend, list) or not backend or not all(isinstance(b, str) and b for b in backend):
-            raise UserError(f"needs backend = \"name\" or a list of names, got {e.get('backend')!r}", source=src, field=f"{where}.backend")
+            raise UserError(
+                f'needs backend = "name" or a list of names, got {e.get("backend")!r}',
+                source=src,
+                field=f"{where}.backend",
+            )
         if not isinstance(e.get("strict", True), bool):
             raise UserError(f"must be true or false, got {e['strict']!r}", source=src, field=f"{where}.strict")
         versions = None
@@ -133,7 +137,9 @@ def load(path: Path | str = DEFAULT_PATH) -> list[Deviation]:
             try:
                 versions = SpecifierSet(str(e["versions"]))
             except InvalidSpecifier:
-                raise UserError(f"not a version specifier: {e['versions']!r}", source=src, field=f"{where}.versions") from None
+                raise UserError(
+                    f"not a version specifier: {e['versions']!r}", source=src, field=f"{where}.versions"
+                ) from None
         case = e.get("case", {})
         if not isinstance(case, dict) or set(case) - _CASE_FIELDS:
             raise UserError(f"must be a table of case fields, got {case!r}", source=src, field=f"{where}.case")
@@ -143,17 +149,35 @@ def load(path: Path | str = DEFAULT_PATH) -> list[Deviation]:
         elif isinstance(outputs, list) and all(isinstance(o, str) for o in outputs):
             outputs = tuple(outputs)
         elif outputs is not None:
-            raise UserError(f"must be a string or a list of strings, got {outputs!r}", source=src, field=f"{where}.output")
+            raise UserError(
+                f"must be a string or a list of strings, got {outputs!r}", source=src, field=f"{where}.output"
+            )
         devices = e.get("devices")
         if isinstance(devices, str):
             devices = [devices]
-        if devices is not None and (not isinstance(devices, list) or not devices
-                                    or not all(isinstance(d, str) and d.strip() for d in devices)):
-            raise UserError(f"needs devices = \"glob\" or a non-empty list of device globs (such as \"cuda:*\"), "
-                            f"got {e['devices']!r}", source=src, field=f"{where}.devices")
-        out.append(Deviation(i, tuple(backend), versions, case, e.get("case_id"), outputs, e.get("vs"),
-                             e["reason"], e.get("link", ""), e.get("strict", True),
-                             None if devices is None else tuple(devices)))
+        if devices is not None and (
+            not isinstance(devices, list) or not devices or not all(isinstance(d, str) and d.strip() for d in devices)
+        ):
+            raise UserError(
+                f'needs devices = "glob" or a non-empty list of device globs (such as "cuda:*"), got {e["devices"]!r}',
+                source=src,
+                field=f"{where}.devices",
+            )
+        out.append(
+            Deviation(
+                i,
+                tuple(backend),
+                versions,
+                case,
+                e.get("case_id"),
+                outputs,
+                e.get("vs"),
+                e["reason"],
+                e.get("link", ""),
+                e.get("strict", True),
+                None if devices is None else tuple(devices),
+            )
+        )
     return out
 
 
@@ -174,6 +198,10 @@ def apply(rows: list[dict], cases: dict[str, Case], versions: dict[str, str], de
                     row["status"], row["reason"] = "xpass", f"passes although listed as a {note}"
                 break
     ran = {(row["backend"], device_of(row)) for row in rows}
-    return [f"{DEFAULT_PATH.name}: {d.describe()} matches no row" for d in deviations
-            if any(b in d.backends and d.on_device(dev) for b, dev in ran) and d.index not in used
-            and any(d.selects(c) for c in cases.values())]
+    return [
+        f"{DEFAULT_PATH.name}: {d.describe()} matches no row"
+        for d in deviations
+        if any(b in d.backends and d.on_device(dev) for b, dev in ran)
+        and d.index not in used
+        and any(d.selects(c) for c in cases.values())
+    ]

@@ -13,8 +13,15 @@ import sqlalchemy as sa
 from .history import _frame, _open, _t
 
 
-def timing_drift(url: str | None, suite: str | None, machine: str | None, until: str | None = None,
-                 window: int = 20, min_runs: int = 5, busy: float = 0.5) -> dict[tuple[str, str], tuple[float, float, float]]:
+def timing_drift(
+    url: str | None,
+    suite: str | None,
+    machine: str | None,
+    until: str | None = None,
+    window: int = 20,
+    min_runs: int = 5,
+    busy: float = 0.5,
+) -> dict[tuple[str, str], tuple[float, float, float]]:
     """How each (case, target)'s median time sits and moves across runs of the same suite on the same machine:
     from the last `window` complete runs started before `until`, on a machine that was not busy (run.json
     machine_load), for pairs seen in at least `min_runs` of them, (centre, spread, worst): the median of those
@@ -41,10 +48,13 @@ def timing_drift(url: str | None, suite: str | None, machine: str | None, until:
                     break
             if len(ids) < min_runs:
                 return {}
-            times = _frame(conn.execute(
-                sa.select(res.c.run_id, res.c.case_id, res.c.target, sa.func.min(res.c.time_ms_median).label("t"))
-                .where(res.c.run_id.in_(ids), sa.or_(res.c.vs == "oracle", res.c.vs.is_(None)))
-                .group_by(res.c.run_id, res.c.case_id, res.c.target)))
+            times = _frame(
+                conn.execute(
+                    sa.select(res.c.run_id, res.c.case_id, res.c.target, sa.func.min(res.c.time_ms_median).label("t"))
+                    .where(res.c.run_id.in_(ids), sa.or_(res.c.vs == "oracle", res.c.vs.is_(None)))
+                    .group_by(res.c.run_id, res.c.case_id, res.c.target)
+                )
+            )
     finally:
         eng.dispose()
     out = {}
@@ -53,6 +63,9 @@ def timing_drift(url: str | None, suite: str | None, machine: str | None, until:
         if len(t) >= min_runs and (t > 0).all():
             logs = np.log(t)
             centre = float(np.exp(np.median(logs)))
-            out[(case_id, target)] = (centre, float(1.4826 * np.median(np.abs(logs - np.median(logs)))),
-                                      float(t.max() / centre))
+            out[(case_id, target)] = (
+                centre,
+                float(1.4826 * np.median(np.abs(logs - np.median(logs)))),
+                float(t.max() / centre),
+            )
     return out

@@ -122,7 +122,11 @@ def generate(case: Case) -> Inputs:
         running_var = rng.uniform(0.5, 2.0, size=c)
         dy = None
         if case.backward:
-            dy = _cast(given.pop("dy"), data_t) if "dy" in given else _drawn(lambda n: rng.normal(0.0, 1.0, size=n), case.shape, data_t)
+            dy = (
+                _cast(given.pop("dy"), data_t)
+                if "dy" in given
+                else _drawn(lambda n: rng.normal(0.0, 1.0, size=n), case.shape, data_t)
+            )
         params = {"gamma": gamma, "beta": beta, "running_mean": running_mean, "running_var": running_var}
         params = {k: _cast(given.get(k, v), param_t) for k, v in params.items()}
     return Inputs(x=x, dy=dy, **params)
@@ -138,16 +142,24 @@ def _open_checked(case: Case) -> tuple[zipfile.ZipFile, dict[str, zipfile.ZipInf
     """The case's .npz, open, and its members by key, every check passed (see check_npz); the caller closes it."""
     path = case.inputs_path
     if not path.is_file():
-        raise UserError(f"no such file {str(path)!r} ({case.inputs_file!r} in the folder {str(path.parent)!r}); pass the "
-                        f"folder that holds it with --inputs-root DIR", source=f"case {case.name}", field="inputs")
+        raise UserError(
+            f"no such file {str(path)!r} ({case.inputs_file!r} in the folder {str(path.parent)!r}); pass the "
+            f"folder that holds it with --inputs-root DIR",
+            source=f"case {case.name}",
+            field="inputs",
+        )
     src = str(path)
     try:
         found = content_digest(path)
     except OSError as exc:
         raise UserError(f"cannot read: {exc.strerror or exc}", source=src, field="inputs") from None
     if found != case.inputs_digest:
-        raise UserError(f"content digest {found} differs from {case.inputs_digest}, the one the case id names: the file "
-                        f"changed since the id was made", source=src, field="inputs")
+        raise UserError(
+            f"content digest {found} differs from {case.inputs_digest}, the one the case id names: the file "
+            f"changed since the id was made",
+            source=src,
+            field="inputs",
+        )
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
@@ -172,11 +184,16 @@ def _members(zf: zipfile.ZipFile, case: Case, src: str) -> dict[str, zipfile.Zip
         if dtype.kind not in "fiu" or dtype.hasobject:
             raise UserError(f"dtype {dtype} is not numeric", source=src, field=key)
         if shape != want[key]:
-            raise UserError(f"shape {list(shape)} does not match the case, expected {list(want[key])}", source=src, field=key)
+            raise UserError(
+                f"shape {list(shape)} does not match the case, expected {list(want[key])}", source=src, field=key
+            )
         claimed = header_bytes + math.prod(shape) * dtype.itemsize
         if info.file_size != claimed:
-            raise UserError(f"member {info.filename!r} inflates to {info.file_size} bytes, its header says {claimed}",
-                            source=src, field=key)
+            raise UserError(
+                f"member {info.filename!r} inflates to {info.file_size} bytes, its header says {claimed}",
+                source=src,
+                field=key,
+            )
         members[key] = info
     return members
 
@@ -216,5 +233,7 @@ def load_npz(case: Case) -> dict[str, np.ndarray]:
                 with zf.open(info) as f:
                     out[key] = npy.read_array(f, allow_pickle=False)
             except (ValueError, EOFError, OSError, zipfile.BadZipFile, zlib.error) as exc:
-                raise UserError(f"cannot read: {exc}".splitlines()[0], source=str(case.inputs_path), field=key) from None
+                raise UserError(
+                    f"cannot read: {exc}".splitlines()[0], source=str(case.inputs_path), field=key
+                ) from None
         return out

@@ -29,20 +29,38 @@ from .errors import ReportError, UserError
 SCHEMA_VERSION = 1
 DEFAULT_PATH = Path(__file__).resolve().parents[1] / "reports" / "history.sqlite"
 RESULT_TEXT = ("case_id", "backend", "device", "target", "vs", "dtype", "mode", "output", "status", "reason")
-RESULT_FLOAT = ("norm_err", "ulp_at_max", "max_abs_err", "max_rel_err", "max_ulp", "threshold", "time_ms_median",
-                "time_ms_min", "time_ms_p10", "time_ms_p90", "kernel_ms_median", "bytes", "gbps", "repeats")
+RESULT_FLOAT = (
+    "norm_err",
+    "ulp_at_max",
+    "max_abs_err",
+    "max_rel_err",
+    "max_ulp",
+    "threshold",
+    "time_ms_median",
+    "time_ms_min",
+    "time_ms_p10",
+    "time_ms_p90",
+    "kernel_ms_median",
+    "bytes",
+    "gbps",
+    "repeats",
+)
 DEVICE_FIELDS = ("key", "vendor", "name", "platform", "driver", "version")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _schema():
     md = sa.MetaData()
     sa.Table("schema_version", md, sa.Column("version", sa.Integer, nullable=False))
     runs = sa.Table(
-        "runs", md,
+        "runs",
+        md,
         sa.Column("run_id", sa.String(64), primary_key=True),
         sa.Column("recorded", sa.String(40), nullable=False),  # ISO UTC with microseconds: orders runs in a second
-        *[sa.Column(c, sa.Text) for c in ("started", "suite", "machine", "os", "cpu", "git_commit", "command", "run_dir")],
+        *[
+            sa.Column(c, sa.Text)
+            for c in ("started", "suite", "machine", "os", "cpu", "git_commit", "command", "run_dir")
+        ],
         sa.Column("cores", sa.Integer),
         sa.Column("partial", sa.Boolean, nullable=False, default=False),
         sa.Column("elapsed_s", sa.Float),
@@ -52,14 +70,17 @@ def _schema():
     )
     sa.Index("runs_started", runs.c.started)
     sa.Table(
-        "run_devices", md,
+        "run_devices",
+        md,
         sa.Column("run_id", sa.String(64), sa.ForeignKey("runs.run_id"), primary_key=True),
         sa.Column("target", sa.Text, primary_key=True),
-        sa.Column("backend", sa.Text), sa.Column("state", sa.Text),
+        sa.Column("backend", sa.Text),
+        sa.Column("state", sa.Text),
         *[sa.Column(f"device_{f}" if f == "key" else f, sa.Text) for f in DEVICE_FIELDS],
     )
     res = sa.Table(
-        "results", md,
+        "results",
+        md,
         sa.Column("run_id", sa.String(64), sa.ForeignKey("runs.run_id"), nullable=False),
         *[sa.Column(c, sa.Text) for c in RESULT_TEXT],
         *[sa.Column(c, sa.Float) for c in RESULT_FLOAT],
@@ -82,9 +103,12 @@ def url_of(url: str | None) -> str:
     """The store's SQLAlchemy URL: the option, else $CONFORMANCE_HISTORY, else reports/history.sqlite; a plain
     path means SQLite there. Resolving writes nothing."""
     if disabled(url):
-        raise UserError("'none' records nothing and has nothing to read: name a history store (an SQLAlchemy URL "
-                        "or an SQLite file), or leave --history and CONFORMANCE_HISTORY unset for the default "
-                        f"{DEFAULT_PATH}", source="--history")
+        raise UserError(
+            "'none' records nothing and has nothing to read: name a history store (an SQLAlchemy URL "
+            "or an SQLite file), or leave --history and CONFORMANCE_HISTORY unset for the default "
+            f"{DEFAULT_PATH}",
+            source="--history",
+        )
     url = url or os.environ.get("CONFORMANCE_HISTORY") or str(DEFAULT_PATH)
     if "://" not in url:  # a file path
         url = f"sqlite:///{Path(url).expanduser().resolve()}"
@@ -131,8 +155,11 @@ def _engine(url: str | None):
         else:
             eng = sa.create_engine(u, pool_pre_ping=True)
     except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as exc:
-        raise UserError(f"cannot open history store {shown!r}: {str(exc).splitlines()[0]} "
-                        "(PostgreSQL needs psycopg2-binary or psycopg)", source="--history") from None
+        raise UserError(
+            f"cannot open history store {shown!r}: {str(exc).splitlines()[0]} "
+            "(PostgreSQL needs psycopg2-binary or psycopg)",
+            source="--history",
+        ) from None
     return eng
 
 
@@ -165,8 +192,11 @@ def _ensure(eng) -> None:
                 raise UserError(f"cannot open history store {_shown(eng)}: {_why(exc)}", source="--history") from None
         time.sleep(0.2 * (attempt + 1))
     if version is not None and version > SCHEMA_VERSION:
-        raise UserError(f"history store {_shown(eng)} has schema version {version}, newer than this code's "
-                        f"{SCHEMA_VERSION}; upgrade the conformance package to use it", source="--history")
+        raise UserError(
+            f"history store {_shown(eng)} has schema version {version}, newer than this code's "
+            f"{SCHEMA_VERSION}; upgrade the conformance package to use it",
+            source="--history",
+        )
 
 
 def _open(url):
@@ -228,20 +258,38 @@ def record(df: pd.DataFrame, meta: dict, run_dir: str | None, url: str | None = 
     host = meta.get("host") or {}
     oracle = df[df["vs"].fillna("oracle") == "oracle"] if "vs" in df.columns else df
     run = {
-        "run_id": run_id, "recorded": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds"),
+        "run_id": run_id,
+        "recorded": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds"),
         "started": meta.get("started") or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "suite": meta.get("suite"), "machine": host.get("name"), "os": host.get("os"), "cpu": host.get("cpu"),
-        "cores": host.get("cores"), "git_commit": meta.get("git_commit"), "command": meta.get("command"),
-        "run_dir": str(Path(run_dir).resolve()) if run_dir else None, "partial": bool(meta.get("partial", False)),
-        "elapsed_s": _clean(meta.get("elapsed_s")), "packages": _jsonable(meta.get("packages") or {}),
+        "suite": meta.get("suite"),
+        "machine": host.get("name"),
+        "os": host.get("os"),
+        "cpu": host.get("cpu"),
+        "cores": host.get("cores"),
+        "git_commit": meta.get("git_commit"),
+        "command": meta.get("command"),
+        "run_dir": str(Path(run_dir).resolve()) if run_dir else None,
+        "partial": bool(meta.get("partial", False)),
+        "elapsed_s": _clean(meta.get("elapsed_s")),
+        "packages": _jsonable(meta.get("packages") or {}),
         "counts": {str(k): int(v) for k, v in oracle["status"].value_counts().items()},
         "meta": _jsonable(json.loads(json.dumps(meta, default=str))),
     }
     devices = []
     for t in meta.get("targets") or []:
         d = t.get("device") or {}
-        devices.append({"run_id": run_id, "target": t.get("target"), "backend": t.get("backend"), "state": t.get("state"),
-                        **{f"device_{f}" if f == "key" else f: (None if d.get(f) is None else str(d.get(f))) for f in DEVICE_FIELDS}})
+        devices.append(
+            {
+                "run_id": run_id,
+                "target": t.get("target"),
+                "backend": t.get("backend"),
+                "state": t.get("state"),
+                **{
+                    f"device_{f}" if f == "key" else f: (None if d.get(f) is None else str(d.get(f)))
+                    for f in DEVICE_FIELDS
+                },
+            }
+        )
     known = {d["target"] for d in devices}
     if "target" in df.columns:  # targets with rows but not in meta (hand-made frames)
         for target in sorted(set(df["target"].dropna()) - known):
@@ -276,21 +324,43 @@ def runs(url: str | None = None, suite: str | None = None, target: str | None = 
 
     `target` keeps runs with a target (or device key or name) containing that substring."""
     r, d = _t("runs"), _t("run_devices")
-    q = sa.select(r.c.run_id, r.c.recorded, r.c.started, r.c.suite, r.c.machine, r.c.cpu, r.c.git_commit,
-                  r.c.command, r.c.run_dir, r.c.partial, r.c.counts)
+    q = sa.select(
+        r.c.run_id,
+        r.c.recorded,
+        r.c.started,
+        r.c.suite,
+        r.c.machine,
+        r.c.cpu,
+        r.c.git_commit,
+        r.c.command,
+        r.c.run_dir,
+        r.c.partial,
+        r.c.counts,
+    )
     if suite:
         q = q.where(r.c.suite == suite)
     if target:
         pat = f"%{target.lower()}%"
-        match = sa.or_(sa.func.lower(d.c.target).like(pat), sa.func.lower(d.c.device_key).like(pat), sa.func.lower(d.c.name).like(pat))
+        match = sa.or_(
+            sa.func.lower(d.c.target).like(pat),
+            sa.func.lower(d.c.device_key).like(pat),
+            sa.func.lower(d.c.name).like(pat),
+        )
         q = q.where(r.c.run_id.in_(sa.select(d.c.run_id).where(match)))
     q = q.order_by(r.c.started.desc(), r.c.recorded.desc())
     eng = _open(url)
     try:
         with eng.connect() as conn:
             df = _frame(conn.execute(q))
-            devs = _frame(conn.execute(sa.select(d.c.run_id, d.c.target).where(d.c.run_id.in_(list(df["run_id"])))
-                                       .order_by(d.c.target))) if len(df) else None
+            devs = (
+                _frame(
+                    conn.execute(
+                        sa.select(d.c.run_id, d.c.target).where(d.c.run_id.in_(list(df["run_id"]))).order_by(d.c.target)
+                    )
+                )
+                if len(df)
+                else None
+            )
     finally:
         eng.dispose()
     by_run = devs.groupby("run_id")["target"].apply(list).to_dict() if devs is not None and len(devs) else {}
@@ -308,7 +378,9 @@ def load_run(run_id: str, url: str | None = None) -> tuple[pd.DataFrame, dict]:
             row = conn.execute(sa.select(r).where(r.c.run_id == run_id)).mappings().first()
             if row is None:
                 raise UserError(f"no run {run_id!r} in history {_shown(eng)}", source="history")
-            df = _frame(conn.execute(sa.select(*[c for c in res.c if c.name != "run_id"]).where(res.c.run_id == run_id)))
+            df = _frame(
+                conn.execute(sa.select(*[c for c in res.c if c.name != "run_id"]).where(res.c.run_id == run_id))
+            )
     finally:
         eng.dispose()
     meta = row["meta"] if isinstance(row["meta"], dict) else json.loads(row["meta"] or "{}")
@@ -332,7 +404,9 @@ def read_dir(path: Path) -> tuple[pd.DataFrame, dict]:
         df = pd.read_csv(path / "results.csv")
         meta = json.loads((path / "run.json").read_text())
     except (ValueError, OSError) as exc:
-        raise UserError(f"cannot read run directory {str(path)!r}: {str(exc).splitlines()[0]}", source="history") from None
+        raise UserError(
+            f"cannot read run directory {str(path)!r}: {str(exc).splitlines()[0]}", source="history"
+        ) from None
     return df, meta
 
 
@@ -342,7 +416,9 @@ def resolve(ref: str, url: str | None = None, device: str | None = None, *, suit
         listed = runs(url, suite=suite, target=device)
         k = 0 if ref == "latest" else 1
         if len(listed) <= k:
-            where = "".join([f" of suite {suite!r}" if suite else "", f" with a target matching {device!r}" if device else ""])
+            where = "".join(
+                [f" of suite {suite!r}" if suite else "", f" with a target matching {device!r}" if device else ""]
+            )
             raise UserError(f"{ref!r}: the history {url_of(url)} holds {len(listed)} run(s){where}", source="history")
         run_id = listed["run_id"].iloc[k]
         df, meta = load_run(run_id, url)
@@ -363,10 +439,22 @@ def resolve(ref: str, url: str | None = None, device: str | None = None, *, suit
 def trend(case_id: str, backend: str, device: str | None = None, url: str | None = None) -> pd.DataFrame:
     """One row per (run, target, output) of a case on a backend, against the oracle, oldest run first."""
     r, res = _t("runs"), _t("results")
-    q = (sa.select(r.c.run_id, r.c.started, r.c.git_commit, res.c.target, res.c.output, res.c.status, res.c.norm_err,
-                   res.c.time_ms_median, res.c.time_ms_p10, res.c.time_ms_p90)
-         .join(res, res.c.run_id == r.c.run_id)
-         .where(res.c.case_id == case_id, res.c.backend == backend, sa.or_(res.c.vs == "oracle", res.c.vs.is_(None))))
+    q = (
+        sa.select(
+            r.c.run_id,
+            r.c.started,
+            r.c.git_commit,
+            res.c.target,
+            res.c.output,
+            res.c.status,
+            res.c.norm_err,
+            res.c.time_ms_median,
+            res.c.time_ms_p10,
+            res.c.time_ms_p90,
+        )
+        .join(res, res.c.run_id == r.c.run_id)
+        .where(res.c.case_id == case_id, res.c.backend == backend, sa.or_(res.c.vs == "oracle", res.c.vs.is_(None)))
+    )
     if device:
         q = q.where(sa.func.lower(res.c.target).like(f"%{device.lower()}%"))
     q = q.order_by(r.c.started, r.c.recorded, res.c.target, res.c.output)
@@ -378,5 +466,7 @@ def trend(case_id: str, backend: str, device: str | None = None, url: str | None
         eng.dispose()
     if not len(df):
         dev = f" on a device matching {device!r}" if device else ""
-        raise UserError(f"no results for case {case_id!r} on backend {backend!r}{dev} in history {url_of(url)}", source="history")
+        raise UserError(
+            f"no results for case {case_id!r} on backend {backend!r}{dev} in history {url_of(url)}", source="history"
+        )
     return df

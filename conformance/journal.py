@@ -46,7 +46,9 @@ def read(out_dir: Path) -> tuple[list[dict], list[str], int]:
         try:
             rec = json.loads(line)
             retimed = isinstance(rec, dict) and "retime" in rec and isinstance(rec.get("cols"), dict)
-            ok = retimed or (isinstance(rec, dict) and isinstance(rec.get("rows"), list) and rec.get("n") == len(rec["rows"]))
+            ok = retimed or (
+                isinstance(rec, dict) and isinstance(rec.get("rows"), list) and rec.get("n") == len(rec["rows"])
+            )
         except ValueError:
             ok = False
         if not ok:
@@ -92,15 +94,19 @@ class Journal:
         try:
             view = memoryview(line)
             while view:
-                view = view[os.write(self.fd, view):]
+                view = view[os.write(self.fd, view) :]
             os.fsync(self.fd)
         except OSError as exc:
             try:
                 os.ftruncate(self.fd, self.offset)  # leave no torn line behind (truncating frees space)
             except OSError:
                 pass
-            raise ReportError.of(self.path, exc, f"{self.cases} finished cases are safe in it (make room, then "
-                                 f"conformance run --resume {self.path.parent})") from None
+            raise ReportError.of(
+                self.path,
+                exc,
+                f"{self.cases} finished cases are safe in it (make room, then "
+                f"conformance run --resume {self.path.parent})",
+            ) from None
         self.offset += len(line)
 
     def close(self) -> None:

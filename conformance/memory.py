@@ -148,7 +148,14 @@ def _sizes(case) -> dict[str, int]:
     n = math.prod(case.shape)
     arrays = 2 if case.backward else 1
     a = n * (2 if case.dtype == "float16" else 4 if case.dtype == "float32" else 8)
-    return {"n": n, "A": a, "I": a * arrays, "O": a * arrays, "R": 8 * n * arrays, "work": 8 if case.dtype == "float64" else 4}
+    return {
+        "n": n,
+        "A": a,
+        "I": a * arrays,
+        "O": a * arrays,
+        "R": 8 * n * arrays,
+        "work": 8 if case.dtype == "float64" else 4,
+    }
 
 
 def _main_bytes(case, sz: dict, held: int, frameworks: int) -> int:
@@ -165,7 +172,9 @@ def _main_bytes(case, sz: dict, held: int, frameworks: int) -> int:
 def _worker_bytes(case, sz: dict, frameworks: int) -> int:
     n, a, i, o, w, b = sz["n"], sz["A"], sz["I"], sz["O"], sz["work"], int(case.backward)
     half = case.dtype == "float16"  # the numpy peer works on float32 copies and casts its outputs back
-    numpy = (w * n * (1 + b) + o if half else 0) + 2 * w * n + 16 * n * b  # xhat, y; dx and xhat / m (float64 for m >= 2^16)
+    numpy = (
+        (w * n * (1 + b) + o if half else 0) + 2 * w * n + 16 * n * b
+    )  # xhat, y; dx and xhat / m (float64 for m >= 2^16)
     opencl = 2 * i + o  # buffers x, y (dy, dx) and the outputs read back
     send = o + 1.25 * o + a  # the outputs, pickled, and one array the pickler copies
     during = max(1.125 * i, numpy, opencl, send, 8 * o if frameworks else 0)
@@ -207,6 +216,9 @@ def check(cases, limit_bytes: int | None = None, source: str = "memory", targets
     for case in cases:
         need = estimate_bytes(case, targets, frameworks)
         if need > limit:
-            raise UserError(f"case {case.name} (shape {'x'.join(map(str, case.shape))}, {case.dtype}"
-                            f"{', backward' if case.backward else ''}) needs about {_fmt(need)} of memory on {targets} "
-                            f"target(s), more than the {_fmt(limit)} available ({case.id})", source=source)
+            raise UserError(
+                f"case {case.name} (shape {'x'.join(map(str, case.shape))}, {case.dtype}"
+                f"{', backward' if case.backward else ''}) needs about {_fmt(need)} of memory on {targets} "
+                f"target(s), more than the {_fmt(limit)} available ({case.id})",
+                source=source,
+            )

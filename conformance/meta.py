@@ -41,8 +41,12 @@ def git_commit() -> str:
         sha = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
         if sha.returncode != 0:
             return "unknown"
-        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
         return sha.stdout.strip() + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -78,9 +82,17 @@ def collect(argv: list[str], suite: str, infos, targets, thresholds: dict) -> di
         "packages": package_versions(),
         "ocl_icd_vendors": os.environ.get("OCL_ICD_VENDORS", ""),
         "backends": [{"name": i.name, "available": i.reason is None, "reason": i.reason} for i in infos],
-        "targets": [{"target": t.label, "backend": t.backend, "state": t.state, "reason": t.reason,
-                     "device": t.device.as_dict() if t.device is not None else None,
-                     "floor_ms": t.meta.get("floor_ms")} for t in targets],
+        "targets": [
+            {
+                "target": t.label,
+                "backend": t.backend,
+                "state": t.state,
+                "reason": t.reason,
+                "device": t.device.as_dict() if t.device is not None else None,
+                "floor_ms": t.meta.get("floor_ms"),
+            }
+            for t in targets
+        ],
         "thresholds": thresholds,
         "python_executable": sys.executable,
     }

@@ -77,7 +77,9 @@ def prepare_caches() -> None:
         NOTES.append(f"{root} is not writable: the OpenCL caches (pyopencl, pytools, ICD folder) are in {private}")
     else:
         os.environ["PYOPENCL_NO_CACHE"] = "1"
-        NOTES.append(f"{root} is not writable, nor is {private}: pyopencl's program cache is off (every build compiles)")
+        NOTES.append(
+            f"{root} is not writable, nor is {private}: pyopencl's program cache is off (every build compiles)"
+        )
 
 
 def _write_if_changed(path: Path, text: str) -> None:

@@ -134,8 +134,13 @@ def _normalised(xb, centre, scale, gamma, beta, y_out) -> tuple[np.ndarray, np.n
 def _gradients(dyb, xhat, gs, m, train, dx_out) -> dict[str, np.ndarray]:
     """dbeta, dgamma, sum |dy|, max |dy|, max |xhat| of a block, and dx written into dx_out:
     gs * (dy - dbeta / m - xhat * dgamma / m) in training (xhat is overwritten), gs * dy in inference."""
-    got = {"dbeta": _csum(dyb), "dgamma": _csum(dyb * xhat),
-           "abs_dy_sum": _csum(np.where(np.isfinite(dyb), np.abs(dyb), 0.0)), "dymax": _amax(dyb), "xhatmax": _amax(xhat)}
+    got = {
+        "dbeta": _csum(dyb),
+        "dgamma": _csum(dyb * xhat),
+        "abs_dy_sum": _csum(np.where(np.isfinite(dyb), np.abs(dyb), 0.0)),
+        "dymax": _amax(dyb),
+        "xhatmax": _amax(xhat),
+    }
     if train:
         np.subtract(dyb, _chan(got["dbeta"]) / m, out=dx_out)
         xhat *= _chan(got["dgamma"])
@@ -172,7 +177,9 @@ def _elementwise(case, x, dy, centre, scale, gamma, beta) -> tuple[np.ndarray, n
     per = {}  # name -> per-channel float64
     gs = gamma * scale
     for s in _blocks(case):
-        got = dict(zip(("devmax", "xhat", "ymax"), _normalised(_f64(x[:, s]), centre[s], scale[s], gamma[s], beta[s], y[:, s])))
+        got = dict(
+            zip(("devmax", "xhat", "ymax"), _normalised(_f64(x[:, s]), centre[s], scale[s], gamma[s], beta[s], y[:, s]))
+        )
         deriv = _activate(case.act, y[:, s], case.backward and case.act != "none")
         if case.backward:
             dyb = _f64(dy[:, s])
@@ -256,7 +263,9 @@ def reference(case, inputs) -> Reference:
         scl["y"] = s_z + (1.0 if case.act == "sigmoid" else 0.0)  # act is 1-Lipschitz; sigmoid's |y| <= 1
         # act' computed from an z off by u * s_z is off by at most |act''| u s_z <= u s_z (sigmoid, tanh)
         smooth = s_z if case.act in ("sigmoid", "tanh") else 0.0
-        kink = _kink_slack(case, x, dy, centre, scale, gamma, beta, s_z) if case.backward and case.act == "relu" else None
+        kink = (
+            _kink_slack(case, x, dy, centre, scale, gamma, beta, s_z) if case.backward and case.act == "relu" else None
+        )
 
         if case.backward:
             dbeta, dgamma, dymax, xhatmax = per["dbeta"], per["dgamma"], per["dymax"], per["xhatmax"]
@@ -264,14 +273,20 @@ def reference(case, inputs) -> Reference:
             dymax = dymax + (per["dy_raw_max"] * smooth if case.act in ("sigmoid", "tanh") else 0.0)
             s_dgamma = s_dbeta * (xhatmax + s_xhat)
             if case.mode == "train":
-                s_dx = np.abs(gamma) * (scale + s_scale) * (dymax + (s_dbeta + s_dgamma * xhatmax + np.abs(dgamma) * s_xhat) / m)
+                s_dx = (
+                    np.abs(gamma)
+                    * (scale + s_scale)
+                    * (dymax + (s_dbeta + s_dgamma * xhatmax + np.abs(dgamma) * s_xhat) / m)
+                )
             else:
                 s_dx = np.abs(gamma) * s_scale * dymax
             if kink is not None:  # one flip at the kink moves dbeta by |dy|, dgamma by |dy xhat|, dx as below
                 u_data, u_param = UNIT_ROUNDOFF[case.dtype], UNIT_ROUNDOFF[case.param_dtype]
                 s_dbeta = s_dbeta + kink["dbeta"] / (u_param * LEAST_THRESHOLD)
                 s_dgamma = s_dgamma + kink["dgamma"] / (u_param * LEAST_THRESHOLD)
-                moved = kink["dymax"] + ((kink["dbeta"] + xhatmax * kink["dgamma"]) / m if case.mode == "train" else 0.0)
+                moved = kink["dymax"] + (
+                    (kink["dbeta"] + xhatmax * kink["dgamma"]) / m if case.mode == "train" else 0.0
+                )
                 s_dx = s_dx + np.abs(gamma * scale) * moved / (u_data * LEAST_THRESHOLD)
             vals["dx"], scl["dx"] = dx.reshape(case.shape), s_dx
             vals["dgamma"] = np.zeros(case.channels) if case.fix_gamma else dgamma

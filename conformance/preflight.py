@@ -26,6 +26,7 @@ RUN_FILES = ("results.csv", "summary.md", "report.html", "run.json", "journal.js
 
 def number(kind=float, *, low: float | None = None, high: float | None = None, low_open: bool = False):
     """An argparse type: a finite number (nan and inf refused) within [low, high] (low excluded if low_open)."""
+
     def parse(text: str):
         try:
             value = kind(text)
@@ -38,6 +39,7 @@ def number(kind=float, *, low: float | None = None, high: float | None = None, l
         if high is not None and value > high:
             raise argparse.ArgumentTypeError(f"must be <= {high:g}, got {text!r}")
         return value
+
     parse.__name__ = kind.__name__  # argparse names the type in its messages
     return parse
 

@@ -22,11 +22,15 @@ class Progress:
             width = 30
             filled = int(width * self.done / max(self.total, 1))
             line = f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} {counts} {label[:40]}"
-            self.stream.write(line[: 160].ljust(120))
+            self.stream.write(line[:160].ljust(120))
             self.stream.flush()
         elif self.done == self.total or time.monotonic() - self.last_line > 5 or self.total <= 50:
             self.last_line = time.monotonic()
-            print(f"[{self.done}/{self.total}] {time.monotonic() - self.start:.1f}s {counts} {label}", file=self.stream, flush=True)
+            print(
+                f"[{self.done}/{self.total}] {time.monotonic() - self.start:.1f}s {counts} {label}",
+                file=self.stream,
+                flush=True,
+            )
 
     def note(self, text: str) -> None:
         """A line of its own (the bar, if any, ends first)."""

@@ -18,7 +18,6 @@ suite's machinery, so an ordinary pytest run pays nothing for it.
 from __future__ import annotations
 
 import dataclasses
-
 import re
 from pathlib import Path
 
@@ -30,22 +29,48 @@ _STATE = pytest.StashKey["_State"]()
 
 def pytest_addoption(parser) -> None:
     g = parser.getgroup("conformance", "BatchNorm conformance suite")
-    g.addoption("--conformance-suite", metavar="NAME|PATH",
-                help="run this suite (a name in cases/ or a .toml file) as test items, one per case and target")
-    g.addoption("--conformance-case", action="append", metavar="ID",
-                help="run only this case id (repeatable; like `conformance run --case`, it replaces the suite)")
-    g.addoption("--conformance-backend", action="append", metavar="NAME",
-                help="only this backend (repeatable; default: every available one)")
-    g.addoption("--conformance-device", metavar="SUBSTRING",
-                help="only OpenCL devices whose key, name, platform or vendor contains this")
-    g.addoption("--conformance-deviations", metavar="PATH",
-                help="known-deviations file (default: cases/known_deviations.toml)")
-    g.addoption("--conformance-inputs-root", metavar="DIR",
-                help="the folder a --conformance-case id's inputs file is relative to (default: here)")
-    g.addoption("--conformance-timeout", type=_timeout, metavar="S",
-                help="seconds one case may take on one target before its worker is killed (default 300)")
-    g.addoption("--conformance-tune", action="append", metavar="KEY=VALUE",
-                help="override an OpenCL tuning entry (repeatable; like `conformance run --tune`, e.g. family=gpu)")
+    g.addoption(
+        "--conformance-suite",
+        metavar="NAME|PATH",
+        help="run this suite (a name in cases/ or a .toml file) as test items, one per case and target",
+    )
+    g.addoption(
+        "--conformance-case",
+        action="append",
+        metavar="ID",
+        help="run only this case id (repeatable; like `conformance run --case`, it replaces the suite)",
+    )
+    g.addoption(
+        "--conformance-backend",
+        action="append",
+        metavar="NAME",
+        help="only this backend (repeatable; default: every available one)",
+    )
+    g.addoption(
+        "--conformance-device",
+        metavar="SUBSTRING",
+        help="only OpenCL devices whose key, name, platform or vendor contains this",
+    )
+    g.addoption(
+        "--conformance-deviations", metavar="PATH", help="known-deviations file (default: cases/known_deviations.toml)"
+    )
+    g.addoption(
+        "--conformance-inputs-root",
+        metavar="DIR",
+        help="the folder a --conformance-case id's inputs file is relative to (default: here)",
+    )
+    g.addoption(
+        "--conformance-timeout",
+        type=_timeout,
+        metavar="S",
+        help="seconds one case may take on one target before its worker is killed (default 300)",
+    )
+    g.addoption(
+        "--conformance-tune",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override an OpenCL tuning entry (repeatable; like `conformance run --tune`, e.g. family=gpu)",
+    )
 
 
 def _timeout(text: str) -> float:
@@ -88,16 +113,21 @@ def pytest_make_collect_report(collector):
     outcome = yield
     state = collector.config.stash.get(_STATE, None)
     if state is not None and isinstance(collector, pytest.Session) and outcome.get_result().passed:
-        outcome.get_result().result.append(ConformanceSuite.from_parent(
-            collector, name=state.label, path=state.path, nodeid=f"conformance/{state.label}"))
+        outcome.get_result().result.append(
+            ConformanceSuite.from_parent(
+                collector, name=state.label, path=state.path, nodeid=f"conformance/{state.label}"
+            )
+        )
 
 
 def pytest_report_collectionfinish(config, start_path, items):
     state = config.stash.get(_STATE, None)
     if state is None or state.targets is None:
         return None
-    lines = [f"conformance: suite {state.label}, {len(state.cases)} cases on " +
-             (", ".join(t.label for t in state.targets) or "no target")]
+    lines = [
+        f"conformance: suite {state.label}, {len(state.cases)} cases on "
+        + (", ".join(t.label for t in state.targets) or "no target")
+    ]
     lines += [f"conformance: {i.name} unavailable ({i.reason})" for i in state.infos if i.reason is not None]
     return lines
 
@@ -136,7 +166,9 @@ class _State:
                 check_npz(c)  # a bad inputs file is a usage error before anything runs
         for name in opt("conformance_backend") or []:
             if name not in BACKENDS:
-                raise UserError(f"unknown backend {name!r} (known: {', '.join(BACKENDS)})", source="--conformance-backend")
+                raise UserError(
+                    f"unknown backend {name!r} (known: {', '.join(BACKENDS)})", source="--conformance-backend"
+                )
         dev_path = opt("conformance_deviations")
         if dev_path is not None and not Path(dev_path).is_file():
             raise UserError(f"no such file {dev_path!r}", source="--conformance-deviations")
@@ -166,8 +198,10 @@ class _State:
         self.infos = discover(self.backends, keep=True)
         self.targets = select_targets(self.infos, self.device, explicit=bool(self.backends))
         if not self.targets:
-            raise UserError("no backend is available: " + "; ".join(f"{i.name}: {i.reason}" for i in self.infos),
-                            source="--conformance-suite")
+            raise UserError(
+                "no backend is available: " + "; ".join(f"{i.name}: {i.reason}" for i in self.infos),
+                source="--conformance-suite",
+            )
 
     def plan(self):
         """(canonical case, the case a target runs, target) in the order of `conformance run`: per case, the
@@ -288,8 +322,11 @@ class ConformanceItem(pytest.Item):
         bad = [r for r in rows if r["status"] in FAILING]
         xpass = [r for r in rows if r["status"] == "xpass"]
         if bad or xpass:
-            head = (f"{self.target.label}: {len(bad)} of {len(rows)} rows failed" if bad
-                    else f"[XPASS(strict)] {self.target.label}: {len(xpass)} rows pass although listed as known deviations")
+            head = (
+                f"{self.target.label}: {len(bad)} of {len(rows)} rows failed"
+                if bad
+                else f"[XPASS(strict)] {self.target.label}: {len(xpass)} rows pass although listed as known deviations"
+            )
             lines = [head, *dict.fromkeys(f"  {r['status']}{_vs(r)}: {r['reason']}" for r in bad or xpass)]
             lines.append(f"re-run: {rerun_command(rows[0])}")
             pytest.fail("\n".join(lines), pytrace=False)
@@ -297,7 +334,9 @@ class ConformanceItem(pytest.Item):
         if xfail:
             pytest.xfail(" | ".join(dict.fromkeys(_deviation_note(r) for r in xfail)))
         if not any(r["status"] == "pass" for r in rows):
-            reasons = dict.fromkeys(f"{self.target.label}: {r['reason']}" for r in rows if r["status"] in ("unsupported", "skip"))
+            reasons = dict.fromkeys(
+                f"{self.target.label}: {r['reason']}" for r in rows if r["status"] in ("unsupported", "skip")
+            )
             raise pytest.skip.Exception(" | ".join(reasons) or "nothing ran", _use_item_location=True)
 
     def reportinfo(self):

@@ -69,8 +69,17 @@ ERROR_METRICS = ("norm_err", "ulp_at_max")
 ERROR_FLOOR = 1.0
 MAX_LISTED = 200
 TIMING = ("time_ms_median", "time_ms_min", "time_ms_p10", "time_ms_p90", "repeats")
-DEFAULTS = {"error_factor": 4.0, "min_time_ratio": 1.3, "unrecorded_ratio": 2.0, "drift_z": 4.0, "min_time_ms": 1.0,
-            "floor_factor": 20.0, "tail_widen": 4.0, "busy": 0.5, "tail": 2.5}
+DEFAULTS = {
+    "error_factor": 4.0,
+    "min_time_ratio": 1.3,
+    "unrecorded_ratio": 2.0,
+    "drift_z": 4.0,
+    "min_time_ms": 1.0,
+    "floor_factor": 20.0,
+    "tail_widen": 4.0,
+    "busy": 0.5,
+    "tail": 2.5,
+}
 
 
 def stalled_share(meta: dict | None) -> float | None:
@@ -110,15 +119,21 @@ def _timing(df: pd.DataFrame) -> pd.DataFrame:
 def _judge_timing(base: pd.DataFrame, new: pd.DataFrame, floor: dict, drift: dict, o: dict):
     """(judged pairs with their ratios and the verdict columns, count without timings, count below the floor)."""
     t = _timing(base).merge(_timing(new), left_index=True, right_index=True, suffixes=("_base", "_new"))
-    timed = (t[[f"{c}_{s}" for s in ("base", "new") for c in TIMING]].notna().all(axis=1)
-             & (t["time_ms_min_base"] > 0) & (t["time_ms_min_new"] > 0)
-             & (t["repeats_base"] >= 3) & (t["repeats_new"] >= 3))
+    timed = (
+        t[[f"{c}_{s}" for s in ("base", "new") for c in TIMING]].notna().all(axis=1)
+        & (t["time_ms_min_base"] > 0)
+        & (t["time_ms_min_new"] > 0)
+        & (t["repeats_base"] >= 3)
+        & (t["repeats_new"] >= 3)
+    )
     targets = t.index.get_level_values("target")
     bar = np.array([max(o["min_time_ms"], o["floor_factor"] * floor.get(tg, math.inf)) for tg in targets])
     above = np.minimum(t["time_ms_median_base"], t["time_ms_median_new"]) >= bar
     judged = t[timed & above].assign(bar_ms=bar[timed & above])
-    judged = judged.assign(ratio=judged["time_ms_median_new"] / judged["time_ms_median_base"],
-                           min_ratio=judged["time_ms_min_new"] / judged["time_ms_min_base"])
+    judged = judged.assign(
+        ratio=judged["time_ms_median_new"] / judged["time_ms_median_base"],
+        min_ratio=judged["time_ms_min_new"] / judged["time_ms_min_base"],
+    )
     # with a record: the new median against the record's centre, allowed drift_z robust deviations of it (and at
     # least min_time_ratio); without one: against the base run alone, allowed unrecorded_ratio
     rec = [drift.get(k) for k in judged.index]
@@ -126,26 +141,49 @@ def _judge_timing(base: pd.DataFrame, new: pd.DataFrame, floor: dict, drift: dic
     spread = np.array([r[1] if r else np.nan for r in rec], dtype=float)
     worst = np.array([r[2] if r and len(r) > 2 else 1.0 for r in rec], dtype=float)
     alone = max(o["min_time_ratio"], o["unrecorded_ratio"])
-    allowed = np.where(np.isnan(centre), alone, np.maximum.reduce([np.full(len(centre), o["min_time_ratio"]),
-                                                                   np.exp(o["drift_z"] * np.nan_to_num(spread)), worst ** o["tail"]]))
+    allowed = np.where(
+        np.isnan(centre),
+        alone,
+        np.maximum.reduce(
+            [
+                np.full(len(centre), o["min_time_ratio"]),
+                np.exp(o["drift_z"] * np.nan_to_num(spread)),
+                worst ** o["tail"],
+            ]
+        ),
+    )
     pairwise = np.where(np.isnan(centre), alone, o["min_time_ratio"])
     vs_record = np.where(np.isnan(centre), judged["ratio"], judged["time_ms_median_new"] / centre)
     judged = judged.assign(allowed=allowed, record_ms=centre, vs_record=vs_record)
-    w = {s: o["tail_widen"] * (judged[f"time_ms_p90_{s}"] - judged[f"time_ms_p10_{s}"]) / (judged[f"repeats_{s}"] - 1) ** 2
-         for s in ("base", "new")}
+    w = {
+        s: o["tail_widen"]
+        * (judged[f"time_ms_p90_{s}"] - judged[f"time_ms_p10_{s}"])
+        / (judged[f"repeats_{s}"] - 1) ** 2
+        for s in ("base", "new")
+    }
     # apart: the new run's fast tail above the base run's slow tail and, with a record, above the record's centre
     recorded = ~np.isnan(centre)
     low_new, high_new = judged["time_ms_p10_new"] - w["new"], judged["time_ms_p90_new"] + w["new"]
     apart_up = (low_new > judged["time_ms_p90_base"] + w["base"]) & np.where(recorded, low_new > centre, True)
     apart_down = (high_new < judged["time_ms_p10_base"] - w["base"]) & np.where(recorded, high_new < centre, True)
-    judged["slower"] = apart_up & (judged["ratio"] > pairwise) & (judged["min_ratio"] > pairwise) & (vs_record > allowed)
-    judged["faster"] = (apart_down & (1 / judged["ratio"] > pairwise) & (1 / judged["min_ratio"] > pairwise)
-                        & (1 / vs_record > allowed))
+    judged["slower"] = (
+        apart_up & (judged["ratio"] > pairwise) & (judged["min_ratio"] > pairwise) & (vs_record > allowed)
+    )
+    judged["faster"] = (
+        apart_down & (1 / judged["ratio"] > pairwise) & (1 / judged["min_ratio"] > pairwise) & (1 / vs_record > allowed)
+    )
     return judged, int((~timed).sum()), int((timed & ~above).sum())
 
 
-def compare(base_df: pd.DataFrame, new_df: pd.DataFrame, *, base_meta: dict | None = None, new_meta: dict | None = None,
-            drift: dict | None = None, **options) -> dict:
+def compare(
+    base_df: pd.DataFrame,
+    new_df: pd.DataFrame,
+    *,
+    base_meta: dict | None = None,
+    new_meta: dict | None = None,
+    drift: dict | None = None,
+    **options,
+) -> dict:
     """Everything that changed from base to new (see the module docstring for the rules); values are DataFrames.
     options: error_factor, min_time_ratio, min_time_ms, floor_factor, tail_widen (DEFAULTS); drift: allowed
     median ratio per (case_id, target), from the history (drift.timing_drift)."""
@@ -161,35 +199,72 @@ def compare(base_df: pd.DataFrame, new_df: pd.DataFrame, *, base_meta: dict | No
     fixed = sb.isin(UNEXPECTED) & (sn == "pass")
     lost = ~sb.isin(UNCHECKED) & sn.isin(UNCHECKED)
     other = (sb != sn) & ~failing & ~fixed & ~lost
-    status_cols = lambda mask: ident[mask].assign(base_status=sb[mask], new_status=sn[mask],  # noqa: E731
-                                                  reason=m.loc[mask, "reason_new"].fillna("")).reset_index(drop=True)
+    status_cols = lambda mask: (
+        ident[mask]
+        .assign(
+            base_status=sb[mask],
+            new_status=sn[mask],  # noqa: E731
+            reason=m.loc[mask, "reason_new"].fillna(""),
+        )
+        .reset_index(drop=True)
+    )
     growth = []
     for metric in ERROR_METRICS:
         b, n = m[f"{metric}_base"], m[f"{metric}_new"]
-        grew = (b.notna() & n.notna() & (sn == "pass")
-                & (np.maximum(n, ERROR_FLOOR) > o["error_factor"] * np.maximum(b, ERROR_FLOOR)))
+        grew = (
+            b.notna()
+            & n.notna()
+            & (sn == "pass")
+            & (np.maximum(n, ERROR_FLOOR) > o["error_factor"] * np.maximum(b, ERROR_FLOOR))
+        )
         if grew.any():
-            growth.append(ident[grew].assign(metric=metric, base=b[grew], new=n[grew],
-                                             ratio=np.maximum(n[grew], ERROR_FLOOR) / np.maximum(b[grew], ERROR_FLOOR),
-                                             status=sn[grew]))
-    growth_df = (pd.concat(growth, ignore_index=True) if growth else
-                 pd.DataFrame(columns=KEY + ["metric", "base", "new", "ratio", "status"]))
+            growth.append(
+                ident[grew].assign(
+                    metric=metric,
+                    base=b[grew],
+                    new=n[grew],
+                    ratio=np.maximum(n[grew], ERROR_FLOOR) / np.maximum(b[grew], ERROR_FLOOR),
+                    status=sn[grew],
+                )
+            )
+    growth_df = (
+        pd.concat(growth, ignore_index=True)
+        if growth
+        else pd.DataFrame(columns=KEY + ["metric", "base", "new", "ratio", "status"])
+    )
 
     fb, fn = floors(base, base_meta), floors(new, new_meta)
     floor = {tg: max(fb.get(tg, 0.0), fn.get(tg, 0.0)) for tg in set(fb) | set(fn)}
     judged, untimed, below = _judge_timing(base, new, floor, drift or {}, o)
-    busy = {side: share for side, share in (("base", stalled_share(base_meta)), ("new", stalled_share(new_meta)))
-            if share is not None and share > o["busy"]}
+    busy = {
+        side: share
+        for side, share in (("base", stalled_share(base_meta)), ("new", stalled_share(new_meta)))
+        if share is not None and share > o["busy"]
+    }
     if busy:  # a run whose tasks waited for a CPU most of the time measured the machine's load, not the code
         judged = judged.assign(slower=False, faster=False)
-    tcols = ["time_ms_median_base", "time_ms_median_new", "ratio", "min_ratio", "record_ms", "vs_record", "allowed",
-             "time_ms_p90_base", "time_ms_p10_new", "time_ms_p10_base", "time_ms_p90_new"]
+    tcols = [
+        "time_ms_median_base",
+        "time_ms_median_new",
+        "ratio",
+        "min_ratio",
+        "record_ms",
+        "vs_record",
+        "allowed",
+        "time_ms_p90_base",
+        "time_ms_p10_new",
+        "time_ms_p10_base",
+        "time_ms_p90_new",
+    ]
 
     pairs_b = set(zip(base["case_id"], base["target"]))
     pairs_n = set(zip(new["case_id"], new["target"]))
-    pair_frame = lambda pairs, df: (df[[p in pairs for p in zip(df["case_id"], df["target"])]]  # noqa: E731
-                                    .groupby(["case_id", "target"], sort=True)["status"]
-                                    .agg(lambda s: ",".join(sorted(set(s)))).reset_index())
+    pair_frame = lambda pairs, df: (
+        df[[p in pairs for p in zip(df["case_id"], df["target"])]]  # noqa: E731
+        .groupby(["case_id", "target"], sort=True)["status"]
+        .agg(lambda s: ",".join(sorted(set(s))))
+        .reset_index()
+    )
     return {
         "new_failures": status_cols(failing),
         "lost": status_cols(lost),
@@ -214,8 +289,13 @@ def compare(base_df: pd.DataFrame, new_df: pd.DataFrame, *, base_meta: dict | No
 
 
 def regression_flag(result: dict) -> bool:
-    return bool(len(result["new_failures"]) or len(result["lost"]) or len(result["removed"]) or
-                len(result["error_growth"]) or len(result["timing"]))
+    return bool(
+        len(result["new_failures"])
+        or len(result["lost"])
+        or len(result["removed"])
+        or len(result["error_growth"])
+        or len(result["timing"])
+    )
 
 
 def _rows(df: pd.DataFrame, cols: list[str]) -> list[list]:
@@ -228,33 +308,75 @@ def _more(df: pd.DataFrame) -> str:
 
 def markdown(result: dict, base_label: str, new_label: str) -> str:
     verdict = "REGRESSION" if regression_flag(result) else "no regression"
-    out = [f"# Regression check: {verdict}", "", f"- base: {md_text(base_label)}", f"- new: {md_text(new_label)}", "",
-           f"{result['compared_rows']} rows compared. Error growth: max(new, {ERROR_FLOOR:g}) > {result['error_factor']:g} x "
-           f"max(base, {ERROR_FLOOR:g}) for norm_err or ulp_at_max. Timing, judged where both medians are at least "
-           f"max({result['min_time_ms']:g} ms, {result['floor_factor']:g} x the target's launch floor): slower when new "
-           f"p10 > base p90 (bands widened by {result['tail_widen']:g} x width / (repeats - 1)^2), both the median "
-           f"and the minimum grew by more than {result['min_time_ratio']:g}x, and the new median exceeds the pair's "
-           f"usual time in the history by more than {result['drift_z']:g} robust deviations of it (or, for a pair "
-           f"without a record, the base by {max(result['min_time_ratio'], result['unrecorded_ratio']):g}x): "
-           f"{result['timing_judged']} (case, target) pairs judged, {result['timing_recorded']} of them against a "
-           f"record, {result['timing_below_floor']} below the floor, {result['timing_unjudged']} without timings.", ""]
+    out = [
+        f"# Regression check: {verdict}",
+        "",
+        f"- base: {md_text(base_label)}",
+        f"- new: {md_text(new_label)}",
+        "",
+        f"{result['compared_rows']} rows compared. Error growth: max(new, {ERROR_FLOOR:g}) > {result['error_factor']:g} x "
+        f"max(base, {ERROR_FLOOR:g}) for norm_err or ulp_at_max. Timing, judged where both medians are at least "
+        f"max({result['min_time_ms']:g} ms, {result['floor_factor']:g} x the target's launch floor): slower when new "
+        f"p10 > base p90 (bands widened by {result['tail_widen']:g} x width / (repeats - 1)^2), both the median "
+        f"and the minimum grew by more than {result['min_time_ratio']:g}x, and the new median exceeds the pair's "
+        f"usual time in the history by more than {result['drift_z']:g} robust deviations of it (or, for a pair "
+        f"without a record, the base by {max(result['min_time_ratio'], result['unrecorded_ratio']):g}x): "
+        f"{result['timing_judged']} (case, target) pairs judged, {result['timing_recorded']} of them against a "
+        f"record, {result['timing_below_floor']} below the floor, {result['timing_unjudged']} without timings.",
+        "",
+    ]
     if result["timing_busy"]:
-        out += ["**Times not judged**: " + ", ".join(f"the {side} run's machine had a task waiting for a CPU {share:.0%} of "
-                                                     f"the time" for side, share in result["timing_busy"].items())
-                + f" (more than {result['busy']:.0%}): its times measured the load, not the code.", ""]
-    names = [("new_failures", "New failures"), ("lost", "No longer checked"), ("removed", "Removed (case, target)"),
-             ("error_growth", "Error growth"), ("timing", "Timing regressions"), ("fixes", "Fixes"),
-             ("status_changes", "Other status changes"), ("speedups", "Speed-ups"), ("added", "Added (case, target)")]
+        out += [
+            "**Times not judged**: "
+            + ", ".join(
+                f"the {side} run's machine had a task waiting for a CPU {share:.0%} of the time"
+                for side, share in result["timing_busy"].items()
+            )
+            + f" (more than {result['busy']:.0%}): its times measured the load, not the code.",
+            "",
+        ]
+    names = [
+        ("new_failures", "New failures"),
+        ("lost", "No longer checked"),
+        ("removed", "Removed (case, target)"),
+        ("error_growth", "Error growth"),
+        ("timing", "Timing regressions"),
+        ("fixes", "Fixes"),
+        ("status_changes", "Other status changes"),
+        ("speedups", "Speed-ups"),
+        ("added", "Added (case, target)"),
+    ]
     if not result["compared_rows"]:
-        out += ["**Nothing in common**: no (case, target, vs, output) row is in both runs (different suites or targets?).", ""]
+        out += [
+            "**Nothing in common**: no (case, target, vs, output) row is in both runs (different suites or targets?).",
+            "",
+        ]
     out.append(md_table(["what", "count"], [[title, len(result[k])] for k, title in names]))
     status_cols = ["case_id", "target", "vs", "output", "base_status", "new_status", "reason"]
-    time_cols = ["case_id", "target", "time_ms_median_base", "time_ms_median_new", "ratio", "min_ratio", "record_ms",
-                 "vs_record", "allowed", "time_ms_p90_base", "time_ms_p10_new"]
-    cols = {"new_failures": status_cols, "lost": status_cols, "fixes": status_cols, "status_changes": status_cols,
-            "error_growth": ["case_id", "target", "vs", "output", "metric", "base", "new", "ratio", "status"],
-            "timing": time_cols, "speedups": time_cols[:9] + ["time_ms_p10_base", "time_ms_p90_new"],
-            "added": ["case_id", "target", "status"], "removed": ["case_id", "target", "status"]}
+    time_cols = [
+        "case_id",
+        "target",
+        "time_ms_median_base",
+        "time_ms_median_new",
+        "ratio",
+        "min_ratio",
+        "record_ms",
+        "vs_record",
+        "allowed",
+        "time_ms_p90_base",
+        "time_ms_p10_new",
+    ]
+    cols = {
+        "new_failures": status_cols,
+        "lost": status_cols,
+        "fixes": status_cols,
+        "status_changes": status_cols,
+        "error_growth": ["case_id", "target", "vs", "output", "metric", "base", "new", "ratio", "status"],
+        "timing": time_cols,
+        "speedups": time_cols[:9] + ["time_ms_p10_base", "time_ms_p90_new"],
+        "added": ["case_id", "target", "status"],
+        "removed": ["case_id", "target", "status"],
+    }
     for key, title in names:
         df = result[key]
         if not len(df):
@@ -317,11 +439,21 @@ def cross_device_markdown(dfs: dict[str, pd.DataFrame], title: str = "Cross-devi
             return ""
         return s if isinstance(e, float) and math.isnan(e) else f"{s} {e:.3g}"
 
-    rows = [[cid, out] + [cell(r, t) for t in targets] + ["" if r[("all", "agree")] else "DIFFERS"]
-            for (cid, out), r in table.iterrows()]
+    rows = [
+        [cid, out] + [cell(r, t) for t in targets] + ["" if r[("all", "agree")] else "DIFFERS"]
+        for (cid, out), r in table.iterrows()
+    ]
     n_diff = int((~table[("all", "agree")]).sum())
-    lines = [f"# {title}", "", f"{len(table)} (case, output) rows on {len(targets)} targets; {n_diff} where the targets' "
-             "statuses differ (unsupported and skip ignored). Cells: status and norm_err.", "",
-             md_table(["case_id", "output"] + targets + ["agree"], rows), "", "## Median time (ms)", "",
-             md_table(["case_id"] + list(timing.columns), [[cid] + list(r) for cid, r in timing.iterrows()])]
+    lines = [
+        f"# {title}",
+        "",
+        f"{len(table)} (case, output) rows on {len(targets)} targets; {n_diff} where the targets' "
+        "statuses differ (unsupported and skip ignored). Cells: status and norm_err.",
+        "",
+        md_table(["case_id", "output"] + targets + ["agree"], rows),
+        "",
+        "## Median time (ms)",
+        "",
+        md_table(["case_id"] + list(timing.columns), [[cid] + list(r) for cid, r in timing.iterrows()]),
+    ]
     return "\n".join(lines) + "\n"

@@ -22,10 +22,44 @@ from .compare import STATUSES, UNEXPECTED
 from .errors import ReportError
 from .verdict import judge
 
-COLUMNS = ["case_id", "backend", "device", "target", "vs", "dtype", "mode", "output", "status", "max_abs_err", "max_rel_err",
-           "max_ulp", "ulp_at_max", "norm_err", "threshold", "time_ms_median", "time_ms_min", "time_ms_p10", "time_ms_p90", "kernel_ms_median",
-           "kernel_ms_min", "bytes", "gbps", "repeats", "rounds", "reason", "got_dtype", "case", "shape", "axis", "backward", "fix_gamma",
-           "running_var", "stats", "momentum_dir", "fill"]
+COLUMNS = [
+    "case_id",
+    "backend",
+    "device",
+    "target",
+    "vs",
+    "dtype",
+    "mode",
+    "output",
+    "status",
+    "max_abs_err",
+    "max_rel_err",
+    "max_ulp",
+    "ulp_at_max",
+    "norm_err",
+    "threshold",
+    "time_ms_median",
+    "time_ms_min",
+    "time_ms_p10",
+    "time_ms_p90",
+    "kernel_ms_median",
+    "kernel_ms_min",
+    "bytes",
+    "gbps",
+    "repeats",
+    "rounds",
+    "reason",
+    "got_dtype",
+    "case",
+    "shape",
+    "axis",
+    "backward",
+    "fix_gamma",
+    "running_var",
+    "stats",
+    "momentum_dir",
+    "fill",
+]
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -58,6 +92,7 @@ def frame(rows: list[dict]) -> pd.DataFrame:
 @dataclass(frozen=True)
 class Code:
     """A table cell shown as code (md_table)."""
+
     text: str
 
 
@@ -98,6 +133,7 @@ def md_code(value, table: bool = False) -> str:
 
 def md_table(headers: list[str], rows: list[list]) -> str:
     """A GFM table; every cell is escaped (md_text) unless it is a Code(...) value, shown as a code span."""
+
     def cell(v):
         if isinstance(v, Code):
             return md_code(v.text, table=True)
@@ -123,9 +159,12 @@ def kernel_header(meta: dict) -> list[tuple[str, str]]:
     """The report header's lines on the OpenCL kernels: each OpenCL target's kernel family and parameters (as its
     rows' family and tuning columns), and the run's tuning overrides (--tune; run.json `tune`)."""
     out = []
-    chosen = [f"{t['target']}: {(t['device'] or {}).get('extra', {}).get('family') or '?'} "
-              f"({(t['device'] or {}).get('extra', {}).get('tuning', '')})"
-              for t in meta.get("targets") or [] if t.get("backend") == "opencl" and t.get("device")]
+    chosen = [
+        f"{t['target']}: {(t['device'] or {}).get('extra', {}).get('family') or '?'} "
+        f"({(t['device'] or {}).get('extra', {}).get('tuning', '')})"
+        for t in meta.get("targets") or []
+        if t.get("backend") == "opencl" and t.get("device")
+    ]
     if chosen:
         out.append(("OpenCL kernel family and tuning", "; ".join(chosen)))
     tune = meta.get("tune") or {}
@@ -145,11 +184,15 @@ def summary_markdown(df: pd.DataFrame, meta: dict, max_listed: int = 200) -> str
     if verdict.notes:
         w()
     if meta.get("partial"):
-        w(f"**Interrupted**: {len(meta.get('done_cases', []))} cases finished; every row of them is here. "
-          f"Complete it with {md_code(shlex.join(['conformance', 'run', '--resume', str(meta.get('out_dir', 'DIR'))]))}.")
+        w(
+            f"**Interrupted**: {len(meta.get('done_cases', []))} cases finished; every row of them is here. "
+            f"Complete it with {md_code(shlex.join(['conformance', 'run', '--resume', str(meta.get('out_dir', 'DIR'))]))}."
+        )
         w()
-    w(f"{md_code(meta['command'])} at {md_text(meta['started'])}, git {md_code(meta['git_commit'])}, "
-      f"{meta.get('elapsed_s', 0):.1f} s")
+    w(
+        f"{md_code(meta['command'])} at {md_text(meta['started'])}, git {md_code(meta['git_commit'])}, "
+        f"{meta.get('elapsed_s', 0):.1f} s"
+    )
     w()
     h = meta["host"]
     w(f"Host {md_code(h['name'])}: {md_text(h['cpu'])}, {h['cores']} cores, {md_text(h['os'])}")
@@ -162,8 +205,18 @@ def summary_markdown(df: pd.DataFrame, meta: dict, max_listed: int = 200) -> str
     trows = []
     for t in meta["targets"]:
         d = t["device"] or {}
-        trows.append([t["target"], t["state"], d.get("name", ""), d.get("vendor", ""), d.get("platform", ""),
-                      d.get("driver", ""), d.get("version", ""), t["reason"] or ""])
+        trows.append(
+            [
+                t["target"],
+                t["state"],
+                d.get("name", ""),
+                d.get("vendor", ""),
+                d.get("platform", ""),
+                d.get("driver", ""),
+                d.get("version", ""),
+                t["reason"] or "",
+            ]
+        )
     w(md_table(["target", "state", "device", "vendor", "platform", "driver", "OpenCL", "reason"], trows))
     missing = [b for b in meta["backends"] if not b["available"]]
     if missing:
@@ -174,9 +227,11 @@ def summary_markdown(df: pd.DataFrame, meta: dict, max_listed: int = 200) -> str
     rss = meta.get("peak_rss_mib")
     if rss:
         w()
-        w(f"Peak resident memory: main process {rss['main']:.0f} MiB; workers " +
-          md_text(", ".join(f"{k} {v:.0f}" for k, v in sorted(rss["workers"].items()))) +
-          f" MiB; at most {rss['upper_bound_total']:.0f} MiB together (sum of peaks)")
+        w(
+            f"Peak resident memory: main process {rss['main']:.0f} MiB; workers "
+            + md_text(", ".join(f"{k} {v:.0f}" for k, v in sorted(rss["workers"].items())))
+            + f" MiB; at most {rss['upper_bound_total']:.0f} MiB together (sum of peaks)"
+        )
     w()
     w("## Results per target, against the oracle")
     w(counts_table(df[df["vs"] == "oracle"]) if len(df) else "No rows.")
@@ -192,18 +247,24 @@ def summary_markdown(df: pd.DataFrame, meta: dict, max_listed: int = 200) -> str
             w(f"- {md_text(warning)}")
         w()
     w("## Thresholds")
-    w("A row passes when `norm_err` (max abs error per channel in units of u x the oracle's error scale; "
-      "u = unit roundoff of the output dtype) is at most the threshold and NaN/Inf patterns agree.")
+    w(
+        "A row passes when `norm_err` (max abs error per channel in units of u x the oracle's error scale; "
+        "u = unit roundoff of the output dtype) is at most the threshold and NaN/Inf patterns agree."
+    )
     w()
     w(md_table(["output dtype", "threshold (norm_err)"], [[k, v] for k, v in meta["thresholds"].items()]))
     w()
     notpass = df[~df["status"].isin(["pass"])]
     if len(notpass):
         w(f"## Rows that did not pass ({len(notpass)})")
-        shown = notpass.sort_values(by="status", key=lambda s: s.map(lambda v: (v not in UNEXPECTED, v))).head(max_listed)
+        shown = notpass.sort_values(by="status", key=lambda s: s.map(lambda v: (v not in UNEXPECTED, v))).head(
+            max_listed
+        )
         for _, r in shown.iterrows():
             vs = "" if r["vs"] == "oracle" else f" vs {md_code(r['vs'])}"
-            w(f"- **{md_text(r['status'])}** {md_code(r['target'])}{vs} {md_text(r['output'])}: {md_text(r['reason'])}  ")
+            w(
+                f"- **{md_text(r['status'])}** {md_code(r['target'])}{vs} {md_text(r['output'])}: {md_text(r['reason'])}  "
+            )
             w(f"  re-run: {md_code(rerun_command(r))}")
         if len(notpass) > max_listed:
             w(f"- ... {len(notpass) - max_listed} more in results.csv")

@@ -15,8 +15,16 @@ from __future__ import annotations
 from .generate import generate
 from .regress import DEFAULTS
 
-TIMING_COLUMNS = ("time_ms_median", "time_ms_min", "time_ms_p10", "time_ms_p90", "kernel_ms_median", "kernel_ms_min",
-                  "gbps", "repeats")
+TIMING_COLUMNS = (
+    "time_ms_median",
+    "time_ms_min",
+    "time_ms_p10",
+    "time_ms_p90",
+    "kernel_ms_median",
+    "kernel_ms_min",
+    "gbps",
+    "repeats",
+)
 
 
 def judged_bar_ms(floor_ms) -> float:
@@ -32,13 +40,28 @@ def eligible(rows: list[dict], targets) -> list[tuple[str, str]]:
     pairs = {}
     for r in rows:
         med = r.get("time_ms_median")
-        if r.get("vs") == "oracle" and r["target"] in bars and med == med and med is not None and med >= bars[r["target"]]:
+        if (
+            r.get("vs") == "oracle"
+            and r["target"] in bars
+            and med == med
+            and med is not None
+            and med >= bars[r["target"]]
+        ):
             pairs.setdefault((r["case_id"], r["target"]), None)
     return list(pairs)
 
 
-def run_rounds(rows: list[dict], targets, seen: dict, policy, timeout_s: float, rounds: int, timing_columns,
-               record=None, progress=None) -> int:
+def run_rounds(
+    rows: list[dict],
+    targets,
+    seen: dict,
+    policy,
+    timeout_s: float,
+    rounds: int,
+    timing_columns,
+    record=None,
+    progress=None,
+) -> int:
     """Rounds 2..rounds over the eligible pairs of `rows` (updated in place); seen maps a case id to its Case.
     record(case_id, target, columns) puts a pair's new best on disk. Returns the number of pairs re-timed."""
     pairs = eligible(rows, targets) if rounds > 1 else []
@@ -50,7 +73,9 @@ def run_rounds(rows: list[dict], targets, seen: dict, policy, timeout_s: float, 
         by_pair.setdefault((r["case_id"], r["target"]), []).append(r)
     for n in range(2, rounds + 1):
         if progress is not None:
-            progress(f"timing round {n} of {rounds}: {len(pairs)} (case, target) pairs of 0.5 x their judging floor or more")
+            progress(
+                f"timing round {n} of {rounds}: {len(pairs)} (case, target) pairs of 0.5 x their judging floor or more"
+            )
         inputs_of = (None, None)  # (inputs key, inputs): consecutive pairs of one case share one draw
         for case_id, label in pairs:
             t, case = by_target[label], seen[case_id]

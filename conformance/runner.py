@@ -104,8 +104,15 @@ def discover(names: list[str] | None = None, keep: bool = False) -> list[Backend
         if reason is None and not w.devices:
             reason = "no device found"
             w.stop()
-        out.append(BackendInfo(w.backend, reason, w.devices if reason is None else [], w.meta,
-                               probe=w if keep and reason is None else None))
+        out.append(
+            BackendInfo(
+                w.backend,
+                reason,
+                w.devices if reason is None else [],
+                w.meta,
+                probe=w if keep and reason is None else None,
+            )
+        )
     return out
 
 
@@ -148,8 +155,12 @@ def profiled(case: Case, profile) -> Case:
     """The canonical case under a framework's profile (None fields keep the canonical choice)."""
     if profile is None:
         return case
-    return dataclasses.replace(case, momentum_dir=profile.momentum_dir or "old",
-                               running_var=profile.running_var or "biased", stats=profile.stats or case.stats)
+    return dataclasses.replace(
+        case,
+        momentum_dir=profile.momentum_dir or "old",
+        running_var=profile.running_var or "biased",
+        stats=profile.stats or case.stats,
+    )
 
 
 def expected_dtype(case: Case, output: str) -> str:
@@ -164,24 +175,50 @@ def bytes_moved(case: Case) -> int:
 
 def _case_columns(case: Case) -> dict:
     return {
-        "case_id": case.id, "case": case.name, "dtype": case.dtype, "shape": "x".join(map(str, case.shape)),
-        "axis": case.axis, "mode": case.mode, "backward": case.backward, "fix_gamma": case.fix_gamma,
-        "running_var": case.running_var, "stats": case.stats, "momentum_dir": case.momentum_dir,
-        "update_running": case.updates_running, "act": case.act, "inplace": case.inplace, "flags": case.flags,
+        "case_id": case.id,
+        "case": case.name,
+        "dtype": case.dtype,
+        "shape": "x".join(map(str, case.shape)),
+        "axis": case.axis,
+        "mode": case.mode,
+        "backward": case.backward,
+        "fix_gamma": case.fix_gamma,
+        "running_var": case.running_var,
+        "stats": case.stats,
+        "momentum_dir": case.momentum_dir,
+        "update_running": case.updates_running,
+        "act": case.act,
+        "inplace": case.inplace,
+        "flags": case.flags,
         "fill": case.fill.kind,
         **({"inputs_root": case.inputs_root or "."} if case.inputs is not None else {}),
     }
 
 
 def _timing_columns(result, case: Case) -> dict:
-    cols = {"time_ms_median": np.nan, "time_ms_min": np.nan, "time_ms_p10": np.nan, "time_ms_p90": np.nan,
-            "kernel_ms_median": np.nan, "kernel_ms_min": np.nan, "bytes": bytes_moved(case), "gbps": np.nan, "repeats": 0,
-            "rounds": 0}
+    cols = {
+        "time_ms_median": np.nan,
+        "time_ms_min": np.nan,
+        "time_ms_p10": np.nan,
+        "time_ms_p90": np.nan,
+        "kernel_ms_median": np.nan,
+        "kernel_ms_min": np.nan,
+        "bytes": bytes_moved(case),
+        "gbps": np.nan,
+        "repeats": 0,
+        "rounds": 0,
+    }
     if result is not None and result.wall_ms:
         med = statistics.median(result.wall_ms)
-        cols.update(time_ms_median=med, time_ms_min=min(result.wall_ms), repeats=len(result.wall_ms), rounds=1,
-                    time_ms_p10=float(np.percentile(result.wall_ms, 10)), time_ms_p90=float(np.percentile(result.wall_ms, 90)),
-                    gbps=cols["bytes"] / (med * 1e-3) / 1e9 if med > 0 else np.nan)
+        cols.update(
+            time_ms_median=med,
+            time_ms_min=min(result.wall_ms),
+            repeats=len(result.wall_ms),
+            rounds=1,
+            time_ms_p10=float(np.percentile(result.wall_ms, 10)),
+            time_ms_p90=float(np.percentile(result.wall_ms, 90)),
+            gbps=cols["bytes"] / (med * 1e-3) / 1e9 if med > 0 else np.nan,
+        )
         if result.kernel_ms:
             cols.update(kernel_ms_median=statistics.median(result.kernel_ms), kernel_ms_min=min(result.kernel_ms))
     return cols
@@ -194,12 +231,21 @@ def _quantity(target: Target, output: str) -> str:
 
 def rows_for(case: Case, target: Target, reply, ref, inputs=None) -> list[dict]:
     """Rows of one target on one case against the oracle: every output, every extra output, the inputs."""
-    base = {**_case_columns(case), "backend": target.backend, "device": getattr(target.device, "key", None) or "",
-            "target": target.label, "vs": "oracle", **kernel_columns(target)}
+    base = {
+        **_case_columns(case),
+        "backend": target.backend,
+        "device": getattr(target.device, "key", None) or "",
+        "target": target.label,
+        "vs": "oracle",
+        **kernel_columns(target),
+    }
     status, payload = reply[0], reply[1]
     if status != "ok":
         timing = _timing_columns(None, case)
-        return [{**base, "output": out, "status": status, "reason": f"{payload} [{case.id}]", **timing} for out in case.outputs]
+        return [
+            {**base, "output": out, "status": status, "reason": f"{payload} [{case.id}]", **timing}
+            for out in case.outputs
+        ]
     result = payload
     timing = _timing_columns(result, case)
     rows = []
@@ -208,7 +254,11 @@ def rows_for(case: Case, target: Target, reply, ref, inputs=None) -> list[dict]:
         if out not in result.outputs:
             r = {"output": out, "status": "unsupported", "reason": f"{target.backend} returns no {out}"}
         elif q not in ref.values:
-            r = {"output": out, "status": "error", "reason": f"{target.backend} returned {out!r}, which maps to no known quantity"}
+            r = {
+                "output": out,
+                "status": "error",
+                "reason": f"{target.backend} returned {out!r}, which maps to no known quantity",
+            }
         else:
             r = compare(out, result.outputs[out], ref.values[q], ref.scales[q], case, expected_dtype(case, q))
             r["got_dtype"] = str(np.asarray(result.outputs[out]).dtype)
@@ -223,26 +273,40 @@ def rows_for(case: Case, target: Target, reply, ref, inputs=None) -> list[dict]:
 
 def _untouched_row(name: str, after, before: np.ndarray, case: Case) -> dict:
     after = np.asarray(after)
-    same = after.shape == before.shape and np.array_equal(after.astype(np.float64), before.astype(np.float64), equal_nan=True)
+    same = after.shape == before.shape and np.array_equal(
+        after.astype(np.float64), before.astype(np.float64), equal_nan=True
+    )
     if same:
         return {"output": f"input:{name}", "status": "pass", "reason": ""}
-    changed = int(np.count_nonzero(after.reshape(-1) != before.reshape(-1))) if after.shape == before.shape else after.size
-    return {"output": f"input:{name}", "status": "fail",
-            "reason": f"input:{name}: modified by the call, {changed} of {before.size} elements changed [{case.id}]"}
+    changed = (
+        int(np.count_nonzero(after.reshape(-1) != before.reshape(-1))) if after.shape == before.shape else after.size
+    )
+    return {
+        "output": f"input:{name}",
+        "status": "fail",
+        "reason": f"input:{name}: modified by the call, {changed} of {before.size} elements changed [{case.id}]",
+    }
 
 
 def vs_sut_rows(case: Case, target: Target, result, ref, sut_outputs: dict[str, dict]) -> list[dict]:
     """A framework's outputs against each OpenCL device's outputs for the same profiled case."""
     rows = []
-    base = {**_case_columns(case), "backend": target.backend, "device": "", "target": target.label,
-            **kernel_columns(target)}
+    base = {
+        **_case_columns(case),
+        "backend": target.backend,
+        "device": "",
+        "target": target.label,
+        **kernel_columns(target),
+    }
     timing = _timing_columns(result, case)
     for sut_label, sut in sut_outputs.items():
         for out, got in result.outputs.items():
             q = _quantity(target, out)
             if q not in sut or q not in ref.scales:
                 continue
-            r = compare(out, got, sut[q], ref.scales[q], case, expected_dtype(case, q))  # taken to float64 a box at a time
+            r = compare(
+                out, got, sut[q], ref.scales[q], case, expected_dtype(case, q)
+            )  # taken to float64 a box at a time
             if r["reason"]:
                 r["reason"] += f" [{case.id}]"
             rows.append({**base, "vs": sut_label, **r, **timing})
@@ -289,9 +353,21 @@ def _reply(t: Target, case: Case, inputs, policy, timeout_s):
     return (t.state, t.reason)
 
 
-def run_cases(cases: list[Case], targets: list[Target], *, policy: TimingPolicy, timeout_s: float = DEFAULT_TIMEOUT_S,
-              on_arrays=None, progress: Progress | None = None, seen: dict | None = None,
-              state: dict | None = None, classify=None, record=None, rounds: int = 1, retimed=None) -> list[dict]:
+def run_cases(
+    cases: list[Case],
+    targets: list[Target],
+    *,
+    policy: TimingPolicy,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    on_arrays=None,
+    progress: Progress | None = None,
+    seen: dict | None = None,
+    state: dict | None = None,
+    classify=None,
+    record=None,
+    rounds: int = 1,
+    retimed=None,
+) -> list[dict]:
     """All rows for cases x targets. on_arrays(case, inputs, {label: outputs}) receives each case's arrays;
     `seen` (case id -> Case) collects every profiled case that produced rows; classify(rows, cases) may change
     a finished case's rows in place before they are counted (the known deviations: so the progress line counts
@@ -321,8 +397,17 @@ def run_cases(cases: list[Case], targets: list[Target], *, policy: TimingPolicy,
                 counts[r["status"]] = counts.get(r["status"], 0) + 1
             if progress is not None:
                 progress.step(case.name, counts)
-        retime.run_rounds(rows, targets, seen, policy, timeout_s, rounds, _timing_columns, record=retimed,
-                          progress=None if progress is None else progress.note)
+        retime.run_rounds(
+            rows,
+            targets,
+            seen,
+            policy,
+            timeout_s,
+            rounds,
+            _timing_columns,
+            record=retimed,
+            progress=None if progress is None else progress.note,
+        )
     except KeyboardInterrupt:
         state["interrupted"] = True
     finally:

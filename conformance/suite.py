@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import itertools
 import os
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
+
+import tomllib
 
 from .case import ID_FIELDS, Case, Fill, content_digest
 from .errors import UserError
@@ -58,7 +59,10 @@ def resolve(name_or_path: str) -> Path:
         return p
     candidate = CASES_DIR / f"{name_or_path}.toml"
     if not candidate.is_file():
-        raise UserError(f"unknown suite {name_or_path!r} (known: {', '.join(suite_names())}; or give a path to a .toml file)", source="--suite")
+        raise UserError(
+            f"unknown suite {name_or_path!r} (known: {', '.join(suite_names())}; or give a path to a .toml file)",
+            source="--suite",
+        )
     return candidate
 
 
@@ -77,10 +81,14 @@ def load(name_or_path: str) -> Suite:
 def parse(data: dict, src: str) -> Suite:
     extra = set(data) - {"suite", "defaults", "case"}
     if extra:
-        raise UserError(f"unknown table {sorted(extra)[0]!r} (expected [suite], [defaults], [[case]])", source=src, field=sorted(extra)[0])
+        raise UserError(
+            f"unknown table {sorted(extra)[0]!r} (expected [suite], [defaults], [[case]])",
+            source=src,
+            field=sorted(extra)[0],
+        )
     meta = data.get("suite")
     if not isinstance(meta, dict) or not isinstance(meta.get("name"), str) or not meta["name"]:
-        raise UserError(f"needs [suite] with name = \"...\", got {meta!r}", source=src, field="suite.name")
+        raise UserError(f'needs [suite] with name = "...", got {meta!r}', source=src, field="suite.name")
     defaults = data.get("defaults", {})
     if not isinstance(defaults, dict):
         raise UserError(f"must be a table, got {defaults!r}", source=src, field="defaults")
@@ -96,7 +104,7 @@ def parse(data: dict, src: str) -> Suite:
         where = f"case[{i}]" + (f" ({entry['name']})" if isinstance(entry.get("name"), str) else "")
         _check_keys(entry, src, where, allow_name=True)
         if not isinstance(entry.get("name"), str):
-            raise UserError(f"needs name = \"...\", got {entry.get('name')!r}", source=src, field=f"{where}.name")
+            raise UserError(f'needs name = "...", got {entry.get("name")!r}', source=src, field=f"{where}.name")
         merged = {**defaults, **entry}
         for case in _expand(merged, src, where, Path(src).parent):
             if case.id in seen:
@@ -112,7 +120,11 @@ def parse(data: dict, src: str) -> Suite:
 def _check_keys(table: dict, src: str, where: str, *, allow_name: bool) -> None:
     for key in table:
         if key not in CASE_FIELDS or (key == "name" and not allow_name):
-            raise UserError(f"unknown field {key!r} (known: {', '.join(f for f in CASE_FIELDS if allow_name or f != 'name')})", source=src, field=f"{where}.{key}")
+            raise UserError(
+                f"unknown field {key!r} (known: {', '.join(f for f in CASE_FIELDS if allow_name or f != 'name')})",
+                source=src,
+                field=f"{where}.{key}",
+            )
 
 
 def _choices(key: str, value) -> list:
@@ -146,10 +158,16 @@ def _expand(merged: dict, src: str, where: str, base: Path):
         if "normalize_with" in values:
             nw = values.pop("normalize_with")
             if nw not in _MODE_OF:
-                raise UserError(f"must be one of {', '.join(_MODE_OF)}, got {nw!r}", source=src, field=f"{where}.normalize_with")
+                raise UserError(
+                    f"must be one of {', '.join(_MODE_OF)}, got {nw!r}", source=src, field=f"{where}.normalize_with"
+                )
             if values.setdefault("mode", _MODE_OF[nw]) != _MODE_OF[nw]:
-                raise UserError(f"normalize_with={nw!r} contradicts mode={values['mode']!r} (mode train normalises with "
-                                "the batch, infer with the running statistics)", source=src, field=f"{where}.normalize_with")
+                raise UserError(
+                    f"normalize_with={nw!r} contradicts mode={values['mode']!r} (mode train normalises with "
+                    "the batch, infer with the running statistics)",
+                    source=src,
+                    field=f"{where}.normalize_with",
+                )
         try:
             yield Case(**values)
         except UserError as exc:
@@ -178,7 +196,7 @@ def _convert(key: str, value, src: str, fieldname: str, base: Path):
         return float(value)
     if key == "fill":
         if not isinstance(value, dict) or not isinstance(value.get("kind"), str):
-            bad("a table such as { kind = \"normal\", mean = 0.0, std = 1.0 }")
+            bad('a table such as { kind = "normal", mean = 0.0, std = 1.0 }')
         params = {k: v for k, v in value.items() if k != "kind"}
         return Fill.make(value["kind"], params, source=src, where=fieldname)
     if key == "inputs":
@@ -198,7 +216,9 @@ def _inputs(value: str, base: Path, src: str, fieldname: str) -> tuple[str, str]
     if not path.is_file():
         raise UserError(f"no such file {str(path)!r}", source=src, field=fieldname)
     rel = PurePath(os.path.normpath(value))  # "a/./b", "a/../b": one spelling, one id
-    inside = not rel.is_absolute() and rel.parts[0] != ".." and (base / rel).is_file() and os.path.samefile(base / rel, path)
+    inside = (
+        not rel.is_absolute() and rel.parts[0] != ".." and (base / rel).is_file() and os.path.samefile(base / rel, path)
+    )
     root = base.absolute()
     if not inside:  # the normalised spelling is another file where a symlinked folder was walked out of with ..
         real = path.resolve()

@@ -57,6 +57,9 @@ def judge(df: pd.DataFrame, meta: dict, allow_empty: bool = False) -> Verdict:
     if status.isin(UNEXPECTED).any():
         return Verdict("FAILED", 1, tuple(notes))
     if empty:
-        return Verdict("passed (nothing checked, allowed)", 0, tuple(notes)) if allow_empty else \
-            Verdict("NOTHING CHECKED", 3, tuple(notes))
+        return (
+            Verdict("passed (nothing checked, allowed)", 0, tuple(notes))
+            if allow_empty
+            else Verdict("NOTHING CHECKED", 3, tuple(notes))
+        )
     return Verdict("passed", 0, tuple(notes))

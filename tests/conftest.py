@@ -3,4 +3,6 @@
 import os
 import tempfile
 
-os.environ.setdefault("CONFORMANCE_HISTORY", os.path.join(tempfile.mkdtemp(prefix="conformance-history-"), "history.sqlite"))
+os.environ.setdefault(
+    "CONFORMANCE_HISTORY", os.path.join(tempfile.mkdtemp(prefix="conformance-history-"), "history.sqlite")
+)

@@ -18,8 +18,13 @@ def flag_case(w, combo, **fields):
     """A case meaning what the page says the combination does, naming it, under the worker's profile."""
     from conformance.runner import profiled as as_profiled
 
-    case = Case("flags", mode="train" if combo.normalize_with == "batch" else "infer",
-                update_running=combo.update_running, flags=combo.label, **fields)
+    case = Case(
+        "flags",
+        mode="train" if combo.normalize_with == "batch" else "infer",
+        update_running=combo.update_running,
+        flags=combo.label,
+        **fields,
+    )
     return as_profiled(case, w.meta["profile"])
 
 
@@ -49,7 +54,8 @@ def flag_round_trip(w):
     the label in their flags column and the id in case_id; an unknown label is unsupported before run()."""
     from urllib.parse import quote
 
-    from conformance.runner import Target, profiled as as_profiled, rows_for, variants
+    from conformance.runner import Target, rows_for, variants
+    from conformance.runner import profiled as as_profiled
 
     t = Target(w.backend, None, "ready", meta=w.meta)
     seen = []

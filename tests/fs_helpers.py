@@ -12,8 +12,13 @@ import pytest
 
 
 def conformance(*args, env=None, timeout=600):
-    return subprocess.run([sys.executable, "-m", "conformance", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "conformance", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
 
 
 @contextlib.contextmanager

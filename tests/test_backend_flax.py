@@ -20,8 +20,10 @@ for _mod in ("jax", "flax"):
 
 QUICK = TimingPolicy(warmup=0, min_repeats=1, max_repeats=2, budget_s=0.01)
 OFFSET = Fill.make("offset", {"mean": 100.0, "std": 0.5})
-FAST = {"flax_linen": "use_running_average=False,mutable=batch_stats,use_fast_variance=True",
-        "flax_nnx": "mode=train,use_running_average=None,use_fast_variance=True"}
+FAST = {
+    "flax_linen": "use_running_average=False,mutable=batch_stats,use_fast_variance=True",
+    "flax_nnx": "mode=train,use_running_average=None,use_fast_variance=True",
+}
 
 
 @pytest.fixture(scope="module", params=["flax_linen", "flax_nnx"])
@@ -72,13 +74,17 @@ def test_outputs_match_the_oracle(worker, case):
     pc, inputs, result = _run(worker, case)  # the backend's default combination (use_fast_variance=True in training)
     expect = {"y", "running_mean", "running_var"} | ({"dx", "dgamma", "dbeta"} if pc.backward else set())
     assert set(result.outputs) == expect
-    assert result.outputs["y"].dtype == np.dtype(pc.dtype) and result.outputs["running_var"].dtype == np.dtype(pc.param_dtype)
+    assert result.outputs["y"].dtype == np.dtype(pc.dtype) and result.outputs["running_var"].dtype == np.dtype(
+        pc.param_dtype
+    )
     assert result.wall_ms
     assert not _failures(pc, inputs, result)
 
 
 def test_float64_runs_in_float64(worker):
-    pc, inputs, result = _run(worker, Case(name="f64-exact", dtype="float64", shape=(8, 3), mode="train", backward=True))
+    pc, inputs, result = _run(
+        worker, Case(name="f64-exact", dtype="float64", shape=(8, 3), mode="train", backward=True)
+    )
     ref = reference(pc, inputs)
     for name in ("y", "running_mean", "running_var", "dx"):
         np.testing.assert_allclose(result.outputs[name], ref.values[name], rtol=1e-12, atol=1e-12, err_msg=name)
@@ -99,7 +105,9 @@ def test_every_documented_flag_combination_does_what_its_page_says(worker):
 def test_fast_variance_is_the_default_and_loses_offset_data(worker):
     """use_fast_variance=True (the default, the first training combination) computes E[x^2] - E[x]^2: on data at
     100 +- 0.5 in float32 the variance is off by ~3e-4 relative; use_fast_variance=False passes."""
-    combos = [c.label for c in worker.meta["flags"] if c.normalize_with == "batch" and c.get("use_fast_variance") is not None]
+    combos = [
+        c.label for c in worker.meta["flags"] if c.normalize_with == "batch" and c.get("use_fast_variance") is not None
+    ]
     assert combos[0] == FAST[worker.backend] and combos[1] == FAST[worker.backend].replace("=True", "=False")
     for label, fails in ((combos[0], True), (combos[1], False)):
         case = Case(name="offset", shape=(16, 32), mode="train", backward=True, fill=OFFSET, flags=label)
@@ -109,7 +117,9 @@ def test_fast_variance_is_the_default_and_loses_offset_data(worker):
 
 
 def test_defaults_are_momentum_0_99_old_and_epsilon_1e_5(worker):
-    pc, inputs, result = _run(worker, Case(name="defaults", dtype="float64", shape=(8, 3), mode="train"), use_defaults=True)
+    pc, inputs, result = _run(
+        worker, Case(name="defaults", dtype="float64", shape=(8, 3), mode="train"), use_defaults=True
+    )
     x = inputs.x
     out = result.outputs
     np.testing.assert_allclose(out["running_mean"], 0.99 * inputs.running_mean + 0.01 * x.mean(0), rtol=1e-12)
@@ -145,7 +155,10 @@ def test_undefined_linen_combination_is_refused_by_flax():
 
 
 def test_act_and_in_place_are_unsupported(worker):
-    for case in (Case(name="relu", shape=(4, 3), act="relu"), Case(name="ip", shape=(4, 3), inplace=True),
-                 Case(name="no-update", shape=(4, 3), update_running=False)):
+    for case in (
+        Case(name="relu", shape=(4, 3), act="relu"),
+        Case(name="ip", shape=(4, 3), inplace=True),
+        Case(name="no-update", shape=(4, 3), update_running=False),
+    ):
         reply = worker.run(profiled(case, worker.meta["profile"]), generate(case), QUICK, 60)
         assert reply[0] == "unsupported" and "does not implement" in reply[1], reply

@@ -74,7 +74,9 @@ def test_outputs_match_the_oracle(worker, case):
     pc, inputs, result = _run(worker, case)
     expect = {"y", "running_mean", "running_var"} | ({"dx", "dgamma", "dbeta"} if pc.backward else set())
     assert set(result.outputs) == expect  # the layer returns y only: no batch statistics
-    assert result.outputs["y"].dtype == np.dtype(pc.dtype) and result.outputs["running_mean"].dtype == np.dtype(pc.param_dtype)
+    assert result.outputs["y"].dtype == np.dtype(pc.dtype) and result.outputs["running_mean"].dtype == np.dtype(
+        pc.param_dtype
+    )
     assert result.wall_ms
     assert not _failures(pc, inputs, result)
 
@@ -89,8 +91,12 @@ def test_fix_gamma_is_scale_false_without_dgamma(worker):
 def test_every_documented_flag_combination_does_what_its_page_says(worker):
     """Each combination of training= and layer.trainable, on a case meaning what the page says it does."""
     combos = worker.meta["flags"]
-    assert [c.label for c in combos] == ["training=True,trainable=True", "training=False,trainable=True",
-                                        "training=True,trainable=False", "training=False,trainable=False"]
+    assert [c.label for c in combos] == [
+        "training=True,trainable=True",
+        "training=False,trainable=True",
+        "training=True,trainable=False",
+        "training=False,trainable=False",
+    ]
     for combo in combos:
         mode = "train" if combo.normalize_with == "batch" else "infer"
         case = Case(name="flags", shape=(6, 4, 3), mode=mode, backward=True, flags=combo.label)
@@ -116,7 +122,9 @@ def test_defaults_are_momentum_0_99_old_and_epsilon_1e_3(worker):
 def test_float64_is_float64_on_tensorflow_only(worker):
     """Keras's dtype promotion maps float64 to float32 off TensorFlow (BIT64_TO_BIT32_DTYPE), and the layer computes in
     result_type(input, float32): a float64 layer on jax or torch returns float64 arrays holding float32 results."""
-    pc, inputs, result = _run(worker, Case(name="f64", dtype="float64", shape=(4, 3, 5, 2), mode="train", backward=True))
+    pc, inputs, result = _run(
+        worker, Case(name="f64", dtype="float64", shape=(4, 3, 5, 2), mode="train", backward=True)
+    )
     assert result.outputs["y"].dtype == np.float64
     ref = reference(pc, inputs)
     err = np.abs(result.outputs["running_mean"] - ref.values["running_mean"]).max()
@@ -124,8 +132,9 @@ def test_float64_is_float64_on_tensorflow_only(worker):
         assert err < 1e-14 and not _failures(pc, inputs, result)
     else:
         assert 1e-10 < err < 1e-5  # float32 rounding, far above float64's
-        f32 = np.float32(pc.momentum) * inputs.running_mean.astype(np.float32) + np.float32(1 - pc.momentum) * \
-            inputs.x.astype(np.float32).reshape(4, 3, 10).mean(axis=(0, 2), dtype=np.float32)
+        f32 = np.float32(pc.momentum) * inputs.running_mean.astype(np.float32) + np.float32(
+            1 - pc.momentum
+        ) * inputs.x.astype(np.float32).reshape(4, 3, 10).mean(axis=(0, 2), dtype=np.float32)
         assert np.abs(result.outputs["running_mean"] - f32).max() < 1e-6
 
 
@@ -170,8 +179,11 @@ def test_a_probe_becomes_the_worker_of_any_keras_backend():
 
 
 def test_act_and_in_place_are_unsupported(worker):
-    for case in (Case(name="relu", shape=(4, 3), act="relu"), Case(name="ip", shape=(4, 3), inplace=True),
-                 Case(name="no-update", shape=(4, 3), update_running=False)):
+    for case in (
+        Case(name="relu", shape=(4, 3), act="relu"),
+        Case(name="ip", shape=(4, 3), inplace=True),
+        Case(name="no-update", shape=(4, 3), update_running=False),
+    ):
         reply = worker.run(profiled(case, worker.meta["profile"]), generate(case), QUICK, 60)
         assert reply[0] == "unsupported" and "does not implement" in reply[1], reply
 
@@ -180,4 +192,5 @@ def test_notes_record_the_threads(worker):
     _, _, result = _run(worker, dataclasses.replace(CASES[1], name="threads"))
     text = " ".join(result.notes)
     assert {"tensorflow": "intra/inter-op threads", "jax": "jax_enable_x64 = True", "torch": "torch.get_num_threads()"}[
-        worker.device_key] in text
+        worker.device_key
+    ] in text

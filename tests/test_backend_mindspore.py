@@ -10,8 +10,10 @@ import importlib.util
 
 import numpy as np
 import pytest
+from flag_checks import flag_case as _flag_case
+from flag_checks import flag_round_trip as _flag_round_trip
+from flag_checks import flag_run as _flag_run
 
-from flag_checks import flag_case as _flag_case, flag_round_trip as _flag_round_trip, flag_run as _flag_run
 from conformance.backends.base import TimingPolicy
 from conformance.case import Case
 from conformance.compare import compare
@@ -50,8 +52,9 @@ def worker():
 def _profiled(w, **fields):
     p = w.meta["profile"]
     case = Case(name="ms", **fields)
-    return dataclasses.replace(case, momentum_dir=p.momentum_dir or "old", running_var=p.running_var or "biased",
-                               stats=p.stats or case.stats)
+    return dataclasses.replace(
+        case, momentum_dir=p.momentum_dir or "old", running_var=p.running_var or "biased", stats=p.stats or case.stats
+    )
 
 
 _CACHE = {}
@@ -94,8 +97,11 @@ def test_conforming_outputs(worker, key):
     assert res.wall_ms
 
 
-@pytest.mark.xfail(strict=True, reason="CPU kernel leaves batch_mean/batch_variance (outputs 1, 2) unwritten: "
-                                       "zeros or stale memory; the batch statistics are in the reserve spaces")
+@pytest.mark.xfail(
+    strict=True,
+    reason="CPU kernel leaves batch_mean/batch_variance (outputs 1, 2) unwritten: "
+    "zeros or stale memory; the batch statistics are in the reserve spaces",
+)
 @pytest.mark.parametrize("key", TRAIN)
 @pytest.mark.parametrize("name", ["mean", "var"])
 def test_batch_statistics(worker, key, name):
@@ -104,8 +110,11 @@ def test_batch_statistics(worker, key, name):
     assert row["status"] == "pass", row["reason"]
 
 
-@pytest.mark.xfail(strict=True, reason="running variance is updated with the unbiased batch variance "
-                                       "(m/(m-1)); the docs do not say which, canonical is biased")
+@pytest.mark.xfail(
+    strict=True,
+    reason="running variance is updated with the unbiased batch variance "
+    "(m/(m-1)); the docs do not say which, canonical is biased",
+)
 @pytest.mark.parametrize("key", TRAIN)
 def test_running_var_biased(worker, key):
     case, inputs, res = _run(worker, key)
@@ -121,8 +130,11 @@ def test_running_var_is_unbiased(worker, key):
     assert row["status"] == "pass", row["reason"]
 
 
-@pytest.mark.xfail(strict=True, reason="in inference the CPU kernel leaves reserve_space_1/2 unwritten; the docs "
-                                       "say they have the same value as mean and variance")
+@pytest.mark.xfail(
+    strict=True,
+    reason="in inference the CPU kernel leaves reserve_space_1/2 unwritten; the docs "
+    "say they have the same value as mean and variance",
+)
 @pytest.mark.parametrize("key", INFER)
 @pytest.mark.parametrize("name", ["reserve_space_1", "reserve_space_2"])
 def test_reserve_spaces_in_inference(worker, key, name):
@@ -141,14 +153,17 @@ def test_defaults(worker):
         assert row["status"] == "pass", row["reason"]
 
 
-@pytest.mark.parametrize("fields, message", [
-    (dict(shape=(8, 4), fix_gamma=True), "has no fix_gamma"),
-    (dict(shape=(2, 4, 3, 5), axis=2), "has no axis parameter"),
-    (dict(shape=(8, 4), dtype="float64"), "must be a type of {Tensor[Float16], Tensor[Float32]}"),
-    (dict(shape=(2, 4, 3, 3, 2)), "the rank of images must be in [2,4], but got 5"),
-    (dict(shape=(2, 3, 3, 4), axis=-1), "Memcpy_s error"),  # NHWC on the CPU, shape[1] != C
-    (dict(shape=(8, 4), eps=0.0), "the eps must be in (0,1]"),
-])
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        (dict(shape=(8, 4), fix_gamma=True), "has no fix_gamma"),
+        (dict(shape=(2, 4, 3, 5), axis=2), "has no axis parameter"),
+        (dict(shape=(8, 4), dtype="float64"), "must be a type of {Tensor[Float16], Tensor[Float32]}"),
+        (dict(shape=(2, 4, 3, 3, 2)), "the rank of images must be in [2,4], but got 5"),
+        (dict(shape=(2, 3, 3, 4), axis=-1), "Memcpy_s error"),  # NHWC on the CPU, shape[1] != C
+        (dict(shape=(8, 4), eps=0.0), "the eps must be in (0,1]"),
+    ],
+)
 def test_unsupported(worker, fields, message):
     case = _profiled(worker, seed=18, **fields)
     reply = worker.run(case, generate(case), POLICY, 120)
@@ -171,8 +186,11 @@ def test_nhwc_square_runs_as_nchw(worker):
         assert row["status"] == "pass", row["reason"]
 
 
-@pytest.mark.xfail(strict=True, reason="data_format='NHWC' is documented GPU only, yet the CPU kernel accepts it "
-                                       "when shape[1] == shape[-1] and silently computes NCHW")
+@pytest.mark.xfail(
+    strict=True,
+    reason="data_format='NHWC' is documented GPU only, yet the CPU kernel accepts it "
+    "when shape[1] == shape[-1] and silently computes NCHW",
+)
 def test_nhwc_square(worker):
     case = _profiled(worker, **NHWC_SQUARE)
     inputs = generate(case)

@@ -13,8 +13,10 @@ import importlib.util
 
 import numpy as np
 import pytest
+from flag_checks import flag_case as _flag_case
+from flag_checks import flag_round_trip as _flag_round_trip
+from flag_checks import flag_run as _flag_run
 
-from flag_checks import flag_case as _flag_case, flag_round_trip as _flag_round_trip, flag_run as _flag_run
 from conformance.backends.base import TimingPolicy
 from conformance.case import Case
 from conformance.compare import compare
@@ -54,8 +56,12 @@ def workers():
 def profiled(worker, **fields):
     case = Case(name="mx", **fields)
     prof = worker.meta["profile"]
-    return dataclasses.replace(case, momentum_dir=prof.momentum_dir or "old", running_var=prof.running_var or "biased",
-                               stats=prof.stats or case.stats)
+    return dataclasses.replace(
+        case,
+        momentum_dir=prof.momentum_dir or "old",
+        running_var=prof.running_var or "biased",
+        stats=prof.stats or case.stats,
+    )
 
 
 def failures(worker, case, use_defaults=False):
@@ -96,8 +102,10 @@ def xfail(reason):
     return pytest.mark.xfail(strict=True, raises=Deviation, reason=reason)
 
 
-FWD_ONLY = ("MXNet updates moving_mean/moving_var in the backward pass only (BatchNormBackwardImpl); "
-            "a training forward without backward leaves them unchanged")
+FWD_ONLY = (
+    "MXNet updates moving_mean/moving_var in the backward pass only (BatchNormBackwardImpl); "
+    "a training forward without backward leaves them unchanged"
+)
 FIX_GAMMA = "with fix_gamma=True MXNet writes 1 into the gamma input array (docs: 'set gamma to 1')"
 F16 = "float16 data: var+eps is rounded to float16 (VARIANCE_TO_INVSTD adds DType(eps)), float32 outputs carry it"
 F64 = "momentum is a float32 attribute: float64 running stats use 0.8999999761581421"
@@ -115,14 +123,25 @@ CASES = [  # (backends, fields, known deviating rows, xfail reason)
     (("mxnet",), dict(shape=(2, 3, 4, 2, 2), axis=1, mode="train", backward=True), (), None),
     (("mxnet",), dict(NCHW, mode="infer", backward=True, dtype="float64"), (), None),
     (("mxnet",), dict(NCHW, mode="train", backward=True, dtype="float64"), ("running_mean", "running_var"), F64),
-    (("mxnet",), dict(shape=(8, 16, 7, 7), axis=1, mode="train", backward=True, dtype="float16"),
-     ("invstd", "running_var", "dgamma"), F16),
-    (("mxnet",), dict(shape=(8, 16, 7, 7), axis=1, mode="infer", backward=True, dtype="float16"),
-     ("invstd", "dgamma"), F16),
+    (
+        ("mxnet",),
+        dict(shape=(8, 16, 7, 7), axis=1, mode="train", backward=True, dtype="float16"),
+        ("invstd", "running_var", "dgamma"),
+        F16,
+    ),
+    (
+        ("mxnet",),
+        dict(shape=(8, 16, 7, 7), axis=1, mode="infer", backward=True, dtype="float16"),
+        ("invstd", "dgamma"),
+        F16,
+    ),
 ]
 
-PARAMS = [pytest.param(be, fields, known, id=f"{be}-{i}", marks=[xfail(why)] if why else [])
-          for i, (bes, fields, known, why) in enumerate(CASES) for be in bes]
+PARAMS = [
+    pytest.param(be, fields, known, id=f"{be}-{i}", marks=[xfail(why)] if why else [])
+    for i, (bes, fields, known, why) in enumerate(CASES)
+    for be in bes
+]
 
 
 @pytest.mark.parametrize("backend,fields,known", PARAMS)
@@ -177,7 +196,10 @@ def test_each_defined_flag_combination(workers, backend):
     w = workers(backend)
     mode = "is_train" if backend == "mxnet_v1_sym" else "train_mode"
     assert [c.label for c in w.meta["flags"] if c.defined] == [
-        f"{mode}=True,use_global_stats=False", f"{mode}=False,use_global_stats=True", f"{mode}=True,use_global_stats=True"]
+        f"{mode}=True,use_global_stats=False",
+        f"{mode}=False,use_global_stats=True",
+        f"{mode}=True,use_global_stats=True",
+    ]
     assert [c.label for c in w.meta["flags"] if not c.defined] == [f"{mode}=False,use_global_stats=False"]
     for i, combo in enumerate(c for c in w.meta["flags"] if c.defined):
         case = _flag_case(w, combo, shape=(4, 3, 5, 2), axis=1, backward=True, seed=40 + i)

@@ -19,14 +19,20 @@ if importlib.util.find_spec("onnx") is None:
 QUICK = TimingPolicy(warmup=0, min_repeats=1, max_repeats=2, budget_s=0.01)
 BACKENDS = ["onnxruntime", "onnx_reference"]
 
-F32_ATTRS = ("ONNX epsilon and momentum are FLOAT (32-bit) attributes: a float64 model computes with eps 1e-5 -> "
-             "9.99999975e-06 (y off by ~1e-13 relative) and momentum 0.9 -> 0.89999998 (running stats off by "
-             "~2.4e-8 * |running - batch|)")
-REF_F16_VAR = ("onnx.reference computes ReduceVar of float16 X in float16 (numpy var accumulates in the input "
-               "dtype): the sum of squares overflows to inf and y collapses to B, against the spec's 'uses float "
-               "to avoid overflow for float16 inputs'")
-REF_F16 = ("onnx.reference returns running_mean/running_var cast to X's dtype (float16), not to the declared "
-           "T2 type of input_mean (float32)")
+F32_ATTRS = (
+    "ONNX epsilon and momentum are FLOAT (32-bit) attributes: a float64 model computes with eps 1e-5 -> "
+    "9.99999975e-06 (y off by ~1e-13 relative) and momentum 0.9 -> 0.89999998 (running stats off by "
+    "~2.4e-8 * |running - batch|)"
+)
+REF_F16_VAR = (
+    "onnx.reference computes ReduceVar of float16 X in float16 (numpy var accumulates in the input "
+    "dtype): the sum of squares overflows to inf and y collapses to B, against the spec's 'uses float "
+    "to avoid overflow for float16 inputs'"
+)
+REF_F16 = (
+    "onnx.reference returns running_mean/running_var cast to X's dtype (float16), not to the declared "
+    "T2 type of input_mean (float32)"
+)
 
 _workers = {}
 
@@ -78,8 +84,11 @@ CASES = [
     ("backward", Case(name="bw", shape=(4, 3, 5, 2), mode="train", backward=True), []),
     ("f16", Case(name="f16", dtype="float16", shape=(4, 3, 5, 2), mode="train"), ["onnx_reference"]),
     ("f16-infer", Case(name="f16i", dtype="float16", shape=(6, 5), mode="infer"), []),
-    ("f16-std100", Case(name="f16s", dtype="float16", shape=(4, 3, 4, 4), mode="train",
-                        fill=Fill.make("normal", {"std": 100.0})), ["onnx_reference"]),
+    (
+        "f16-std100",
+        Case(name="f16s", dtype="float16", shape=(4, 3, 4, 4), mode="train", fill=Fill.make("normal", {"std": 100.0})),
+        ["onnx_reference"],
+    ),
     ("f64", Case(name="f64", dtype="float64", shape=(4, 3, 5, 2), mode="train"), BACKENDS),
     ("f64-infer", Case(name="f64i", dtype="float64", shape=(6, 5), mode="infer"), BACKENDS),
 ]
@@ -111,7 +120,13 @@ def test_outputs_match_the_oracle(workers, name, case):
 def test_profile_and_defaults_follow_the_spec(workers, name):
     w = _worker(workers, name)
     prof = w.meta["profile"]
-    assert (prof.momentum_dir, prof.running_var, prof.stats, prof.eps, prof.momentum) == ("old", "biased", None, 1e-5, 0.9)
+    assert (prof.momentum_dir, prof.running_var, prof.stats, prof.eps, prof.momentum) == (
+        "old",
+        "biased",
+        None,
+        1e-5,
+        0.9,
+    )
     pc, inputs, reply = _run(w, Case(name="defaults", shape=(8, 3), mode="train"), use_defaults=True)
     assert reply[0] == "ok", reply
     out = reply[1].outputs

@@ -78,12 +78,16 @@ def test_inference_matches_the_oracle(worker, case):
         assert after.dtype == before.dtype and after.tobytes() == before.tobytes(), name
 
 
-@pytest.mark.parametrize("case,words", [
-    (Case(name="train", shape=(4, 3, 2, 2), mode="train"), "inference only"),
-    (Case(name="update", shape=(4, 3, 2, 2), mode="infer", update_running=True), "update_running=1"),
-    (Case(name="fg", shape=(4, 3), mode="infer", fix_gamma=True), "fix_gamma"),
-    (Case(name="f64", dtype="float64", shape=(4, 3, 2, 2), mode="infer"), "does not compute in float64"),
-], ids=lambda v: v.name if isinstance(v, Case) else "")
+@pytest.mark.parametrize(
+    "case,words",
+    [
+        (Case(name="train", shape=(4, 3, 2, 2), mode="train"), "inference only"),
+        (Case(name="update", shape=(4, 3, 2, 2), mode="infer", update_running=True), "update_running=1"),
+        (Case(name="fg", shape=(4, 3), mode="infer", fix_gamma=True), "fix_gamma"),
+        (Case(name="f64", dtype="float64", shape=(4, 3, 2, 2), mode="infer"), "does not compute in float64"),
+    ],
+    ids=lambda v: v.name if isinstance(v, Case) else "",
+)
 def test_unsupported_with_the_reason(worker, case, words):
     _, _, reply = _run(worker, case)
     assert reply[0] == "unsupported" and words in reply[1], reply

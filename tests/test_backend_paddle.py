@@ -10,8 +10,10 @@ import importlib.util
 
 import numpy as np
 import pytest
+from flag_checks import flag_case as _flag_case
+from flag_checks import flag_round_trip as _flag_round_trip
+from flag_checks import flag_run as _flag_run
 
-from flag_checks import flag_case as _flag_case, flag_round_trip as _flag_round_trip, flag_run as _flag_run
 from conformance.backends.base import TimingPolicy
 from conformance.case import Case, Fill
 from conformance.compare import compare
@@ -46,17 +48,30 @@ PASSING = [
     Case("f64-f32-attrs-infer", shape=(4, 3, 5, 5), dtype="float64", eps=F32(1e-5), mode="infer", backward=True),
 ]
 
-F32_ATTRS = ("Paddle's batch_norm op holds momentum and epsilon as C++ float attributes: float64 data is "
-             "normalised with float32(1e-5) and the running statistics move with float32(0.9)")
-ONE_VALUE = ("with one value per channel in training Paddle's kernel copies y = x, leaves the running "
-             "statistics alone, and its backward gives dx = dy, dgamma = dbeta = 0")
+F32_ATTRS = (
+    "Paddle's batch_norm op holds momentum and epsilon as C++ float attributes: float64 data is "
+    "normalised with float32(1e-5) and the running statistics move with float32(0.9)"
+)
+ONE_VALUE = (
+    "with one value per channel in training Paddle's kernel copies y = x, leaves the running "
+    "statistics alone, and its backward gives dx = dy, dgamma = dbeta = 0"
+)
 DEVIATING = [
-    pytest.param(Case("f64", shape=(4, 3, 5, 5), dtype="float64", backward=True),
-                 marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=F32_ATTRS), id="f64"),
-    pytest.param(Case("f64-infer", shape=(4, 3, 5, 5), dtype="float64", mode="infer", backward=True),
-                 marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=F32_ATTRS), id="f64-infer"),
-    pytest.param(Case("one-value", shape=(1, 3), backward=True),
-                 marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=ONE_VALUE), id="one-value"),
+    pytest.param(
+        Case("f64", shape=(4, 3, 5, 5), dtype="float64", backward=True),
+        marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=F32_ATTRS),
+        id="f64",
+    ),
+    pytest.param(
+        Case("f64-infer", shape=(4, 3, 5, 5), dtype="float64", mode="infer", backward=True),
+        marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=F32_ATTRS),
+        id="f64-infer",
+    ),
+    pytest.param(
+        Case("one-value", shape=(1, 3), backward=True),
+        marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=ONE_VALUE),
+        id="one-value",
+    ),
 ]
 
 UNSUPPORTED = [
@@ -78,8 +93,12 @@ def worker(request):
 
 def profiled(w, case):
     prof = w.meta["profile"]
-    return dataclasses.replace(case, momentum_dir=prof.momentum_dir or "old", running_var=prof.running_var or "biased",
-                               stats=prof.stats or case.stats)
+    return dataclasses.replace(
+        case,
+        momentum_dir=prof.momentum_dir or "old",
+        running_var=prof.running_var or "biased",
+        stats=prof.stats or case.stats,
+    )
 
 
 def run_case(w, case, use_defaults=False):
@@ -114,7 +133,13 @@ def test_meta(worker):
     meta = worker.meta
     assert meta["version"].startswith("3.") and meta["extra_outputs"] == {}
     prof, doc = meta["profile"], meta["documented"]
-    assert (prof.momentum_dir, prof.running_var, prof.stats, prof.eps, prof.momentum) == ("old", "biased", None, 1e-5, 0.9)
+    assert (prof.momentum_dir, prof.running_var, prof.stats, prof.eps, prof.momentum) == (
+        "old",
+        "biased",
+        None,
+        1e-5,
+        0.9,
+    )
     if worker.backend == "paddle":
         assert doc == prof
     else:  # the functional page states the defaults only

@@ -16,8 +16,10 @@ import textwrap
 import numpy as np
 import pandas as pd
 import pytest
+from flag_checks import flag_case as _flag_case
+from flag_checks import flag_round_trip as _flag_round_trip
+from flag_checks import flag_run as _flag_run
 
-from flag_checks import flag_case as _flag_case, flag_round_trip as _flag_round_trip, flag_run as _flag_run
 from conformance.backends.base import TimingPolicy
 from conformance.case import Case
 from conformance.compare import compare
@@ -41,11 +43,19 @@ CASES = [
     Case("infer-2d", shape=(16, 6), axis=1, mode="infer"),
     Case("train-5d", shape=(2, 3, 2, 3, 2), axis=1, backward=True),
     Case("forward-only", shape=(4, 3, 4, 4), momentum=0.25, eps=0.5),
-    Case("f64-held-attrs", shape=(4, 3, 5, 5), dtype="float64", momentum=HELD_AS_F32(0.9), eps=HELD_AS_F32(1e-5),
-         backward=True),
+    Case(
+        "f64-held-attrs",
+        shape=(4, 3, 5, 5),
+        dtype="float64",
+        momentum=HELD_AS_F32(0.9),
+        eps=HELD_AS_F32(1e-5),
+        backward=True,
+    ),
 ]
-F64_REASON = ("registered deviation: float64 data, but momentum and epsilon are kept as float32 attributes "
-              "(f64-held-attrs above passes with the values float32 holds)")
+F64_REASON = (
+    "registered deviation: float64 data, but momentum and epsilon are kept as float32 attributes "
+    "(f64-held-attrs above passes with the values float32 holds)"
+)
 UNSUPPORTED = [
     (Case("half", shape=(4, 3, 5, 5), dtype="float16"), "(InvalidType) Check data type error"),
     (Case("fixg", shape=(4, 3, 5, 5), fix_gamma=True), "has no fix_gamma parameter"),
@@ -89,8 +99,13 @@ def test_conventions_are_paddle_nn_s(worker):
     meta = worker.meta
     assert meta["version"].startswith("3.") and meta["extra_outputs"] == {}
     for prof in (meta["documented"], meta["profile"]):  # stated, not left to the canonical defaults
-        assert (prof.momentum_dir, prof.running_var, prof.stats, prof.eps, prof.momentum) == ("old", "biased", None,
-                                                                                               1e-5, 0.9)
+        assert (prof.momentum_dir, prof.running_var, prof.stats, prof.eps, prof.momentum) == (
+            "old",
+            "biased",
+            None,
+            1e-5,
+            0.9,
+        )
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
@@ -167,8 +182,25 @@ def test_static_mode_stays_inside_the_backend(tmp_path):
 
 def test_smoke_suite_cli(tmp_path):
     out = tmp_path / "smoke"
-    r = subprocess.run([sys.executable, "-m", "conformance", "run", "--suite", "smoke", "--backend", "paddle_static",
-                        "--out", str(out), "--history", "none"], capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "conformance",
+            "run",
+            "--suite",
+            "smoke",
+            "--backend",
+            "paddle_static",
+            "--out",
+            str(out),
+            "--history",
+            "none",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     rows = pd.read_csv(out / "results.csv")
     assert set(rows["backend"]) == {"paddle_static"}
@@ -195,7 +227,8 @@ def test_each_defined_flag_combination(worker, act):
     assert [c.label for c in defined] == [
         "is_test=False,use_global_stats=False,trainable_statistics=False",
         "is_test=True,use_global_stats=False,trainable_statistics=False",
-        "is_test=True,use_global_stats=True,trainable_statistics=False"]
+        "is_test=True,use_global_stats=True,trainable_statistics=False",
+    ]
     for i, combo in enumerate(defined):
         case = _flag_case(worker, combo, shape=(4, 3, 5, 5), axis=1, backward=True, act=act, seed=90 + i)
         _, _, bad = _flag_run(worker, case)

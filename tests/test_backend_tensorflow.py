@@ -69,8 +69,10 @@ def _check(w, pc, inputs, result, skip=()):
 
 
 def test_modules_import_without_tensorflow():
-    code = ("import sys, conformance.backends.tensorflow_fused, conformance.backends.tensorflow_nn; "
-            "assert 'tensorflow' not in sys.modules, 'imported tensorflow'")
+    code = (
+        "import sys, conformance.backends.tensorflow_fused, conformance.backends.tensorflow_nn; "
+        "assert 'tensorflow' not in sys.modules, 'imported tensorflow'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -138,7 +140,13 @@ def test_fused_momentum_zero_passes_no_statistics(workers):
 def test_fused_defaults_are_eps_0_001_and_factor_1(workers):
     w = _worker(workers, "tensorflow")
     prof = w.meta["profile"]
-    assert (prof.momentum_dir, prof.running_var, prof.stats, prof.eps, prof.momentum) == ("new", "biased", None, 0.001, 1.0)
+    assert (prof.momentum_dir, prof.running_var, prof.stats, prof.eps, prof.momentum) == (
+        "new",
+        "biased",
+        None,
+        0.001,
+        1.0,
+    )
     assert w.meta["documented"].running_var is None
     assert w.meta["extra_outputs"] == {"reserve_space_1": "mean", "reserve_space_2": "var"}
     pc, inputs, reply = _run(w, Case(name="defaults", shape=(8, 3, 2, 2), axis=-1, mode="train"), use_defaults=True)
@@ -150,13 +158,17 @@ def test_fused_defaults_are_eps_0_001_and_factor_1(workers):
     np.testing.assert_allclose(out["y"].reshape(-1, 2), y, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("case,words", [
-    (Case(name="f64", dtype="float64", shape=(4, 3, 5, 2)), "float64"),
-    (Case(name="nc", shape=(6, 5)), "4 or 5 dimensions"),
-    (Case(name="axis2", shape=(2, 3, 4, 5), axis=2), "axis 2"),
-    (Case(name="fg", shape=(4, 3, 2, 2), fix_gamma=True), "fix_gamma"),
-    (Case(name="infer-update", shape=(4, 3, 2, 2), mode="infer", update_running=True), "update_running=1"),
-], ids=lambda v: v.name if isinstance(v, Case) else "")
+@pytest.mark.parametrize(
+    "case,words",
+    [
+        (Case(name="f64", dtype="float64", shape=(4, 3, 5, 2)), "float64"),
+        (Case(name="nc", shape=(6, 5)), "4 or 5 dimensions"),
+        (Case(name="axis2", shape=(2, 3, 4, 5), axis=2), "axis 2"),
+        (Case(name="fg", shape=(4, 3, 2, 2), fix_gamma=True), "fix_gamma"),
+        (Case(name="infer-update", shape=(4, 3, 2, 2), mode="infer", update_running=True), "update_running=1"),
+    ],
+    ids=lambda v: v.name if isinstance(v, Case) else "",
+)
 def test_fused_unsupported_with_the_reason(workers, case, words):
     _, _, reply = _run(_worker(workers, "tensorflow"), case)
     assert reply[0] == "unsupported" and words in reply[1], reply

@@ -4,8 +4,10 @@ import importlib.util
 
 import numpy as np
 import pytest
+from flag_checks import flag_case as _flag_case
+from flag_checks import flag_round_trip as _flag_round_trip
+from flag_checks import flag_run as _flag_run
 
-from flag_checks import flag_case as _flag_case, flag_round_trip as _flag_round_trip, flag_run as _flag_run
 from conformance.backends.base import TimingPolicy
 from conformance.case import Case
 from conformance.compare import compare
@@ -80,7 +82,13 @@ def test_outputs_match_the_oracle(worker, case):
 
 def test_profile_is_torch_documented_conventions(worker):
     prof = worker.meta["profile"]
-    assert (prof.momentum_dir, prof.running_var, prof.stats, prof.eps, prof.momentum) == ("new", "unbiased", None, 1e-5, 0.1)
+    assert (prof.momentum_dir, prof.running_var, prof.stats, prof.eps, prof.momentum) == (
+        "new",
+        "unbiased",
+        None,
+        1e-5,
+        0.1,
+    )
     assert worker.meta["extra_outputs"] == {"save_mean": "mean", "save_invstd": "invstd"}
 
 
@@ -109,8 +117,11 @@ def test_each_defined_flag_combination(worker):
     none given (batch statistics, no update: update_running=0), running_mean and running_var are the caller's
     tensors, bit for bit, and a note says they were not handed to torch."""
     defined = [c for c in worker.meta["flags"] if c.defined]
-    assert [c.label for c in defined] == ["training=True,running_stats=given", "training=False,running_stats=given",
-                                          "training=True,running_stats=None"]
+    assert [c.label for c in defined] == [
+        "training=True,running_stats=given",
+        "training=False,running_stats=given",
+        "training=True,running_stats=None",
+    ]
     for i, combo in enumerate(defined):
         case = _flag_case(worker, combo, shape=(4, 3, 5, 2), axis=1, backward=True, seed=100 + i)
         inputs, res, bad = _flag_run(worker, case)

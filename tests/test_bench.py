@@ -15,18 +15,61 @@ shape = [16, 32, 16, 16]
 mode = ["train", "infer"]
 backward = true
 """
-COLUMNS = ["case_id", "phase", "backend", "device", "time_ms_median", "time_ms_p10", "time_ms_p90", "gbps",
-           "frac_of_copy", "speedup_vs_best_framework", "peak_rss_mib", "kernel_ms_median", "copy_ms_median", "floor_ms_median", "floor_share",
-           "traffic_bytes", "reads_x", "reads_dy", "traffic_model", "frac_of_traffic"]
+COLUMNS = [
+    "case_id",
+    "phase",
+    "backend",
+    "device",
+    "time_ms_median",
+    "time_ms_p10",
+    "time_ms_p90",
+    "gbps",
+    "frac_of_copy",
+    "speedup_vs_best_framework",
+    "peak_rss_mib",
+    "kernel_ms_median",
+    "copy_ms_median",
+    "floor_ms_median",
+    "floor_share",
+    "traffic_bytes",
+    "reads_x",
+    "reads_dy",
+    "traffic_model",
+    "frac_of_traffic",
+]
 
 
 def test_bench_writes_csv_and_md(tmp_path):
     suite = tmp_path / "s.toml"
     suite.write_text(SUITE)
-    r = subprocess.run([sys.executable, "-m", "conformance", "bench", "--suite", str(suite), "--backend", "opencl",
-                        "--backend", "numpy", "--backend", "torch", "--backend", "onnxruntime", "--rounds", "2",
-                        "--repeats", "2", "--out", str(tmp_path / "b")], capture_output=True, text=True, timeout=600,
-                       env={**os.environ, "PYOPENCL_NO_CACHE": "1"})  # programs compiled afresh: their remarks too
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "conformance",
+            "bench",
+            "--suite",
+            str(suite),
+            "--backend",
+            "opencl",
+            "--backend",
+            "numpy",
+            "--backend",
+            "torch",
+            "--backend",
+            "onnxruntime",
+            "--rounds",
+            "2",
+            "--repeats",
+            "2",
+            "--out",
+            str(tmp_path / "b"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYOPENCL_NO_CACHE": "1"},
+    )  # programs compiled afresh: their remarks too
     assert r.returncode == 0, r.stderr[-2000:]
     assert "CompilerWarning" not in r.stderr, r.stderr[-2000:]  # Intel's build remarks are no news to a user
     df = pd.read_csv(tmp_path / "b" / "bench.csv")

@@ -55,11 +55,27 @@ DEVICE_STATUSES = {"pass", "unsupported", "skip", "crash", "error", "timeout", "
 def vendors(tmp_path_factory):
     """Two ICD folders: the working runtimes (the system's and Intel's from PyPI), and the same plus PoCL 3.0."""
     target = tmp_path_factory.mktemp("pocl30")
-    pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
-                          "pocl-binary-distribution==3.0"], capture_output=True, text=True, timeout=600)
+    pip = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--target",
+            str(target),
+            "pocl-binary-distribution==3.0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     libs = list((target / "pyopencl" / ".libs").glob("libpocl*.so"))
     if pip.returncode != 0 or not libs:
-        pytest.skip(f"pocl-binary-distribution 3.0 cannot be installed here: {(pip.stderr or 'no libpocl').strip().splitlines()[-1]}")
+        pytest.skip(
+            f"pocl-binary-distribution 3.0 cannot be installed here: {(pip.stderr or 'no libpocl').strip().splitlines()[-1]}"
+        )
     working = tmp_path_factory.mktemp("working-vendors")
     for icd in Path("/etc/OpenCL/vendors").glob("*.icd"):
         shutil.copy(icd, working)
@@ -79,8 +95,22 @@ def run(vendors_dir, suite, out, cache, timeout_s=None):
     """`conformance run` of the OpenCL backend on these vendors; PoCL's kernel cache in `cache`, so every test run
     starts from the same (cold) cache whatever earlier runs left in ~/.cache/pocl."""
     env = {**os.environ, "OCL_ICD_VENDORS": str(vendors_dir), "POCL_CACHE_DIR": str(cache)}
-    args = [sys.executable, "-m", "conformance", "run", "--suite", str(suite), "--backend", "opencl", "--out", str(out),
-            "--repeats", "2", "--history", "none"] + (["--timeout", f"{timeout_s:.0f}"] if timeout_s else [])
+    args = [
+        sys.executable,
+        "-m",
+        "conformance",
+        "run",
+        "--suite",
+        str(suite),
+        "--backend",
+        "opencl",
+        "--out",
+        str(out),
+        "--repeats",
+        "2",
+        "--history",
+        "none",
+    ] + (["--timeout", f"{timeout_s:.0f}"] if timeout_s else [])
     t0 = time.monotonic()
     r = subprocess.run(args, capture_output=True, text=True, timeout=600, env=env)
     return r, time.monotonic() - t0
@@ -113,10 +143,15 @@ def test_broken_device_gets_rows_with_reasons_and_the_others_are_untouched(vendo
     summary = (out / "summary.md").read_text()
     plain = html.unescape(summary.replace("\\", ""))  # as rendered: Markdown escapes and entities undone
     assert set(df["status"]) <= STATUSES
-    assert r.returncode == (1 if df["status"].isin(UNEXPECTED).any() else 0), (r.returncode, df["status"].value_counts())
+    assert r.returncode == (1 if df["status"].isin(UNEXPECTED).any() else 0), (
+        r.returncode,
+        df["status"].value_counts(),
+    )
 
     devices = {t["target"]: device_identity(t["device"] or {}) for t in meta["targets"]}
-    pypi = [label for label, t in zip(devices, meta["targets"]) if t["device"] and t["device"]["driver"].startswith("3.0")]
+    pypi = [
+        label for label, t in zip(devices, meta["targets"]) if t["device"] and t["device"]["driver"].startswith("3.0")
+    ]
     assert len(pypi) == 1, meta["targets"]
     pocl30 = df[df["target"] == pypi[0]]
     others = df[df["target"] != pypi[0]]
@@ -131,7 +166,9 @@ def test_broken_device_gets_rows_with_reasons_and_the_others_are_untouched(vendo
     # the working devices' rows are those of the run without the broken device (matched by device, not by key: a
     # key gets a suffix when another runtime names its device alike): same statuses, same results
     alone_meta = json.loads((tmp_path / "alone" / "run.json").read_text())
-    alone = alone.assign(device_id=alone["target"].map({t["target"]: device_identity(t["device"] or {}) for t in alone_meta["targets"]}))
+    alone = alone.assign(
+        device_id=alone["target"].map({t["target"]: device_identity(t["device"] or {}) for t in alone_meta["targets"]})
+    )
     others = others.assign(device_id=others["target"].map(devices))
     key = ["case_id", "device_id", "output"]
     both = others.merge(alone, on=key, how="outer", suffixes=("", "_alone"), indicator=True)
@@ -158,7 +195,9 @@ def test_broken_device_gets_rows_with_reasons_and_the_others_are_untouched(vendo
         assert f"conformance run --case {row.case_id} --backend opencl --device {row.device}" in plain
     assert counts_in_summary(summary, pypi[0]) == pocl30["status"].value_counts().to_dict()
 
-    if "skip" in set(pocl30["status"]):  # its compiler fails on this CPU: the device is skipped, whole, with the build error
+    if "skip" in set(
+        pocl30["status"]
+    ):  # its compiler fails on this CPU: the device is skipped, whole, with the build error
         assert set(pocl30["status"]) == {"skip"}
         assert pocl30["reason"].str.match(r"OpenCL build of bn_common.h \+ (cpu|gpu)_\*\.cl for float32 failed: ").all()
         if pocl30["reason"].str.contains("unknown target CPU").any():
@@ -171,10 +210,11 @@ def device_identity(device: dict) -> tuple:
 
 def counts_in_summary(summary: str, target: str) -> dict:
     """{status: rows} of one target in summary.md's table of results per target."""
+
     def cells(line):
         return [c.strip().strip("`").replace("\\", "") for c in line.strip().strip("|").split("|")]
 
     lines = summary.splitlines()
     head = next(i for i, ln in enumerate(lines) if ln.startswith("| target |") and ln.rstrip().endswith("| rows |"))
-    row = next(cells(ln) for ln in lines[head + 2:] if ln.startswith("|") and cells(ln)[0] == target)
+    row = next(cells(ln) for ln in lines[head + 2 :] if ln.startswith("|") and cells(ln)[0] == target)
     return {s: int(n) for s, n in zip(cells(lines[head]), row) if s not in ("target", "rows") and n not in ("", "0")}

@@ -5,7 +5,8 @@ from urllib.parse import quote
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conformance import generate as gen
 from conformance.case import DTYPES, FILL_PARAMS, Case, Fill, file_stem
@@ -19,18 +20,34 @@ def cases(draw):
     shape = tuple(draw(st.lists(st.integers(1, 6), min_size=rank, max_size=rank)))
     axis = draw(st.integers(-rank, rank - 1))
     kind = draw(st.sampled_from([k for k in FILL_PARAMS if k != "exact"]))
-    params = {k: draw(st.floats(0.0, 1.0) if k in ("fraction", "std") else st.floats(-1e6, 1e6)) for k in FILL_PARAMS[kind]}
+    params = {
+        k: draw(st.floats(0.0, 1.0) if k in ("fraction", "std") else st.floats(-1e6, 1e6)) for k in FILL_PARAMS[kind]
+    }
     if kind == "uniform":
         params["low"], params["high"] = sorted((params["low"], params["high"]))
     return Case(
         name=draw(st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,12}", fullmatch=True)),
-        dtype=draw(st.sampled_from(DTYPES)), shape=shape, axis=axis,
-        mode=draw(st.sampled_from(["train", "infer"])), backward=draw(st.booleans()), fix_gamma=draw(st.booleans()),
-        running_var=draw(st.sampled_from(["biased", "unbiased"])), stats=draw(st.sampled_from(["var", "invstd"])),
-        momentum_dir=draw(st.sampled_from(["old", "new"])), eps=draw(st.floats(0, 1)), momentum=draw(st.floats(0, 1)),
-        seed=draw(st.integers(0, 2**63 - 1)), fill=Fill.make(kind, params),
-        inputs=draw(st.none() | st.builds("{}@{}".format, st.text(min_size=1, max_size=20).filter(lambda t: not t.startswith("/")),
-                                           st.text("0123456789abcdef", min_size=16, max_size=16))),
+        dtype=draw(st.sampled_from(DTYPES)),
+        shape=shape,
+        axis=axis,
+        mode=draw(st.sampled_from(["train", "infer"])),
+        backward=draw(st.booleans()),
+        fix_gamma=draw(st.booleans()),
+        running_var=draw(st.sampled_from(["biased", "unbiased"])),
+        stats=draw(st.sampled_from(["var", "invstd"])),
+        momentum_dir=draw(st.sampled_from(["old", "new"])),
+        eps=draw(st.floats(0, 1)),
+        momentum=draw(st.floats(0, 1)),
+        seed=draw(st.integers(0, 2**63 - 1)),
+        fill=Fill.make(kind, params),
+        inputs=draw(
+            st.none()
+            | st.builds(
+                "{}@{}".format,
+                st.text(min_size=1, max_size=20).filter(lambda t: not t.startswith("/")),
+                st.text("0123456789abcdef", min_size=16, max_size=16),
+            )
+        ),
         inputs_root=draw(st.none() | st.text(max_size=10)),  # not in the id, not in equality
     )
 
@@ -47,8 +64,21 @@ def test_id_is_readable():
     assert c.id.startswith("small-nchw,dtype=float32,shape=8x16x7x7,axis=1,mode=train,backward=1,")
 
 
-@pytest.mark.parametrize("bad", ["", "x,shape=0x3", "x,bogus=1", "x,shape=2x3,shape=2x3", "x,backward=yes",
-                                 "x,fill=normal:mean", "x,fill=weird", "x,axis=5", "x,eps=abc", "bad name,dtype=float32"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        "x,shape=0x3",
+        "x,bogus=1",
+        "x,shape=2x3,shape=2x3",
+        "x,backward=yes",
+        "x,fill=normal:mean",
+        "x,fill=weird",
+        "x,axis=5",
+        "x,eps=abc",
+        "bad name,dtype=float32",
+    ],
+)
 def test_bad_ids_are_user_errors(bad):
     with pytest.raises(UserError):
         Case.from_id(bad)
@@ -113,7 +143,13 @@ def test_inputs_need_a_relative_path_and_a_digest(bad):
 
 @pytest.mark.parametrize("kind", sorted(FILL_PARAMS))
 def test_drawing_in_chunks_gives_the_values_of_one_draw(kind, monkeypatch):
-    c = Case(name="c", shape=(6, 5, 7), axis=1, backward=True, fill=Fill.make(kind, {"fraction": 0.3} if kind == "special" else None))
+    c = Case(
+        name="c",
+        shape=(6, 5, 7),
+        axis=1,
+        backward=True,
+        fill=Fill.make(kind, {"fraction": 0.3} if kind == "special" else None),
+    )
     whole = generate(c)
     monkeypatch.setattr(gen, "CHUNK", 4)  # 210 values: 53 chunks, the last one short
     for name, value in generate(c).as_dict().items():
@@ -121,7 +157,13 @@ def test_drawing_in_chunks_gives_the_values_of_one_draw(kind, monkeypatch):
     if kind == "normal":  # and those are the documented draws, whole: x, gamma, beta, running_mean, running_var, dy
         rng = np.random.default_rng(c.seed)
         x = rng.normal(0.0, 1.0, size=c.shape)
-        rng.uniform(size=5), rng.choice([-1.0, 1.0], size=5), rng.normal(size=5), rng.normal(size=5), rng.uniform(size=5)
+        (
+            rng.uniform(size=5),
+            rng.choice([-1.0, 1.0], size=5),
+            rng.normal(size=5),
+            rng.normal(size=5),
+            rng.uniform(size=5),
+        )
         dy = rng.normal(0.0, 1.0, size=c.shape)
         np.testing.assert_array_equal(whole.x, x.astype(np.float32))
         np.testing.assert_array_equal(whole.dy, dy.astype(np.float32))
@@ -130,8 +172,13 @@ def test_drawing_in_chunks_gives_the_values_of_one_draw(kind, monkeypatch):
 def test_new_fields_stay_out_of_default_ids_and_round_trip():
     plain = Case(name="a", shape=(4, 3))
     assert not any(t in plain.id for t in ("update_running", "act=", "inplace", "flags"))
-    for kw in ({"update_running": False}, {"mode": "infer", "update_running": True}, {"act": "tanh"},
-               {"inplace": True, "backward": True}, {"flags": "training=False,use_global_stats=True"}):
+    for kw in (
+        {"update_running": False},
+        {"mode": "infer", "update_running": True},
+        {"act": "tanh"},
+        {"inplace": True, "backward": True},
+        {"flags": "training=False,use_global_stats=True"},
+    ):
         c = Case(name="a", shape=(4, 3), **kw)
         assert Case.from_id(c.id) == c, c.id
         if c.flags:
@@ -146,8 +193,15 @@ def test_update_running_as_mode_says_is_one_case():
     assert c.outputs[:5] == ("y", "mean", "var", "running_mean", "running_var")
 
 
-@pytest.mark.parametrize("kw, field", [({"act": "gelu"}, "act"), ({"inplace": 1}, "inplace"),
-                                        ({"update_running": "yes"}, "update_running"), ({"flags": "a,b"}, "flags")])
+@pytest.mark.parametrize(
+    "kw, field",
+    [
+        ({"act": "gelu"}, "act"),
+        ({"inplace": 1}, "inplace"),
+        ({"update_running": "yes"}, "update_running"),
+        ({"flags": "a,b"}, "flags"),
+    ],
+)
 def test_bad_new_fields_are_user_errors(kw, field):
     with pytest.raises(UserError, match=field):
         Case(name="a", **kw)
@@ -159,4 +213,6 @@ def test_suite_normalize_with_is_mode(tmp_path):
     s = suite.parse({"suite": {"name": "n"}, "case": [{"name": "a", "normalize_with": ["batch", "running"]}]}, "x.toml")
     assert [c.mode for c in s.cases] == ["train", "infer"]
     with pytest.raises(UserError, match="contradicts"):
-        suite.parse({"suite": {"name": "n"}, "case": [{"name": "a", "mode": "train", "normalize_with": "running"}]}, "x.toml")
+        suite.parse(
+            {"suite": {"name": "n"}, "case": [{"name": "a", "mode": "train", "normalize_with": "running"}]}, "x.toml"
+        )

@@ -8,8 +8,21 @@ import numpy as np
 import pandas as pd
 import pytest
 
-REQUIRED = ["case_id", "backend", "device", "dtype", "mode", "output", "status", "max_abs_err", "max_rel_err",
-            "max_ulp", "ulp_at_max", "time_ms_median", "reason"]
+REQUIRED = [
+    "case_id",
+    "backend",
+    "device",
+    "dtype",
+    "mode",
+    "output",
+    "status",
+    "max_abs_err",
+    "max_rel_err",
+    "max_ulp",
+    "ulp_at_max",
+    "time_ms_median",
+    "reason",
+]
 
 
 def conformance(*args, timeout=600):
@@ -28,7 +41,9 @@ def test_smoke_run_passes_and_writes_the_report(smoke):
     assert r.returncode == 0, r.stderr[-3000:] + r.stdout[-2000:]
     df = pd.read_csv(out / "results.csv")
     assert set(REQUIRED) <= set(df.columns)
-    assert set(df["status"]) <= {"pass", "unsupported"}, df[~df["status"].isin(["pass", "unsupported"])]["reason"].tolist()[:5]
+    assert set(df["status"]) <= {"pass", "unsupported"}, df[~df["status"].isin(["pass", "unsupported"])][
+        "reason"
+    ].tolist()[:5]
     assert {"numpy"} < set(df["target"]) and any(t.startswith("opencl@") for t in df["target"])
     summary = (out / "summary.md").read_text()
     assert "## Thresholds" in summary and "## Results per target" in summary
@@ -70,8 +85,18 @@ def test_keep_arrays_file_names_fit_whatever_the_id(tmp_path):
     name = "a-very-long-case-name-" + "x" * 78  # 100 characters: with its fields the id is over 255
     suite = tmp_path / "s.toml"
     suite.write_text(f'[suite]\nname = "long"\n[[case]]\nname = "{name}"\nshape = [4, 3]\nseed = [1, 2]\n')
-    r = conformance("run", "--suite", str(suite), "--backend", "numpy", "--keep-arrays", "--out", str(tmp_path / "o"),
-                    "--history", "none")
+    r = conformance(
+        "run",
+        "--suite",
+        str(suite),
+        "--backend",
+        "numpy",
+        "--keep-arrays",
+        "--out",
+        str(tmp_path / "o"),
+        "--history",
+        "none",
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     files = sorted(p.name for p in (tmp_path / "o" / "arrays").glob("*.npz"))
     assert len(files) == 2 and all(len(f) <= 100 for f in files)
@@ -105,7 +130,9 @@ def test_list_commands():
 def test_failures_exit_1_and_print_rerun_lines(tmp_path):
     """std 1e20 in float32: numpy's (x - mean)^2 overflows to Inf where the float64 oracle stays finite."""
     suite = tmp_path / "s.toml"
-    suite.write_text('[suite]\nname="t"\n[[case]]\nname="overflow"\nshape=[8,4]\nfill={kind="normal", mean=0.0, std=1e20}\n')
+    suite.write_text(
+        '[suite]\nname="t"\n[[case]]\nname="overflow"\nshape=[8,4]\nfill={kind="normal", mean=0.0, std=1e20}\n'
+    )
     r = conformance("run", "--suite", str(suite), "--backend", "numpy", "--out", str(tmp_path / "o"))
     assert r.returncode == 1, r.stderr
     df = pd.read_csv(tmp_path / "o" / "results.csv")

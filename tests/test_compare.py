@@ -31,7 +31,9 @@ def test_error_beyond_threshold_fails_with_got_and_expected():
     assert "got 1.0000119" in row["reason"] and "expected 1.0" in row["reason"]
 
 
-@pytest.mark.parametrize("got, expected", [([np.nan], [1.0]), ([1.0], [np.nan]), ([np.inf], [-np.inf]), ([np.nan], [np.inf])])
+@pytest.mark.parametrize(
+    "got, expected", [([np.nan], [1.0]), ([1.0], [np.nan]), ([np.inf], [-np.inf]), ([np.nan], [np.inf])]
+)
 def test_nan_inf_pattern_must_match(got, expected):
     row = cmp(got, expected)
     assert row["status"] == "fail" and "NaN/Inf pattern differs at 1" in row["reason"]

@@ -15,9 +15,9 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
+from fs_helpers import conformance
 
 from conformance import history, regress
-from fs_helpers import conformance
 
 RUNS = 21
 EXTRA = """
@@ -33,15 +33,14 @@ TIMING = ["time_ms_median", "time_ms_min", "time_ms_p10", "time_ms_p90"]
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     base = tmp_path_factory.mktemp("b2b")
-    smoke = (regress.__file__.rsplit("/conformance/", 1)[0] + "/cases/smoke.toml")
+    smoke = regress.__file__.rsplit("/conformance/", 1)[0] + "/cases/smoke.toml"
     suite = base / "smoke-plus.toml"
     suite.write_text(open(smoke).read().replace('name = "smoke"', 'name = "smoke-plus"', 1) + EXTRA)
     store = base / "history.sqlite"
     dirs = []
     for i in range(RUNS):
         out = base / f"run{i:02d}"
-        r = conformance("run", "--suite", suite, "--backend", "opencl", "--out", out,
-                        "--history", store)
+        r = conformance("run", "--suite", suite, "--backend", "opencl", "--out", out, "--history", store)
         assert r.returncode == 0, r.stderr[-2000:]
         dirs.append(out)
     return dirs, store
@@ -72,7 +71,7 @@ def _record(dirs, until_dir, target_case):
     """The pair's record, computed here from the runs' own files (not by the history module): the quiet runs
     before `until_dir`, the last 20, at least 5; (centre, robust deviation of the logs, slowest over centre)."""
     meds = []
-    for d in dirs[:dirs.index(until_dir)][::-1]:
+    for d in dirs[: dirs.index(until_dir)][::-1]:
         if _quiet(d):
             df = pd.read_csv(d / "results.csv")
             row = df[(df["vs"] == "oracle") & (df["case_id"] == target_case[0]) & (df["target"] == target_case[1])]
@@ -97,7 +96,9 @@ def _needed(allowed, shape, repeats):
     the usual time and new is f x that: f above the drift allowed and the minimum ratio, and the new run's fast
     tail above the base run's slow tail (bands widened by tail_widen x width / (repeats - 1)^2)."""
     w = regress.DEFAULTS["tail_widen"] * (shape[3] - shape[2]) / (repeats - 1) ** 2
-    return max(allowed, regress.DEFAULTS["min_time_ratio"], (shape[3] + w) / (shape[2] - w) if shape[2] > w else math.inf)
+    return max(
+        allowed, regress.DEFAULTS["min_time_ratio"], (shape[3] + w) / (shape[2] - w) if shape[2] > w else math.inf
+    )
 
 
 def test_a_planted_slowdown_of_a_millisecond_case_is_caught(runs, tmp_path):
@@ -111,11 +112,15 @@ def test_a_planted_slowdown_of_a_millisecond_case_is_caught(runs, tmp_path):
     dirs, store = runs
     pairs = [(x, y) for x, y in zip(dirs[:-1], dirs[1:]) if _quiet(x) and _quiet(y)]
     if not pairs:
-        pytest.skip("no two consecutive runs had a CPU to themselves (a task waited for one more than half of each "
-                    "run's time): such runs' times are not judged, so no slowdown can be shown on them")
+        pytest.skip(
+            "no two consecutive runs had a CPU to themselves (a task waited for one more than half of each "
+            "run's time): such runs' times are not judged, so no slowdown can be shown on them"
+        )
     base_dir, new_dir = pairs[-1]
     base = pd.read_csv(base_dir / "results.csv")
-    floor = {t.get("target"): t.get("floor_ms") or 0.0 for t in json.loads((base_dir / "run.json").read_text())["targets"]}
+    floor = {
+        t.get("target"): t.get("floor_ms") or 0.0 for t in json.loads((base_dir / "run.json").read_text())["targets"]
+    }
     timed = base[(base["vs"] == "oracle") & (base["repeats"] >= 3)].drop_duplicates(["case_id", "target"])
     picks = []
     for row in timed.itertuples():
@@ -128,7 +133,7 @@ def test_a_planted_slowdown_of_a_millisecond_case_is_caught(runs, tmp_path):
     assert picks, "no pair of 1.5x its judging floor or more has a record: the millisecond case is too small here"
     need, allowed, case_id, target, centre, shape = min(picks, key=lambda p: p[0])
     repeats = int(timed.set_index(["case_id", "target"]).loc[(case_id, target), "repeats"])
-    steps = [(1.5, True)] if 1.5 > 1.1 * need else [(1.5, False)] if 1.5 < allowed / 1.1 else []
+    steps = [(1.5, True)] if 1.1 * need < 1.5 else [(1.5, False)] if allowed / 1.1 > 1.5 else []
     steps += [(1.15 * need, True), (allowed / 1.15, False)]
 
     def compare_step(f):
@@ -145,8 +150,10 @@ def test_a_planted_slowdown_of_a_millisecond_case_is_caught(runs, tmp_path):
 
     for f, caught in steps:
         r = compare_step(f)
-        where = (f"step {f:.2f}x on {target} (drift allowed {allowed:.2f}x, rule needs {need:.2f}x, usual "
-                 f"{centre:.2f} ms) [{case_id}]")
+        where = (
+            f"step {f:.2f}x on {target} (drift allowed {allowed:.2f}x, rule needs {need:.2f}x, usual "
+            f"{centre:.2f} ms) [{case_id}]"
+        )
         if caught:
             assert r.returncode == 1 and "## Timing regressions (1)" in r.stdout, f"missed: {where}\n{r.stdout[-3000:]}"
             assert case_id in r.stdout and target in r.stdout

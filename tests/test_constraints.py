@@ -22,8 +22,13 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def table(tmp_path_factory):
     out = tmp_path_factory.mktemp("constraints")
-    r = subprocess.run([sys.executable, "-m", "conformance", "constraints", "--out", str(out)], cwd=ROOT,
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "conformance", "constraints", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     df = pd.read_csv(out / "constraints.csv", keep_default_na=False)
     return df, r.stdout, (out / "constraints.md").read_text()

@@ -14,10 +14,25 @@ from conformance.runner import discover, release_probes
 # backend -> (its framework's module, the pattern of an accelerator key, what a CPU-only build's note names, a key
 # no machine has)
 FRAMEWORKS = {
-    "torch": ("torch", r"(cuda|xpu):\d+|mps", r"no accelerator: torch \S+ (built without \S*CUDA|.*CUDA built in)", "cuda:99"),
-    "paddle": ("paddle", r"(gpu|xpu):\d+|\w+:\d+", r"no accelerator: paddle \S+ (compiled without \S*CUDA|.*CUDA)", "gpu:99"),
+    "torch": (
+        "torch",
+        r"(cuda|xpu):\d+|mps",
+        r"no accelerator: torch \S+ (built without \S*CUDA|.*CUDA built in)",
+        "cuda:99",
+    ),
+    "paddle": (
+        "paddle",
+        r"(gpu|xpu):\d+|\w+:\d+",
+        r"no accelerator: paddle \S+ (compiled without \S*CUDA|.*CUDA)",
+        "gpu:99",
+    ),
     "mxnet": ("mxnet", r"gpu:\d+", r"no accelerator: mxnet \S+ built with(out)? CUDA", "gpu:99"),
-    "mindspore": ("mindspore", r"(GPU|Ascend):\d+", r"no accelerator: mindspore \S+ (package without \S*GPU|.*GPU)", "GPU:99"),
+    "mindspore": (
+        "mindspore",
+        r"(GPU|Ascend):\d+",
+        r"no accelerator: mindspore \S+ (package without \S*GPU|.*GPU)",
+        "GPU:99",
+    ),
 }
 INSTALLED = [n for n, (module, *_) in FRAMEWORKS.items() if importlib.util.find_spec(module) is not None]
 if not INSTALLED:
@@ -67,11 +82,14 @@ def test_unknown_device_key_is_a_skip_naming_it(infos, name):
 
 
 def test_a_backend_without_device_support_is_listed_as_before():
-    from conformance.runner import BackendInfo
     from conformance.backends.base import DeviceInfo
+    from conformance.runner import BackendInfo
 
     assert backend_line(BackendInfo("numpy", None, [DeviceInfo(key=None, name="CPU")])) == "numpy      available"
-    assert backend_line(BackendInfo("opencl", None, [DeviceInfo(key="a"), DeviceInfo(key="b")])) == "opencl     available [a, b]"
+    assert (
+        backend_line(BackendInfo("opencl", None, [DeviceInfo(key="a"), DeviceInfo(key="b")]))
+        == "opencl     available [a, b]"
+    )
     assert backend_line(BackendInfo("fw", "ImportError: no fw")) == "fw         unavailable: ImportError: no fw"
     gpu = [DeviceInfo(key=None, name="CPU"), DeviceInfo(key="cuda:0")]
     assert backend_line(BackendInfo("torch", None, gpu)) == "torch      available [cpu, cuda:0]"

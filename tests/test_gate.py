@@ -6,9 +6,9 @@ import os
 
 import pandas as pd
 import pytest
+from fs_helpers import conformance, read_only, tmpfs
 
 from conformance.verdict import judge
-from fs_helpers import conformance, read_only, tmpfs
 
 SUITE = '[suite]\nname = "tiny"\n[defaults]\nbackward = true\n[[case]]\nname = "t"\nshape = [[8, 3], [4, 3, 5]]\nmode = ["train", "infer"]\n'
 QUICK = ["--repeats", "3", "--time-budget", "0", "--history", "none"]
@@ -38,15 +38,27 @@ def test_no_opencl_device_is_nothing_checked_and_compare_sees_the_loss(tmp_path,
     assert r.returncode == 0, r.stderr[-2000:]
     vendors = tmp_path / "no-vendors"
     vendors.mkdir()
-    r = conformance("run", "--suite", suite, "--backend", "opencl", "--out", empty, *QUICK, env={"OCL_ICD_VENDORS": vendors})
+    r = conformance(
+        "run", "--suite", suite, "--backend", "opencl", "--out", empty, *QUICK, env={"OCL_ICD_VENDORS": vendors}
+    )
     assert r.returncode == 3, r.stdout + r.stderr[-2000:]
     assert r.stdout.startswith("NOTHING CHECKED") and "system under test" in r.stdout
     summary = (empty / "summary.md").read_text()
     assert summary.startswith("# BatchNorm conformance: suite `tiny`: NOTHING CHECKED")
     df = pd.read_csv(empty / "results.csv")
     assert set(df["status"]) == {"skip"} and df["reason"].str.contains("no OpenCL platform").all()
-    allowed = conformance("run", "--suite", suite, "--backend", "opencl", "--out", tmp_path / "e2", *QUICK,
-                          "--allow-empty", env={"OCL_ICD_VENDORS": vendors})
+    allowed = conformance(
+        "run",
+        "--suite",
+        suite,
+        "--backend",
+        "opencl",
+        "--out",
+        tmp_path / "e2",
+        *QUICK,
+        "--allow-empty",
+        env={"OCL_ICD_VENDORS": vendors},
+    )
     assert allowed.returncode == 0 and "nothing checked, allowed" in allowed.stdout
     cmp = conformance("compare", good, empty, "--history", tmp_path / "h.sqlite")
     assert cmp.returncode == 1 and "# Regression check: REGRESSION" in cmp.stdout
@@ -61,9 +73,13 @@ def test_verdicts_of_row_sets():
     assert only_peer.word == "NOTHING CHECKED" and only_peer.code == 3
     assert only_peer.notes == ("the system under test (opencl) judged nothing on any device",)
     two = {**meta, "targets": meta["targets"] + [{"target": "torch"}]}
-    assert judge(pd.DataFrame([row("opencl@a", "skip"), row("numpy", "pass"), row("torch", "skip")]), two).notes[1] == \
-        "judged nothing on torch"  # the SUT's devices are said once, the others by name
-    assert judge(pd.DataFrame([row("opencl@a", "skip"), row("numpy", "pass")]), {**meta, "sut_requested": False}).code == 0
+    assert (
+        judge(pd.DataFrame([row("opencl@a", "skip"), row("numpy", "pass"), row("torch", "skip")]), two).notes[1]
+        == "judged nothing on torch"
+    )  # the SUT's devices are said once, the others by name
+    assert (
+        judge(pd.DataFrame([row("opencl@a", "skip"), row("numpy", "pass")]), {**meta, "sut_requested": False}).code == 0
+    )
     assert judge(pd.DataFrame([row("opencl@a", "unsupported")]), meta).code == 3
     no_rows = judge(pd.DataFrame(columns=["target", "backend", "status"]), meta)
     assert no_rows.code == 3 and "selected no case" in no_rows.notes[0]
@@ -78,8 +94,17 @@ def test_read_only_pyopencl_cache_moves_the_caches(tmp_path, suite):
     cache fails): now the caches go to a private folder, said in one line, and every device conforms."""
     home = tmp_path / "home"
     with read_only(home / ".cache" / "pyopencl"):
-        r = conformance("run", "--suite", suite, "--backend", "opencl", "--out", tmp_path / "o", *QUICK,
-                        env={"HOME": home, "XDG_CACHE_HOME": ""})
+        r = conformance(
+            "run",
+            "--suite",
+            suite,
+            "--backend",
+            "opencl",
+            "--out",
+            tmp_path / "o",
+            *QUICK,
+            env={"HOME": home, "XDG_CACHE_HOME": ""},
+        )
     assert r.returncode == 0, r.stdout + r.stderr[-3000:]
     df = pd.read_csv(tmp_path / "o" / "results.csv")
     assert set(df["status"]) <= {"pass", "unsupported"} and (df["status"] == "pass").any()
@@ -90,19 +115,22 @@ def test_read_only_pyopencl_cache_moves_the_caches(tmp_path, suite):
 
 
 # ---- 3. checked before the first case: exit 2 and nothing written ----------------------------------------------
-@pytest.mark.parametrize("make_args, expect", [
-    (lambda t: ["--out", t / "file"], "exists and is not a folder"),
-    (lambda t: ["--out", ""], "must not be empty"),
-    (lambda t: ["--history", "foo://bar"], "foo"),
-    (lambda t: ["--history", t / "not-a-db.sqlite"], "not a database"),
-    (lambda t: ["--bench", t / "stale.csv"], "frac_of_copy"),
-    (lambda t: ["--bench", t / "missing.csv"], "no such file"),
-    (lambda t: ["--conventions", t / "stale.csv"], "not a conventions.json"),
-    (lambda t: ["--timeout", "nan"], "finite"),
-    (lambda t: ["--timeout", "inf"], "finite"),
-    (lambda t: ["--time-budget", "nan"], "finite"),
-    (lambda t: ["--repeats", "0"], ">= 1"),
-])
+@pytest.mark.parametrize(
+    "make_args, expect",
+    [
+        (lambda t: ["--out", t / "file"], "exists and is not a folder"),
+        (lambda t: ["--out", ""], "must not be empty"),
+        (lambda t: ["--history", "foo://bar"], "foo"),
+        (lambda t: ["--history", t / "not-a-db.sqlite"], "not a database"),
+        (lambda t: ["--bench", t / "stale.csv"], "frac_of_copy"),
+        (lambda t: ["--bench", t / "missing.csv"], "no such file"),
+        (lambda t: ["--conventions", t / "stale.csv"], "not a conventions.json"),
+        (lambda t: ["--timeout", "nan"], "finite"),
+        (lambda t: ["--timeout", "inf"], "finite"),
+        (lambda t: ["--time-budget", "nan"], "finite"),
+        (lambda t: ["--repeats", "0"], ">= 1"),
+    ],
+)
 def test_mistakes_are_caught_before_the_first_case(tmp_path, suite, make_args, expect):
     (tmp_path / "file").write_text("x")
     (tmp_path / "not-a-db.sqlite").write_text("this is not a database, it is a text file with some length to it")
@@ -136,12 +164,20 @@ def subprocess_in(folder, args, env):
     import subprocess
     import sys
 
-    return subprocess.run([sys.executable, "-m", "conformance", *args], capture_output=True, text=True, timeout=120,
-                          cwd=folder, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "conformance", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=folder,
+        env={**os.environ, **(env or {})},
+    )
 
 
-@pytest.mark.parametrize("option, value", [("--error-factor", "nan"), ("--error-factor", "inf"),
-                                           ("--min-time-ratio", "nan"), ("--min-time-ms", "-1")])
+@pytest.mark.parametrize(
+    "option, value",
+    [("--error-factor", "nan"), ("--error-factor", "inf"), ("--min-time-ratio", "nan"), ("--min-time-ms", "-1")],
+)
 def test_compare_refuses_numbers_that_switch_a_gate_off(tmp_path, option, value):
     r = conformance("compare", tmp_path, tmp_path, option, value, "--history", tmp_path / "h.sqlite")
     assert option in one_line_error(r)
@@ -150,8 +186,9 @@ def test_compare_refuses_numbers_that_switch_a_gate_off(tmp_path, option, value)
 # ---- 3. a full disk: one line, what is finished stays safe ------------------------------------------------------
 def test_full_disk_under_out_is_one_line_and_keeps_the_finished_cases(tmp_path):
     suite = tmp_path / "s.toml"
-    suite.write_text('[suite]\nname = "s"\n[[case]]\nname = "c"\nshape = [64, 3]\nseed = [' +
-                     ", ".join(map(str, range(400))) + "]\n")
+    suite.write_text(
+        '[suite]\nname = "s"\n[[case]]\nname = "c"\nshape = [64, 3]\nseed = [' + ", ".join(map(str, range(400))) + "]\n"
+    )
     with tmpfs(tmp_path / "disk", "160k") as disk:
         r = conformance("run", "--suite", suite, "--backend", "numpy", "--out", disk / "out", *QUICK)
         line = one_line_error(r, code=4)
@@ -176,8 +213,9 @@ def test_full_disk_under_out_is_one_line_and_keeps_the_finished_cases(tmp_path):
 def test_full_disk_under_the_history_store_is_a_warning_not_a_failure(tmp_path, suite):
     with tmpfs(tmp_path / "disk", "256k") as disk:
         store = disk / "h.sqlite"
-        first = conformance("run", "--suite", suite, "--backend", "numpy", "--out", tmp_path / "o1", *QUICK[:4],
-                            "--history", store)
+        first = conformance(
+            "run", "--suite", suite, "--backend", "numpy", "--out", tmp_path / "o1", *QUICK[:4], "--history", store
+        )
         assert first.returncode == 0 and "recorded as run" in first.stderr, first.stderr[-2000:]
         fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT)  # now the disk is full
         try:
@@ -187,8 +225,9 @@ def test_full_disk_under_the_history_store_is_a_warning_not_a_failure(tmp_path, 
             pass
         finally:
             os.close(fd)
-        r = conformance("run", "--suite", suite, "--backend", "numpy", "--out", tmp_path / "o2", *QUICK[:4],
-                        "--history", store)
+        r = conformance(
+            "run", "--suite", suite, "--backend", "numpy", "--out", tmp_path / "o2", *QUICK[:4], "--history", store
+        )
         assert [p.name for p in disk.iterdir() if p.name not in ("h.sqlite", "filler")] in ([], ["h.sqlite-journal"])
     assert r.returncode == 0, r.stderr[-2000:]
     warnings = [ln for ln in r.stderr.splitlines() if ln.startswith("warning: cannot record the run in history store")]

@@ -25,7 +25,9 @@ from conformance.errors import UserError  # noqa: E402
 
 
 def conformance(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "conformance", *map(str, args)], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "conformance", *map(str, args)], capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +109,11 @@ def test_record_resolve_and_history_commands(runs_dir, tmp_path):
     assert r.returncode == 1 and f"previous = {ids[0]}" in r.stdout
     assert conformance("compare", "latest", "latest", "--history", url).returncode == 0
     r = conformance("history", "--history", url)
-    assert r.returncode == 0 and ids[0] in r.stdout and f"fail 1 pass {len(pd.read_csv(root / 'B' / 'results.csv')) - 1}" in r.stdout
+    assert (
+        r.returncode == 0
+        and ids[0] in r.stdout
+        and f"fail 1 pass {len(pd.read_csv(root / 'B' / 'results.csv')) - 1}" in r.stdout
+    )
     for plot in ("trend.png", "trend.svg"):
         r = conformance("history", "--history", url, "--case", failed, "--backend", "numpy", "--plot", tmp_path / plot)
         assert r.returncode == 0, r.stderr
@@ -128,8 +134,12 @@ def test_record_resolve_and_history_commands(runs_dir, tmp_path):
 def test_own_svg_writer_is_wellformed():
     from conformance.cli_history import svg_trend
 
-    text = svg_trend(["r1", "r2", "r3"], {"numpy y": [0.5, float("nan"), 2.0], "numpy <dx>": [1, 1, 1]},
-                     {"numpy": [0.1, 0.12, 0.3]}, title="a & b")
+    text = svg_trend(
+        ["r1", "r2", "r3"],
+        {"numpy y": [0.5, float("nan"), 2.0], "numpy <dx>": [1, 1, 1]},
+        {"numpy": [0.1, 0.12, 0.3]},
+        title="a & b",
+    )
     doc = minidom.parseString(text)
     assert len(doc.getElementsByTagName("polyline")) == 3 and len(doc.getElementsByTagName("circle")) == 8
 
@@ -165,8 +175,15 @@ WRITER = textwrap.dedent("""
 
 def _concurrent_writers(url, n_procs=2, n_runs=4, n_rows=2000):
     start = time.time() + 2.0  # both processes are importing by then, so their inserts overlap
-    procs = [subprocess.Popen([sys.executable, "-c", WRITER, url, f"w{k}", str(n_runs), str(n_rows), str(start)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for k in range(n_procs)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, url, f"w{k}", str(n_runs), str(n_rows), str(start)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for k in range(n_procs)
+    ]
     outs = [p.communicate(timeout=120) for p in procs]
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == 0, err[-2000:]
@@ -186,7 +203,7 @@ def test_two_processes_recording_at_once_to_sqlite_lose_nothing(tmp_path):
 def test_default_store_and_file_paths(tmp_path, monkeypatch):
     monkeypatch.delenv("CONFORMANCE_HISTORY", raising=False)
     assert history.url_of(None) == f"sqlite:///{history.DEFAULT_PATH}"
-    assert history.DEFAULT_PATH == Path(__file__).resolve().parents[1] / "reports" / "history.sqlite"
+    assert Path(__file__).resolve().parents[1] / "reports" / "history.sqlite" == history.DEFAULT_PATH
     assert history.url_of(str(tmp_path / "x" / "h.db")) == f"sqlite:///{tmp_path / 'x' / 'h.db'}"
     monkeypatch.setenv("CONFORMANCE_HISTORY", str(tmp_path / "env.sqlite"))
     assert history.url_of(None).endswith("env.sqlite")
@@ -195,6 +212,7 @@ def test_default_store_and_file_paths(tmp_path, monkeypatch):
 
 
 # ---------------------------------------------------------------- PostgreSQL, a real private server
+
 
 def _pg_bindir():
     dirs = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda d: int(Path(d).parent.name.split(".")[0]))
@@ -238,16 +256,28 @@ def pg_url():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     data, log = base / "data", base / "server.log"
-    subprocess.run(as_user + [str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync"],
-                   check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        as_user + [str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync"],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     opts = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off"
-    r = subprocess.run(as_user + [str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-o", opts, "start"],
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        as_user + [str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-o", opts, "start"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr + (log.read_text() if log.exists() else "")
     try:
         yield f"{dialect}://postgres@127.0.0.1:{port}/postgres"
     finally:
-        subprocess.run(as_user + [str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"], capture_output=True, timeout=120)
+        subprocess.run(
+            as_user + [str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
+            capture_output=True,
+            timeout=120,
+        )
         shutil.rmtree(base, ignore_errors=True)
 
 
@@ -256,12 +286,20 @@ def test_postgresql_store(pg_url, runs_dir):
     _concurrent_writers(pg_url, n_runs=3, n_rows=1000)  # also creates the tables from two processes at once
     ids = [_record_dir(root / n, pg_url) for n in ("A", "B")]
     df, meta = history.load_run(ids[1], pg_url)
-    assert len(df) == len(pd.read_csv(root / "B" / "results.csv")) and meta["host"] == json.loads((root / "B" / "run.json").read_text())["host"]
+    assert (
+        len(df) == len(pd.read_csv(root / "B" / "results.csv"))
+        and meta["host"] == json.loads((root / "B" / "run.json").read_text())["host"]
+    )
     assert history.resolve("latest", pg_url, device="numpy", suite="smoke")[1]["run_id"] == ids[1]
     assert history.resolve("latest", pg_url)[1]["suite"] == "concurrency"  # started now, A and B earlier
     r = conformance("compare", "previous", "latest", "--history", pg_url, "--suite", "smoke")
     assert r.returncode == 1 and failed in r.stdout and slowed in r.stdout
-    nan_meta = {"suite": "nan", "elapsed_s": float("nan"), "peak_rss_mib": {"main": float("inf")}, "host": {"name": "x"}}
+    nan_meta = {
+        "suite": "nan",
+        "elapsed_s": float("nan"),
+        "peak_rss_mib": {"main": float("inf")},
+        "host": {"name": "x"},
+    }
     nan_id = history.record(df.head(8), nan_meta, None, pg_url)  # json columns get null, not NaN
     assert history.load_run(nan_id, pg_url)[1]["peak_rss_mib"] == {"main": None}
     r = conformance("history", "--history", pg_url, "--suite", "smoke")

@@ -28,10 +28,14 @@ def _chromium() -> str:
         return found
     if shutil.which("apt-get") and os.geteuid() == 0:  # as the brief of the suite says: install it when missing
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        r = subprocess.run(["apt-get", "install", "-y", "chromium"], capture_output=True, text=True, env=env, timeout=900)
+        r = subprocess.run(
+            ["apt-get", "install", "-y", "chromium"], capture_output=True, text=True, env=env, timeout=900
+        )
         if r.returncode != 0:
             subprocess.run(["apt-get", "update"], capture_output=True, timeout=600)
-            r = subprocess.run(["apt-get", "install", "-y", "chromium"], capture_output=True, text=True, env=env, timeout=900)
+            r = subprocess.run(
+                ["apt-get", "install", "-y", "chromium"], capture_output=True, text=True, env=env, timeout=900
+            )
         found = shutil.which("chromium")
         if found:
             return found
@@ -40,8 +44,16 @@ def _chromium() -> str:
 
 
 def browse(page: Path, *extra: str) -> subprocess.CompletedProcess:
-    cmd = [_chromium(), "--no-sandbox", "--headless=new", "--disable-gpu", "--enable-logging=stderr", "--v=0",
-           *extra, page.resolve().as_uri()]
+    cmd = [
+        _chromium(),
+        "--no-sandbox",
+        "--headless=new",
+        "--disable-gpu",
+        "--enable-logging=stderr",
+        "--v=0",
+        *extra,
+        page.resolve().as_uri(),
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 
 
@@ -52,8 +64,13 @@ def console_lines(stderr: str) -> list[str]:
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    r = subprocess.run([sys.executable, "-m", "conformance", "run", "--backend", "numpy", "--backend", "opencl", "--out", str(out)],
-                       capture_output=True, text=True, timeout=300, cwd=ROOT)
+    r = subprocess.run(
+        [sys.executable, "-m", "conformance", "run", "--backend", "numpy", "--backend", "opencl", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
     assert (out / "results.csv").is_file() and (out / "run.json").is_file(), r.stderr[-3000:]
     df = pd.read_csv(out / "results.csv")
     meta = json.loads((out / "run.json").read_text())
@@ -91,7 +108,9 @@ def test_the_page_loads_in_chromium_with_its_plots(run_dir):
     for o in outputs:
         assert f'id="err-{o}"' in dom
     # one dot per row in each panel (norm_err, ulp@max), coloured by status
-    assert dom.count('<circle class="dot ') == oracle["norm_err"].notna().sum() + oracle["ulp_at_max"].notna().sum() > 100
+    assert (
+        dom.count('<circle class="dot ') == oracle["norm_err"].notna().sum() + oracle["ulp_at_max"].notna().sum() > 100
+    )
     assert dom.count('class="threshold"') >= len(outputs)
     assert '<svg class="timing"' in dom and "GB/s" in dom
     notpass = df[df["status"] != "pass"]
@@ -108,16 +127,49 @@ def test_the_page_loads_in_chromium_with_its_plots(run_dir):
 
 def test_with_bench_and_conventions(run_dir, tmp_path):
     out, df, meta, _ = run_dir
-    r = subprocess.run([sys.executable, "-m", "conformance", "bench", "--suite", "smoke", "--backend", "numpy", "--backend", "opencl",
-                        "--rounds", "1", "--repeats", "1", "--out", str(tmp_path)], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "conformance",
+            "bench",
+            "--suite",
+            "smoke",
+            "--backend",
+            "numpy",
+            "--backend",
+            "opencl",
+            "--rounds",
+            "1",
+            "--repeats",
+            "1",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     bench = pd.read_csv(tmp_path / "bench.csv")
     conventions = {  # the shape of conventions.json
-        "torch": {"version": "2.x", "documented": {"momentum direction": "new", "default eps": 1e-5},
-                  "momentum direction": "new", "default eps": 1e-5, "running-variance estimator": "unbiased"},
-        "lib<x>": {"version": "1.0", "documented": {"momentum direction": "old", "default eps": 1e-3, "batch statistic returned": "var"},
-                   "momentum direction": "new", "default eps": 1e-3, "batch statistic returned": "var (biased)"},
-        "broken": {"error": "import failed"}}
+        "torch": {
+            "version": "2.x",
+            "documented": {"momentum direction": "new", "default eps": 1e-5},
+            "momentum direction": "new",
+            "default eps": 1e-5,
+            "running-variance estimator": "unbiased",
+        },
+        "lib<x>": {
+            "version": "1.0",
+            "documented": {"momentum direction": "old", "default eps": 1e-3, "batch statistic returned": "var"},
+            "momentum direction": "new",
+            "default eps": 1e-3,
+            "batch statistic returned": "var (biased)",
+        },
+        "broken": {"error": "import failed"},
+    }
     path = html_report.write(tmp_path, df, meta, conventions=conventions, bench=bench)
     text = path.read_text()
     assert "lib&lt;x&gt;" in text and "lib<x>" not in text
@@ -138,11 +190,28 @@ def test_with_bench_and_conventions(run_dir, tmp_path):
 
 def _tiny() -> pd.DataFrame:
     rows = []
-    for case, target, status in [("a", "numpy", "pass"), ("a", "numpy", "fail"), ("a", "numpy", "xfail"),
-                                 ("a", "opencl@d1", "unsupported"), ("a", "opencl@d1", "skip"),
-                                 ("b&<c>", "numpy", "xpass"), ("b&<c>", "numpy", "error"), ("b&<c>", "numpy", "timeout")]:
-        rows.append({"case_id": case, "target": target, "status": status, "output": "y", "norm_err": 1.0,
-                     "ulp_at_max": 0.0, "threshold": 64.0, "reason": "<script>alert(1)</script>"})
+    for case, target, status in [
+        ("a", "numpy", "pass"),
+        ("a", "numpy", "fail"),
+        ("a", "numpy", "xfail"),
+        ("a", "opencl@d1", "unsupported"),
+        ("a", "opencl@d1", "skip"),
+        ("b&<c>", "numpy", "xpass"),
+        ("b&<c>", "numpy", "error"),
+        ("b&<c>", "numpy", "timeout"),
+    ]:
+        rows.append(
+            {
+                "case_id": case,
+                "target": target,
+                "status": status,
+                "output": "y",
+                "norm_err": 1.0,
+                "ulp_at_max": 0.0,
+                "threshold": 64.0,
+                "reason": "<script>alert(1)</script>",
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -161,9 +230,13 @@ def test_worst_status_follows_the_severity_order():
 def test_cells_are_coloured_by_their_worst_status_and_text_is_escaped():
     page = html_report.html(_tiny(), {"suite": "tiny <suite>", "targets": []})
     cells = re.findall(r'<rect class="cell" data-status="(\w+)"[^>]* fill="(#\w+)"><title>([^<]*)</title>', page)
-    assert sorted((s, f) for s, f, _ in cells) == sorted([("fail", html_report.COLORS["fail"]),
-                                                         ("unsupported", html_report.COLORS["unsupported"]),
-                                                         ("timeout", html_report.COLORS["timeout"])])
+    assert sorted((s, f) for s, f, _ in cells) == sorted(
+        [
+            ("fail", html_report.COLORS["fail"]),
+            ("unsupported", html_report.COLORS["unsupported"]),
+            ("timeout", html_report.COLORS["timeout"]),
+        ]
+    )
     tip = next(t for s, _, t in cells if s == "timeout")
     assert "b&amp;&lt;c&gt;" in tip and "numpy" in tip and "error 1" in tip and "xpass 1" in tip
     assert "<script>alert(1)</script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
@@ -173,11 +246,15 @@ def test_cells_are_coloured_by_their_worst_status_and_text_is_escaped():
 
 
 def test_case_labels_keep_only_what_varies():
-    ids = ["n,dtype=float32,shape=2x3,axis=1,mode=train,backward=1,seed=0",
-           "n,dtype=float16,shape=2x3,axis=1,mode=infer,backward=0,seed=0"]
+    ids = [
+        "n,dtype=float32,shape=2x3,axis=1,mode=train,backward=1,seed=0",
+        "n,dtype=float16,shape=2x3,axis=1,mode=infer,backward=0,seed=0",
+    ]
     labels = html_report.case_labels(ids)
     assert labels[ids[0]] == "n f32 train bwd" and labels[ids[1]] == "n f16 infer fwd"
-    assert np.all([len(v) <= 60 for v in html_report.case_labels(["x," + ",".join(f"k{i}={i}" for i in range(40))]).values()])
+    assert np.all(
+        [len(v) <= 60 for v in html_report.case_labels(["x," + ",".join(f"k{i}={i}" for i in range(40))]).values()]
+    )
 
 
 def test_bench_labels_give_the_traffic_bound_where_it_differs():

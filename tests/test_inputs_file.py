@@ -57,7 +57,9 @@ def test_ids_are_the_same_from_any_folder_and_any_copy(tree, tmp_path, monkeypat
     shutil.copytree(tree.parent, copy.parent)  # the suite folder and the file beside it, elsewhere
     assert ids(copy / "suite.toml") == here
     digest = content_digest(tree / "data" / "cap.npz")
-    assert here[0].endswith(f",inputs=data%2Fcap.npz@{digest}") and here[1].split(",inputs=")[1].startswith("outside.npz@")
+    assert here[0].endswith(f",inputs=data%2Fcap.npz@{digest}") and here[1].split(",inputs=")[1].startswith(
+        "outside.npz@"
+    )
     assert all("/" not in i and str(tmp_path) not in i for i in here)
     np.savez(copy / "data" / "cap.npz", x=np.zeros((2, 3, 4), np.float32))  # other content: another case
     changed = ids(copy / "suite.toml")
@@ -111,6 +113,7 @@ def npz_with(path, members: dict[str, bytes]):
 
 def npy_header(shape, dtype="<f4") -> bytes:
     from io import BytesIO
+
     buf = BytesIO()
     npy.write_array_header_1_0(buf, {"descr": dtype, "fortran_order": False, "shape": tuple(shape)})
     return buf.getvalue()
@@ -120,7 +123,9 @@ HEAD = len(npy_header((2, 3, 4)))  # the header np.save writes, padded to 64 byt
 
 
 def refusal(tmp_path, members: dict[str, bytes], shape=(2, 3, 4)) -> str:
-    (tmp_path / "s.toml").write_text(f'[suite]\nname = "s"\n[[case]]\nname = "c"\nshape = {list(shape)}\ninputs = "f.npz"\n')
+    (tmp_path / "s.toml").write_text(
+        f'[suite]\nname = "s"\n[[case]]\nname = "c"\nshape = {list(shape)}\ninputs = "f.npz"\n'
+    )
     npz_with(tmp_path / "f.npz", members)
     case = suite.load(str(tmp_path / "s.toml")).cases[0]
     with pytest.raises(UserError) as exc:
@@ -128,16 +133,25 @@ def refusal(tmp_path, members: dict[str, bytes], shape=(2, 3, 4)) -> str:
     return one_line(exc)
 
 
-@pytest.mark.parametrize("members, expect", [
-    ({"x.npy": npy_header((2, 3, 5)) + bytes(120)}, "shape [2, 3, 5] does not match the case, expected [2, 3, 4]"),
-    ({"x.npy": npy_header((2, 3, 4), "|O") + bytes(192)}, "is not numeric"),
-    ({"x.npy": npy_header((2, 3, 4), "<c8") + bytes(192)}, "is not numeric"),
-    ({"x.npy": npy_header((2, 3, 4)) + bytes(96 + 8)}, f"inflates to {HEAD + 104} bytes, its header says {HEAD + 96}"),
-    ({"x.npy": npy_header((2, 3, 4)) + bytes(90)}, "inflates to"),
-    ({"x.npy": b"not an npy file at all"}, "not a readable .npy member"),
-    ({"gamma.npy": npy_header((3,)) + bytes(12), "x.npy": npy_header((2, 3, 4)) + bytes(96), "weights.npy": b""}, "unknown key 'weights'"),
-    ({"x.npy": npy_header((2, 3, 4)) + bytes(96), "x": npy_header((2, 3, 4)) + bytes(96)}, "key 'x' appears twice"),
-])
+@pytest.mark.parametrize(
+    "members, expect",
+    [
+        ({"x.npy": npy_header((2, 3, 5)) + bytes(120)}, "shape [2, 3, 5] does not match the case, expected [2, 3, 4]"),
+        ({"x.npy": npy_header((2, 3, 4), "|O") + bytes(192)}, "is not numeric"),
+        ({"x.npy": npy_header((2, 3, 4), "<c8") + bytes(192)}, "is not numeric"),
+        (
+            {"x.npy": npy_header((2, 3, 4)) + bytes(96 + 8)},
+            f"inflates to {HEAD + 104} bytes, its header says {HEAD + 96}",
+        ),
+        ({"x.npy": npy_header((2, 3, 4)) + bytes(90)}, "inflates to"),
+        ({"x.npy": b"not an npy file at all"}, "not a readable .npy member"),
+        (
+            {"gamma.npy": npy_header((3,)) + bytes(12), "x.npy": npy_header((2, 3, 4)) + bytes(96), "weights.npy": b""},
+            "unknown key 'weights'",
+        ),
+        ({"x.npy": npy_header((2, 3, 4)) + bytes(96), "x": npy_header((2, 3, 4)) + bytes(96)}, "key 'x' appears twice"),
+    ],
+)
 def test_each_bad_member_is_one_line_naming_file_and_key(tmp_path, members, expect):
     text = refusal(tmp_path, members)
     assert expect in text and str(tmp_path / "f.npz") in text
@@ -182,16 +196,21 @@ def bomb(path, name: str, header: bytes):
                 f.write(zeros)
 
 
-@pytest.mark.parametrize("name, header, expect", [
-    ("junk.npy", npy_header((INFLATED // 4,)), "unknown key 'junk'"),  # an extra key
-    ("x.npy", npy_header((INFLATED // 4,)), "does not match the case"),  # a known key, its whole size in its header
-    ("x.npy", npy_header((2, 3, 4)), f"its header says {HEAD + 96}"),  # a known key whose header claims 96 bytes
-])
+@pytest.mark.parametrize(
+    "name, header, expect",
+    [
+        ("junk.npy", npy_header((INFLATED // 4,)), "unknown key 'junk'"),  # an extra key
+        ("x.npy", npy_header((INFLATED // 4,)), "does not match the case"),  # a known key, its whole size in its header
+        ("x.npy", npy_header((2, 3, 4)), f"its header says {HEAD + 96}"),  # a known key whose header claims 96 bytes
+    ],
+)
 def test_a_member_inflating_to_a_gigabyte_is_refused_unread(tmp_path, name, header, expect):
     bomb(tmp_path / "f.npz", name, header)
     assert (tmp_path / "f.npz").stat().st_size < 8 << 20
     (tmp_path / "s.toml").write_text('[suite]\nname = "s"\n[[case]]\nname = "c"\nshape = [2, 3, 4]\ninputs = "f.npz"\n')
-    run = subprocess.run([sys.executable, "-c", PROBE, str(tmp_path / "s.toml")], capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-c", PROBE, str(tmp_path / "s.toml")], capture_output=True, text=True, timeout=120
+    )
     got = json.loads(run.stdout)
     assert got["message"] is not None and expect in got["message"] and len(got["message"].splitlines()) == 1
     assert got["grew"] < INFLATED // 16, got  # peak resident memory: nowhere near the gigabyte

@@ -7,7 +7,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -49,9 +48,29 @@ def test_killed_framework_worker(tmp_path):
     suite = tmp_path / "s.toml"
     suite.write_text(SUITE)
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "conformance", "run", "--suite", str(suite), "--backend", "numpy",
-                             "--backend", "torch", "--out", str(out), "--repeats", "1000000", "--time-budget", "2"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "conformance",
+            "run",
+            "--suite",
+            str(suite),
+            "--backend",
+            "numpy",
+            "--backend",
+            "torch",
+            "--out",
+            str(out),
+            "--repeats",
+            "1000000",
+            "--time-budget",
+            "2",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     killed, lines = [], []
 
     # every target spends 2 s on every case (time budget), numpy first: on the victim the torch worker waits idle
@@ -83,7 +102,9 @@ def test_killed_framework_worker(tmp_path):
     # every case has rows from every target, and everything outside the crashed case passed or is listed
     assert df.groupby("case")["target"].nunique().eq(2).all()
     rest = df[df["status"] != "crash"]
-    assert rest["status"].isin(["pass", "xfail", "unsupported"]).all(), rest[~rest["status"].isin(["pass", "xfail", "unsupported"])]
+    assert rest["status"].isin(["pass", "xfail", "unsupported"]).all(), rest[
+        ~rest["status"].isin(["pass", "xfail", "unsupported"])
+    ]
     assert set(crashed["case"]) == {"victim"}, "".join(lines)
     others = {"before", "after"}
     assert others <= set(rest[rest["backend"] == "torch"]["case"])  # the worker came back for the next cases

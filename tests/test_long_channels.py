@@ -65,13 +65,21 @@ def invstd(var, dt, eps):
 # backend, case, output, model of that output from x
 CLAIMS = [
     ("mxnet", NCHW, "invstd", lambda x, c: invstd(two_pass_chain(x, 1, np.float32), np.float32, c.eps)),
-    ("mxnet", dataclasses.replace(NCHW, dtype="float64"), "invstd",
-     lambda x, c: invstd(two_pass_chain(x, 1, np.float64), np.float64, c.eps)),
+    (
+        "mxnet",
+        dataclasses.replace(NCHW, dtype="float64"),
+        "invstd",
+        lambda x, c: invstd(two_pass_chain(x, 1, np.float64), np.float64, c.eps),
+    ),
     ("mxnet", NHWC, "invstd", lambda x, c: invstd(two_pass_chain(x, -1, np.float32), np.float32, c.eps)),
     ("mxnet_v1", NCHW, "var", lambda x, c: two_pass_rows(x, 1, np.float32)),
     ("mxnet_v1_sym", NCHW, "var", lambda x, c: two_pass_rows(x, 1, np.float32)),
-    ("torch", dataclasses.replace(NCHW, dtype="float64"), "save_invstd",
-     lambda x, c: invstd(two_pass_chain(x, 1, np.float64), np.float64, c.eps)),
+    (
+        "torch",
+        dataclasses.replace(NCHW, dtype="float64"),
+        "save_invstd",
+        lambda x, c: invstd(two_pass_chain(x, 1, np.float64), np.float64, c.eps),
+    ),
     # momentum 0: the running variance is the (biased) batch variance itself
     ("paddle", NHWC, "running_var", lambda x, c: two_pass_chain(x, -1, np.float32)),
     ("paddle_functional", NHWC, "running_var", lambda x, c: two_pass_chain(x, -1, np.float32)),
@@ -96,8 +104,9 @@ def workers():
         w.stop()
 
 
-@pytest.mark.parametrize("backend,case,output,model", CLAIMS,
-                         ids=[f"{b}-{c.name}-{c.dtype}-{o}" for b, c, o, _ in CLAIMS])
+@pytest.mark.parametrize(
+    "backend,case,output,model", CLAIMS, ids=[f"{b}-{c.name}-{c.dtype}-{o}" for b, c, o, _ in CLAIMS]
+)
 def test_long_channel_statistic_is_the_registered_summation(workers, backend, case, output, model):
     w = workers(backend)
     pc = profiled(case, w.meta.get("profile"))
@@ -112,6 +121,12 @@ def test_long_channel_statistic_is_the_registered_summation(workers, backend, ca
     # the model is far from exact: held against the oracle like the framework's output
     quantity = w.meta.get("extra_outputs", {}).get(output, output)
     ref = reference(pc, inputs)
-    row = compare(output, expect.astype(pc.param_dtype), ref.values[quantity], ref.scales[quantity], pc,
-                  expected_dtype(pc, quantity))
+    row = compare(
+        output,
+        expect.astype(pc.param_dtype),
+        ref.values[quantity],
+        ref.scales[quantity],
+        pc,
+        expected_dtype(pc, quantity),
+    )
     assert row["norm_err"] >= SEPARATION, f"the model is {row['norm_err']:.3g} from exact, too close [{pc.id}]"

@@ -7,14 +7,20 @@ allowed (the worst renderer a CI system may use) and must hold no element or lin
 import re
 
 import pytest
+from fs_helpers import conformance
 
 from conformance.report import md_code, md_table, md_text
-from fs_helpers import conformance
 
 markdown_it = pytest.importorskip("markdown_it", reason="markdown-it-py (the test extra) renders the Markdown")
 
-HOSTILE = ['<script>alert(1)</script>', '<img src=x onerror=alert(2)>', '<a href="javascript:alert(3)">a</a>',
-           '[link](javascript:alert(4))', '![img](javascript:alert(5))', '`code` | cell | **bold**']
+HOSTILE = [
+    "<script>alert(1)</script>",
+    "<img src=x onerror=alert(2)>",
+    '<a href="javascript:alert(3)">a</a>',
+    "[link](javascript:alert(4))",
+    "![img](javascript:alert(5))",
+    "`code` | cell | **bold**",
+]
 
 
 def render(text: str) -> str:
@@ -38,15 +44,18 @@ def test_helpers_render_values_as_written():
 def test_run_compare_history_devices_table_escape_what_they_print(tmp_path):
     name = "".join(HOSTILE)
     suite = tmp_path / "s.toml"
-    suite.write_text(f"[suite]\nname = '''{name}'''\n[[case]]\nname = \"overflow\"\nshape = [8, 4]\n"
-                     "fill = {kind = \"normal\", mean = 0.0, std = 1e20}\n")
+    suite.write_text(
+        f"[suite]\nname = '''{name}'''\n[[case]]\nname = \"overflow\"\nshape = [8, 4]\n"
+        'fill = {kind = "normal", mean = 0.0, std = 1e20}\n'
+    )
     devs = tmp_path / "dev.toml"
     devs.write_text(f"[[deviation]]\nbackend = \"numpy\"\nstrict = false\nreason = '''{name}'''\n")
     store = tmp_path / "h.sqlite"
     outs = [tmp_path / "<img src=x onerror=alert(6)>", tmp_path / "[x](javascript:alert(7))"]
     for out in outs:
-        r = conformance("run", "--suite", suite, "--backend", "numpy", "--out", out, "--deviations", devs,
-                        "--history", store)
+        r = conformance(
+            "run", "--suite", suite, "--backend", "numpy", "--out", out, "--deviations", devs, "--history", store
+        )
         assert r.returncode == 0, r.stderr[-2000:]
         summary = (out / "summary.md").read_text()
         assert "xfail" in summary and "alert(1)" in summary  # the reason is there, as text

@@ -43,7 +43,10 @@ def test_estimates_bound_measured_peaks_of_the_numpy_peer(tmp_path):
         total = peak["main"] + peak["worker"]
         estimate = memory.estimate_bytes(case)
         assert total <= estimate, (case.name, total / MiB, estimate / MiB)
-        assert total - footprint <= estimate - memory.BASE_MAIN - memory.BASE_WORKER, (case.name, (total - footprint) / MiB)
+        assert total - footprint <= estimate - memory.BASE_MAIN - memory.BASE_WORKER, (
+            case.name,
+            (total - footprint) / MiB,
+        )
 
 
 def test_estimate_bounds_a_run_on_every_opencl_device(tmp_path):
@@ -60,7 +63,9 @@ def test_estimates_grow_with_what_a_case_holds():
     assert memory.estimate_bytes(big, targets=3) > memory.estimate_bytes(big)
     assert memory.estimate_bytes(big, targets=3, frameworks=1) > memory.estimate_bytes(big, targets=3)
     # one channel longer than the oracle's block: its temporaries are the channel's, not a block's
-    assert memory.estimate_bytes(Case(name="l", shape=(1 << 24, 1))) > memory.estimate_bytes(Case(name="w", shape=(1, 1 << 24)))
+    assert memory.estimate_bytes(Case(name="l", shape=(1 << 24, 1))) > memory.estimate_bytes(
+        Case(name="w", shape=(1, 1 << 24))
+    )
 
 
 def test_check_refuses_the_first_case_that_does_not_fit_in_one_line():
@@ -69,9 +74,13 @@ def test_check_refuses_the_first_case_that_does_not_fit_in_one_line():
     limit = memory.estimate_bytes(small, targets=2)
     memory.check([small], limit_bytes=limit, targets=2)  # fits: nothing raised
     with pytest.raises(UserError) as exc:
-        memory.check([small, big, Case(name="bigger", shape=(16384, 16384))], limit_bytes=limit, source="--suite x", targets=2)
+        memory.check(
+            [small, big, Case(name="bigger", shape=(16384, 16384))], limit_bytes=limit, source="--suite x", targets=2
+        )
     text = str(exc.value)
-    assert len(text.splitlines()) == 1 and text.startswith("--suite x: case big-one (shape 16384x16384, float64, backward)")
+    assert len(text.splitlines()) == 1 and text.startswith(
+        "--suite x: case big-one (shape 16384x16384, float64, backward)"
+    )
     assert f"{memory.estimate_bytes(big, 2) / (1 << 30):.1f} GiB" in text and f"{limit / MiB:.0f} MiB available" in text
 
 
@@ -79,8 +88,11 @@ def test_available_memory_is_the_smaller_of_the_machine_and_its_cgroup(tmp_path)
     assert 0 < memory.available_bytes() <= memory._meminfo_available() + (1 << 30)  # read twice: it moves meanwhile
     v2 = tmp_path / "sys" / "a" / "b"
     v2.mkdir(parents=True)
-    for folder, limit, used in ((tmp_path / "sys", "max", "1"), (tmp_path / "sys" / "a", str(900 * MiB), str(600 * MiB)),
-                                (v2, str(2000 * MiB), str(100 * MiB))):
+    for folder, limit, used in (
+        (tmp_path / "sys", "max", "1"),
+        (tmp_path / "sys" / "a", str(900 * MiB), str(600 * MiB)),
+        (v2, str(2000 * MiB), str(100 * MiB)),
+    ):
         (folder / "memory.max").write_text(limit + "\n")
         (folder / "memory.current").write_text(used + "\n")
         (folder / "memory.stat").write_text(f"anon 1\ninactive_file {50 * MiB}\n")
@@ -94,11 +106,24 @@ def test_available_memory_is_the_smaller_of_the_machine_and_its_cgroup(tmp_path)
         meminfo.write_text(f"MemTotal: 99999999 kB\nMemAvailable: {machine // 1024} kB\n")
         assert memory.available_bytes(str(meminfo), dirs) == min(machine, 350 * MiB)
     assert memory.available_bytes(str(tmp_path / "none"), []) is None
-    assert memory.default_limit(10 << 30) == (10 << 30) - (1 << 30) and memory.default_limit(2 << 30) == (2 << 30) - 512 * MiB
+    assert (
+        memory.default_limit(10 << 30) == (10 << 30) - (1 << 30)
+        and memory.default_limit(2 << 30) == (2 << 30) - 512 * MiB
+    )
 
 
-@pytest.mark.parametrize("text, value", [("12G", 12 << 30), ("12GiB", 12 << 30), ("800m", 800 * MiB), ("1.5G", 3 << 29),
-                                         ("123456", 123456), (" 2 TB ", 2 << 40), ("64K", 65536)])
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("12G", 12 << 30),
+        ("12GiB", 12 << 30),
+        ("800m", 800 * MiB),
+        ("1.5G", 3 << 29),
+        ("123456", 123456),
+        (" 2 TB ", 2 << 40),
+        ("64K", 65536),
+    ],
+)
 def test_sizes_parse(text, value):
     assert memory.parse_size(text) == value
 
@@ -107,4 +132,8 @@ def test_sizes_parse(text, value):
 def test_bad_sizes_are_one_line_user_errors(text):
     with pytest.raises(UserError) as exc:
         memory.parse_size(text, source="--memory-limit")
-    assert str(exc.value).startswith("--memory-limit: ") and len(str(exc.value).splitlines()) == 1 and repr(text) in str(exc.value)
+    assert (
+        str(exc.value).startswith("--memory-limit: ")
+        and len(str(exc.value).splitlines()) == 1
+        and repr(text) in str(exc.value)
+    )

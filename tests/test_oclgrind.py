@@ -127,15 +127,40 @@ def _env(kernels):
 
 
 def check_under_oclgrind(case_id, kernels=None):
-    return subprocess.run([*OCLGRIND, sys.executable, "-c", CHECK, case_id], capture_output=True, text=True,
-                          timeout=600, env=_env(kernels))
+    return subprocess.run(
+        [*OCLGRIND, sys.executable, "-c", CHECK, case_id],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=_env(kernels),
+    )
 
 
 def run_under_oclgrind(tmp_path, case_id, kernels=None):
     """The README's command under Oclgrind, on one case."""
-    return subprocess.run([*OCLGRIND, sys.executable, "-m", "conformance", "run", "--backend", "opencl", "--case", case_id,
-                           "--out", str(tmp_path / "out"), "--repeats", "1", "--history", "none"],
-                          capture_output=True, text=True, timeout=600, env=_env(kernels))
+    return subprocess.run(
+        [
+            *OCLGRIND,
+            sys.executable,
+            "-m",
+            "conformance",
+            "run",
+            "--backend",
+            "opencl",
+            "--case",
+            case_id,
+            "--out",
+            str(tmp_path / "out"),
+            "--repeats",
+            "1",
+            "--history",
+            "none",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=_env(kernels),
+    )
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -164,7 +189,9 @@ def test_planted_out_of_bounds_write_is_reported(tmp_path):
     bad = tmp_path / "kernels"
     shutil.copytree(KERNELS, bad)
     src = (bad / "cpu_fwd.cl").read_text()  # cf_apply_run's scalar tail
-    planted = src.replace("STORE(ACT1((LOAD(xs, w) - mu) * a + b), ys, w);", "STORE(ACT1((LOAD(xs, w) - mu) * a + b), ys, w + 1);")
+    planted = src.replace(
+        "STORE(ACT1((LOAD(xs, w) - mu) * a + b), ys, w);", "STORE(ACT1((LOAD(xs, w) - mu) * a + b), ys, w + 1);"
+    )
     assert planted != src, "the line to plant the bug in has moved: update this test"
     (bad / "cpu_fwd.cl").write_text(planted)
     case_id = VARIANTS[0].format(d="float32") + TAIL

@@ -12,8 +12,7 @@ import shutil
 import numpy as np
 import pytest
 
-from conformance.backends import numpy_ref
-from conformance.backends import opencl, opencl_plan, opencl_tuning
+from conformance.backends import numpy_ref, opencl, opencl_plan, opencl_tuning
 from conformance.backends.base import Result, Skip, TimingPolicy
 from conformance.case import Case, Fill
 from conformance.generate import generate
@@ -30,10 +29,12 @@ CASES = {
     "rank2-nc": dict(shape=(16, 5), axis=1, mode="train"),
     "nchw-fixgamma": dict(shape=(4, 3, 5, 6), axis=1, mode="train", fix_gamma=True),
     "nhwc-infer": dict(shape=(2, 5, 6, 3), axis=-1, mode="infer"),
-    "nhwc-profile": dict(shape=(2, 5, 6, 3), axis=-1, mode="train", running_var="unbiased", stats="invstd",
-                         momentum_dir="new"),
-    "5d-profile": dict(shape=(2, 3, 4, 3, 2), axis=1, mode="train", running_var="unbiased", stats="invstd",
-                       momentum_dir="new"),
+    "nhwc-profile": dict(
+        shape=(2, 5, 6, 3), axis=-1, mode="train", running_var="unbiased", stats="invstd", momentum_dir="new"
+    ),
+    "5d-profile": dict(
+        shape=(2, 3, 4, 3, 2), axis=1, mode="train", running_var="unbiased", stats="invstd", momentum_dir="new"
+    ),
     "nchw-infer-fixgamma": dict(shape=(3, 4, 2, 5), axis=1, mode="infer", fix_gamma=True),
 }
 DTYPE_CASES = ["nchw-fixgamma", "5d-profile", "nhwc-infer"]  # also run in float64 and float16
@@ -107,7 +108,14 @@ def test_nan_and_inf_propagate(session):
     case = Case(name="special", shape=(16, 6, 3), axis=1, mode="train", backward=True, fill=Fill.make("normal"))
     inputs = generate(case)
     x = inputs.x.copy()  # channel 0: +Inf, 1: -Inf, 2: NaN, 3: +Inf and -Inf, 4: a huge value, 5: clean
-    x[3, 0, 1], x[5, 1, 2], x[0, 2, 0], x[1, 3, 0], x[2, 3, 2], x[4, 4, 1] = np.inf, -np.inf, np.nan, np.inf, -np.inf, 3e38
+    x[3, 0, 1], x[5, 1, 2], x[0, 2, 0], x[1, 3, 0], x[2, 3, 2], x[4, 4, 1] = (
+        np.inf,
+        -np.inf,
+        np.nan,
+        np.inf,
+        -np.inf,
+        3e38,
+    )
     inputs = dataclasses.replace(inputs, x=x)
     got = opencl.run(session, case, inputs, QUICK).outputs
     ref = numpy_ref._compute(case, inputs)
@@ -126,8 +134,14 @@ def test_kernel_tables_fit_in_local_memory(local_bytes, dtype):
     runtime for 2x16384x3 float64 before the cap). The edge suite runs that shape on the real devices."""
     item = np.dtype("float64" if dtype == "float64" else "float32").itemsize
     tune = opencl_tuning.params("unknown device")
-    for shape, axis in [((2, 16384, 3), 1), ((1, 40000, 2), 1), ((2, 4096, 7, 7), 1), ((4, 65536), 1),
-                        ((2, 3, 9000), -1), ((32, 64, 56, 56), 1)]:
+    for shape, axis in [
+        ((2, 16384, 3), 1),
+        ((1, 40000, 2), 1),
+        ((2, 4096, 7, 7), 1),
+        ((4, 65536), 1),
+        ((2, 3, 9000), -1),
+        ((32, 64, 56, 56), 1),
+    ]:
         case = Case(name="wide", shape=shape, axis=axis, mode="train", dtype=dtype, backward=True, fill=NORMAL)
         how = opencl_plan.choose(tune, 2, local_bytes, case)
         # the kernels' tables: 5 arrays of the tile's channels (cl) or of the group's positions (cft), each

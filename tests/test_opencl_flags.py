@@ -37,14 +37,26 @@ CASES = [
     ("tanh-nc", dict(shape=(64, 5), axis=1, mode="train", act="tanh", fix_gamma=True)),
     ("relu-infer-staged", dict(shape=(3, 4, 37), axis=1, mode="infer", act="relu")),
     ("keep-running-relu", dict(shape=(4, 8, 40), axis=1, mode="train", update_running=False, act="relu")),
-    ("infer-update-nchw", dict(shape=(8, 16, 7, 7), axis=1, mode="infer", update_running=True, running_var="unbiased",
-                               stats="invstd")),
+    (
+        "infer-update-nchw",
+        dict(shape=(8, 16, 7, 7), axis=1, mode="infer", update_running=True, running_var="unbiased", stats="invstd"),
+    ),
     ("infer-update-nhwc-tanh", dict(shape=(2, 3, 4, 5), axis=-1, mode="infer", update_running=True, act="tanh")),
     ("inplace-train", dict(shape=(4, 8, 40), axis=1, mode="train", inplace=True)),
     ("inplace-infer-nhwc", dict(shape=(2, 3, 4, 5), axis=-1, mode="infer", inplace=True)),
     ("inplace-all", dict(shape=(64, 5), axis=1, mode="infer", update_running=True, act="sigmoid", inplace=True)),
-    ("inplace-keep-relu-special", dict(shape=(3, 4, 37), axis=1, mode="train", update_running=False, act="relu",
-                                       inplace=True, fill=Fill.make("special"))),
+    (
+        "inplace-keep-relu-special",
+        dict(
+            shape=(3, 4, 37),
+            axis=1,
+            mode="train",
+            update_running=False,
+            act="relu",
+            inplace=True,
+            fill=Fill.make("special"),
+        ),
+    ),
 ]
 # also in float16 (float data, float accumulation) and float64: two cases, as each (dtype, switches) is a build
 DTYPE_CASES = ["relu-nchw", "inplace-all"]
@@ -113,9 +125,28 @@ def test_infer_update_normalises_with_the_running_statistics_before_the_update(s
 
 
 def _kwargs(case):
-    return {f: getattr(case, f) for f in ("name", "dtype", "shape", "axis", "mode", "backward", "fix_gamma",
-                                          "update_running", "act", "inplace", "running_var", "stats", "momentum_dir",
-                                          "eps", "momentum", "seed", "fill")}
+    return {
+        f: getattr(case, f)
+        for f in (
+            "name",
+            "dtype",
+            "shape",
+            "axis",
+            "mode",
+            "backward",
+            "fix_gamma",
+            "update_running",
+            "act",
+            "inplace",
+            "running_var",
+            "stats",
+            "momentum_dir",
+            "eps",
+            "momentum",
+            "seed",
+            "fill",
+        )
+    }
 
 
 @pytest.mark.parametrize("name", ["inplace-train", "inplace-infer-nhwc", "inplace-all"])
@@ -163,19 +194,42 @@ def test_default_cases_build_the_program_they_always_built(session):
     assert {name: cl.Kernel(program, name).num_args for name in opencl.KERNELS} == DEFAULT_NUM_ARGS
     relu = Case(name="d", shape=(4, 3), act="relu", mode="infer", update_running=True)
     assert opencl_plan.defines(relu) == ("-DACT_RELU", "-DNORM_RUNNING")
-    assert opencl.build_options(session, "float32", opencl_plan.defines(relu)) == options + ["-DACT_RELU", "-DNORM_RUNNING"]
+    assert opencl.build_options(session, "float32", opencl_plan.defines(relu)) == options + [
+        "-DACT_RELU",
+        "-DNORM_RUNNING",
+    ]
     assert opencl_plan.defines(Case(name="d", shape=(4, 3), update_running=False)) == ("-DKEEP_RUNNING",)
 
 
 # argument counts of the default program's kernels (as before act, update_running and inplace existed)
-DEFAULT_NUM_ARGS = {"bn_fused_train_cf": 23, "bn_fused_train_cl": 22, "bn_fused_train_cft": 22, "bn_fused_bwd_cf": 19,
-                    "bn_fused_bwd_cl": 19, "bn_fused_bwd_cft": 20, "bn_stats_partial_cf": 6, "bn_stats_partial_cl": 7,
-                    "bn_stats_final": 17, "bn_apply": 14, "bn_apply_cl": 15, "bn_bwd_partial_cf": 8,
-                    "bn_bwd_partial_cl": 9, "bn_bwd_final": 10, "bn_bwd_apply": 18, "bn_bwd_apply_cl": 19}
+DEFAULT_NUM_ARGS = {
+    "bn_fused_train_cf": 23,
+    "bn_fused_train_cl": 22,
+    "bn_fused_train_cft": 22,
+    "bn_fused_bwd_cf": 19,
+    "bn_fused_bwd_cl": 19,
+    "bn_fused_bwd_cft": 20,
+    "bn_stats_partial_cf": 6,
+    "bn_stats_partial_cl": 7,
+    "bn_stats_final": 17,
+    "bn_apply": 14,
+    "bn_apply_cl": 15,
+    "bn_bwd_partial_cf": 8,
+    "bn_bwd_partial_cl": 9,
+    "bn_bwd_final": 10,
+    "bn_bwd_apply": 18,
+    "bn_bwd_apply_cl": 19,
+}
 
 
 def test_every_new_feature_is_implemented():
     for case in (_case(n) for n, _ in CASES):
         assert unimplemented(opencl, case) is None, case.id
-    assert opencl.IMPLEMENTS == {"update_running=0", "update_running=1", "act=relu", "act=sigmoid", "act=tanh",
-                                 "inplace=1"}
+    assert {
+        "update_running=0",
+        "update_running=1",
+        "act=relu",
+        "act=sigmoid",
+        "act=tanh",
+        "inplace=1",
+    } == opencl.IMPLEMENTS

@@ -29,8 +29,11 @@ from conformance.runner import expected_dtype
 REASON = opencl.available()
 DEVICES = [] if REASON else [d.key for d in opencl.devices()]
 ONCE = TimingPolicy(warmup=0, min_repeats=1, max_repeats=1, budget_s=0.0)
-VARIANTS = {"default": {}, "staged": {"single_launch_max": 0, "tile_max": 0},
-            "narrow": {"wg": 64, "lanes": 8, "chunks_per_cu": 64, "min_per_item": 1}}
+VARIANTS = {
+    "default": {},
+    "staged": {"single_launch_max": 0, "tile_max": 0},
+    "narrow": {"wg": 64, "lanes": 8, "chunks_per_cu": 64, "min_per_item": 1},
+}
 
 # (name, Case keyword arguments): rank 2 to 5, both layouts, 1 and 2048 channels, 120000 and 301056 values per
 # channel, every mode / update_running / act / inplace combination kind, the profiles, fills normal, offset,
@@ -40,16 +43,50 @@ CASES = [
     ("nhwc-2048", dict(shape=(16, 2048), axis=1, mode="train", backward=True, act="relu")),
     ("one-channel-long", dict(shape=(4, 1, 300, 100), axis=1, mode="train", backward=True, fill=Fill.make("offset"))),
     ("nhwc-long", dict(shape=(100352, 3), axis=1, mode="train", backward=True, act="sigmoid", inplace=True)),
-    ("rank5-axis2", dict(shape=(2, 4, 3, 5, 6), axis=2, mode="infer", update_running=True, act="tanh", inplace=True,
-                         backward=True, running_var="unbiased")),
-    ("special-nhwc", dict(shape=(3, 100, 2), axis=-1, mode="train", backward=True, act="sigmoid",
-                          fill=Fill.make("special", {"fraction": 0.05}))),
+    (
+        "rank5-axis2",
+        dict(
+            shape=(2, 4, 3, 5, 6),
+            axis=2,
+            mode="infer",
+            update_running=True,
+            act="tanh",
+            inplace=True,
+            backward=True,
+            running_var="unbiased",
+        ),
+    ),
+    (
+        "special-nhwc",
+        dict(
+            shape=(3, 100, 2),
+            axis=-1,
+            mode="train",
+            backward=True,
+            act="sigmoid",
+            fill=Fill.make("special", {"fraction": 0.05}),
+        ),
+    ),
     ("special-nchw", dict(shape=(2, 5, 40), axis=1, mode="infer", backward=True, fill=Fill.make("special"))),
     ("exact-infer", dict(shape=(4, 6, 4, 4), axis=1, mode="infer", backward=True, fill=Fill.make("exact"))),
-    ("tiny-profile", dict(shape=(2, 3), axis=1, mode="train", backward=True, fix_gamma=True, running_var="unbiased",
-                          stats="invstd", momentum_dir="new", momentum=0.3)),
-    ("keep-running", dict(shape=(8, 3, 20, 20), axis=1, mode="train", update_running=False, act="relu", inplace=True,
-                          backward=True)),
+    (
+        "tiny-profile",
+        dict(
+            shape=(2, 3),
+            axis=1,
+            mode="train",
+            backward=True,
+            fix_gamma=True,
+            running_var="unbiased",
+            stats="invstd",
+            momentum_dir="new",
+            momentum=0.3,
+        ),
+    ),
+    (
+        "keep-running",
+        dict(shape=(8, 3, 20, 20), axis=1, mode="train", update_running=False, act="relu", inplace=True, backward=True),
+    ),
     ("infer-forward-nhwc", dict(shape=(8, 16, 7, 7), axis=-1, mode="infer", inplace=True, act="relu")),
     ("one-value-per-channel", dict(shape=(1, 7), axis=1, mode="infer", update_running=True, backward=True)),
 ]

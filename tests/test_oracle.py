@@ -22,8 +22,14 @@ X = np.array([[1.0], [2.0], [3.0], [4.0]])
 
 
 def inputs(dy=True):
-    return Inputs(x=X.copy(), gamma=np.array([2.0]), beta=np.array([0.5]), running_mean=np.array([0.0]),
-                  running_var=np.array([1.0]), dy=np.array([[1.0], [0.0], [0.0], [0.0]]) if dy else None)
+    return Inputs(
+        x=X.copy(),
+        gamma=np.array([2.0]),
+        beta=np.array([0.5]),
+        running_mean=np.array([0.0]),
+        running_var=np.array([1.0]),
+        dy=np.array([[1.0], [0.0], [0.0], [0.0]]) if dy else None,
+    )
 
 
 def case(**kw):
@@ -133,10 +139,13 @@ def test_relu_forward_and_backward():
     assert blocked["dbeta"] == pytest.approx([0.0]) and blocked["dx"].ravel() == pytest.approx([0.0] * 4)
 
 
-@pytest.mark.parametrize("act, f, df", [
-    ("sigmoid", lambda z: 1 / (1 + math.exp(-z)), lambda z: math.exp(-z) / (1 + math.exp(-z)) ** 2),
-    ("tanh", math.tanh, lambda z: 1 / math.cosh(z) ** 2),
-])
+@pytest.mark.parametrize(
+    "act, f, df",
+    [
+        ("sigmoid", lambda z: 1 / (1 + math.exp(-z)), lambda z: math.exp(-z) / (1 + math.exp(-z)) ** 2),
+        ("tanh", math.tanh, lambda z: 1 / math.cosh(z) ** 2),
+    ],
+)
 def test_smooth_activations(act, f, df):
     ref = reference(case(act=act), inputs()).values
     assert ref["y"].ravel() == pytest.approx([f(z) for z in Z])
@@ -168,8 +177,14 @@ def test_the_oracle_leaves_its_inputs_alone():
 
 def test_a_relu_kink_widens_the_gradient_scales():
     # z exactly 0 on one element: either side is right, and the scales allow its whole contribution
-    inp = Inputs(x=np.array([[-1.0], [1.0], [-1.0], [1.0]]), gamma=np.array([1.0]), beta=np.array([0.0]),
-                 running_mean=np.array([0.0]), running_var=np.array([1.0]), dy=np.array([[1.0], [1.0], [1.0], [1.0]]))
+    inp = Inputs(
+        x=np.array([[-1.0], [1.0], [-1.0], [1.0]]),
+        gamma=np.array([1.0]),
+        beta=np.array([0.0]),
+        running_mean=np.array([0.0]),
+        running_var=np.array([1.0]),
+        dy=np.array([[1.0], [1.0], [1.0], [1.0]]),
+    )
     c = case(mode="infer", act="relu", dtype="float32")
     inp.x[0, 0] = 0.0  # z = (0 - 0) / 1 = 0 there
     with_kink = reference(c, inp).scales

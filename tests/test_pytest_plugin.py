@@ -30,7 +30,11 @@ def _plugin() -> list[str]:
     """Load the plugin: by its entry point where the package declares one (loading the module under a second
     name would then be refused), else by module name."""
     eps = importlib.metadata.entry_points(group="pytest11")
-    return ["-p", "conformance"] if any(e.value == "conformance.pytest_plugin" for e in eps) else ["-p", "conformance.pytest_plugin"]
+    return (
+        ["-p", "conformance"]
+        if any(e.value == "conformance.pytest_plugin" for e in eps)
+        else ["-p", "conformance.pytest_plugin"]
+    )
 
 
 def _run(pytester, *args, autoload=False):
@@ -52,11 +56,13 @@ def _ids(result) -> list[str]:
 
 
 def test_without_the_option_nothing_is_added_or_imported(pytester):
-    pytester.makepyfile(test_plain="""
+    pytester.makepyfile(
+        test_plain="""
         import sys
         def test_plain():
             assert not any(m in sys.modules for m in ("conformance.runner", "conformance.worker", "conformance.suite"))
-    """)
+    """
+    )
     result = _run(pytester, "-q", autoload=True)
     result.assert_outcomes(passed=1)
     assert _ids(_run(pytester, "--collect-only", "-q", autoload=True)) == []
@@ -102,7 +108,9 @@ def test_failure_lists_rows_and_rerun_command_and_x_stops(pytester):
 
 def test_deviations_give_xfail_and_strict_xpass(pytester):
     mini = pytester.makefile(".toml", mini=MINI)
-    devs = pytester.makefile(".toml", devs="""
+    devs = pytester.makefile(
+        ".toml",
+        devs="""
         [[deviation]]
         backend = "numpy"
         case_id = "huge,*"
@@ -112,16 +120,38 @@ def test_deviations_give_xfail_and_strict_xpass(pytester):
         backend = "numpy"
         case_id = "calm-a,*"
         reason = "said to fail, but passes"
-    """)
-    result = _run(pytester, "--conformance-suite", str(mini), "--conformance-backend", "numpy",
-                  "--conformance-deviations", str(devs), "-rxf")
+    """,
+    )
+    result = _run(
+        pytester,
+        "--conformance-suite",
+        str(mini),
+        "--conformance-backend",
+        "numpy",
+        "--conformance-deviations",
+        str(devs),
+        "-rxf",
+    )
     result.assert_outcomes(xfailed=1, failed=1, passed=1)
-    result.stdout.re_match_lines([r"XFAIL .*test_conformance\[huge,.*-numpy\] - known deviation: float32 \(x - mean\)\^2 overflows"])
-    result.stdout.re_match_lines([r"\[XPASS\(strict\)\] numpy: 5 rows pass although listed as known deviations",
-                                  r"  xpass: passes although listed as a known deviation: said to fail, but passes"])
+    result.stdout.re_match_lines(
+        [r"XFAIL .*test_conformance\[huge,.*-numpy\] - known deviation: float32 \(x - mean\)\^2 overflows"]
+    )
+    result.stdout.re_match_lines(
+        [
+            r"\[XPASS\(strict\)\] numpy: 5 rows pass although listed as known deviations",
+            r"  xpass: passes although listed as a known deviation: said to fail, but passes",
+        ]
+    )
     devs.write_text(devs.read_text().replace('"said to fail, but passes"', '"flaky"\nstrict = false'))
-    _run(pytester, "--conformance-suite", str(mini), "--conformance-backend", "numpy",
-         "--conformance-deviations", str(devs)).assert_outcomes(xfailed=1, passed=2)
+    _run(
+        pytester,
+        "--conformance-suite",
+        str(mini),
+        "--conformance-backend",
+        "numpy",
+        "--conformance-deviations",
+        str(devs),
+    ).assert_outcomes(xfailed=1, passed=2)
 
 
 def test_framework_runs_its_profiled_case_and_registry_xfails(pytester):
@@ -131,15 +161,26 @@ def test_framework_runs_its_profiled_case_and_registry_xfails(pytester):
     cid = next(i for i in SMOKE_IDS if i.startswith("2d,") and "fix_gamma=1" in i and "mode=train" in i)
     result = _run(pytester, "--conformance-case", cid, "--conformance-backend", "mxnet", "-rx")
     result.assert_outcomes(xfailed=1)  # mxnet writes 1 into the gamma input (cases/known_deviations.toml)
-    result.stdout.re_match_lines([r"XFAIL .*stats=invstd.*-mxnet\] - known deviation: fix_gamma=True writes 1 into the gamma input"])
+    result.stdout.re_match_lines(
+        [r"XFAIL .*stats=invstd.*-mxnet\] - known deviation: fix_gamma=True writes 1 into the gamma input"]
+    )
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--conformance-suite", "nope"], "ERROR: --conformance-suite: unknown suite 'nope'"),
-    (["--conformance-suite", "smoke", "--conformance-backend", "nope"], "ERROR: --conformance-backend: unknown backend 'nope'"),
-    (["--conformance-case", "bad,id"], "ERROR: --conformance-case: bad token 'id'"),
-    (["--conformance-suite", "smoke", "--conformance-deviations", "none.toml"], "ERROR: --conformance-deviations: no such file"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--conformance-suite", "nope"], "ERROR: --conformance-suite: unknown suite 'nope'"),
+        (
+            ["--conformance-suite", "smoke", "--conformance-backend", "nope"],
+            "ERROR: --conformance-backend: unknown backend 'nope'",
+        ),
+        (["--conformance-case", "bad,id"], "ERROR: --conformance-case: bad token 'id'"),
+        (
+            ["--conformance-suite", "smoke", "--conformance-deviations", "none.toml"],
+            "ERROR: --conformance-deviations: no such file",
+        ),
+    ],
+)
 def test_mistakes_are_usage_errors(pytester, args, message):
     result = _run(pytester, *args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR

@@ -16,8 +16,9 @@ def _cases(rng, n=30, lo=0.1, hi=1.3):
     return [(f"case-{i}", float(10 ** rng.uniform(lo, hi)), float(10 ** rng.uniform(-2, 0.7))) for i in range(n)]
 
 
-def make_run(rng, cases, *, noise=0.05, repeats=20, time_step=None, err_step=None, status=None, targets=TARGETS,
-             outputs=OUTPUTS):
+def make_run(
+    rng, cases, *, noise=0.05, repeats=20, time_step=None, err_step=None, status=None, targets=TARGETS, outputs=OUTPUTS
+):
     """One run's rows: per (case, target), `repeats` timings with relative noise `noise` summarised as
     median/p10/p90 like the runner does, and per output a norm_err within +-20% of the case's own value.
     time_step / err_step: {case_id: factor}; status: {(case_id, target, output): status}."""
@@ -26,13 +27,29 @@ def make_run(rng, cases, *, noise=0.05, repeats=20, time_step=None, err_step=Non
         for target in targets:
             scale = (time_step or {}).get(cid, 1.0)
             samples = t_ms * scale * (1 + noise * rng.standard_normal(repeats))
-            timing = dict(time_ms_median=float(np.median(samples)), time_ms_p10=float(np.percentile(samples, 10)),
-                          time_ms_p90=float(np.percentile(samples, 90)), time_ms_min=float(samples.min()), repeats=repeats)
+            timing = dict(
+                time_ms_median=float(np.median(samples)),
+                time_ms_p10=float(np.percentile(samples, 10)),
+                time_ms_p90=float(np.percentile(samples, 90)),
+                time_ms_min=float(samples.min()),
+                repeats=repeats,
+            )
             for out in outputs:
                 e = err * (err_step or {}).get(cid, 1.0) * (1 + 0.2 * rng.uniform(-1, 1))
-                rows.append(dict(case_id=cid, backend=target.split("@")[0], target=target, vs="oracle", output=out,
-                                 status=(status or {}).get((cid, target, out), "pass"), norm_err=e, ulp_at_max=e * 3,
-                                 reason="", **timing))
+                rows.append(
+                    dict(
+                        case_id=cid,
+                        backend=target.split("@")[0],
+                        target=target,
+                        vs="oracle",
+                        output=out,
+                        status=(status or {}).get((cid, target, out), "pass"),
+                        norm_err=e,
+                        ulp_at_max=e * 3,
+                        reason="",
+                        **timing,
+                    )
+                )
     return pd.DataFrame(rows)
 
 
@@ -46,8 +63,11 @@ def _cmp(base, new, **kw):
 
 
 def _flagged_cases(result):
-    return (set(result["new_failures"]["case_id"]) | set(result["error_growth"]["case_id"]) |
-            set(result["timing"]["case_id"]))
+    return (
+        set(result["new_failures"]["case_id"])
+        | set(result["error_growth"]["case_id"])
+        | set(result["timing"]["case_id"])
+    )
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -84,8 +104,10 @@ def test_no_false_alarms_across_many_seeds():
         rng = np.random.default_rng(1000 + seed)
         cases = _cases(rng, 40)
         few = seed % 4 == 0
-        runs = [make_run(rng, cases, noise=0.02 if few else 0.05, repeats=3 if few else int(rng.choice([5, 10, 20])))
-                for _ in range(6)]
+        runs = [
+            make_run(rng, cases, noise=0.02 if few else 0.05, repeats=3 if few else int(rng.choice([5, 10, 20])))
+            for _ in range(6)
+        ]
         for base, new in zip(runs[:-1], runs[1:]):
             r = _cmp(base, new)
             assert not _flagged_cases(r), (seed, r["timing"], r["error_growth"])
@@ -124,8 +146,9 @@ def test_timing_is_judged_against_the_spread_not_a_fixed_percentage():
     quiet = _cmp(make_run(rng, cases, noise=0.001), make_run(rng, cases, noise=0.001, time_step={cid: 1.1}))
     assert not len(quiet["timing"])
     # ... and flagged once the ratio threshold is lowered below it
-    quiet = _cmp(make_run(rng, cases, noise=0.001), make_run(rng, cases, noise=0.001, time_step={cid: 1.1}),
-                            min_time_ratio=1.05)
+    quiet = _cmp(
+        make_run(rng, cases, noise=0.001), make_run(rng, cases, noise=0.001, time_step={cid: 1.1}), min_time_ratio=1.05
+    )
     assert set(quiet["timing"]["case_id"]) == {cid}
 
 
@@ -181,12 +204,30 @@ def test_status_transitions():
     cases = _cases(rng, 8)
     c = [x[0] for x in cases]
     t = TARGETS[0]
-    base = make_run(rng, cases, status={(c[0], t, "y"): "fail", (c[1], t, "y"): "xfail", (c[2], t, "dx"): "unsupported",
-                                        (c[3], t, "y"): "pass", (c[4], t, "y"): "crash", (c[5], t, "mean"): "skip",
-                                        (c[7], t, "y"): "fail"})
+    base = make_run(
+        rng,
+        cases,
+        status={
+            (c[0], t, "y"): "fail",
+            (c[1], t, "y"): "xfail",
+            (c[2], t, "dx"): "unsupported",
+            (c[3], t, "y"): "pass",
+            (c[4], t, "y"): "crash",
+            (c[5], t, "mean"): "skip",
+            (c[7], t, "y"): "fail",
+        },
+    )
     new = base.copy()
-    set_status = {(c[0], "y"): "pass", (c[1], "y"): "xpass", (c[2], "dx"): "error", (c[3], "y"): "timeout",
-                  (c[4], "y"): "fail", (c[5], "mean"): "pass", (c[6], "y"): "skip", (c[7], "y"): "unsupported"}
+    set_status = {
+        (c[0], "y"): "pass",
+        (c[1], "y"): "xpass",
+        (c[2], "dx"): "error",
+        (c[3], "y"): "timeout",
+        (c[4], "y"): "fail",
+        (c[5], "mean"): "pass",
+        (c[6], "y"): "skip",
+        (c[7], "y"): "unsupported",
+    }
     for (cid, out), s in set_status.items():
         new.loc[(new["case_id"] == cid) & (new["target"] == t) & (new["output"] == out), "status"] = s
     r = _cmp(base, new)
@@ -194,10 +235,14 @@ def test_status_transitions():
     assert failures == {(c[1], "xfail", "xpass"), (c[2], "unsupported", "error"), (c[3], "pass", "timeout")}
     assert {(x.case_id, x.new_status) for x in r["fixes"].itertuples()} == {(c[0], "pass")}
     assert {(x.case_id, x.base_status, x.new_status) for x in r["status_changes"].itertuples()} == {
-        (c[4], "crash", "fail"), (c[5], "skip", "pass")}
+        (c[4], "crash", "fail"),
+        (c[5], "skip", "pass"),
+    }
     # a row that ran and is skipped or unsupported now was lost, whatever it said before: a regression
     assert {(x.case_id, x.base_status, x.new_status) for x in r["lost"].itertuples()} == {
-        (c[6], "pass", "skip"), (c[7], "fail", "unsupported")}
+        (c[6], "pass", "skip"),
+        (c[7], "fail", "unsupported"),
+    }
     lost_only = new.copy()
     lost_only["status"] = base["status"]
     lost_only.loc[(new["case_id"] == c[6]) & (new["target"] == t) & (new["output"] == "y"), "status"] = "skip"
@@ -273,7 +318,9 @@ def test_no_time_is_judged_from_a_run_on_a_busy_machine():
     assert len(_cmp(base, new, base_meta=quiet, new_meta=quiet)["timing"]) == len(cases) * len(TARGETS)
     r = _cmp(base, new, base_meta=quiet, new_meta=busy)
     assert not len(r["timing"]) and r["timing_judged"] == 0 and r["timing_busy"] == {"new": 0.8}
-    assert not regress.regression_flag(r) and "**Times not judged**: the new run's machine" in regress.markdown(r, "a", "b")
+    assert not regress.regression_flag(r) and "**Times not judged**: the new run's machine" in regress.markdown(
+        r, "a", "b"
+    )
     assert len(_cmp(base, new, base_meta=quiet, new_meta=busy, busy=0.9)["timing"]) == len(cases) * len(TARGETS)
 
 

@@ -21,7 +21,16 @@ mode = ["train", "infer"]
 seed = [1, 2]
 """
 SLOW = ["--backend", "numpy", "--repeats", "100000", "--time-budget", "0.25", "--history", "none"]
-TIMING = ["time_ms_median", "time_ms_min", "time_ms_p10", "time_ms_p90", "kernel_ms_median", "kernel_ms_min", "gbps", "repeats"]
+TIMING = [
+    "time_ms_median",
+    "time_ms_min",
+    "time_ms_p10",
+    "time_ms_p90",
+    "kernel_ms_median",
+    "kernel_ms_min",
+    "gbps",
+    "repeats",
+]
 
 
 def conformance(*args):
@@ -29,8 +38,12 @@ def conformance(*args):
 
 
 def interrupted_run(suite, out, sig):
-    proc = subprocess.Popen([sys.executable, "-m", "conformance", "run", "--suite", str(suite), "--out", str(out), *SLOW],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "conformance", "run", "--suite", str(suite), "--out", str(out), *SLOW],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     for line in proc.stderr:
         if line.startswith("[4/12]"):
             time.sleep(0.1)  # land inside the next case, while the worker is busy and owes a reply
@@ -77,9 +90,18 @@ def test_kill_9_loses_no_finished_case(tmp_path):
     suite = tmp_path / "s.toml"
     suite.write_text(SUITE)
     full, part = tmp_path / "full", tmp_path / "part"
-    assert conformance("run", "--suite", str(suite), "--out", str(full), "--backend", "numpy", "--history", "none").returncode == 0
-    proc = subprocess.Popen([sys.executable, "-m", "conformance", "run", "--suite", str(suite), "--out", str(part), *SLOW],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert (
+        conformance(
+            "run", "--suite", str(suite), "--out", str(full), "--backend", "numpy", "--history", "none"
+        ).returncode
+        == 0
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "conformance", "run", "--suite", str(suite), "--out", str(part), *SLOW],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     for line in proc.stderr:
         if line.startswith("[5/12]"):
             proc.kill()
@@ -101,7 +123,12 @@ def test_resume_goes_by_the_journal_not_by_run_json_or_results_csv(tmp_path):
     suite = tmp_path / "s.toml"
     suite.write_text(SUITE)
     out = tmp_path / "o"
-    assert conformance("run", "--suite", str(suite), "--out", str(out), "--backend", "numpy", "--history", "none").returncode == 0
+    assert (
+        conformance(
+            "run", "--suite", str(suite), "--out", str(out), "--backend", "numpy", "--history", "none"
+        ).returncode
+        == 0
+    )
     want = pd.read_csv(out / "results.csv").drop(columns=TIMING)
     # results.csv cut short (run.json still says complete): the report is rewritten from the journal, nothing re-run
     text = (out / "results.csv").read_text().splitlines()

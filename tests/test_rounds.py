@@ -4,12 +4,12 @@ round with the lowest median is kept, and what a round changed reaches the journ
 import json
 
 import pandas as pd
+from fs_helpers import conformance
 
 from conformance import journal, retime
 from conformance.backends.base import Result, TimingPolicy
 from conformance.case import Case
 from conformance.runner import _timing_columns
-from fs_helpers import conformance
 
 SUITE = """
 [suite]
@@ -54,8 +54,16 @@ def test_the_fastest_round_is_kept_and_journaled():
     rows = _rows(ms, "a", [10.0, 11.0, 12.0]) + _rows(tiny, "a", [0.1, 0.1, 0.1])  # tiny: below half the bar
     t = _Target("a", [[14.0, 15.0, 16.0], [6.0, 7.0, 9.0]])
     got = []
-    n = retime.run_rounds(rows, [t], {ms.id: ms, tiny.id: tiny}, TimingPolicy(), 10.0, 3, _timing_columns,
-                          record=lambda c, tg, cols: got.append((c, tg, cols)))
+    n = retime.run_rounds(
+        rows,
+        [t],
+        {ms.id: ms, tiny.id: tiny},
+        TimingPolicy(),
+        10.0,
+        3,
+        _timing_columns,
+        record=lambda c, tg, cols: got.append((c, tg, cols)),
+    )
     assert n == 1 and t.worker.calls == 2  # only the millisecond pair, twice
     ms_rows = [r for r in rows if r["case_id"] == ms.id]
     assert all(r["time_ms_median"] == 7.0 and r["time_ms_min"] == 6.0 and r["rounds"] == 3 for r in ms_rows)
@@ -83,8 +91,9 @@ def test_a_run_times_its_millisecond_pairs_in_rounds(tmp_path):
     suite.write_text(SUITE)
     for rounds in (3, 1):
         out = tmp_path / f"r{rounds}"
-        r = conformance("run", "--suite", suite, "--backend", "numpy", "--out", out, "--history", "none",
-                        "--rounds", rounds)
+        r = conformance(
+            "run", "--suite", suite, "--backend", "numpy", "--out", out, "--history", "none", "--rounds", rounds
+        )
         assert r.returncode == 0, r.stderr[-2000:]
         df = pd.read_csv(out / "results.csv")
         per_case = df[df["vs"] == "oracle"].groupby(df["case_id"].str.split(",").str[0])["rounds"].max()

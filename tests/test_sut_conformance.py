@@ -4,7 +4,8 @@ modes, flags, fills and profiles. This is the system under test held to the suit
 import dataclasses
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from conformance.backends.base import TimingPolicy
 from conformance.case import FILL_PARAMS, Case, Fill
@@ -16,6 +17,7 @@ from conformance.suite import load
 
 ocl = pytest.importorskip("conformance.backends.opencl", reason="pyopencl is not installed")
 from conformance.backends import opencl_plan  # noqa: E402
+
 _reason = ocl.available()
 DEVICES = [d for d in ocl.devices() if d.key] if _reason is None else []
 if not DEVICES:
@@ -68,11 +70,21 @@ def random_cases(draw):
     axis = draw(st.integers(-rank, rank - 1))
     if kind == "exact" and (count // shape[axis]) % 2:
         kind = "normal"
-    return Case(name="hyp", shape=shape, axis=axis, dtype=draw(st.sampled_from(["float32", "float64", "float16"])),
-                mode=draw(st.sampled_from(["train", "infer"])), backward=True, fix_gamma=draw(st.booleans()),
-                running_var=draw(st.sampled_from(["biased", "unbiased"])), stats=draw(st.sampled_from(["var", "invstd"])),
-                momentum_dir=draw(st.sampled_from(["old", "new"])), momentum=draw(st.sampled_from([0.0, 0.1, 0.9, 1.0])),
-                seed=draw(st.integers(0, 1000)), fill=Fill.make(kind))
+    return Case(
+        name="hyp",
+        shape=shape,
+        axis=axis,
+        dtype=draw(st.sampled_from(["float32", "float64", "float16"])),
+        mode=draw(st.sampled_from(["train", "infer"])),
+        backward=True,
+        fix_gamma=draw(st.booleans()),
+        running_var=draw(st.sampled_from(["biased", "unbiased"])),
+        stats=draw(st.sampled_from(["var", "invstd"])),
+        momentum_dir=draw(st.sampled_from(["old", "new"])),
+        momentum=draw(st.sampled_from([0.0, 0.1, 0.9, 1.0])),
+        seed=draw(st.integers(0, 1000)),
+        fill=Fill.make(kind),
+    )
 
 
 @pytest.mark.parametrize("device", DEVICES, ids=lambda d: d.key)
@@ -85,11 +97,13 @@ def test_random_shapes_pass(device, case):
 # Long channels of few distinct values (float16 data, offset or 7x7 rows): one long chain of additions drifts,
 # its roundings leaning one way. With plain running sums these failed on Intel's runtime in float16, var
 # norm_err 306 (NCHW 56x56), 1193 (a fused channel-last tile of 16384 rows) and 669 (1024 rows of 7x7).
-LONG = [((32, 4, 56, 56), 1, Fill.make("offset", {"mean": 100.0, "std": 1.0})),
-        ((16384, 16), 1, Fill.make("normal")),
-        ((1024, 4, 7, 7), 1, Fill.make("offset", {"mean": 100.0, "std": 1.0})),
-        ((32, 56, 56, 4), -1, Fill.make("offset", {"mean": 100.0, "std": 1.0})),
-        ((2, 4, 65536), 1, Fill.make("offset", {"mean": 100.0, "std": 1.0}))]
+LONG = [
+    ((32, 4, 56, 56), 1, Fill.make("offset", {"mean": 100.0, "std": 1.0})),
+    ((16384, 16), 1, Fill.make("normal")),
+    ((1024, 4, 7, 7), 1, Fill.make("offset", {"mean": 100.0, "std": 1.0})),
+    ((32, 56, 56, 4), -1, Fill.make("offset", {"mean": 100.0, "std": 1.0})),
+    ((2, 4, 65536), 1, Fill.make("offset", {"mean": 100.0, "std": 1.0})),
+]
 
 
 @pytest.mark.parametrize("device", DEVICES, ids=lambda d: d.key)
@@ -106,11 +120,19 @@ def test_long_channels_keep_their_accuracy(device, dtype, shape, axis, fill):
 # elementwise kernels in blocks), so those branches meet the oracle. (A streaming store on a misaligned address
 # is a crash, not a wrong value.)
 # (dtype, shape, axis, mode, expected streaming flags: the layout's kernels "nt", the elementwise ones "nt_flat")
-STREAMING = [(dtype, shape, axis, mode, (True, axis == 1)) for dtype, n in (("float16", 8), ("float32", 4), ("float64", 2))
-             for shape, axis in (((n, 64, 128, 128), 1), ((n, 128, 128, 64), -1)) for mode in ("train", "infer")
-             if mode == "train" or dtype == "float32"]
-STREAMING += [("float32", (42, 2048, 7, 7), 1, "train", (True, True)), ("float32", (42, 2048, 7, 7), 1, "infer", (False, True)),
-              ("float32", (2, 3, 701, 999), 1, "train", (False, True)), ("float16", (4, 3, 701, 999), 1, "infer", (False, True))]
+STREAMING = [
+    (dtype, shape, axis, mode, (True, axis == 1))
+    for dtype, n in (("float16", 8), ("float32", 4), ("float64", 2))
+    for shape, axis in (((n, 64, 128, 128), 1), ((n, 128, 128, 64), -1))
+    for mode in ("train", "infer")
+    if mode == "train" or dtype == "float32"
+]
+STREAMING += [
+    ("float32", (42, 2048, 7, 7), 1, "train", (True, True)),
+    ("float32", (42, 2048, 7, 7), 1, "infer", (False, True)),
+    ("float32", (2, 3, 701, 999), 1, "train", (False, True)),
+    ("float16", (4, 3, 701, 999), 1, "infer", (False, True)),
+]
 
 
 # Which kernels a shape gets depends on the device's compute units (work is split until there are min_groups
@@ -127,8 +149,11 @@ def planned_for(device, units):
 
 
 @pytest.mark.parametrize("device", DEVICES, ids=lambda d: d.key)
-@pytest.mark.parametrize("dtype,shape,axis,mode,flags", STREAMING,
-                         ids=lambda v: "x".join(map(str, v)) if isinstance(v, tuple) and isinstance(v[0], int) else str(v))
+@pytest.mark.parametrize(
+    "dtype,shape,axis,mode,flags",
+    STREAMING,
+    ids=lambda v: "x".join(map(str, v)) if isinstance(v, tuple) and isinstance(v[0], int) else str(v),
+)
 def test_streaming_stores_pass(device, dtype, shape, axis, mode, flags):
     case = Case(name="big", shape=shape, axis=axis, dtype=dtype, mode=mode, backward=True, fill=Fill.make("normal"))
     s = planned_for(device, PLAN_UNITS)

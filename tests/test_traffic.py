@@ -111,9 +111,11 @@ def test_rows_frac_of_traffic_is_frac_of_copy_on_the_moved_bytes():
     case = Case(name="t", shape=LARGE)
     t = Target(backend="opencl", device=DeviceInfo(key="dev", extra={"family": "cpu", "tuning": ""}), state="ready")
     walls = {(t.label, "forward_train"): [10.0], (t.label, "forward_infer"): [6.0], (t.label, "train_step"): [30.0]}
-    traffic = {(t.label, "forward_train"): cpu(LARGE, 32 * MIB)[1],
-               (t.label, "forward_infer"): cpu(LARGE, 32 * MIB, mode="infer")[1],
-               (t.label, "train_step"): cpu(LARGE, 32 * MIB, backward=True)[1]}
+    traffic = {
+        (t.label, "forward_train"): cpu(LARGE, 32 * MIB)[1],
+        (t.label, "forward_infer"): cpu(LARGE, 32 * MIB, mode="infer")[1],
+        (t.label, "train_step"): cpu(LARGE, 32 * MIB, backward=True)[1],
+    }
     rows = bench._rows(case, [t], walls, {k: [] for k in walls}, {}, {t.label: [4.0]}, {t.label: [0.01]}, traffic)
     got = {r["phase"]: r for r in rows}
     assert set(got) == {"forward_train", "forward_infer", "backward"}
@@ -144,15 +146,42 @@ backward = true
 def test_bench_csv_has_the_traffic_columns(tmp_path):
     suite = tmp_path / "s.toml"
     suite.write_text(SUITE)
-    r = subprocess.run([sys.executable, "-m", "conformance", "bench", "--suite", str(suite), "--backend", "opencl",
-                        "--backend", "numpy", "--rounds", "2", "--repeats", "2", "--out", str(tmp_path / "b")],
-                       check=False, capture_output=True, text=True, timeout=300, env=dict(os.environ))
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "conformance",
+            "bench",
+            "--suite",
+            str(suite),
+            "--backend",
+            "opencl",
+            "--backend",
+            "numpy",
+            "--rounds",
+            "2",
+            "--repeats",
+            "2",
+            "--out",
+            str(tmp_path / "b"),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ),
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     df = pd.read_csv(tmp_path / "b" / "bench.csv")
     assert {"traffic_bytes", "reads_x", "reads_dy", "traffic_model", "frac_of_traffic"} <= set(df.columns)
-    assert set(df["backend"]) >= {"opencl", "numpy"} and df["traffic_model"].map(lambda s: isinstance(s, str) and s != "").all()
+    assert (
+        set(df["backend"]) >= {"opencl", "numpy"}
+        and df["traffic_model"].map(lambda s: isinstance(s, str) and s != "").all()
+    )
     assert (df["traffic_bytes"] >= df["bytes"]).all()
-    assert (df[df["phase"] == "forward_infer"]["reads_x"] == 1).all() and (df[df["phase"] != "backward"]["reads_dy"] == 0).all()
+    assert (df[df["phase"] == "forward_infer"]["reads_x"] == 1).all() and (
+        df[df["phase"] != "backward"]["reads_dy"] == 0
+    ).all()
     assert (df[df["phase"] == "backward"]["reads_dy"] >= 1).all()
     ocl = df[df["backend"] == "opencl"]
     assert not ocl["traffic_model"].str.startswith("generic").any()  # the OpenCL rows state their own kernels

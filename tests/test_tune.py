@@ -22,13 +22,20 @@ from conformance.runner import tuned
 REASON = opencl.available()
 DEVICES = [] if REASON else opencl.devices()
 needs_device = pytest.mark.skipif(not DEVICES, reason=REASON or "no OpenCL device")
-CASE = "v,dtype=float32,shape=4x3x10,axis=1,mode=train,backward=1,fix_gamma=0,running_var=biased,stats=var,momentum_dir=old," \
-       "eps=1e-05,momentum=0.9,seed=0,fill=normal:mean=0.0:std=1.0"
+CASE = (
+    "v,dtype=float32,shape=4x3x10,axis=1,mode=train,backward=1,fix_gamma=0,running_var=biased,stats=var,momentum_dir=old,"
+    "eps=1e-05,momentum=0.9,seed=0,fill=normal:mean=0.0:std=1.0"
+)
 
 
 def cli(*args, env=None, timeout=300):
-    return subprocess.run([sys.executable, "-m", "conformance", *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "conformance", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
 
 
 # ---- the choice ---------------------------------------------------------------------------------------------
@@ -94,8 +101,27 @@ def test_tune_family_gpu_reaches_the_workers_and_is_recorded(tmp_path):
     family's kernels are there: the rows pass), numpy's rows have empty family and tuning, and run.json, summary.md
     and report.html say the overrides."""
     out = tmp_path / "out"
-    r = cli("run", "--case", CASE, "--backend", "opencl", "--backend", "numpy", "--out", str(out), "--history", "none",
-            "--repeats", "1", "--rounds", "1", "--tune", "family=gpu", "--tune", "wg=64")
+    r = cli(
+        "run",
+        "--case",
+        CASE,
+        "--backend",
+        "opencl",
+        "--backend",
+        "numpy",
+        "--out",
+        str(out),
+        "--history",
+        "none",
+        "--repeats",
+        "1",
+        "--rounds",
+        "1",
+        "--tune",
+        "family=gpu",
+        "--tune",
+        "wg=64",
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     df = pd.read_csv(out / "results.csv", keep_default_na=False)
     sut, peer = df[df["backend"] == "opencl"], df[df["backend"] == "numpy"]
@@ -119,8 +145,24 @@ def test_a_family_without_kernels_is_unsupported_with_the_reason(tmp_path):
     kernels = tmp_path / "kernels"
     shutil.copytree(opencl.kernels_dir(), kernels, ignore=shutil.ignore_patterns("gpu_*"))
     out = tmp_path / "out"
-    r = cli("run", "--case", CASE, "--backend", "opencl", "--out", str(out), "--history", "none", "--repeats", "1",
-            "--rounds", "1", "--tune", "family=gpu", env={"CONFORMANCE_KERNELS_DIR": str(kernels)})
+    r = cli(
+        "run",
+        "--case",
+        CASE,
+        "--backend",
+        "opencl",
+        "--out",
+        str(out),
+        "--history",
+        "none",
+        "--repeats",
+        "1",
+        "--rounds",
+        "1",
+        "--tune",
+        "family=gpu",
+        env={"CONFORMANCE_KERNELS_DIR": str(kernels)},
+    )
     df = pd.read_csv(out / "results.csv", keep_default_na=False)
     assert len(df) and set(df["status"]) == {"unsupported"}, r.stdout + r.stderr
     assert df["reason"].str.contains("gpu kernel family has no kernel files").all(), set(df["reason"])
@@ -131,8 +173,21 @@ def test_a_family_without_kernels_is_unsupported_with_the_reason(tmp_path):
 def test_bench_csv_has_family_and_tuning(tmp_path):
     """No --tune: the devices' own choice (cpu here) in bench.csv, empty for numpy; bench.json says no overrides."""
     out = tmp_path / "bench"
-    r = cli("bench", "--case", CASE, "--backend", "opencl", "--backend", "numpy", "--out", str(out), "--rounds", "1",
-            "--repeats", "1")
+    r = cli(
+        "bench",
+        "--case",
+        CASE,
+        "--backend",
+        "opencl",
+        "--backend",
+        "numpy",
+        "--out",
+        str(out),
+        "--rounds",
+        "1",
+        "--repeats",
+        "1",
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     df = pd.read_csv(out / "bench.csv", keep_default_na=False)
     sut, peer = df[df["backend"] == "opencl"], df[df["backend"] == "numpy"]

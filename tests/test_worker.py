@@ -28,7 +28,9 @@ def test_killed_worker_gives_crash_then_recovers():
         reply = w.run(BUSY, inputs, ENDLESS, timeout=120)
         assert reply[0] == "crash" and "SIGKILL" in reply[1]
         inputs = generate(SMALL)
-        rows = rows_for(SMALL, Target("numpy", None, "ready"), w.run(SMALL, inputs, TimingPolicy(), 60), reference(SMALL, inputs))
+        rows = rows_for(
+            SMALL, Target("numpy", None, "ready"), w.run(SMALL, inputs, TimingPolicy(), 60), reference(SMALL, inputs)
+        )
         assert [r["status"] for r in rows] == ["pass"] * len(SMALL.outputs)
         assert w.proc.pid != pid
     finally:

@@ -20,7 +20,9 @@ import numpy as np
 from .base import DeviceInfo, Result, Unsupported, time_repeats
 
 _DTYPES = ("float16", "float32", "float64")
-FAST_VARIANCE_QUOTE = "use_fast_variance: If true, use a faster, but less numerically stable, calculation for the variance."
+FAST_VARIANCE_QUOTE = (
+    "use_fast_variance: If true, use a faster, but less numerically stable, calculation for the variance."
+)
 
 
 def first_line(exc: BaseException) -> str:
@@ -57,15 +59,24 @@ def cpus() -> int:
 def devices():
     import jax
 
-    return [DeviceInfo(key=None, name="CPU", vendor="flax", driver=f"jax {jax.__version__}",
-                       extra={"jax": jax.__version__, "xla_cpu_threads": f"XLA default (host CPUs: {cpus()})"})]
+    return [
+        DeviceInfo(
+            key=None,
+            name="CPU",
+            vendor="flax",
+            driver=f"jax {jax.__version__}",
+            extra={"jax": jax.__version__, "xla_cpu_threads": f"XLA default (host CPUs: {cpus()})"},
+        )
+    ]
 
 
 def open_session():
     import jax
 
     jax.config.update("jax_enable_x64", True)
-    return {"notes": [f"jax_enable_x64 = True; XLA CPU intra-op pool: XLA's default (host CPUs: {cpus()}); eager calls"]}
+    return {
+        "notes": [f"jax_enable_x64 = True; XLA CPU intra-op pool: XLA's default (host CPUs: {cpus()}); eager calls"]
+    }
 
 
 def supports(api: str, case):

@@ -73,14 +73,17 @@ def _gpus():
         return [], f"no accelerator: mxnet {version()} built with CUDA, mx.context.num_gpus(): {message(exc)}"
     if n == 0:
         return [], f"no accelerator: mxnet {version()} built with CUDA, mx.context.num_gpus() 0"
-    return [DeviceInfo(key=f"gpu:{i}", name=f"CUDA GPU {i}", vendor="CUDA", platform="mxnet gpu", driver=version())
-            for i in range(n)], ""
+    return [
+        DeviceInfo(key=f"gpu:{i}", name=f"CUDA GPU {i}", vendor="CUDA", platform="mxnet gpu", driver=version())
+        for i in range(n)
+    ], ""
 
 
 def devices():
     gpus, note = _gpus()
-    return [DeviceInfo(key=None, name="CPU", vendor="mxnet", driver=version(),
-                       extra={"devices_note": note} if note else {})] + gpus
+    return [
+        DeviceInfo(key=None, name="CPU", vendor="mxnet", driver=version(), extra={"devices_note": note} if note else {})
+    ] + gpus
 
 
 def pin(device_key):
@@ -91,7 +94,9 @@ def pin(device_key):
         return _STATE["ctx"]
     keys = [d.key for d in devices() if d.key]
     if device_key not in keys:
-        raise Skip(f"mxnet has no device {device_key!r} here (found: the CPU, key None{''.join(', ' + k for k in keys)})")
+        raise Skip(
+            f"mxnet has no device {device_key!r} here (found: the CPU, key None{''.join(', ' + k for k in keys)})"
+        )
     _STATE["ctx"] = mx.gpu(int(device_key.split(":")[1]))
     return _STATE["ctx"]
 
@@ -119,13 +124,19 @@ def to_nd(a: np.ndarray):
 # them mentions autograd's train_mode (nd) or the executor's is_train (symbol). use_global_stats=1 is defined in
 # both modes ("force change batch-norm into a scale shift operator"); use_global_stats=0 is the page's batch
 # statistics and update, read as training; use_global_stats=0 while predicting is not described: undefined.
-_BATCH = ("We first compute the mean and variance along this axis: data_mean[i] = mean(data[:,i,:,...]) ... Then "
-          "compute the normalized output ... moving_mean and moving_var ... are updated by: moving_mean = moving_mean "
-          "* momentum + data_mean * (1 - momentum)")
-_GLOBAL = ("If use_global_stats is set to be true, then moving_mean and moving_var are used instead of data_mean and "
-           "data_var to compute the output. It is often used during inference.")
-_FORCE = ("use_global_stats ... Whether use global moving statistics instead of local batch-norm. This will force "
-          "change batch-norm into a scale shift operator.")
+_BATCH = (
+    "We first compute the mean and variance along this axis: data_mean[i] = mean(data[:,i,:,...]) ... Then "
+    "compute the normalized output ... moving_mean and moving_var ... are updated by: moving_mean = moving_mean "
+    "* momentum + data_mean * (1 - momentum)"
+)
+_GLOBAL = (
+    "If use_global_stats is set to be true, then moving_mean and moving_var are used instead of data_mean and "
+    "data_var to compute the output. It is often used during inference."
+)
+_FORCE = (
+    "use_global_stats ... Whether use global moving statistics instead of local batch-norm. This will force "
+    "change batch-norm into a scale shift operator."
+)
 
 
 def flag_table(mode_flag: str) -> tuple[Combo, ...]:
@@ -139,8 +150,14 @@ def flag_table(mode_flag: str) -> tuple[Combo, ...]:
         combo(True, False, "batch", True, _BATCH),
         combo(False, True, "running", False, _GLOBAL + " " + _FORCE),
         combo(True, True, "running", False, _FORCE + " " + _GLOBAL),
-        combo(False, False, None, None, f"(the page never mentions {mode_flag}; it gives use_global_stats=0 the batch "
-              "statistics and the moving-average update without a mode)"),
+        combo(
+            False,
+            False,
+            None,
+            None,
+            f"(the page never mentions {mode_flag}; it gives use_global_stats=0 the batch "
+            "statistics and the moving-average update without a mode)",
+        ),
     )
 
 

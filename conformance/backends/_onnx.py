@@ -60,8 +60,9 @@ def build_model(case, use_defaults: bool = False):
     node = helper.make_node("BatchNormalization", [i.name for i in inputs], [o.name for o in outputs], **attrs)
     graph = helper.make_graph([node], "batchnorm", inputs, outputs)
     opsets = [helper.make_opsetid("", OPSET)]
-    model = helper.make_model(graph, opset_imports=opsets, ir_version=helper.find_min_ir_version_for(opsets),
-                              producer_name="conformance")
+    model = helper.make_model(
+        graph, opset_imports=opsets, ir_version=helper.find_min_ir_version_for(opsets), producer_name="conformance"
+    )
     onnx.checker.check_model(model, full_check=True)
     return model
 
@@ -111,7 +112,9 @@ def run(case, inputs, policy, use_defaults, make_runner, engine: str) -> Result:
     if case.channel_axis != 1:
         notes.append(f"channel axis {case.axis} moved to 1 with numpy (ONNX fixes it at 1)")
     if case.dtype == "float64" and not use_defaults:
-        notes.append("epsilon and momentum are FLOAT (32-bit) attributes in ONNX: the model holds them rounded to float32")
+        notes.append(
+            "epsilon and momentum are FLOAT (32-bit) attributes in ONNX: the model holds them rounded to float32"
+        )
     if case.backward:
         notes.append("ONNX BatchNormalization has no backward: dx, dgamma, dbeta not returned; forward timed")
     walls, _ = time_repeats(lambda: call(feeds), policy)

@@ -76,18 +76,26 @@ def _accelerators():
     elif dev.cuda.device_count() == 0:
         unseen.append(f"{gpu} compiled in, paddle.device.cuda.device_count() 0")
     else:
-        found += [DeviceInfo(key=f"gpu:{i}", name=dev.cuda.get_device_name(i), vendor=gpu, platform="paddle gpu",
-                             driver=version()) for i in range(dev.cuda.device_count())]
+        found += [
+            DeviceInfo(
+                key=f"gpu:{i}", name=dev.cuda.get_device_name(i), vendor=gpu, platform="paddle gpu", driver=version()
+            )
+            for i in range(dev.cuda.device_count())
+        ]
     if not dev.is_compiled_with_xpu():
         lacking.append("XPU")
     elif dev.xpu.device_count() == 0:
         unseen.append("XPU compiled in, paddle.device.xpu.device_count() 0")
     else:
-        found += [DeviceInfo(key=f"xpu:{i}", name=f"XPU {i}", vendor="Kunlun", platform="paddle xpu", driver=version())
-                  for i in range(dev.xpu.device_count())]
+        found += [
+            DeviceInfo(key=f"xpu:{i}", name=f"XPU {i}", vendor="Kunlun", platform="paddle xpu", driver=version())
+            for i in range(dev.xpu.device_count())
+        ]
     custom = list(dev.get_available_custom_device() or [])
-    found += [DeviceInfo(key=k, name=k, vendor="custom device", platform="paddle custom device", driver=version())
-              for k in custom]
+    found += [
+        DeviceInfo(key=k, name=k, vendor="custom device", platform="paddle custom device", driver=version())
+        for k in custom
+    ]
     if found:
         return found, ""
     why = ([f"compiled without {'/'.join(lacking)}"] if lacking else []) + unseen + ["no custom device registered"]
@@ -96,8 +104,17 @@ def _accelerators():
 
 def devices():
     accel, note = _accelerators()
-    return [DeviceInfo(key=None, name="CPU", vendor="PaddlePaddle", driver=version(), fp16=True, fp64=True,
-                       extra={"devices_note": note} if note else {})] + accel
+    return [
+        DeviceInfo(
+            key=None,
+            name="CPU",
+            vendor="PaddlePaddle",
+            driver=version(),
+            fp16=True,
+            fp64=True,
+            extra={"devices_note": note} if note else {},
+        )
+    ] + accel
 
 
 def pin(device_key):
@@ -106,7 +123,9 @@ def pin(device_key):
     if device_key is not None:
         keys = [d.key for d in devices() if d.key]
         if device_key not in keys:
-            raise Skip(f"paddle has no device {device_key!r} here (found: the CPU, key None{''.join(', ' + k for k in keys)})")
+            raise Skip(
+                f"paddle has no device {device_key!r} here (found: the CPU, key None{''.join(', ' + k for k in keys)})"
+            )
     _PINNED.update(key=device_key, place=p.set_device(device_key or "cpu"))
     return _PINNED["place"]
 
@@ -136,8 +155,10 @@ def common_supports(api: str, case) -> str | None:
     if case.fix_gamma:
         return f"{api} has no fix_gamma parameter"
     if layout(case) is None:
-        return (f"{api} has no axis parameter: its layouts put the channels on axis 1 (NCHW) or last (NHWC), "
-                f"not on axis {case.channel_axis} of a rank-{len(case.shape)} input")
+        return (
+            f"{api} has no axis parameter: its layouts put the channels on axis 1 (NCHW) or last (NHWC), "
+            f"not on axis {case.channel_axis} of a rank-{len(case.shape)} input"
+        )
     return None
 
 

@@ -45,8 +45,10 @@ def tf():
             tensorflow.config.threading.set_intra_op_parallelism_threads(intra)
         except RuntimeError:  # the runtime already started in this process: keep what it has
             pass
-        _threads.update(intra_op=tensorflow.config.threading.get_intra_op_parallelism_threads(),
-                        inter_op=tensorflow.config.threading.get_inter_op_parallelism_threads())
+        _threads.update(
+            intra_op=tensorflow.config.threading.get_intra_op_parallelism_threads(),
+            inter_op=tensorflow.config.threading.get_inter_op_parallelism_threads(),
+        )
         _tf = tensorflow
     return _tf
 
@@ -85,5 +87,7 @@ def threads() -> dict:
 
 def thread_note() -> str:
     t = threads()
-    return (f"intra-op threads {t['intra_op']} (TensorFlow's default, the CPUs this process may use, set explicitly); "
-            f"inter-op threads {t['inter_op'] or 'default (0)'}; {onednn()}")
+    return (
+        f"intra-op threads {t['intra_op']} (TensorFlow's default, the CPUs this process may use, set explicitly); "
+        f"inter-op threads {t['inter_op'] or 'default (0)'}; {onednn()}"
+    )

@@ -80,14 +80,21 @@ class Combo:
 
     def means(self, case) -> bool:
         """Whether the page says this combination does what the case asks (which statistics, update or not)."""
-        return self.defined and (self.normalize_with, self.update_running) == (case.normalize_with, case.updates_running)
+        return self.defined and (self.normalize_with, self.update_running) == (
+            case.normalize_with,
+            case.updates_running,
+        )
 
     def get(self, key: str, default=None):
         return dict(self.flags).get(key, default)
 
     def as_dict(self) -> dict:
-        return {"label": self.label, "normalize_with": self.normalize_with, "update_running": self.update_running,
-                "quote": self.quote}
+        return {
+            "label": self.label,
+            "normalize_with": self.normalize_with,
+            "update_running": self.update_running,
+            "quote": self.quote,
+        }
 
 
 def combo_for(flags: tuple[Combo, ...], case) -> Combo:
@@ -101,8 +108,10 @@ def combo_for(flags: tuple[Combo, ...], case) -> Combo:
     for c in flags:
         if c.means(case):
             return c
-    raise Unsupported(f"no documented flag combination normalises with the {case.normalize_with} statistics and "
-                      f"{'updates' if case.updates_running else 'leaves'} the running ones")
+    raise Unsupported(
+        f"no documented flag combination normalises with the {case.normalize_with} statistics and "
+        f"{'updates' if case.updates_running else 'leaves'} the running ones"
+    )
 
 
 class Skip(Exception):
@@ -126,7 +135,10 @@ class DeviceInfo:
     extra: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
-        return {k: getattr(self, k) for k in ("key", "name", "vendor", "platform", "driver", "version", "fp16", "fp64", "extra")}
+        return {
+            k: getattr(self, k)
+            for k in ("key", "name", "vendor", "platform", "driver", "version", "fp16", "fp64", "extra")
+        }
 
 
 @dataclass(frozen=True)

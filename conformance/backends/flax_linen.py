@@ -40,26 +40,48 @@ DOCUMENTED = Profile(momentum_dir="old", running_var=None, stats=None, eps=1e-5,
 PROFILE = Profile(momentum_dir="old", running_var="biased", stats=None, eps=1e-5, momentum=0.99)
 EXTRA_OUTPUTS: dict[str, str] = {}
 IMPLEMENTS = frozenset()  # no activation, no in-place; no flag normalises with one kind of statistics and updates
-                          # otherwise than the page pairs them
+# otherwise than the page pairs them
 
-_URA = ("use_running_average: if True, the statistics stored in batch_stats will be used instead of computing the "
-        "batch statistics on the input.")
-_TRAIN = ("We then update the batch_stats during training by specifying that the batch_stats collection is mutable in "
-          "the apply method for our module: y, new_batch_stats = BN.apply(variables, x, mutable=['batch_stats'], "
-          "use_running_average=False)")
-_EVAL = ("During eval we would define BN with use_running_average=True and use the batch_stats collection from "
-         "training to set the statistics. In this case we are not mutating the batch statistics collection, and "
-         "needn't mark it mutable")
+_URA = (
+    "use_running_average: if True, the statistics stored in batch_stats will be used instead of computing the "
+    "batch statistics on the input."
+)
+_TRAIN = (
+    "We then update the batch_stats during training by specifying that the batch_stats collection is mutable in "
+    "the apply method for our module: y, new_batch_stats = BN.apply(variables, x, mutable=['batch_stats'], "
+    "use_running_average=False)"
+)
+_EVAL = (
+    "During eval we would define BN with use_running_average=True and use the batch_stats collection from "
+    "training to set the statistics. In this case we are not mutating the batch statistics collection, and "
+    "needn't mark it mutable"
+)
 FLAGS = (
-    Combo((("use_running_average", False), ("mutable", "batch_stats"), ("use_fast_variance", True)), "batch", True,
-          _TRAIN + " / " + _flax.FAST_VARIANCE_QUOTE + " (default True)"),
-    Combo((("use_running_average", False), ("mutable", "batch_stats"), ("use_fast_variance", False)), "batch", True,
-          _TRAIN + " / " + _flax.FAST_VARIANCE_QUOTE),
+    Combo(
+        (("use_running_average", False), ("mutable", "batch_stats"), ("use_fast_variance", True)),
+        "batch",
+        True,
+        _TRAIN + " / " + _flax.FAST_VARIANCE_QUOTE + " (default True)",
+    ),
+    Combo(
+        (("use_running_average", False), ("mutable", "batch_stats"), ("use_fast_variance", False)),
+        "batch",
+        True,
+        _TRAIN + " / " + _flax.FAST_VARIANCE_QUOTE,
+    ),
     Combo((("use_running_average", True), ("mutable", False)), "running", False, _EVAL + " / " + _URA),
-    Combo((("use_running_average", True), ("mutable", "batch_stats")), "running", False,
-          _EVAL + ": y = BN.apply(variables, x, mutable=['batch_stats'], use_running_average=True)"),
-    Combo((("use_running_average", False), ("mutable", False)), None, None,
-          "(the page pairs use_running_average=False with a mutable batch_stats collection only)"),
+    Combo(
+        (("use_running_average", True), ("mutable", "batch_stats")),
+        "running",
+        False,
+        _EVAL + ": y = BN.apply(variables, x, mutable=['batch_stats'], use_running_average=True)",
+    ),
+    Combo(
+        (("use_running_average", False), ("mutable", False)),
+        None,
+        None,
+        "(the page pairs use_running_average=False with a mutable batch_stats collection only)",
+    ),
 )
 
 
@@ -85,10 +107,20 @@ def run(session, case, inputs, policy, use_defaults=False):
 
     combo = combo_for(FLAGS, case)
     dtype, param_dtype = _flax.dtypes(case)
-    kwargs = {} if use_defaults else {"momentum": float(PROFILE.translate_momentum(case.momentum)),
-                                      "epsilon": float(case.eps)}
-    bn = nn.BatchNorm(axis=case.axis, use_scale=not case.fix_gamma, use_bias=True, dtype=dtype,
-                      param_dtype=param_dtype, use_fast_variance=bool(combo.get("use_fast_variance", True)), **kwargs)
+    kwargs = (
+        {}
+        if use_defaults
+        else {"momentum": float(PROFILE.translate_momentum(case.momentum)), "epsilon": float(case.eps)}
+    )
+    bn = nn.BatchNorm(
+        axis=case.axis,
+        use_scale=not case.fix_gamma,
+        use_bias=True,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        use_fast_variance=bool(combo.get("use_fast_variance", True)),
+        **kwargs,
+    )
     stats = {"mean": jnp.asarray(inputs.running_mean), "var": jnp.asarray(inputs.running_var)}
     mutable = ["batch_stats"] if combo.get("mutable") else False
     ura = bool(combo.get("use_running_average"))

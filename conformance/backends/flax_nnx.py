@@ -38,18 +38,32 @@ PROFILE = Profile(momentum_dir="old", running_var="biased", stats=None, eps=1e-5
 EXTRA_OUTPUTS: dict[str, str] = {}
 IMPLEMENTS = frozenset()  # no activation, no in-place, no flag pairing the statistics otherwise
 
-_TRAIN = ("To calculate the batch norm on the input and update the batch statistics, call the train() method (or pass "
-          "in use_running_average=False in the constructor or during call time).")
-_EVAL = ("To use the stored batch statistics' running average, call the eval() method (or pass in "
-         "use_running_average=True in the constructor or during call time). [example: after layer.eval(); y = layer(x) "
-         "the batch statistics are asserted unchanged]")
-_PRECEDENCE = ("The use_running_average flag passed into the call method will take precedence over the "
-               "use_running_average flag passed into the constructor.")
+_TRAIN = (
+    "To calculate the batch norm on the input and update the batch statistics, call the train() method (or pass "
+    "in use_running_average=False in the constructor or during call time)."
+)
+_EVAL = (
+    "To use the stored batch statistics' running average, call the eval() method (or pass in "
+    "use_running_average=True in the constructor or during call time). [example: after layer.eval(); y = layer(x) "
+    "the batch statistics are asserted unchanged]"
+)
+_PRECEDENCE = (
+    "The use_running_average flag passed into the call method will take precedence over the "
+    "use_running_average flag passed into the constructor."
+)
 FLAGS = (
-    Combo((("mode", "train"), ("use_running_average", None), ("use_fast_variance", True)), "batch", True,
-          _TRAIN + " / " + _flax.FAST_VARIANCE_QUOTE + " (default True)"),
-    Combo((("mode", "train"), ("use_running_average", None), ("use_fast_variance", False)), "batch", True,
-          _TRAIN + " / " + _flax.FAST_VARIANCE_QUOTE),
+    Combo(
+        (("mode", "train"), ("use_running_average", None), ("use_fast_variance", True)),
+        "batch",
+        True,
+        _TRAIN + " / " + _flax.FAST_VARIANCE_QUOTE + " (default True)",
+    ),
+    Combo(
+        (("mode", "train"), ("use_running_average", None), ("use_fast_variance", False)),
+        "batch",
+        True,
+        _TRAIN + " / " + _flax.FAST_VARIANCE_QUOTE,
+    ),
     Combo((("mode", "eval"), ("use_running_average", None)), "running", False, _EVAL),
     Combo((("mode", "eval"), ("use_running_average", False)), "batch", True, _TRAIN + " " + _PRECEDENCE),
     Combo((("mode", "train"), ("use_running_average", True)), "running", False, _EVAL[:150] + " " + _PRECEDENCE),
@@ -78,11 +92,22 @@ def run(session, case, inputs, policy, use_defaults=False):
 
     combo = combo_for(FLAGS, case)
     dtype, param_dtype = _flax.dtypes(case)
-    kwargs = {} if use_defaults else {"momentum": float(PROFILE.translate_momentum(case.momentum)),
-                                      "epsilon": float(case.eps)}
-    layer = nnx.BatchNorm(case.channels, axis=case.axis, use_scale=not case.fix_gamma, use_bias=True, dtype=dtype,
-                          param_dtype=param_dtype, use_fast_variance=bool(combo.get("use_fast_variance", True)),
-                          rngs=nnx.Rngs(0), **kwargs)
+    kwargs = (
+        {}
+        if use_defaults
+        else {"momentum": float(PROFILE.translate_momentum(case.momentum)), "epsilon": float(case.eps)}
+    )
+    layer = nnx.BatchNorm(
+        case.channels,
+        axis=case.axis,
+        use_scale=not case.fix_gamma,
+        use_bias=True,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        use_fast_variance=bool(combo.get("use_fast_variance", True)),
+        rngs=nnx.Rngs(0),
+        **kwargs,
+    )
     layer.mean.value = jnp.asarray(inputs.running_mean)
     layer.var.value = jnp.asarray(inputs.running_var)
     if combo.get("mode") == "train":

@@ -67,14 +67,20 @@ PROFILE = Profile(momentum_dir="old", running_var="biased", stats=None, eps=1e-3
 EXTRA_OUTPUTS: dict[str, str] = {}
 IMPLEMENTS = frozenset()  # no activation, no in-place, no flag that updates without normalising with the batch
 
-_TRAIN = ("training=True: The layer will normalize its inputs using the mean and variance of the current batch of "
-          "inputs. ... self.moving_mean and self.moving_var are non-trainable variables that are updated each time "
-          "the layer in called in training mode")
-_INFER = ("training=False: The layer will normalize its inputs using the mean and variance of its moving "
-          "statistics, learned during training.")
-_FROZEN = ("setting trainable = False on the layer means that the layer will be subsequently run in inference mode "
-           "(meaning that it will use the moving mean and the moving variance to normalize the current batch ...); "
-           "its state updates will not be run")
+_TRAIN = (
+    "training=True: The layer will normalize its inputs using the mean and variance of the current batch of "
+    "inputs. ... self.moving_mean and self.moving_var are non-trainable variables that are updated each time "
+    "the layer in called in training mode"
+)
+_INFER = (
+    "training=False: The layer will normalize its inputs using the mean and variance of its moving "
+    "statistics, learned during training."
+)
+_FROZEN = (
+    "setting trainable = False on the layer means that the layer will be subsequently run in inference mode "
+    "(meaning that it will use the moving mean and the moving variance to normalize the current batch ...); "
+    "its state updates will not be run"
+)
 FLAGS = (
     Combo((("training", True), ("trainable", True)), "batch", True, _TRAIN),
     Combo((("training", False), ("trainable", True)), "running", False, _INFER),
@@ -83,8 +89,11 @@ FLAGS = (
 )
 
 _DTYPES = ("float16", "float32", "float64")
-_DIST = {"tensorflow": ("tensorflow", "tensorflow-cpu", "tensorflow-gpu", "tf-nightly"), "jax": ("jax",),
-         "torch": ("torch",)}
+_DIST = {
+    "tensorflow": ("tensorflow", "tensorflow-cpu", "tensorflow-gpu", "tf-nightly"),
+    "jax": ("jax",),
+    "torch": ("torch",),
+}
 
 _session = None  # one per process: Keras's backend is fixed at import
 
@@ -118,9 +127,17 @@ def version() -> str:
 
 
 def devices():
-    return [DeviceInfo(key=b, name=f"Keras on {b} (CPU)", vendor="keras", platform=b,
-                       driver=f"{b} {_dist_version(_DIST[b])}".strip(), extra={"keras": version()})
-            for b in _installed()]
+    return [
+        DeviceInfo(
+            key=b,
+            name=f"Keras on {b} (CPU)",
+            vendor="keras",
+            platform=b,
+            driver=f"{b} {_dist_version(_DIST[b])}".strip(),
+            extra={"keras": version()},
+        )
+        for b in _installed()
+    ]
 
 
 def _cpus() -> int:
@@ -151,8 +168,10 @@ def open(device_key):  # noqa: A001 - the contract's name
         try:
             tf.config.threading.set_intra_op_parallelism_threads(n)
             tf.config.threading.set_inter_op_parallelism_threads(n)
-            notes.append(f"tensorflow intra/inter-op threads = {n} (TF's default 0 resolved: schedulable CPUs), "
-                         f"oneDNN {os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'default (on)')}")
+            notes.append(
+                f"tensorflow intra/inter-op threads = {n} (TF's default 0 resolved: schedulable CPUs), "
+                f"oneDNN {os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'default (on)')}"
+            )
         except RuntimeError as exc:  # the runtime already started: its pools are fixed
             notes.append(f"tensorflow threads left at its default ({exc})")
     elif want == "jax":
@@ -196,11 +215,15 @@ def _np(t) -> np.ndarray:
 def _layer(case, combo, inputs, use_defaults):
     import keras
 
-    kwargs = {} if use_defaults else {"momentum": float(PROFILE.translate_momentum(case.momentum)),
-                                      "epsilon": float(case.eps)}
+    kwargs = (
+        {}
+        if use_defaults
+        else {"momentum": float(PROFILE.translate_momentum(case.momentum)), "epsilon": float(case.eps)}
+    )
     policy = "mixed_float16" if case.dtype == "float16" else case.dtype
-    layer = keras.layers.BatchNormalization(axis=case.axis, center=True, scale=not case.fix_gamma, dtype=policy,
-                                            **kwargs)
+    layer = keras.layers.BatchNormalization(
+        axis=case.axis, center=True, scale=not case.fix_gamma, dtype=policy, **kwargs
+    )
     layer.build(case.shape)
     if not case.fix_gamma:
         layer.gamma.assign(inputs.gamma)

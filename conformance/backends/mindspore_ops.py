@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
-
 from .base import Combo, DeviceInfo, Profile, Result, Skip, Unsupported, combo_for, time_repeats
 
 NAME = "mindspore"
@@ -46,14 +44,25 @@ EXTRA_OUTPUTS = {"reserve_space_1": "mean", "reserve_space_2": "var"}
 IMPLEMENTS: frozenset[str] = frozenset()  # no act, no in-place; is_training ties the statistics to the update
 
 # The page (mindspore-ops-BatchNorm.txt): is_training is the one flag that chooses the statistics.
-_MOMENTUM = ("momentum (float) - The hyper parameter to compute moving average for running_mean and running_var (e.g. "
-             "new_running_mean = (1 - momentum) * running_mean + momentum * current_mean)")
+_MOMENTUM = (
+    "momentum (float) - The hyper parameter to compute moving average for running_mean and running_var (e.g. "
+    "new_running_mean = (1 - momentum) * running_mean + momentum * current_mean)"
+)
 FLAGS = (
-    Combo((("is_training", True),), "batch", True,
-          "is_training (bool) - If is_training is True, mean and variance are computed during training. ... "
-          + _MOMENTUM + "; Outputs: Tuple of 5 Tensors, the normalized inputs and the updated parameters."),
-    Combo((("is_training", False),), "running", False,
-          "If is_training is False, they're loaded from checkpoint during inference. Default: False."),
+    Combo(
+        (("is_training", True),),
+        "batch",
+        True,
+        "is_training (bool) - If is_training is True, mean and variance are computed during training. ... "
+        + _MOMENTUM
+        + "; Outputs: Tuple of 5 Tensors, the normalized inputs and the updated parameters.",
+    ),
+    Combo(
+        (("is_training", False),),
+        "running",
+        False,
+        "If is_training is False, they're loaded from checkpoint during inference. Default: False.",
+    ),
 )
 
 _ms = None
@@ -118,8 +127,16 @@ def _accelerators():
             continue
         if n == 0:
             unseen.append(f"{target} supported, device_count() 0")
-        found += [DeviceInfo(key=f"{target}:{i}", name=f"{target} {i}", vendor=target, platform=f"mindspore {target}",
-                             driver=version()) for i in range(n)]
+        found += [
+            DeviceInfo(
+                key=f"{target}:{i}",
+                name=f"{target} {i}",
+                vendor=target,
+                platform=f"mindspore {target}",
+                driver=version(),
+            )
+            for i in range(n)
+        ]
     if found:
         return found, ""
     why = ([f"package without {'/'.join(lacking)} support"] if lacking else []) + unseen
@@ -128,8 +145,11 @@ def _accelerators():
 
 def devices():
     accel, note = _accelerators()
-    return [DeviceInfo(key=None, name="CPU", vendor="mindspore", driver=version(),
-                       extra={"devices_note": note} if note else {})] + accel
+    return [
+        DeviceInfo(
+            key=None, name="CPU", vendor="mindspore", driver=version(), extra={"devices_note": note} if note else {}
+        )
+    ] + accel
 
 
 def open(device_key):  # noqa: A001 - the contract's name
@@ -137,7 +157,9 @@ def open(device_key):  # noqa: A001 - the contract's name
         return _import("CPU")
     keys = [d.key for d in devices() if d.key]
     if device_key not in keys:
-        raise Skip(f"mindspore has no device {device_key!r} here (found: the CPU, key None{''.join(', ' + k for k in keys)})")
+        raise Skip(
+            f"mindspore has no device {device_key!r} here (found: the CPU, key None{''.join(', ' + k for k in keys)})"
+        )
     target, index = device_key.split(":")
     return _import(target, int(index))
 
@@ -155,8 +177,10 @@ def supports(session, case):
     if case.fix_gamma:
         return "mindspore.ops.BatchNorm has no fix_gamma"
     if _layout(case) is None:
-        return (f"mindspore.ops.BatchNorm has no axis parameter; data_format NCHW (axis 1) or NHWC (last axis) "
-                f"cannot express axis {case.axis} of shape {list(case.shape)}")
+        return (
+            f"mindspore.ops.BatchNorm has no axis parameter; data_format NCHW (axis 1) or NHWC (last axis) "
+            f"cannot express axis {case.axis} of shape {list(case.shape)}"
+        )
     return None
 
 
@@ -179,6 +203,7 @@ def _make(ms, case, inputs, use_defaults, combo):
         rm = ms.Parameter(T(inputs.running_mean.copy()), name="running_mean", requires_grad=False)
         rv = ms.Parameter(T(inputs.running_var.copy()), name="running_var", requires_grad=False)
         if case.backward:
+
             def loss(a, s, b):
                 outs = op(a, s, b, rm, rv)
                 return (outs[0] * dy).sum(), outs

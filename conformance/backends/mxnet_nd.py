@@ -61,8 +61,13 @@ def run(session, case, inputs, policy, use_defaults=False):
     mx = _mxnet.load()
     try:  # output_mean_var's other value: forward only, fresh moving statistics, untimed
         with mx.autograd.record(train_mode=train):
-            outs = _op(*(_mxnet.to_nd(a) for a in (inputs.x, inputs.gamma, inputs.beta, inputs.running_mean,
-                                                   inputs.running_var)), **{**attrs, "output_mean_var": False})
+            outs = _op(
+                *(
+                    _mxnet.to_nd(a)
+                    for a in (inputs.x, inputs.gamma, inputs.beta, inputs.running_mean, inputs.running_var)
+                ),
+                **{**attrs, "output_mean_var": False},
+            )
         outs = _mxnet.outputs_list(outs)
         result.outputs["y_mean_var_off"] = outs[0].asnumpy()
     except mx.base.MXNetError as exc:

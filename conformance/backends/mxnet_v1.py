@@ -60,7 +60,10 @@ def run(session, case, inputs, policy, use_defaults=False):
 
     combo = combo_for(FLAGS, case)
     attrs = _mxnet.params(combo, case, PROFILE, use_defaults)
-    notes = ["BatchNorm_v1 invoked through mxnet.ndarray._internal._imperative_invoke with 5 inputs "
-             "(the mx.nd.BatchNorm_v1 wrapper passes only data, gamma, beta)"]
-    return _mxnet.run_imperative(case, inputs, policy, op, attrs, PROFILE.stats, notes,
-                                 train=bool(combo.get("train_mode")))
+    notes = [
+        "BatchNorm_v1 invoked through mxnet.ndarray._internal._imperative_invoke with 5 inputs "
+        "(the mx.nd.BatchNorm_v1 wrapper passes only data, gamma, beta)"
+    ]
+    return _mxnet.run_imperative(
+        case, inputs, policy, op, attrs, PROFILE.stats, notes, train=bool(combo.get("train_mode"))
+    )

@@ -52,12 +52,15 @@ def run(session, case, inputs, policy, use_defaults=False):
     to_nd = _mxnet.to_nd
     args = {"data": to_nd(inputs.x), "gamma": to_nd(inputs.gamma), "beta": to_nd(inputs.beta)}
     aux = {"bn_moving_mean": to_nd(inputs.running_mean), "bn_moving_var": to_nd(inputs.running_var)}
-    grads = {k: mx.nd.zeros(v.shape, dtype=v.dtype, ctx=_mxnet.ctx()) for k, v in args.items()} if case.backward else None
+    grads = (
+        {k: mx.nd.zeros(v.shape, dtype=v.dtype, ctx=_mxnet.ctx()) for k, v in args.items()} if case.backward else None
+    )
     dy = to_nd(inputs.dy) if case.backward else None
 
     try:
-        exe = sym.bind(_mxnet.ctx(), args=args, args_grad=grads, grad_req="write" if case.backward else "null",
-                       aux_states=aux)
+        exe = sym.bind(
+            _mxnet.ctx(), args=args, args_grad=grads, grad_req="write" if case.backward else "null", aux_states=aux
+        )
 
         def call():
             outs = exe.forward(is_train=train)

@@ -97,7 +97,10 @@ def _compute(case, inp):
         if case.backward:
             out["dy_after"] = out["dx"]
     data_t, param_t = np.dtype(case.dtype), np.dtype(case.param_dtype)
-    return {k: out[k].astype(data_t if k in ("y", "dx", "x_after", "dy_after") else param_t, copy=False) for k in case.outputs}
+    return {
+        k: out[k].astype(data_t if k in ("y", "dx", "x_after", "dy_after") else param_t, copy=False)
+        for k in case.outputs
+    }
 
 
 def run(session, case, inputs, policy):

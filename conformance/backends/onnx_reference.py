@@ -34,8 +34,15 @@ def version() -> str:
 
 
 def devices():
-    return [DeviceInfo(key=None, name="CPU", vendor="onnx", driver=version(),
-                       extra={"evaluator": "onnx.reference.ReferenceEvaluator", "opset": _onnx.OPSET})]
+    return [
+        DeviceInfo(
+            key=None,
+            name="CPU",
+            vendor="onnx",
+            driver=version(),
+            extra={"evaluator": "onnx.reference.ReferenceEvaluator", "opset": _onnx.OPSET},
+        )
+    ]
 
 
 def open(device_key):  # noqa: A001 - the contract's name

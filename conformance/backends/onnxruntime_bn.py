@@ -33,8 +33,15 @@ def version() -> str:
 
 
 def devices():
-    return [DeviceInfo(key=None, name="CPU", vendor="onnxruntime", driver=version(),
-                       extra={"provider": "CPUExecutionProvider", "opset": _onnx.OPSET})]
+    return [
+        DeviceInfo(
+            key=None,
+            name="CPU",
+            vendor="onnxruntime",
+            driver=version(),
+            extra={"provider": "CPUExecutionProvider", "opset": _onnx.OPSET},
+        )
+    ]
 
 
 def open(device_key):  # noqa: A001 - the contract's name

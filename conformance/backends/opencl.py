@@ -67,10 +67,24 @@ from .base import DeviceInfo, Result, Skip, Unsupported, time_repeats  # noqa: E
 NAME = "opencl"
 IMPLEMENTS = frozenset({"update_running=0", "update_running=1", "act=relu", "act=sigmoid", "act=tanh", "inplace=1"})
 HEADER = "bn_common.h"  # first in every program; then the family's files, <family>_*.cl in name order
-KERNELS = ("bn_fused_train_cf", "bn_fused_train_cl", "bn_fused_train_cft", "bn_fused_bwd_cf", "bn_fused_bwd_cl",
-           "bn_fused_bwd_cft", "bn_stats_partial_cf",
-           "bn_stats_partial_cl", "bn_stats_final", "bn_apply", "bn_apply_cl", "bn_bwd_partial_cf", "bn_bwd_partial_cl",
-           "bn_bwd_final", "bn_bwd_apply", "bn_bwd_apply_cl")
+KERNELS = (
+    "bn_fused_train_cf",
+    "bn_fused_train_cl",
+    "bn_fused_train_cft",
+    "bn_fused_bwd_cf",
+    "bn_fused_bwd_cl",
+    "bn_fused_bwd_cft",
+    "bn_stats_partial_cf",
+    "bn_stats_partial_cl",
+    "bn_stats_final",
+    "bn_apply",
+    "bn_apply_cl",
+    "bn_bwd_partial_cf",
+    "bn_bwd_partial_cl",
+    "bn_bwd_final",
+    "bn_bwd_apply",
+    "bn_bwd_apply_cl",
+)
 FUSED_BWD = ("bn_fused_bwd_cf", "bn_fused_bwd_cl", "bn_fused_bwd_cft")  # not in a program with an act
 _DTYPE_DEFINES = {"float16": ["-DDATA_HALF"], "float32": [], "float64": ["-DDATA_DOUBLE"]}
 _PLATFORM_SHORT = {  # platform-name prefix -> short name
@@ -149,13 +163,25 @@ def props(dev) -> dict:
 
     ext = dev.extensions.split()
     dtype = int(dev.type)
-    kind = ("gpu" if dtype & cl.device_type.GPU else "accelerator" if dtype & cl.device_type.ACCELERATOR
-            else "cpu" if dtype & cl.device_type.CPU else "other")
-    return {"device_type": kind, "compute_units": int(dev.max_compute_units),
-            "max_work_group_size": min(int(dev.max_work_group_size), int(dev.max_work_item_sizes[0])),
-            "local_mem_size": int(dev.local_mem_size), "mem_base_addr_align": int(dev.mem_base_addr_align),
-            "subgroups": [e for e in ext if e in ("cl_khr_subgroups", "cl_intel_subgroups")],
-            "fp16": "cl_khr_fp16" in ext, "fp64": "cl_khr_fp64" in ext}
+    kind = (
+        "gpu"
+        if dtype & cl.device_type.GPU
+        else "accelerator"
+        if dtype & cl.device_type.ACCELERATOR
+        else "cpu"
+        if dtype & cl.device_type.CPU
+        else "other"
+    )
+    return {
+        "device_type": kind,
+        "compute_units": int(dev.max_compute_units),
+        "max_work_group_size": min(int(dev.max_work_group_size), int(dev.max_work_item_sizes[0])),
+        "local_mem_size": int(dev.local_mem_size),
+        "mem_base_addr_align": int(dev.mem_base_addr_align),
+        "subgroups": [e for e in ext if e in ("cl_khr_subgroups", "cl_intel_subgroups")],
+        "fp16": "cl_khr_fp16" in ext,
+        "fp64": "cl_khr_fp64" in ext,
+    }
 
 
 def device_tuning(key: str, dev) -> dict:
@@ -217,13 +243,21 @@ def _enumerate():
             except ValueError as exc:  # open() says it, as the device's skip reason
                 chosen = {"family": "", "tuning": f"invalid: {exc}"}
             info = DeviceInfo(
-                key=key, name=dev.name.strip(), vendor=dev.vendor.strip(), platform=platform.name.strip(),
-                driver=dev.driver_version.strip(), version=dev.version.strip(),
-                fp16="cl_khr_fp16" in ext, fp64="cl_khr_fp64" in ext,
-                extra={"max_work_group_size": int(dev.max_work_group_size),
-                       "global_mem_size": int(dev.global_mem_size),
-                       "compute_units": int(dev.max_compute_units),
-                       "local_mem_size": int(dev.local_mem_size), **chosen},
+                key=key,
+                name=dev.name.strip(),
+                vendor=dev.vendor.strip(),
+                platform=platform.name.strip(),
+                driver=dev.driver_version.strip(),
+                version=dev.version.strip(),
+                fp16="cl_khr_fp16" in ext,
+                fp64="cl_khr_fp64" in ext,
+                extra={
+                    "max_work_group_size": int(dev.max_work_group_size),
+                    "global_mem_size": int(dev.global_mem_size),
+                    "compute_units": int(dev.max_compute_units),
+                    "local_mem_size": int(dev.local_mem_size),
+                    **chosen,
+                },
             )
             found.append((info, dev))
     return found
@@ -284,8 +318,11 @@ def _build(session, dtype: str, switches: tuple[str, ...] = ()):
             raise RuntimeError(f"OpenCL build of {HEADER} + {files} for {what} failed: {_first_log_line(exc)}") from exc
         act = any(d.startswith("-DACT_") for d in switches)
         wanted = KERNELS if family == "cpu" else tuple(getattr(session["planner"], "KERNELS", ()))
-        missing = [name for name in wanted if name not in program.kernel_names.split(";")
-                   and not (family == "cpu" and act and name in FUSED_BWD)]
+        missing = [
+            name
+            for name in wanted
+            if name not in program.kernel_names.split(";") and not (family == "cpu" and act and name in FUSED_BWD)
+        ]
         if missing:
             raise RuntimeError(f"{files} has no kernel {missing[0]}")
         programs[key] = program
@@ -323,10 +360,18 @@ def open(device_key):  # noqa: A001 - the contract's name
         raise Skip(f"tuning overrides: {exc}") from None
     context = cl.Context([dev])
     queue = cl.CommandQueue(context, dev, properties=cl.command_queue_properties.PROFILING_ENABLE)
-    session = {"info": info, "device": dev, "context": context, "queue": queue,
-               "fast_queue": cl.CommandQueue(context, dev), "props": props(dev),
-               "family": tune["family"], "planner": family_module(tune["family"]),
-               "tuning": tune, "programs": {}}
+    session = {
+        "info": info,
+        "device": dev,
+        "context": context,
+        "queue": queue,
+        "fast_queue": cl.CommandQueue(context, dev),
+        "props": props(dev),
+        "family": tune["family"],
+        "planner": family_module(tune["family"]),
+        "tuning": tune,
+        "programs": {},
+    }
     if family_reason(session) is None:  # else every case is unsupported, with the reason (supports())
         try:
             _build(session, "float32")
@@ -380,8 +425,12 @@ def _enqueue_all(queue, launches) -> list:
     """Run every launch (and copy) and wait; returns the events."""
     import pyopencl as cl
 
-    events = [cl.enqueue_nd_range_kernel(queue, kernel, gsize, lsize) if kernel is not None
-              else cl.enqueue_copy(queue, lsize, gsize) for kernel, gsize, lsize in launches]
+    events = [
+        cl.enqueue_nd_range_kernel(queue, kernel, gsize, lsize)
+        if kernel is not None
+        else cl.enqueue_copy(queue, lsize, gsize)
+        for kernel, gsize, lsize in launches
+    ]
     queue.finish()
     return events
 
@@ -401,8 +450,9 @@ def run(session, case, inputs, policy):
         try:
             buffers, launches = planner.plan(session, case, inputs)
         except NotImplementedError as exc:  # the family cannot run this case: unsupported, never the other family
-            raise Unsupported(f"the {session['family']} kernel family does not run this case"
-                              + (f": {exc}" if str(exc) else "")) from None
+            raise Unsupported(
+                f"the {session['family']} kernel family does not run this case" + (f": {exc}" if str(exc) else "")
+            ) from None
         launches = _bind(session, case, launches)
         _enqueue_all(session["fast_queue"], launches)
         data_t, param_t = np.dtype(case.dtype), np.dtype(case.param_dtype)
@@ -425,8 +475,13 @@ def run(session, case, inputs, policy):
         raise RuntimeError(f"{where}: {exc}") from exc
     notes = getattr(planner, "notes", opencl_plan.notes)
     traffic = getattr(planner, "traffic_for", None)  # the bytes the chosen kernels move (bench's roofline)
-    return Result(outputs=outputs, wall_ms=walls, kernel_ms=kernel_ms, notes=notes(case),
-                  traffic=traffic(session, case) if traffic is not None else None)
+    return Result(
+        outputs=outputs,
+        wall_ms=walls,
+        kernel_ms=kernel_ms,
+        notes=notes(case),
+        traffic=traffic(session, case) if traffic is not None else None,
+    )
 
 
 def measure_copy(session, nbytes, policy):
@@ -442,7 +497,8 @@ def measure_copy(session, nbytes, policy):
         with warnings.catch_warnings():  # as for the BatchNorm program: Intel's remarks are no news
             warnings.simplefilter("ignore", cl.CompilerWarning)
             session["programs"]["copy"] = cl.Program(session["context"], src).build(
-                options=["-DNT_STORES"] if streaming else [])
+                options=["-DNT_STORES"] if streaming else []
+            )
     cache = session.setdefault("copy_buffers", {})
     if nbytes not in cache:
         while len(cache) >= 2:  # the previous problem's size: free it
@@ -465,6 +521,7 @@ def measure_copy(session, nbytes, policy):
         def go():
             cl.enqueue_nd_range_kernel(queue, kernel, gsize, (1,))
             queue.finish()
+
         return go
 
     def by_copy():

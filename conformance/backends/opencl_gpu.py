@@ -24,15 +24,38 @@ import math
 
 import numpy as np
 
-from .opencl_plan import COPY, defines  # noqa: F401 - the same program switches as the cpu family
-from .opencl_plan import _mib, _times, backward_buffers, device_cache, inplace_note, reread, summed  # shared with the cpu family
+from .opencl_plan import (  # noqa: F401 - the same program switches as the cpu family
+    COPY,
+    _mib,
+    _times,
+    backward_buffers,
+    defines,
+    device_cache,
+    inplace_note,
+    reread,
+    summed,
+)  # shared with the cpu family
 
 SOURCES = ("gpu_base.cl", "gpu_fwd.cl", "gpu_bwd.cl")  # after bn_common.h, in this order
-KERNELS = ("gbn_fwd_fused", "gbn_fwd_partial", "gbn_fwd_final", "gbn_apply", "gbn_bwd_fused", "gbn_bwd_partial",
-           "gbn_bwd_final", "gbn_bwd_dx")
+KERNELS = (
+    "gbn_fwd_fused",
+    "gbn_fwd_partial",
+    "gbn_fwd_final",
+    "gbn_apply",
+    "gbn_bwd_fused",
+    "gbn_bwd_partial",
+    "gbn_bwd_final",
+    "gbn_bwd_dx",
+)
 # the gpu entries of opencl_tuning (GPU_DEFAULT there); what a session's tuning lacks is taken from here
-DEFAULTS = {"wg": 256, "chunks_per_cu": 4, "single_launch_max": 65536, "lanes": 64, "min_per_item": 8,
-            "tile_max": 1 << 18}
+DEFAULTS = {
+    "wg": 256,
+    "chunks_per_cu": 4,
+    "single_launch_max": 65536,
+    "lanes": 64,
+    "min_per_item": 8,
+    "tile_max": 1 << 18,
+}
 FINAL_LS = 64  # work-group size of the per-channel merge kernels
 
 
@@ -107,10 +130,15 @@ def plan(session, case, inputs):
 
     inplace = case.inplace
     data_in = mf.READ_WRITE if inplace else mf.READ_ONLY
-    b = {"x": upload(inputs.x, data_in), "gamma": upload(inputs.gamma), "beta": upload(inputs.beta),
-         "running_mean": upload(inputs.running_mean, mf.READ_WRITE),
-         "running_var": upload(inputs.running_var, mf.READ_WRITE),
-         "mean_w": cl.Buffer(ctx, mf.READ_WRITE, param_bytes), "invstd_w": cl.Buffer(ctx, mf.READ_WRITE, param_bytes)}
+    b = {
+        "x": upload(inputs.x, data_in),
+        "gamma": upload(inputs.gamma),
+        "beta": upload(inputs.beta),
+        "running_mean": upload(inputs.running_mean, mf.READ_WRITE),
+        "running_var": upload(inputs.running_var, mf.READ_WRITE),
+        "mean_w": cl.Buffer(ctx, mf.READ_WRITE, param_bytes),
+        "invstd_w": cl.Buffer(ctx, mf.READ_WRITE, param_bytes),
+    }
     b["y"] = b["x"] if inplace else cl.Buffer(ctx, mf.WRITE_ONLY, data_bytes)
     if not fused:
         b["part"] = cl.Buffer(ctx, mf.READ_WRITE, K * param_bytes * 2)
@@ -121,23 +149,44 @@ def plan(session, case, inputs):
     if batch:
         b["mean"] = cl.Buffer(ctx, mf.WRITE_ONLY, param_bytes)
         b["stat"] = cl.Buffer(ctx, mf.WRITE_ONLY, param_bytes)
-        stats_args = (eps, acc(p), i32(case.momentum_dir == "new"), i32(case.running_var == "unbiased"),
-                      i32(case.stats == "invstd"), b["running_mean"], b["running_var"], b["mean"], b["stat"],
-                      b["mean_w"], b["invstd_w"])
+        stats_args = (
+            eps,
+            acc(p),
+            i32(case.momentum_dir == "new"),
+            i32(case.running_var == "unbiased"),
+            i32(case.stats == "invstd"),
+            b["running_mean"],
+            b["running_var"],
+            b["mean"],
+            b["stat"],
+            b["mean_w"],
+            b["invstd_w"],
+        )
         if fused:
-            launches.append(("gbn_fwd_fused", *grid, (b["x"], b["y"], *shape_args, b["gamma"], b["beta"],
-                                                      i32(case.fix_gamma), *stats_args, red)))
+            launches.append(
+                (
+                    "gbn_fwd_fused",
+                    *grid,
+                    (b["x"], b["y"], *shape_args, b["gamma"], b["beta"], i32(case.fix_gamma), *stats_args, red),
+                )
+            )
         else:
             b["shift"] = cl.Buffer(ctx, mf.READ_WRITE, param_bytes)
             launches.append(("gbn_fwd_partial", *grid, (b["x"], *shape_args, b["part"], b["shift"], red)))
-            launches.append(("gbn_fwd_final", *per_channel, (b["part"], b["shift"], b["x"], u32(C), u32(inner), u32(K),
-                                                             u32(m), *stats_args)))
+            launches.append(
+                (
+                    "gbn_fwd_final",
+                    *per_channel,
+                    (b["part"], b["shift"], b["x"], u32(C), u32(inner), u32(K), u32(m), *stats_args),
+                )
+            )
         stats = (b["mean_w"], b["invstd_w"], i32(0), eps)  # batch mean and invstd (NORM_RUNNING: the running ones)
     else:  # inference reads the running statistics directly: one launch
         stats = (b["running_mean"], b["running_var"], i32(1), eps)
     if not (batch and fused):
-        launches.append(("gbn_apply", *grid, (b["x"], b["y"], *shape_args, *stats, b["gamma"], b["beta"],
-                                              i32(case.fix_gamma))))
+        launches.append(
+            ("gbn_apply", *grid, (b["x"], b["y"], *shape_args, *stats, b["gamma"], b["beta"], i32(case.fix_gamma)))
+        )
     if case.backward:
         x_bwd = backward_buffers(ctx, b, launches, upload(inputs.dy, data_in), inplace, data_bytes, param_bytes)
         bwd = (x_bwd, b["dy"], b["dx"], *shape_args, *stats, b["gamma"], b["beta"], i32(case.fix_gamma), i32(train))
@@ -145,8 +194,22 @@ def plan(session, case, inputs):
             launches.append(("gbn_bwd_fused", *grid, (*bwd, b["dbeta"], b["dgamma_sum"], b["dgamma"], red)))
         else:
             launches.append(("gbn_bwd_partial", *grid, (*bwd, b["part"], red)))
-            launches.append(("gbn_bwd_final", *per_channel, (b["part"], u32(C), u32(K), *stats[1:], i32(case.fix_gamma),
-                                                             b["dbeta"], b["dgamma_sum"], b["dgamma"])))
+            launches.append(
+                (
+                    "gbn_bwd_final",
+                    *per_channel,
+                    (
+                        b["part"],
+                        u32(C),
+                        u32(K),
+                        *stats[1:],
+                        i32(case.fix_gamma),
+                        b["dbeta"],
+                        b["dgamma_sum"],
+                        b["dgamma"],
+                    ),
+                )
+            )
             if train:
                 launches.append(("gbn_bwd_dx", *grid, (*bwd, b["dbeta"], b["dgamma_sum"])))
     return b, launches

@@ -53,14 +53,30 @@ def choose(tune: dict, compute_units: int, local_bytes: int, case) -> dict:
         # run per work-item (256x1024 on PoCL: 73 vs 106 us, tiles of 128 channels over all rows)
         training = case.batch_stats or case.backward
         if training and w_fused >= 8 and outer * w_fused * item * streams <= tune["fused_bytes_cl"]:
-            return {"layout": "cl", "fused": True, "group": w_fused, "chunk": outer, "K": 1, "steps": 1,
-                    "nt": _streaming(tune, case, C % 8 == 0), "nt_flat": False}
+            return {
+                "layout": "cl",
+                "fused": True,
+                "group": w_fused,
+                "chunk": outer,
+                "K": 1,
+                "steps": 1,
+                "nt": _streaming(tune, case, C % 8 == 0),
+                "nt_flat": False,
+            }
         W = min(C, w_max)
         chunk, K = _split(outer, max(1, tune["chunk_bytes"] // (W * item)), -(-C // W), want)
-        return {"layout": "cl", "fused": False, "group": W, "chunk": chunk, "K": K, "steps": 1,
-                "nt": _streaming(tune, case, C % 8 == 0 and W % 8 == 0), "nt_flat": False}
+        return {
+            "layout": "cl",
+            "fused": False,
+            "group": W,
+            "chunk": chunk,
+            "K": K,
+            "steps": 1,
+            "nt": _streaming(tune, case, C % 8 == 0 and W % 8 == 0),
+            "nt_flat": False,
+        }
     chan_bytes = m * item * streams
-    fused = C >= want and chan_bytes <= tune["fused_bytes"] and table >= FUSED_TAB
+    fused = want <= C and chan_bytes <= tune["fused_bytes"] and table >= FUSED_TAB
     inner = case.inner
     if fused and case.batch_stats and inner % 8:
         # rows of 7x7 or 14x14 values: runs off the 8-value grid, so the per-channel form cannot stream its
@@ -70,14 +86,29 @@ def choose(tune: dict, compute_units: int, local_bytes: int, case) -> dict:
         k = 8 // math.gcd(inner, 8)
         group = min(tune["group_bytes"] // chan_bytes, C // want, (table // TILE_TAB - 7) // inner) // k * k
         if group and _streaming(tune, case, (C * inner) % 8 == 0):
-            return {"layout": "cft", "fused": True, "group": group, "chunk": m, "K": 1, "steps": 1, "nt": True,
-                    "nt_flat": _streaming(tune, case, tune["seg"] % 8 == 0)}
+            return {
+                "layout": "cft",
+                "fused": True,
+                "group": group,
+                "chunk": m,
+                "K": 1,
+                "steps": 1,
+                "nt": True,
+                "nt_flat": _streaming(tune, case, tune["seg"] % 8 == 0),
+            }
     group = max(1, min(tune["group_bytes"] // chan_bytes, C // want, table // FUSED_TAB)) if fused else 1
     steps = max(1, min(tune["ahead"], -(-C // group) // want)) if fused and _large(tune, case) else 1
     chunk, K = _split(m, tune["chunk"], C, want)
-    return {"layout": "cf", "fused": fused, "group": group, "chunk": chunk, "K": K, "steps": steps,
-            "nt": _streaming(tune, case, case.inner % 8 == 0 and tune["seg"] % 8 == 0),
-            "nt_flat": _streaming(tune, case, case.inner >= 8 and tune["seg"] % 8 == 0)}
+    return {
+        "layout": "cf",
+        "fused": fused,
+        "group": group,
+        "chunk": chunk,
+        "K": K,
+        "steps": steps,
+        "nt": _streaming(tune, case, case.inner % 8 == 0 and tune["seg"] % 8 == 0),
+        "nt_flat": _streaming(tune, case, case.inner >= 8 and tune["seg"] % 8 == 0),
+    }
 
 
 def defines(case) -> tuple[str, ...]:
@@ -105,8 +136,14 @@ def inplace_note(case) -> list[str]:
     """The note of an in-place case, the same for every family."""
     if not case.inplace:
         return []
-    return ["in place: y written over x's buffer" + (
-        ", dx over dy's; backward read a copy of x made on the device at the start of the call" if case.backward else "")]
+    return [
+        "in place: y written over x's buffer"
+        + (
+            ", dx over dy's; backward read a copy of x made on the device at the start of the call"
+            if case.backward
+            else ""
+        )
+    ]
 
 
 def notes(case) -> list[str]:
@@ -184,20 +221,25 @@ def plan(session, case, inputs):
 
     inplace, act = case.inplace, case.act != "none"
     data_in = mf.READ_WRITE if inplace else mf.READ_ONLY  # in place, x's buffer is y's too (dy's dx's)
-    b = {"x": upload(inputs.x, data_in), "gamma": upload(inputs.gamma), "beta": upload(inputs.beta),
-         "running_mean": upload(inputs.running_mean, mf.READ_WRITE),
-         "running_var": upload(inputs.running_var, mf.READ_WRITE),
-         "mean_w": cl.Buffer(ctx, mf.READ_WRITE, param_bytes), "invstd_w": cl.Buffer(ctx, mf.READ_WRITE, param_bytes),
-         "part": cl.Buffer(ctx, mf.READ_WRITE, K * param_bytes * 2)}
+    b = {
+        "x": upload(inputs.x, data_in),
+        "gamma": upload(inputs.gamma),
+        "beta": upload(inputs.beta),
+        "running_mean": upload(inputs.running_mean, mf.READ_WRITE),
+        "running_var": upload(inputs.running_var, mf.READ_WRITE),
+        "mean_w": cl.Buffer(ctx, mf.READ_WRITE, param_bytes),
+        "invstd_w": cl.Buffer(ctx, mf.READ_WRITE, param_bytes),
+        "part": cl.Buffer(ctx, mf.READ_WRITE, K * param_bytes * 2),
+    }
     b["y"] = b["x"] if inplace else cl.Buffer(ctx, mf.WRITE_ONLY, data_bytes)
     # mean_w / invstd_w: the batch mean and invstd the statistics kernels leave for the elementwise kernels
-    elementwise = ((-(-n // seg),), (1,))          # channel-first: flat segments of seg values
-    tiles = ((-(-C // G), K), (1, 1))               # channel-last: (tile of G channels, chunk of rows)
+    elementwise = ((-(-n // seg),), (1,))  # channel-first: flat segments of seg values
+    tiles = ((-(-C // G), K), (1, 1))  # channel-last: (tile of G channels, chunk of rows)
     tab = cl.LocalMemory(table_values(how, case) * np.dtype(case.param_dtype).itemsize)  # the work-group's table
-    red_cf = ((K, C), (1, 1))                       # channel-first reductions: (chunk, channel)
+    red_cf = ((K, C), (1, 1))  # channel-first reductions: (chunk, channel)
     per_channel = ((-(-C // als) * als,), (als,))
     groups = ((-(-C // G),), (1,))
-    stepped = ((-(-C // (G * steps)),), (1,))      # fused channel-first training: `steps` groups per work-item
+    stepped = ((-(-C // (G * steps)),), (1,))  # fused channel-first training: `steps` groups per work-item
     eps = acc(case.eps)
     # batch: the statistics kernels run (training; inference that updates the running statistics, whose program
     # then hands the elementwise kernels the running statistics as they were: see defines());
@@ -205,68 +247,163 @@ def plan(session, case, inputs):
     batch, train = case.batch_stats, case.normalize_with == "batch"
     launches = []
     p = case.momentum if case.momentum_dir == "old" else 1.0 - case.momentum  # framework-style parameter
-    stats_args = (eps, acc(p), i32(case.momentum_dir == "new"), i32(case.running_var == "unbiased"),
-                  i32(case.stats == "invstd"), b["running_mean"], b["running_var"])
+    stats_args = (
+        eps,
+        acc(p),
+        i32(case.momentum_dir == "new"),
+        i32(case.running_var == "unbiased"),
+        i32(case.stats == "invstd"),
+        b["running_mean"],
+        b["running_var"],
+    )
     if batch:
         b["mean"] = cl.Buffer(ctx, mf.WRITE_ONLY, param_bytes)
         b["stat"] = cl.Buffer(ctx, mf.WRITE_ONLY, param_bytes)
         outs = (b["mean"], b["stat"], b["mean_w"], b["invstd_w"])
         affine = (b["gamma"], b["beta"], i32(case.fix_gamma))
         if tiled:
-            launches.append(("bn_fused_train_cft", *groups, (b["x"], b["y"], u32(C), u32(inner), u32(outer), u32(G), *affine,
-                                                             *stats_args, *outs, nt, tab)))
+            launches.append(
+                (
+                    "bn_fused_train_cft",
+                    *groups,
+                    (b["x"], b["y"], u32(C), u32(inner), u32(outer), u32(G), *affine, *stats_args, *outs, nt, tab),
+                )
+            )
         elif fused and cl_layout:
-            launches.append(("bn_fused_train_cl", *tiles, (b["x"], b["y"], u32(C), u32(outer), u32(G), u32(chunk), *affine,
-                                                          *stats_args, *outs, nt, tab)))
+            launches.append(
+                (
+                    "bn_fused_train_cl",
+                    *tiles,
+                    (b["x"], b["y"], u32(C), u32(outer), u32(G), u32(chunk), *affine, *stats_args, *outs, nt, tab),
+                )
+            )
         elif fused:
-            launches.append(("bn_fused_train_cf", *stepped, (b["x"], b["y"], u32(C), u32(inner), u32(m), u32(G), u32(steps),
-                                                             *affine, *stats_args, *outs, nt, tab)))
+            launches.append(
+                (
+                    "bn_fused_train_cf",
+                    *stepped,
+                    (
+                        b["x"],
+                        b["y"],
+                        u32(C),
+                        u32(inner),
+                        u32(m),
+                        u32(G),
+                        u32(steps),
+                        *affine,
+                        *stats_args,
+                        *outs,
+                        nt,
+                        tab,
+                    ),
+                )
+            )
         elif cl_layout:
-            launches.append(("bn_stats_partial_cl", *tiles, (b["x"], u32(C), u32(outer), u32(G), u32(chunk), b["part"], tab)))
+            launches.append(
+                ("bn_stats_partial_cl", *tiles, (b["x"], u32(C), u32(outer), u32(G), u32(chunk), b["part"], tab))
+            )
         else:
-            launches.append(("bn_stats_partial_cf", *red_cf, (b["x"], u32(C), u32(inner), u32(m), u32(chunk), b["part"])))
+            launches.append(
+                ("bn_stats_partial_cf", *red_cf, (b["x"], u32(C), u32(inner), u32(m), u32(chunk), b["part"]))
+            )
         if not fused:
-            launches.append(("bn_stats_final", *per_channel, (b["part"], b["x"], u32(C), u32(inner), u32(K), u32(m),
-                                                              *stats_args, *outs)))
+            launches.append(
+                (
+                    "bn_stats_final",
+                    *per_channel,
+                    (b["part"], b["x"], u32(C), u32(inner), u32(K), u32(m), *stats_args, *outs),
+                )
+            )
         stats = (b["mean_w"], b["invstd_w"], i32(0), eps)  # the batch mean and invstd (NORM_RUNNING: the running)
     else:  # inference reads the running statistics directly: one launch
         stats = (b["running_mean"], b["running_var"], i32(1), eps)
     if not (batch and fused):
         tail = (*stats, b["gamma"], b["beta"], i32(case.fix_gamma))
         if cl_layout:
-            launches.append(("bn_apply_cl", *tiles, (b["x"], b["y"], u32(C), u32(outer), u32(G), u32(chunk), *tail, nt, tab)))
+            launches.append(
+                ("bn_apply_cl", *tiles, (b["x"], b["y"], u32(C), u32(outer), u32(G), u32(chunk), *tail, nt, tab))
+            )
         else:
-            launches.append(("bn_apply", *elementwise, (b["x"], b["y"], np.uint64(n), u32(inner), u32(C), u32(seg), *tail,
-                                                        nt_flat)))
+            launches.append(
+                ("bn_apply", *elementwise, (b["x"], b["y"], np.uint64(n), u32(inner), u32(C), u32(seg), *tail, nt_flat))
+            )
     if case.backward:
         x_bwd = backward_buffers(ctx, b, launches, upload(inputs.dy, data_in), inplace, data_bytes, param_bytes)
         # an act program: beta for z in the dx kernels, and what makes z's factors in the partial sums kernels
-        dx_args = (u32(m), *stats, b["gamma"], i32(case.fix_gamma), b["dbeta"], b["dgamma_sum"], i32(train),
-                   *((b["beta"],) if act else ()))
+        dx_args = (
+            u32(m),
+            *stats,
+            b["gamma"],
+            i32(case.fix_gamma),
+            b["dbeta"],
+            b["dgamma_sum"],
+            i32(train),
+            *((b["beta"],) if act else ()),
+        )
         zf = (*stats[1:], b["gamma"], b["beta"], i32(case.fix_gamma)) if act else ()
         xs = (x_bwd, b["dy"], b["dx"])
         fused_bwd = fused and not act  # an act program has no fused backward kernels
         if tiled and fused_bwd:
-            launches.append(("bn_fused_bwd_cft", *groups, (*xs, u32(C), u32(inner), u32(outer), u32(G), *dx_args, b["dgamma"],
-                                                           nt, tab)))
+            launches.append(
+                (
+                    "bn_fused_bwd_cft",
+                    *groups,
+                    (*xs, u32(C), u32(inner), u32(outer), u32(G), *dx_args, b["dgamma"], nt, tab),
+                )
+            )
         elif fused_bwd and cl_layout:
-            launches.append(("bn_fused_bwd_cl", *tiles, (*xs, u32(C), u32(G), u32(chunk), *dx_args, b["dgamma"], nt, tab)))
+            launches.append(
+                ("bn_fused_bwd_cl", *tiles, (*xs, u32(C), u32(G), u32(chunk), *dx_args, b["dgamma"], nt, tab))
+            )
         elif fused_bwd:
-            launches.append(("bn_fused_bwd_cf", *groups, (*xs, u32(C), u32(inner), u32(G), *dx_args, b["dgamma"], nt, tab)))
+            launches.append(
+                ("bn_fused_bwd_cf", *groups, (*xs, u32(C), u32(inner), u32(G), *dx_args, b["dgamma"], nt, tab))
+            )
         else:
             if cl_layout:
-                launches.append(("bn_bwd_partial_cl", *tiles, (x_bwd, b["dy"], u32(C), u32(outer), u32(G), u32(chunk), stats[0],
-                                                               b["part"], tab, *zf)))
+                launches.append(
+                    (
+                        "bn_bwd_partial_cl",
+                        *tiles,
+                        (x_bwd, b["dy"], u32(C), u32(outer), u32(G), u32(chunk), stats[0], b["part"], tab, *zf),
+                    )
+                )
             else:
-                launches.append(("bn_bwd_partial_cf", *red_cf, (x_bwd, b["dy"], u32(C), u32(inner), u32(m), u32(chunk),
-                                                                 stats[0], b["part"], *zf)))
-            launches.append(("bn_bwd_final", *per_channel, (b["part"], u32(C), u32(K), *stats[1:], i32(case.fix_gamma),
-                                                            b["dbeta"], b["dgamma_sum"], b["dgamma"])))
+                launches.append(
+                    (
+                        "bn_bwd_partial_cf",
+                        *red_cf,
+                        (x_bwd, b["dy"], u32(C), u32(inner), u32(m), u32(chunk), stats[0], b["part"], *zf),
+                    )
+                )
+            launches.append(
+                (
+                    "bn_bwd_final",
+                    *per_channel,
+                    (
+                        b["part"],
+                        u32(C),
+                        u32(K),
+                        *stats[1:],
+                        i32(case.fix_gamma),
+                        b["dbeta"],
+                        b["dgamma_sum"],
+                        b["dgamma"],
+                    ),
+                )
+            )
             if cl_layout:
-                launches.append(("bn_bwd_apply_cl", *tiles, (*xs, u32(C), u32(outer), u32(G), u32(chunk), *dx_args, nt, tab)))
+                launches.append(
+                    ("bn_bwd_apply_cl", *tiles, (*xs, u32(C), u32(outer), u32(G), u32(chunk), *dx_args, nt, tab))
+                )
             else:
-                launches.append(("bn_bwd_apply", *elementwise, (*xs, np.uint64(n), u32(inner), u32(C), u32(seg), *dx_args,
-                                                                i32(0) if act else nt_flat)))
+                launches.append(
+                    (
+                        "bn_bwd_apply",
+                        *elementwise,
+                        (*xs, np.uint64(n), u32(inner), u32(C), u32(seg), *dx_args, i32(0) if act else nt_flat),
+                    )
+                )
     return b, launches
 
 
@@ -290,8 +427,14 @@ def summed(case, parts: list[tuple[str, int, int, int, str]]) -> dict:
     [name, reads of x, reads of dy, writes]."""
     n = math.prod(case.shape) * np.dtype(case.dtype).itemsize
     rx, rdy, wr = (sum(p[k] for p in parts) for k in (1, 2, 3))
-    return {"bytes": (rx + rdy + wr) * n, "reads_x": rx, "reads_dy": rdy, "writes": wr,
-            "why": "; ".join(f"{p[0]} {p[4]}" for p in parts), "parts": [list(p[:4]) for p in parts]}
+    return {
+        "bytes": (rx + rdy + wr) * n,
+        "reads_x": rx,
+        "reads_dy": rdy,
+        "writes": wr,
+        "why": "; ".join(f"{p[0]} {p[4]}" for p in parts),
+        "parts": [list(p[:4]) for p in parts],
+    }
 
 
 def _times(r: int) -> str:
@@ -326,7 +469,9 @@ def traffic(how: dict, case, cache_bytes: int, in_flight: int) -> dict:
     if not case.batch_stats:
         parts.append(("forward apply:", 1, 0, 1, "x read once"))
     else:
-        r, words = fused("x", per_item * (2 if how["steps"] > 1 else 1)) if how["fused"] else reread(n, cache_bytes, "x")
+        r, words = (
+            fused("x", per_item * (2 if how["steps"] > 1 else 1)) if how["fused"] else reread(n, cache_bytes, "x")
+        )
         parts.append((f"forward {'fused' if how['fused'] else 'staged'},", r, 0, 1, f"{words}: x read {_times(r)}"))
     if case.backward:
         one = how["fused"] and case.act == "none"  # an act program has no fused backward

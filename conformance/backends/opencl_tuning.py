@@ -55,9 +55,20 @@ ENV = "CONFORMANCE_OPENCL_TUNE"  # the run's overrides, JSON {key: value}, read 
 FAMILIES = ("cpu", "gpu")
 FAMILY_BY_TYPE = {"gpu": "gpu"}  # device type (props["device_type"]) -> family; anything else: cpu
 
-DEFAULT = {"apply_ls": 64, "seg": 4096, "chunk": 32768, "chunk_bytes": 128 * 1024, "min_groups": 4,
-           "fused_bytes": 2 << 20, "group_bytes": 256 * 1024, "fused_bytes_cl": 512 * 1024, "tile_bytes": 4096,
-           "nt_bytes": None, "ahead": 1, "prefetch": False}
+DEFAULT = {
+    "apply_ls": 64,
+    "seg": 4096,
+    "chunk": 32768,
+    "chunk_bytes": 128 * 1024,
+    "min_groups": 4,
+    "fused_bytes": 2 << 20,
+    "group_bytes": 256 * 1024,
+    "fused_bytes_cl": 512 * 1024,
+    "tile_bytes": 4096,
+    "nt_bytes": None,
+    "ahead": 1,
+    "prefetch": False,
+}
 
 TUNING = [
     ("pocl", {"nt_bytes": 16 << 20, "ahead": 4, "prefetch": True}),
@@ -66,18 +77,45 @@ TUNING = [
     # other too (it knows no prefetch instruction; a prefetch reads nothing anyway). It says it is a GPU; it runs
     # the cpu family unless told otherwise (--tune family=gpu, CONFORMANCE_OPENCL_TUNE='{"family": "gpu"}')
     ("oclgrind", {"family": "cpu", "nt_bytes": 4096, "ahead": 2}),
-    ("nvidia", {"apply_ls": 128, "seg": 256, "chunk": 4096, "chunk_bytes": 1 << 20, "min_groups": 16, "fused_bytes": 0,
-                "fused_bytes_cl": 0}),
+    (
+        "nvidia",
+        {
+            "apply_ls": 128,
+            "seg": 256,
+            "chunk": 4096,
+            "chunk_bytes": 1 << 20,
+            "min_groups": 16,
+            "fused_bytes": 0,
+            "fused_bytes_cl": 0,
+        },
+    ),
 ]
 
 
-GPU_DEFAULT = {"wg": 256, "chunks_per_cu": 4, "single_launch_max": 65536, "lanes": 64, "min_per_item": 8,
-               "tile_max": 1 << 18}  # opencl_gpu.DEFAULTS: the same names and values
+GPU_DEFAULT = {
+    "wg": 256,
+    "chunks_per_cu": 4,
+    "single_launch_max": 65536,
+    "lanes": 64,
+    "min_per_item": 8,
+    "tile_max": 1 << 18,
+}  # opencl_gpu.DEFAULTS: the same names and values
 
 # the keys of each family's parameters (the `tuning` column of results.csv and bench.csv lists these)
 FAMILY_KEYS = {"cpu": tuple(DEFAULT), "gpu": tuple(GPU_DEFAULT)}
-POSITIVE = {"apply_ls", "seg", "chunk", "chunk_bytes", "tile_bytes", "min_groups", "ahead", "wg", "chunks_per_cu", "lanes",
-            "min_per_item"}
+POSITIVE = {
+    "apply_ls",
+    "seg",
+    "chunk",
+    "chunk_bytes",
+    "tile_bytes",
+    "min_groups",
+    "ahead",
+    "wg",
+    "chunks_per_cu",
+    "lanes",
+    "min_per_item",
+}
 
 
 def params(device_key: str, props: dict | None = None, overrides: dict | None = None) -> dict:

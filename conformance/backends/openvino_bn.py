@@ -102,11 +102,18 @@ def devices():
     out = []
     for dev in core().available_devices:
         caps = list(_prop(dev, "OPTIMIZATION_CAPABILITIES", []) or [])
-        out.append(DeviceInfo(key=dev, name=str(_prop(dev, "FULL_DEVICE_NAME", dev)), vendor="OpenVINO",
-                              platform=str(_prop(dev, "DEVICE_ARCHITECTURE")), driver=version(),
-                              fp16=True, fp64="FP64" in caps,
-                              extra={"capabilities": caps,
-                                     "inference_precision_hint": str(_prop(dev, "INFERENCE_PRECISION_HINT"))}))
+        out.append(
+            DeviceInfo(
+                key=dev,
+                name=str(_prop(dev, "FULL_DEVICE_NAME", dev)),
+                vendor="OpenVINO",
+                platform=str(_prop(dev, "DEVICE_ARCHITECTURE")),
+                driver=version(),
+                fp16=True,
+                fp64="FP64" in caps,
+                extra={"capabilities": caps, "inference_precision_hint": str(_prop(dev, "INFERENCE_PRECISION_HINT"))},
+            )
+        )
     return out
 
 
@@ -183,16 +190,26 @@ def run(session, case, inputs, policy, use_defaults=False):
         raise
     except Exception as exc:  # the op or the plugin rejects the model
         raise Unsupported(f"openvino@{dev}: {first_line(exc)}") from None
-    hint = compiled.get_property("INFERENCE_PRECISION_HINT") if "INFERENCE_PRECISION_HINT" in \
-        compiled.get_property("SUPPORTED_PROPERTIES") else "n/a"
+    hint = (
+        compiled.get_property("INFERENCE_PRECISION_HINT")
+        if "INFERENCE_PRECISION_HINT" in compiled.get_property("SUPPORTED_PROPERTIES")
+        else "n/a"
+    )
     hint = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)
     runtime = _runtime_precision(compiled, bn_name)
     want = _ov().Type(np.dtype(case.dtype)).get_type_name()
     if runtime != want:
-        raise Unsupported(f"openvino@{dev} runs BatchNormInference on {want} data in {runtime} (runtime model; "
-                          f"INFERENCE_PRECISION_HINT {hint}): it does not compute in {case.dtype}")
-    feeds = [np.moveaxis(inputs.x, case.channel_axis, 1).copy(), inputs.gamma.copy(), inputs.beta.copy(),
-             inputs.running_mean.copy(), inputs.running_var.copy()]
+        raise Unsupported(
+            f"openvino@{dev} runs BatchNormInference on {want} data in {runtime} (runtime model; "
+            f"INFERENCE_PRECISION_HINT {hint}): it does not compute in {case.dtype}"
+        )
+    feeds = [
+        np.moveaxis(inputs.x, case.channel_axis, 1).copy(),
+        inputs.gamma.copy(),
+        inputs.beta.copy(),
+        inputs.running_mean.copy(),
+        inputs.running_var.copy(),
+    ]
     request = compiled.create_infer_request()
 
     def call():
@@ -204,11 +221,16 @@ def run(session, case, inputs, policy, use_defaults=False):
         raise Unsupported(f"openvino@{dev}: {first_line(exc)}") from None
     y = np.ascontiguousarray(np.moveaxis(np.array(got[compiled.output(0)], copy=True), 1, case.channel_axis))
     outputs = {"y": y, "running_mean": feeds[3].copy(), "running_var": feeds[4].copy()}
-    untouched = {"x": np.ascontiguousarray(np.moveaxis(feeds[0], 1, case.channel_axis)), "gamma": feeds[1].copy(),
-                 "beta": feeds[2].copy()}
+    untouched = {
+        "x": np.ascontiguousarray(np.moveaxis(feeds[0], 1, case.channel_axis)),
+        "gamma": feeds[1].copy(),
+        "beta": feeds[2].copy(),
+    }
     walls, _ = time_repeats(lambda: call() and None, policy)
-    notes = [f"device {dev}: INFERENCE_PRECISION_HINT {hint}, BatchNormInference runs in {runtime}; "
-             f"INFERENCE_NUM_THREADS {session['threads'] if session['threads'] is not None else 'n/a'}"]
+    notes = [
+        f"device {dev}: INFERENCE_PRECISION_HINT {hint}, BatchNormInference runs in {runtime}; "
+        f"INFERENCE_NUM_THREADS {session['threads'] if session['threads'] is not None else 'n/a'}"
+    ]
     if case.channel_axis != 1:
         notes.append(f"channel axis {case.axis} moved to 1 with numpy (BatchNormInference fixes it at 1)")
     if case.dtype == "float16":

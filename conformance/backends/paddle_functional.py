@@ -34,21 +34,33 @@ IMPLEMENTS: frozenset[str] = frozenset()  # no act, no in-place; no combination 
 # the function's docstring) on the two flags; None: the page leaves it undefined. Where they disagree (training
 # says one thing, use_global_stats the other), use_global_stats is the one that speaks of the statistics used,
 # training alone of tracking the running ones.
-_TRAINING = ("training(bool, optional): True means train mode which compute by batch data and track global mean and "
-             "var during train period. False means inference mode which compute by global mean and var which "
-             "calculated by train period.")
-_UGS = ("use_global_stats(bool|None, optional): Whether to use global mean and variance. If set to False, use the "
-        "statistics of one mini-batch, if set to True, use the global statistics, if set to None, use global "
-        "statistics in the test phase and use the statistics of one mini-batch in the training phase.")
+_TRAINING = (
+    "training(bool, optional): True means train mode which compute by batch data and track global mean and "
+    "var during train period. False means inference mode which compute by global mean and var which "
+    "calculated by train period."
+)
+_UGS = (
+    "use_global_stats(bool|None, optional): Whether to use global mean and variance. If set to False, use the "
+    "statistics of one mini-batch, if set to True, use the global statistics, if set to None, use global "
+    "statistics in the test phase and use the statistics of one mini-batch in the training phase."
+)
 FLAGS = (
     Combo((("training", True), ("use_global_stats", None)), "batch", True, _TRAINING + " " + _UGS),
     Combo((("training", False), ("use_global_stats", None)), "running", False, _TRAINING + " " + _UGS),
     Combo((("training", True), ("use_global_stats", False)), "batch", True, _TRAINING + " " + _UGS),
     Combo((("training", False), ("use_global_stats", True)), "running", False, _TRAINING + " " + _UGS),
-    Combo((("training", True), ("use_global_stats", True)), "running", None,
-          _UGS + " (training=True says 'track global mean and var'; whether they move is not said)"),
-    Combo((("training", False), ("use_global_stats", False)), "batch", None,
-          _UGS + " (training=False is 'inference mode'; whether the running statistics move is not said)"),
+    Combo(
+        (("training", True), ("use_global_stats", True)),
+        "running",
+        None,
+        _UGS + " (training=True says 'track global mean and var'; whether they move is not said)",
+    ),
+    Combo(
+        (("training", False), ("use_global_stats", False)),
+        "batch",
+        None,
+        _UGS + " (training=False is 'inference mode'; whether the running statistics move is not said)",
+    ),
 )
 
 _FORMATS = {  # rank -> (channels on axis 1, channels last)

@@ -34,26 +34,50 @@ EXTRA_OUTPUTS: dict[str, str] = {}
 IMPLEMENTS = frozenset({"act=relu", "act=sigmoid", "act=tanh", "inplace=1"})  # act= and in_place= take them as is
 
 # The page's flag combinations (training is layer.train() / layer.eval()). None: the page leaves it undefined.
-_UGS = ("use_global_stats (bool, optional) - Whether to use global mean and variance. In inference or test mode, set "
-        "use_global_stats to true or is_test to true, and the behavior is equivalent. In train mode, when setting "
-        "use_global_stats True, the global mean and variance are also used during train period.")
-_TS = ("trainable_statistics (bool, optional) - Whether to calculate mean and var in eval mode. In eval mode, when "
-       "setting trainable_statistics True, mean and variance will be calculated by current batch statistics.")
+_UGS = (
+    "use_global_stats (bool, optional) - Whether to use global mean and variance. In inference or test mode, set "
+    "use_global_stats to true or is_test to true, and the behavior is equivalent. In train mode, when setting "
+    "use_global_stats True, the global mean and variance are also used during train period."
+)
+_TS = (
+    "trainable_statistics (bool, optional) - Whether to calculate mean and var in eval mode. In eval mode, when "
+    "setting trainable_statistics True, mean and variance will be calculated by current batch statistics."
+)
 FLAGS = (
-    Combo((("training", True), ("use_global_stats", False), ("trainable_statistics", False)), "batch", True,
-          "When use_global_stats = False, the mu_beta and sigma_beta^2 are the statistics of one mini-batch ... "
-          "moving_mean = moving_mean * momentum + mu_beta * (1. - momentum)"),
-    Combo((("training", False), ("use_global_stats", False), ("trainable_statistics", False)), "running", False,
-          "is_test ... only has effect on static graph mode. For dygraph mode, please use eval(); " + _UGS[:140]),
+    Combo(
+        (("training", True), ("use_global_stats", False), ("trainable_statistics", False)),
+        "batch",
+        True,
+        "When use_global_stats = False, the mu_beta and sigma_beta^2 are the statistics of one mini-batch ... "
+        "moving_mean = moving_mean * momentum + mu_beta * (1. - momentum)",
+    ),
+    Combo(
+        (("training", False), ("use_global_stats", False), ("trainable_statistics", False)),
+        "running",
+        False,
+        "is_test ... only has effect on static graph mode. For dygraph mode, please use eval(); " + _UGS[:140],
+    ),
     Combo((("training", False), ("use_global_stats", True), ("trainable_statistics", False)), "running", False, _UGS),
     Combo((("training", True), ("use_global_stats", True), ("trainable_statistics", False)), "running", None, _UGS),
     Combo((("training", False), ("use_global_stats", False), ("trainable_statistics", True)), "batch", None, _TS),
-    Combo((("training", True), ("use_global_stats", False), ("trainable_statistics", True)), None, None,
-          "(the page describes trainable_statistics in eval mode only)"),
-    Combo((("training", False), ("use_global_stats", True), ("trainable_statistics", True)), None, None,
-          "(the page gives both flags opposite meanings in eval mode)"),
-    Combo((("training", True), ("use_global_stats", True), ("trainable_statistics", True)), None, None,
-          "(the page describes trainable_statistics in eval mode only)"),
+    Combo(
+        (("training", True), ("use_global_stats", False), ("trainable_statistics", True)),
+        None,
+        None,
+        "(the page describes trainable_statistics in eval mode only)",
+    ),
+    Combo(
+        (("training", False), ("use_global_stats", True), ("trainable_statistics", True)),
+        None,
+        None,
+        "(the page gives both flags opposite meanings in eval mode)",
+    ),
+    Combo(
+        (("training", True), ("use_global_stats", True), ("trainable_statistics", True)),
+        None,
+        None,
+        "(the page describes trainable_statistics in eval mode only)",
+    ),
 )
 
 available = _paddle.available
@@ -75,10 +99,16 @@ def run(session, case, inputs, policy, use_defaults=False):
     combo = combo_for(FLAGS, case)
     kwargs = {} if use_defaults else {"momentum": PROFILE.translate_momentum(case.momentum), "epsilon": case.eps}
     try:
-        layer = p.nn.BatchNorm(case.channels, act=None if case.act == "none" else case.act, dtype=case.param_dtype,
-                               data_layout=_paddle.layout(case), in_place=case.inplace,
-                               use_global_stats=combo.get("use_global_stats"),
-                               trainable_statistics=combo.get("trainable_statistics"), **kwargs)
+        layer = p.nn.BatchNorm(
+            case.channels,
+            act=None if case.act == "none" else case.act,
+            dtype=case.param_dtype,
+            data_layout=_paddle.layout(case),
+            in_place=case.inplace,
+            use_global_stats=combo.get("use_global_stats"),
+            trainable_statistics=combo.get("trainable_statistics"),
+            **kwargs,
+        )
     except Exception as exc:
         if _paddle.rejected(exc):
             raise Unsupported(_paddle.first_line(exc)) from None

@@ -48,25 +48,47 @@ IMPLEMENTS = frozenset({"act=relu", "act=sigmoid", "act=tanh", "inplace=1"})  # 
 
 # The page's flag combinations (paddle-nn-BatchNorm.txt), as for the dygraph layer (paddle_nn.FLAGS) with is_test
 # for train()/eval(). None: the page leaves it undefined.
-_IS_TEST = ("is_test (bool, optional) - A flag indicating whether it is in test phrase or not. This flag only has "
-            "effect on static graph mode.")
+_IS_TEST = (
+    "is_test (bool, optional) - A flag indicating whether it is in test phrase or not. This flag only has "
+    "effect on static graph mode."
+)
 _UGS = paddle_nn._UGS
 _TS = paddle_nn._TS
 FLAGS = (
-    Combo((("is_test", False), ("use_global_stats", False), ("trainable_statistics", False)), "batch", True,
-          "When use_global_stats = False, the mu_beta and sigma_beta^2 are the statistics of one mini-batch ... "
-          "moving_mean = moving_mean * momentum + mu_beta * (1. - momentum)"),
-    Combo((("is_test", True), ("use_global_stats", False), ("trainable_statistics", False)), "running", False,
-          _IS_TEST + " " + _UGS[:140]),
+    Combo(
+        (("is_test", False), ("use_global_stats", False), ("trainable_statistics", False)),
+        "batch",
+        True,
+        "When use_global_stats = False, the mu_beta and sigma_beta^2 are the statistics of one mini-batch ... "
+        "moving_mean = moving_mean * momentum + mu_beta * (1. - momentum)",
+    ),
+    Combo(
+        (("is_test", True), ("use_global_stats", False), ("trainable_statistics", False)),
+        "running",
+        False,
+        _IS_TEST + " " + _UGS[:140],
+    ),
     Combo((("is_test", True), ("use_global_stats", True), ("trainable_statistics", False)), "running", False, _UGS),
     Combo((("is_test", False), ("use_global_stats", True), ("trainable_statistics", False)), "running", None, _UGS),
     Combo((("is_test", True), ("use_global_stats", False), ("trainable_statistics", True)), "batch", None, _TS),
-    Combo((("is_test", False), ("use_global_stats", False), ("trainable_statistics", True)), None, None,
-          "(the page describes trainable_statistics in eval mode only)"),
-    Combo((("is_test", True), ("use_global_stats", True), ("trainable_statistics", True)), None, None,
-          "(the page gives both flags opposite meanings in eval mode)"),
-    Combo((("is_test", False), ("use_global_stats", True), ("trainable_statistics", True)), None, None,
-          "(the page describes trainable_statistics in eval mode only)"),
+    Combo(
+        (("is_test", False), ("use_global_stats", False), ("trainable_statistics", True)),
+        None,
+        None,
+        "(the page describes trainable_statistics in eval mode only)",
+    ),
+    Combo(
+        (("is_test", True), ("use_global_stats", True), ("trainable_statistics", True)),
+        None,
+        None,
+        "(the page gives both flags opposite meanings in eval mode)",
+    ),
+    Combo(
+        (("is_test", False), ("use_global_stats", True), ("trainable_statistics", True)),
+        None,
+        None,
+        "(the page describes trainable_statistics in eval mode only)",
+    ),
 )
 
 available = _paddle.available
@@ -122,11 +144,17 @@ def _run(p, case, inputs, policy, use_defaults):
         try:
             x = p.static.data("x", list(case.shape), case.dtype)
             x.stop_gradient = not case.backward
-            layer = p.nn.BatchNorm(case.channels, act=None if case.act == "none" else case.act,
-                                   is_test=combo.get("is_test"), dtype=case.param_dtype,
-                                   data_layout=_paddle.layout(case), in_place=case.inplace,
-                                   use_global_stats=combo.get("use_global_stats"),
-                                   trainable_statistics=combo.get("trainable_statistics"), **kwargs)
+            layer = p.nn.BatchNorm(
+                case.channels,
+                act=None if case.act == "none" else case.act,
+                is_test=combo.get("is_test"),
+                dtype=case.param_dtype,
+                data_layout=_paddle.layout(case),
+                in_place=case.inplace,
+                use_global_stats=combo.get("use_global_stats"),
+                trainable_statistics=combo.get("trainable_statistics"),
+                **kwargs,
+            )
             y = layer(x)
             fetch = [y, x]
             if case.backward:
@@ -145,8 +173,12 @@ def _run(p, case, inputs, policy, use_defaults):
         def tensor(var):
             return scope.find_var(var.name).get_tensor()
 
-        for var, value in ((layer.weight, inputs.gamma), (layer.bias, inputs.beta),
-                           (layer._mean, inputs.running_mean), (layer._variance, inputs.running_var)):
+        for var, value in (
+            (layer.weight, inputs.gamma),
+            (layer.bias, inputs.beta),
+            (layer._mean, inputs.running_mean),
+            (layer._variance, inputs.running_var),
+        ):
             tensor(var).set(np.ascontiguousarray(value), place)
 
         def call():
@@ -156,12 +188,18 @@ def _run(p, case, inputs, policy, use_defaults):
             got = [np.array(a, copy=True) for a in call()]
         except Exception as exc:
             _reject(exc)
-        outputs = {"y": got[0], "running_mean": np.array(tensor(layer._mean), copy=True),
-                   "running_var": np.array(tensor(layer._variance), copy=True)}
+        outputs = {
+            "y": got[0],
+            "running_mean": np.array(tensor(layer._mean), copy=True),
+            "running_var": np.array(tensor(layer._variance), copy=True),
+        }
         if case.backward:
             outputs["dx"], outputs["dgamma"], outputs["dbeta"] = got[2:5]
-        untouched = {"x": got[1], "gamma": np.array(tensor(layer.weight), copy=True),
-                     "beta": np.array(tensor(layer.bias), copy=True)}
+        untouched = {
+            "x": got[1],
+            "gamma": np.array(tensor(layer.weight), copy=True),
+            "beta": np.array(tensor(layer.bias), copy=True),
+        }
         if case.inplace:  # what the fed variables hold after an in-place run
             outputs["x_after"] = got[1]
             if case.backward:

@@ -48,8 +48,6 @@ Threads and oneDNN: see _tensorflow.py.
 
 from __future__ import annotations
 
-import numpy as np
-
 from . import _tensorflow
 from .base import Combo, DeviceInfo, Profile, Result, Unsupported, combo_for, time_repeats
 
@@ -61,18 +59,32 @@ PROFILE = Profile(momentum_dir="new", running_var="biased", stats=None, eps=0.00
 EXTRA_OUTPUTS = {"reserve_space_1": "mean", "reserve_space_2": "var"}
 IMPLEMENTS = frozenset({"update_running=0"})  # exponential_avg_factor=0: training without moving the running stats
 
-_RUNNING = ("running_mean: ... The output value is (1 - exponential_avg_factor) * mean + exponential_avg_factor * "
-            "batch_mean), where batch_mean is the mean of the current batch in x.")
+_RUNNING = (
+    "running_mean: ... The output value is (1 - exponential_avg_factor) * mean + exponential_avg_factor * "
+    "batch_mean), where batch_mean is the mean of the current batch in x."
+)
 FLAGS = (
-    Combo((("is_training", True),), "batch", True,
-          "is_training==True and exponential_avg_factor != 1.0: Mean must be a Tensor of the same shape as scale "
-          "containing the exponential running mean. " + _RUNNING),
-    Combo((("is_training", False),), "running", False,
-          "is_training==False (inference): Mean must be a Tensor of the same shape as scale containing the estimated "
-          "population mean computed during training."),
-    Combo((("is_training", True), ("exponential_avg_factor", 0.0)), "batch", False,
-          "exponential_avg_factor: A float number (usually between 0 and 1) used for controlling the decay of the "
-          "running population average of mean and variance. " + _RUNNING),
+    Combo(
+        (("is_training", True),),
+        "batch",
+        True,
+        "is_training==True and exponential_avg_factor != 1.0: Mean must be a Tensor of the same shape as scale "
+        "containing the exponential running mean. " + _RUNNING,
+    ),
+    Combo(
+        (("is_training", False),),
+        "running",
+        False,
+        "is_training==False (inference): Mean must be a Tensor of the same shape as scale containing the estimated "
+        "population mean computed during training.",
+    ),
+    Combo(
+        (("is_training", True), ("exponential_avg_factor", 0.0)),
+        "batch",
+        False,
+        "exponential_avg_factor: A float number (usually between 0 and 1) used for controlling the decay of the "
+        "running population average of mean and variance. " + _RUNNING,
+    ),
 )
 
 _TYPES = ("float16", "float32")  # FusedBatchNormV3's T: half, bfloat16, float32
@@ -87,8 +99,17 @@ def version() -> str:
 
 
 def devices():
-    return [DeviceInfo(key=None, name="CPU", vendor="TensorFlow", driver=version(), fp16=True, fp64=False,
-                       extra={**_tensorflow.threads(), "onednn": _tensorflow.onednn()})]
+    return [
+        DeviceInfo(
+            key=None,
+            name="CPU",
+            vendor="TensorFlow",
+            driver=version(),
+            fp16=True,
+            fp64=False,
+            extra={**_tensorflow.threads(), "onednn": _tensorflow.onednn()},
+        )
+    ]
 
 
 def open(device_key):  # noqa: A001 - the contract's name
@@ -118,8 +139,10 @@ def supports(session, case):
         nd = len(case.shape)
         if nd not in (4, 5):
             return f"{API} takes x of 4 or 5 dimensions, not a rank-{nd} input"
-        return (f"{API} has no axis parameter: its data_format puts the channels on axis 1 (NCHW/NCDHW) or last "
-                f"(NHWC/NDHWC), not on axis {case.channel_axis} of a rank-{nd} input")
+        return (
+            f"{API} has no axis parameter: its data_format puts the channels on axis 1 (NCHW/NCDHW) or last "
+            f"(NHWC/NDHWC), not on axis {case.channel_axis} of a rank-{nd} input"
+        )
     return None
 
 
@@ -152,18 +175,31 @@ def run(session, case, inputs, policy, use_defaults=False):
     try:
         (y, run_mean, run_var), grads = call()
         raw = tf.raw_ops.FusedBatchNormV3(
-            x=x, scale=scale, offset=offset, mean=tf.constant([], scale.dtype) if mean is None else mean,
+            x=x,
+            scale=scale,
+            offset=offset,
+            mean=tf.constant([], scale.dtype) if mean is None else mean,
             variance=tf.constant([], scale.dtype) if var is None else var,
-            **{"epsilon": 0.001, **kwargs})  # the wrapper's default eps where it is not given
+            **{"epsilon": 0.001, **kwargs},
+        )  # the wrapper's default eps where it is not given
     except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError, ValueError, TypeError) as exc:
         raise Unsupported(f"{API}: {_tensorflow.first_line(exc)}") from None
 
-    outputs = {"y": y.numpy().copy(), "running_mean": run_mean.numpy().copy(), "running_var": run_var.numpy().copy(),
-               "reserve_space_1": raw[3].numpy().copy(), "reserve_space_2": raw[4].numpy().copy()}
+    outputs = {
+        "y": y.numpy().copy(),
+        "running_mean": run_mean.numpy().copy(),
+        "running_var": run_var.numpy().copy(),
+        "reserve_space_1": raw[3].numpy().copy(),
+        "reserve_space_2": raw[4].numpy().copy(),
+    }
     if grads is not None:
         outputs["dx"], outputs["dgamma"], outputs["dbeta"] = (g.numpy().copy() for g in grads)
     untouched = {"x": x.numpy().copy(), "gamma": scale.numpy().copy(), "beta": offset.numpy().copy()}
     walls, _ = time_repeats(lambda: call() and None, policy)
-    notes = [f"{combo.label}, data_format={fmt}" + ("" if use_defaults else f", exponential_avg_factor={factor:g}")
-             + (", mean=None, variance=None" if no_stats else ""), _tensorflow.thread_note()]
+    notes = [
+        f"{combo.label}, data_format={fmt}"
+        + ("" if use_defaults else f", exponential_avg_factor={factor:g}")
+        + (", mean=None, variance=None" if no_stats else ""),
+        _tensorflow.thread_note(),
+    ]
     return Result(outputs=outputs, wall_ms=walls, untouched=untouched, notes=notes)

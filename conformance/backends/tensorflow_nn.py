@@ -60,8 +60,17 @@ def version() -> str:
 
 
 def devices():
-    return [DeviceInfo(key=None, name="CPU", vendor="TensorFlow", driver=version(), fp16=True, fp64=True,
-                       extra={**_tensorflow.threads(), "onednn": _tensorflow.onednn()})]
+    return [
+        DeviceInfo(
+            key=None,
+            name="CPU",
+            vendor="TensorFlow",
+            driver=version(),
+            fp16=True,
+            fp64=True,
+            extra={**_tensorflow.threads(), "onednn": _tensorflow.onednn()},
+        )
+    ]
 
 
 def open(device_key):  # noqa: A001 - the contract's name
@@ -123,6 +132,11 @@ def run(session, case, inputs, policy, use_defaults=False):
         outputs["dx"], outputs["dgamma"], outputs["dbeta"] = (g.numpy().copy() for g in grads)
     untouched = {"x": x.numpy().copy(), "gamma": scale.numpy().copy(), "beta": offset.numpy().copy()}
     walls, _ = time_repeats(lambda: call() and None, policy)
-    notes = [f"moments over axes {axes}; " + ("running statistics updated by the adapter" if case.updates_running
-                                              else "running statistics passed through"), _tensorflow.thread_note()]
+    notes = [
+        f"moments over axes {axes}; "
+        + (
+            "running statistics updated by the adapter" if case.updates_running else "running statistics passed through"
+        ),
+        _tensorflow.thread_note(),
+    ]
     return Result(outputs=outputs, wall_ms=walls, untouched=untouched, notes=notes)

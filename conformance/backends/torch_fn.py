@@ -59,20 +59,32 @@ IMPLEMENTS = frozenset({"update_running=0"})  # training=True, running_stats=Non
 # The pages: https://docs.pytorch.org/docs/stable/generated/torch.nn.functional.batch_norm.html ("Apply Batch
 # Normalization for each channel across a batch of data. See BatchNorm1d, BatchNorm2d, BatchNorm3d for details.")
 # and https://docs.pytorch.org/docs/stable/generated/torch.nn.BatchNorm2d.html, whose words these are.
-_TRAIN = ("Also by default, during training this layer keeps running estimates of its computed mean and variance, "
-          "which are then used for normalization during evaluation.")
-_NONE = ("track_running_stats: ... when set to False, this module does not track such statistics, and initializes "
-         "statistics buffers running_mean and running_var as None. When these buffers are None, this module always "
-         "uses batch statistics. in both training and eval modes.")
+_TRAIN = (
+    "Also by default, during training this layer keeps running estimates of its computed mean and variance, "
+    "which are then used for normalization during evaluation."
+)
+_NONE = (
+    "track_running_stats: ... when set to False, this module does not track such statistics, and initializes "
+    "statistics buffers running_mean and running_var as None. When these buffers are None, this module always "
+    "uses batch statistics. in both training and eval modes."
+)
 FLAGS = (
     Combo((("training", True), ("running_stats", "given")), "batch", True, _TRAIN),
     Combo((("training", False), ("running_stats", "given")), "running", False, _TRAIN),
-    Combo((("training", True), ("running_stats", None)), "batch", False,
-          "If track_running_stats is set to False, this layer then does not keep running estimates, and batch "
-          "statistics are instead used during evaluation time as well. " + _NONE),
-    Combo((("training", False), ("running_stats", None)), None, None,
-          "(F.batch_norm with training=False and no running statistics: the pages say the module then passes "
-          "training=True; the function's own case is not described)"),
+    Combo(
+        (("training", True), ("running_stats", None)),
+        "batch",
+        False,
+        "If track_running_stats is set to False, this layer then does not keep running estimates, and batch "
+        "statistics are instead used during evaluation time as well. " + _NONE,
+    ),
+    Combo(
+        (("training", False), ("running_stats", None)),
+        None,
+        None,
+        "(F.batch_norm with training=False and no running statistics: the pages say the module then passes "
+        "training=True; the function's own case is not described)",
+    ),
 )
 
 _DTYPES = ("float16", "float32", "float64")
@@ -98,8 +110,10 @@ def _accelerators():
     import torch
 
     found, lacking, unseen = [], [], []
-    kinds = (("cuda", "ROCm" if torch.version.hip else "CUDA", torch.backends.cuda.is_built()),
-             ("xpu", "XPU", hasattr(torch, "xpu") and getattr(torch.xpu, "_is_compiled", lambda: False)()))
+    kinds = (
+        ("cuda", "ROCm" if torch.version.hip else "CUDA", torch.backends.cuda.is_built()),
+        ("xpu", "XPU", hasattr(torch, "xpu") and getattr(torch.xpu, "_is_compiled", lambda: False)()),
+    )
     for kind, label, built in kinds:
         if not built:
             lacking.append(label)
@@ -108,15 +122,24 @@ def _accelerators():
         if not api.is_available() or api.device_count() == 0:
             unseen.append(f"{label} built in, torch.{kind}.is_available() False")
         else:
-            found += [DeviceInfo(key=f"{kind}:{i}", name=api.get_device_name(i), vendor=label, driver=version(),
-                                 platform=f"torch.{kind}") for i in range(api.device_count())]
+            found += [
+                DeviceInfo(
+                    key=f"{kind}:{i}",
+                    name=api.get_device_name(i),
+                    vendor=label,
+                    driver=version(),
+                    platform=f"torch.{kind}",
+                )
+                for i in range(api.device_count())
+            ]
     if not torch.backends.mps.is_built():
         lacking.append("MPS")
     elif not torch.backends.mps.is_available():
         unseen.append("MPS built in, torch.backends.mps.is_available() False")
     else:
-        found.append(DeviceInfo(key="mps", name="Apple MPS", vendor="Apple", driver=version(), platform="torch.mps",
-                                fp64=False))  # MPS has no float64
+        found.append(
+            DeviceInfo(key="mps", name="Apple MPS", vendor="Apple", driver=version(), platform="torch.mps", fp64=False)
+        )  # MPS has no float64
     if found:
         return found, ""
     why = ([f"built without {'/'.join(lacking)}"] if lacking else []) + unseen
@@ -140,7 +163,9 @@ def open(device_key):  # noqa: A001 - the contract's name
         return {"num_threads": threads, "device": torch.device("cpu"), "sync": None}
     keys = [d.key for d in devices() if d.key]
     if device_key not in keys:
-        raise Skip(f"torch has no device {device_key!r} here (found: the CPU, key None{''.join(', ' + k for k in keys)})")
+        raise Skip(
+            f"torch has no device {device_key!r} here (found: the CPU, key None{''.join(', ' + k for k in keys)})"
+        )
     device = torch.device(device_key)
     api = getattr(torch, device.type)  # torch.cuda, torch.xpu, torch.mps
     if device.index is not None:
@@ -218,8 +243,15 @@ def run(session, case, inputs, policy, use_defaults=False):
     if train:
         with torch.no_grad():
             _, save_mean, save_invstd = torch.ops.aten.native_batch_norm(
-                x.detach(), w.detach(), b.detach(), put(inputs.running_mean.copy()) if given else None,
-                put(inputs.running_var.copy()) if given else None, train, momentum, eps)
+                x.detach(),
+                w.detach(),
+                b.detach(),
+                put(inputs.running_mean.copy()) if given else None,
+                put(inputs.running_var.copy()) if given else None,
+                train,
+                momentum,
+                eps,
+            )
         outputs.update(save_mean=_vec(save_mean), save_invstd=_vec(save_invstd))
     untouched = {"x": _back(x, case).copy(), "gamma": _vec(w), "beta": _vec(b)}
 
@@ -235,8 +267,10 @@ def run(session, case, inputs, policy, use_defaults=False):
     walls, _ = time_repeats(once, policy)
     notes = [f"torch.get_num_threads() = {torch.get_num_threads()}" if sync is None else f"device {dev}"]
     if not given:
-        notes.append("running_mean=running_var=None: running_mean and running_var are the caller's tensors, not "
-                     "handed to torch, read back after the call")
+        notes.append(
+            "running_mean=running_var=None: running_mean and running_var are the caller's tensors, not "
+            "handed to torch, read back after the call"
+        )
     if case.channel_axis != 1:
         notes.append(f"channel axis {case.axis} moved to 1 with numpy (torch fixes it at 1)")
     return Result(outputs=outputs, wall_ms=walls, untouched=untouched, notes=notes)
