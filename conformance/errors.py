@@ -29,3 +29,11 @@ class ReportError(Exception):
     def of(cls, path, exc: OSError, note: str = "") -> "ReportError":
         why = exc.strerror or type(exc).__name__
         return cls(_one_line(f"cannot write {str(path)!r}: {why}" + (f"; {note}" if note else "")))
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception as one line for a row's reason: its type and the first non-blank line of its message
+    (frameworks raise messages of many lines, C++ stack traces included)."""
+    text = str(exc).strip()
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__

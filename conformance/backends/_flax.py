@@ -17,18 +17,13 @@ import os
 
 import numpy as np
 
+from ..errors import first_line
 from .base import DeviceInfo, Result, Unsupported, time_repeats
 
 _DTYPES = ("float16", "float32", "float64")
 FAST_VARIANCE_QUOTE = (
     "use_fast_variance: If true, use a faster, but less numerically stable, calculation for the variance."
 )
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
-    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
 
 
 def available(submodule: str):

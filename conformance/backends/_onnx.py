@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import first_line
 from .base import Profile, Result, Unsupported, time_repeats
 
 OPSET = 15
@@ -80,12 +81,6 @@ def make_feeds(case, inputs) -> dict[str, np.ndarray]:
 
 def _back(a: np.ndarray, case) -> np.ndarray:
     return np.ascontiguousarray(np.moveaxis(np.asarray(a), 1, case.channel_axis))
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
-    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
 
 
 def run(case, inputs, policy, use_defaults, make_runner, engine: str) -> Result:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import first_line
 from .base import DeviceInfo, Result, Skip, Unsupported, time_repeats
 
 _paddle = None
@@ -43,12 +44,6 @@ def paddle():
         p.disable_static()
         _paddle = p
     return _paddle
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
-    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
 
 
 def available():

@@ -16,14 +16,10 @@ from __future__ import annotations
 
 import os
 
+from ..errors import first_line
+
 _tf = None
 _threads: dict = {}
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
-    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
 
 
 def _cpus() -> int:

@@ -56,6 +56,7 @@ import os
 
 import numpy as np
 
+from ..errors import first_line
 from .base import Combo, DeviceInfo, Profile, Result, Skip, Unsupported, combo_for, time_repeats
 
 NAME = "keras"
@@ -199,12 +200,6 @@ def supports(session, case):
     return None
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
-    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
-
-
 def _np(t) -> np.ndarray:
     """A numpy copy of a backend tensor or a Keras variable."""
     import keras
@@ -243,7 +238,7 @@ def run(session, case, inputs, policy, use_defaults=False):
         call = {"tensorflow": _tf_call, "jax": _jax_call, "torch": _torch_call}[backend](layer, case, inputs, training)
         y, grads, x_after = call()
     except (ValueError, TypeError, NotImplementedError) as exc:  # the layer refusing the input
-        raise Unsupported(_first_line(exc)) from None
+        raise Unsupported(first_line(exc)) from None
     outputs = {"y": _np(y), "running_mean": _np(layer.moving_mean), "running_var": _np(layer.moving_variance)}
     if grads is not None:
         outputs["dx"], outputs["dbeta"] = _np(grads["x"]), _np(grads["beta"])

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import os
 
+from ..errors import first_line
 from .base import Combo, DeviceInfo, Profile, Result, Skip, Unsupported, combo_for, time_repeats
 
 NAME = "mindspore"
@@ -123,7 +124,7 @@ def _accelerators():
         try:
             n = api.device_count()
         except RuntimeError as exc:
-            unseen.append(f"{target} supported, device_count(): {_first_line(exc)}")
+            unseen.append(f"{target} supported, device_count(): {first_line(exc)}")
             continue
         if n == 0:
             unseen.append(f"{target} supported, device_count() 0")
@@ -184,11 +185,6 @@ def supports(session, case):
     return None
 
 
-def _first_line(exc):
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
-
-
 def _make(ms, case, inputs, use_defaults, combo):
     """The op and a callable running it on fresh running-stat Parameters; the callable returns numpy outputs."""
     kw = {"is_training": bool(combo.get("is_training")), "data_format": _layout(case)}
@@ -224,7 +220,7 @@ def run(session, case, inputs, policy, use_defaults=False):
         call, passed = _make(ms, case, inputs, use_defaults, combo)
         got, rm, rv = call()
     except (RuntimeError, TypeError, ValueError) as exc:
-        raise Unsupported(f"mindspore.ops.BatchNorm: {_first_line(exc)}") from None
+        raise Unsupported(f"mindspore.ops.BatchNorm: {first_line(exc)}") from None
     y, batch_mean, batch_var, reserve1, reserve2 = got[:5]
     outputs = {"y": y, "running_mean": rm, "running_var": rv, "reserve_space_1": reserve1, "reserve_space_2": reserve2}
     if combo.get("is_training"):

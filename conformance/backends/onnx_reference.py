@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import first_line
 from . import _onnx
 from .base import DeviceInfo
 
@@ -23,7 +24,7 @@ def available():
     try:
         import onnx.reference  # noqa: F401
     except Exception as exc:
-        return _onnx.first_line(exc)
+        return first_line(exc)
     return None
 
 

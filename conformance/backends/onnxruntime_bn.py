@@ -8,6 +8,7 @@ backward. A model or input the engine rejects is reported as unsupported with th
 
 from __future__ import annotations
 
+from ..errors import first_line
 from . import _onnx
 from .base import DeviceInfo
 
@@ -22,7 +23,7 @@ def available():
         import onnx  # noqa: F401 - builds the model
         import onnxruntime  # noqa: F401
     except Exception as exc:
-        return _onnx.first_line(exc)
+        return first_line(exc)
     return None
 
 

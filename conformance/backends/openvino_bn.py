@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import first_line
 from .base import DeviceInfo, Profile, Result, Skip, Unsupported, time_repeats
 
 NAME = "openvino"
@@ -69,12 +70,6 @@ def core():
     if _core is None:
         _core = _ov().Core()
     return _core
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
-    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
 
 
 def available():

@@ -16,6 +16,7 @@ Backward: paddle.grad of y against x, weight and bias with dy as the output grad
 
 from __future__ import annotations
 
+from ..errors import first_line
 from . import _paddle
 from .base import Combo, Profile, Unsupported, combo_for
 
@@ -111,7 +112,7 @@ def run(session, case, inputs, policy, use_defaults=False):
         )
     except Exception as exc:
         if _paddle.rejected(exc):
-            raise Unsupported(_paddle.first_line(exc)) from None
+            raise Unsupported(first_line(exc)) from None
         raise
     layer.weight.set_value(inputs.gamma)
     layer.bias.set_value(inputs.beta)

@@ -28,6 +28,7 @@ import warnings
 
 import numpy as np
 
+from ..errors import first_line
 from . import _paddle, paddle_nn
 from .base import Combo, Result, Unsupported, combo_for, time_repeats
 
@@ -126,7 +127,7 @@ def _reject(exc):
     (_paddle.rejected), static mode checks dtypes while the program is built: "(InvalidType) Check data type
     error for op: batch_norm_, input: x, x.dtype: float16, and expected_dtype: float32, float64"."""
     if _paddle.rejected(exc) or str(exc).strip().startswith("(InvalidType)"):
-        raise Unsupported(_paddle.first_line(exc)) from None
+        raise Unsupported(first_line(exc)) from None
     raise exc
 
 

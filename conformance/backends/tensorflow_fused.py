@@ -48,6 +48,7 @@ Threads and oneDNN: see _tensorflow.py.
 
 from __future__ import annotations
 
+from ..errors import first_line
 from . import _tensorflow
 from .base import Combo, DeviceInfo, Profile, Result, Unsupported, combo_for, time_repeats
 
@@ -183,7 +184,7 @@ def run(session, case, inputs, policy, use_defaults=False):
             **{"epsilon": 0.001, **kwargs},
         )  # the wrapper's default eps where it is not given
     except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError, ValueError, TypeError) as exc:
-        raise Unsupported(f"{API}: {_tensorflow.first_line(exc)}") from None
+        raise Unsupported(f"{API}: {first_line(exc)}") from None
 
     outputs = {
         "y": y.numpy().copy(),

@@ -38,6 +38,7 @@ float64 runs as float64. Threads and oneDNN: see _tensorflow.py.
 
 from __future__ import annotations
 
+from ..errors import first_line
 from . import _tensorflow
 from .base import DeviceInfo, Profile, Result, Unsupported, time_repeats
 
@@ -123,7 +124,7 @@ def run(session, case, inputs, policy, use_defaults=False):
         else:
             new_rm, new_rv = rm, rv
     except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError, ValueError, TypeError) as exc:
-        raise Unsupported(f"{API}: {_tensorflow.first_line(exc)}") from None
+        raise Unsupported(f"{API}: {first_line(exc)}") from None
 
     outputs = {"y": y.numpy().copy(), "running_mean": new_rm.numpy().copy(), "running_var": new_rv.numpy().copy()}
     if mean is not None:

@@ -48,6 +48,7 @@ import inspect
 
 import numpy as np
 
+from ..errors import first_line
 from .base import Combo, DeviceInfo, Profile, Result, Skip, Unsupported, combo_for, time_repeats
 
 NAME = "torch"
@@ -95,7 +96,7 @@ def available():
         import torch  # noqa: F401
         import torch.nn.functional  # noqa: F401
     except Exception as exc:
-        return _first_line(exc)
+        return first_line(exc)
     return None
 
 
@@ -183,12 +184,6 @@ def supports(session, case):
     return None
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
-    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
-
-
 def _to_c1(a: np.ndarray, case) -> np.ndarray:
     """A fresh C-contiguous copy with the channel axis at 1."""
     return np.moveaxis(a, case.channel_axis, 1).copy()
@@ -235,7 +230,7 @@ def run(session, case, inputs, policy, use_defaults=False):
         if grad:
             y.backward(dy)
     except Exception as exc:
-        raise Unsupported(_first_line(exc)) from None
+        raise Unsupported(first_line(exc)) from None
 
     outputs = {"y": _back(y, case).copy(), "running_mean": _vec(rm), "running_var": _vec(rv)}
     if grad:
