@@ -36,12 +36,14 @@ import statistics
 
 import numpy as np
 
+from . import lifecycle
 from .backends.base import TimingPolicy
 from .backends.opencl_plan import host_llc, reread, summed
-from .case import Case
+from .case import Case, profiled
 from .generate import generate
-from .runner import Target, _start, kernel_columns, profiled
-from .worker import stop_all
+from .lifecycle import Target
+from .runner import kernel_columns
+from .status import WORKER_LOST
 
 PHASES = ("forward_train", "forward_infer", "backward")
 FLOOR_BYTES = 4  # a copy of one float: what one command costs from enqueue to finish, whatever it does
@@ -90,7 +92,7 @@ def _backward_traffic(step: dict, fwd: dict) -> dict:
 
 
 def _variants(problem: Case, target: Target) -> dict[str, Case]:
-    p = profiled(problem, target.meta.get("profile")) if target.is_framework else problem
+    p = profiled(problem, target.meta.profile) if target.is_framework else problem
     return {
         "forward_train": dataclasses.replace(p, backward=False),
         "forward_infer": dataclasses.replace(p, mode="infer", backward=False),
@@ -109,18 +111,17 @@ def run_bench(
     policy = TimingPolicy(warmup=1, min_repeats=repeats, max_repeats=repeats, budget_s=0.0)
     rows: list[dict] = []
     try:
-        _start(targets)
+        lifecycle.start(targets)
         live = [t for t in targets if t.state == "ready"]
         for problem in problems(cases):
             rows.extend(_bench_problem(problem, live, rounds, policy, timeout_s))
             if progress is not None:
                 progress.step(problem.name, {})
-        rss = {t.label: t.worker.peak_rss_mib() for t in live}
     finally:
-        stop_all(t.worker for t in targets)
+        lifecycle.stop(targets)  # each worker's peak memory recorded first
         if progress is not None:
             progress.close()
-    return rows, rss
+    return rows, {t.label: t.peak_rss_mib for t in live}
 
 
 def _bench_problem(
@@ -144,20 +145,18 @@ def _bench_problem(
                 if status.get((t.label, ph), "ok") != "ok":
                     continue
                 reply = t.worker.run(case, key, policy, timeout_s)
-                if reply[0] != "ok":
-                    status[(t.label, ph)] = f"{reply[0]}: {reply[1]}"
-                    if reply[0] in ("crash", "timeout"):
+                if not reply.ok:
+                    status[(t.label, ph)] = f"{reply.status}: {reply.reason}"
+                    if reply.status in WORKER_LOST:
                         t.worker.start()
                         t.worker.keep(key, inputs)
                     continue
-                if ph == "train_step" and "dx" not in reply[1].outputs:
+                if ph == "train_step" and "dx" not in reply.outputs:
                     status[(t.label, ph)] = f"{t.backend} has no backward"
                     continue
-                walls[(t.label, ph)].extend(reply[1].wall_ms)
-                traffic[(t.label, ph)] = (
-                    traffic[(t.label, ph)] or getattr(reply[1], "traffic", None) or generic_traffic(case)
-                )
-                kernel[(t.label, ph)].extend(reply[1].kernel_ms or [])
+                walls[(t.label, ph)].extend(reply.result.wall_ms)
+                traffic[(t.label, ph)] = traffic[(t.label, ph)] or reply.result.traffic or generic_traffic(case)
+                kernel[(t.label, ph)].extend(reply.result.kernel_ms or [])
     for t in targets:  # a phase that gave no result: the generic model, for its columns
         for ph, case in _variants(problem, t).items():
             traffic[(t.label, ph)] = traffic[(t.label, ph)] or generic_traffic(case)

@@ -22,7 +22,7 @@ import hashlib
 import math
 import os
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from urllib.parse import quote, unquote
 
@@ -364,6 +364,21 @@ class Case:
 
 
 ID_FIELDS = tuple(f.name for f in fields(Case) if f.compare)  # what an id (and a suite's [[case]]) sets
+# What a suite's [[case]] (and a known deviation's case selector) may name: every id field, and normalize_with,
+# the suite-file spelling of `mode` (batch: train, running: infer).
+SUITE_FIELDS = (*ID_FIELDS, "normalize_with")
+
+
+def profiled(case: Case, profile) -> Case:
+    """The canonical case under a framework's profile (None fields keep the canonical choice)."""
+    if profile is None:
+        return case
+    return replace(
+        case,
+        momentum_dir=profile.momentum_dir or "old",
+        running_var=profile.running_var or "biased",
+        stats=profile.stats or case.stats,
+    )
 
 
 def _format(name: str, value) -> str:

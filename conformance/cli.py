@@ -18,13 +18,15 @@ from . import meta as metadata
 from . import suite as suites
 from .backends.base import TimingPolicy
 from .case import Case
-from .compare import THRESHOLDS, UNEXPECTED
+from .compare import THRESHOLDS
 from .errors import ReportError, UserError
 from .generate import check_npz
+from .lifecycle import DEFAULT_TIMEOUT_S, discover, release_probes, select_targets, tuned
 from .preflight import number, path_arg
 from .progress import Progress
 from .report import ArraysWriter, atomic_write, write
-from .runner import DEFAULT_TIMEOUT_S, discover, release_probes, run_cases, select_targets, tuned
+from .runner import run_cases
+from .status import UNEXPECTED
 from .verdict import judge
 from .worker import peak_rss_mib
 
@@ -153,10 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("what", choices=["cases", "backends", "devices", "suites"])
     ls.add_argument("--suite", default="smoke")
     for module in EXTRA_COMMANDS:  # each adds its sub-parsers with set_defaults(func=handler)
-        try:
-            importlib.import_module(module).add_commands(sub)
-        except ImportError:
-            pass
+        importlib.import_module(module).add_commands(sub)
     return p
 
 
@@ -168,7 +167,7 @@ TUNE_HELP = (
 
 def _tune(args) -> dict:
     """The run's --tune overrides, checked before anything runs (a bad one: one line, exit 2), and handed to every
-    worker started after this (runner.tuned: an environment variable; main() restores it when the command ends)."""
+    worker started after this (lifecycle.tuned: an environment variable; main() restores it when the command ends)."""
     from .backends import opencl_tuning
 
     try:
@@ -273,7 +272,7 @@ def cmd_run(args, argv) -> int:
         raise UserError(
             "no backend is available: " + "; ".join(f"{i.name}: {i.reason}" for i in infos), source="conformance run"
         )
-    warnings += list(dict.fromkeys(n for i in infos for n in (i.meta or {}).get("notes", [])))
+    warnings += list(dict.fromkeys(n for i in infos for n in i.meta.notes))
     _check_memory(args, cases, targets)
     policy = TimingPolicy(max_repeats=args.repeats, min_repeats=min(3, args.repeats), budget_s=args.time_budget)
     print(
@@ -310,7 +309,7 @@ def cmd_run(args, argv) -> int:
     state: dict = {}
 
     def versions():  # known once the workers have started
-        return {t.backend: t.meta.get("version") or getattr(t.device, "driver", "") for t in targets}
+        return {t.backend: t.version for t in targets}
 
     def classify(case_rows, case_seen):
         deviations.apply(case_rows, case_seen, versions(), known)
@@ -350,7 +349,7 @@ def cmd_run(args, argv) -> int:
         machine_load=metadata.busy_measure(busy_from),
     )
     meta["partial"] = len(meta["done_cases"]) < len(all_ids)
-    workers = {t.label: t.meta.get("peak_rss_mib") for t in targets if t.meta.get("peak_rss_mib")}
+    workers = {t.label: t.peak_rss_mib for t in targets if t.peak_rss_mib}
     own = peak_rss_mib()
     meta["peak_rss_mib"] = {"main": own, "workers": workers, "upper_bound_total": own + sum(workers.values())}
     df = write(out, every_row, meta)

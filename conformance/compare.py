@@ -17,10 +17,6 @@ import numpy as np
 
 from .oracle import UNIT_ROUNDOFF
 
-# Closed set of outcomes, like benchdnn's.
-STATUSES = ("pass", "fail", "unsupported", "skip", "error", "crash", "timeout", "xfail", "xpass")
-UNEXPECTED = ("fail", "error", "crash", "timeout", "xpass")
-
 # Pass threshold on norm_err, per output dtype.
 THRESHOLDS = {"float16": 8.0, "float32": 64.0, "float64": 64.0}
 

@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import importlib
 import math
+import multiprocessing as mp
 import sys
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import ReportError, UserError
+from .errors import ReportError, UserError, first_line
 from .preflight import path_arg, writable_dir
-from .worker import _CTX, _first_line
+
+_CTX = mp.get_context("spawn")  # a fresh process per framework, as the workers (worker.py)
 
 FIRST_CALL_S, CALL_S = 180.0, 30.0  # the first call of a worker imports its framework
 FRAMEWORK = {
@@ -228,7 +230,7 @@ def _child(conn, framework: str, todo: list) -> None:
         try:
             conn.send(_call(backend, s))
         except Exception as exc:  # noqa: BLE001 - the framework's rejection, whatever its type
-            conn.send(("enforced", _first_line(exc)))
+            conn.send(("enforced", first_line(exc)))
 
 
 def _run_framework(framework: str, rest: list, results: dict) -> None:

@@ -33,14 +33,14 @@ import tomllib
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-from .case import ID_FIELDS, Case
+from .case import SUITE_FIELDS, Case
 from .errors import UserError
+from .status import FAILING
 from .suite import CASES_DIR
 
 DEFAULT_PATH = CASES_DIR / "known_deviations.toml"
 _KEYS = {"backend", "versions", "case", "case_id", "output", "vs", "devices", "reason", "link", "strict"}
-FAILING = ("fail", "error", "crash", "timeout")
-_CASE_FIELDS = (set(ID_FIELDS) - {"inputs"}) | {"normalize_with"}  # what a [case] selector may name
+_CASE_FIELDS = set(SUITE_FIELDS) - {"inputs"}  # what a [case] selector may name
 
 
 @dataclass(frozen=True)

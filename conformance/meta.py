@@ -89,7 +89,7 @@ def collect(argv: list[str], suite: str, infos, targets, thresholds: dict) -> di
                 "state": t.state,
                 "reason": t.reason,
                 "device": t.device.as_dict() if t.device is not None else None,
-                "floor_ms": t.meta.get("floor_ms"),
+                "floor_ms": t.floor_ms,
             }
             for t in targets
         ],

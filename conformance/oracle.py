@@ -1,6 +1,6 @@
 """The float64 oracle: BatchNorm written from the formulas, in plain numpy, on the dtype-rounded inputs.
 
-It shares no code with the kernels or the backends. Canonical semantics (see DESIGN.md):
+It shares no code with the kernels or the backends. Canonical semantics (README.md, Semantics and the oracle):
 
     mean_c   = 1/m * sum_i x_ic                      (m = values per channel, every axis but the channel's)
     var_c    = 1/m * sum_i (x_ic - mean_c)^2         (biased: this is what normalises)

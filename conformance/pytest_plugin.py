@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pytest
 
-FAILING = ("fail", "error", "crash", "timeout")
+from .status import FAILING, UNCHECKED
+
 _STATE = pytest.StashKey["_State"]()
 
 
@@ -144,12 +145,11 @@ class _State:
     def __init__(self, config):
         from . import deviations
         from . import suite as suites
-        from .backends import BACKENDS
         from .backends.base import TimingPolicy
         from .case import Case
         from .errors import UserError
         from .generate import check_npz
-        from .runner import DEFAULT_TIMEOUT_S
+        from .lifecycle import DEFAULT_TIMEOUT_S, check_backends
 
         opt = config.getoption
         ids = opt("conformance_case")
@@ -164,11 +164,7 @@ class _State:
         for c in self.cases:
             if c.inputs is not None:
                 check_npz(c)  # a bad inputs file is a usage error before anything runs
-        for name in opt("conformance_backend") or []:
-            if name not in BACKENDS:
-                raise UserError(
-                    f"unknown backend {name!r} (known: {', '.join(BACKENDS)})", source="--conformance-backend"
-                )
+        check_backends(opt("conformance_backend"), "--conformance-backend")
         dev_path = opt("conformance_deviations")
         if dev_path is not None and not Path(dev_path).is_file():
             raise UserError(f"no such file {dev_path!r}", source="--conformance-deviations")
@@ -191,7 +187,7 @@ class _State:
 
     def discover(self) -> None:
         from .errors import UserError
-        from .runner import discover, select_targets, tuned
+        from .lifecycle import discover, select_targets, tuned
 
         self._tuned = tuned(self.tune)  # for the session's workers, all started after this; stop() ends it
         self._tuned.__enter__()
@@ -206,17 +202,13 @@ class _State:
     def plan(self):
         """(canonical case, the case a target runs, target) in the order of `conformance run`: per case, the
         canonical variant and then each framework profile (under each of its flag combinations); on each, the
-        SUT first. The variants are runner.variants(), as run makes them."""
+        SUT first. The variants and their schedules are runner.variants() and Group.schedule(), as run's."""
         from .runner import variants
 
         for case in self.cases:
             for group in variants(case, self.targets):
-                for t in sorted(self.targets, key=lambda t: not t.is_sut):
-                    if t.is_framework:
-                        for run_case in group.runs.get(t.label, ()):
-                            yield case, run_case, t
-                    elif t.is_sut or group.canonical:
-                        yield case, group.case, t
+                for t, run_case in group.schedule(self.targets):
+                    yield case, run_case, t
 
     def start(self, session) -> None:
         """Start, side by side, the worker of every target a selected item runs on (and the SUT's, which the
@@ -228,15 +220,15 @@ class _State:
         if any(t.is_framework for t in self.targets if id(t) in wanted):
             wanted |= {id(t) for t in self.targets if t.is_sut}
         self._launch([t for t in self.targets if id(t) in wanted])
-        from .runner import release_probes
+        from .lifecycle import release_probes
 
         release_probes(self.targets)  # the probes of targets no selected item runs on
 
     @staticmethod
     def _launch(targets) -> None:
-        from .runner import _start
+        from .lifecycle import start
 
-        _start([t for t in targets if t.state == "ready" and t.worker is None])
+        start(targets)
 
     def _cached(self, slot: str, key, make):
         if self._memo.get(slot, (None,))[0] != key:
@@ -247,8 +239,9 @@ class _State:
         """Every row of `variant` on `target`, known deviations applied, as `conformance run` makes them."""
         from . import deviations
         from .generate import generate
+        from .lifecycle import ask
         from .oracle import reference
-        from .runner import _reply, rows_for, vs_sut_rows
+        from .runner import rows_for, vs_sut_rows
 
         inputs = self._cached("inputs", case.id, lambda: generate(case))  # one draw serves every profile
         base = dataclasses.replace(variant, flags="") if variant.flags else variant  # flags change no value
@@ -259,28 +252,25 @@ class _State:
             if t.is_sut and t.label in replies:
                 return replies[t.label]
             self._launch([t])
-            r = _reply(t, variant if t is target else base, inputs, self.policy, self.timeout)
+            r = ask(t, variant if t is target else base, inputs, self.policy, self.timeout)
             if t.is_sut:
                 replies[t.label] = r
             return r
 
         got = reply(target)
         rows = rows_for(variant, target, got, ref, inputs)
-        if target.is_framework and got[0] == "ok":
-            sut = {t.label: r[1].outputs for t in self.targets if t.is_sut for r in [reply(t)] if r[0] == "ok"}
-            rows += vs_sut_rows(variant, target, got[1], ref, sut)
+        if target.is_framework and got.ok:
+            sut = {t.label: r.outputs for t in self.targets if t.is_sut for r in [reply(t)] if r.ok}
+            rows += vs_sut_rows(variant, target, got.result, ref, sut)
         for r in rows:
             r["_before"] = (r["status"], r["reason"])
-        version = target.meta.get("version") or getattr(target.device, "driver", "")
-        deviations.apply(rows, {variant.id: variant}, {target.backend: version}, self.known)
+        deviations.apply(rows, {variant.id: variant}, {target.backend: target.version}, self.known)
         return rows
 
     def stop(self) -> None:
-        from .runner import release_probes
-        from .worker import stop_all
+        from .lifecycle import stop
 
-        release_probes(self.targets or [])
-        stop_all(t.worker for t in self.targets or [])
+        stop(self.targets or [])
         tuned_ctx, self._tuned = getattr(self, "_tuned", None), None
         if tuned_ctx is not None:  # the environment as it was before the session's --conformance-tune
             tuned_ctx.__exit__(None, None, None)
@@ -334,9 +324,7 @@ class ConformanceItem(pytest.Item):
         if xfail:
             pytest.xfail(" | ".join(dict.fromkeys(_deviation_note(r) for r in xfail)))
         if not any(r["status"] == "pass" for r in rows):
-            reasons = dict.fromkeys(
-                f"{self.target.label}: {r['reason']}" for r in rows if r["status"] in ("unsupported", "skip")
-            )
+            reasons = dict.fromkeys(f"{self.target.label}: {r['reason']}" for r in rows if r["status"] in UNCHECKED)
             raise pytest.skip.Exception(" | ".join(reasons) or "nothing ran", _use_item_location=True)
 
     def reportinfo(self):

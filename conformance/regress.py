@@ -59,11 +59,9 @@ import math
 import numpy as np
 import pandas as pd
 
-from .compare import UNEXPECTED
 from .report import md_code, md_table, md_text
+from .status import EXPECTED, UNCHECKED, UNEXPECTED
 
-OK = ("pass", "xfail", "unsupported", "skip")
-UNCHECKED = ("skip", "unsupported")
 KEY = ["case_id", "target", "vs", "output"]
 ERROR_METRICS = ("norm_err", "ulp_at_max")
 ERROR_FLOOR = 1.0
@@ -195,7 +193,7 @@ def compare(
     m = base.merge(new, on=KEY, suffixes=("_base", "_new"))
     sb, sn = m["status_base"], m["status_new"]
     ident = m[KEY]
-    failing = sb.isin(OK) & sn.isin(UNEXPECTED)
+    failing = sb.isin(EXPECTED) & sn.isin(UNEXPECTED)
     fixed = sb.isin(UNEXPECTED) & (sn == "pass")
     lost = ~sb.isin(UNCHECKED) & sn.isin(UNCHECKED)
     other = (sb != sn) & ~failing & ~fixed & ~lost
@@ -416,7 +414,7 @@ def cross_device(dfs: dict[str, pd.DataFrame]) -> pd.DataFrame:
         return pd.DataFrame()
     table = pd.concat(parts, axis=1).sort_index()
     statuses = table.xs("status", axis=1, level=1)
-    judged = statuses.where(~statuses.isin(["unsupported", "skip"]) & statuses.notna())
+    judged = statuses.where(~statuses.isin(UNCHECKED) & statuses.notna())
     table[("all", "agree")] = judged.nunique(axis=1, dropna=True) <= 1
     return table
 

@@ -36,7 +36,7 @@ def judged_bar_ms(floor_ms) -> float:
 
 def eligible(rows: list[dict], targets) -> list[tuple[str, str]]:
     """(case_id, target) pairs, in run order, that ran and whose median is at or above their target's bar."""
-    bars = {t.label: judged_bar_ms(t.meta.get("floor_ms")) for t in targets if t.state == "ready"}
+    bars = {t.label: judged_bar_ms(t.floor_ms) for t in targets if t.state == "ready"}
     pairs = {}
     for r in rows:
         med = r.get("time_ms_median")
@@ -86,9 +86,9 @@ def run_rounds(
                 inputs_of = (None, None)  # the last draw goes before the next is made
                 inputs_of = (key, generate(case))
             reply = t.worker.run(case, inputs_of[1], policy, timeout_s)
-            if reply[0] != "ok":
+            if not reply.ok:
                 continue
-            cols = timing_columns(reply[1], case)
+            cols = timing_columns(reply.result, case)
             del reply
             mine = by_pair[(case_id, label)]
             best = cols["time_ms_median"] < mine[0]["time_ms_median"]

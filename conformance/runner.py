@@ -8,76 +8,23 @@ OpenCL device (`vs = opencl@<device>`).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import os
 import statistics
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import backends, retime
-from .backends import opencl_tuning
+from . import lifecycle, retime
 from .backends.base import TimingPolicy
-from .case import Case
+from .case import Case, profiled
 from .compare import compare
-from .errors import UserError
 from .generate import generate
+from .lifecycle import DEFAULT_TIMEOUT_S, Target
 from .oracle import reference
 from .progress import Progress
-from .worker import Worker, stop_all
+from .worker import Reply
 
-DEFAULT_TIMEOUT_S = 300.0
 UNTOUCHED = ("x", "gamma", "beta")
-
-
-@dataclass
-class Target:
-    backend: str
-    device: object  # DeviceInfo or None
-    state: str  # 'ready' | 'skip' | 'unavailable' | 'error'
-    reason: str | None = None
-    worker: Worker | None = None
-    meta: dict = field(default_factory=dict)
-    probe: Worker | None = None  # its backend's probe, kept by discover(keep=True): _start() makes it the worker
-
-    @property
-    def label(self) -> str:
-        key = getattr(self.device, "key", None)
-        return f"{self.backend}@{key}" if key else self.backend
-
-    @property
-    def is_framework(self) -> bool:
-        return bool(self.meta.get("framework"))
-
-    @property
-    def is_sut(self) -> bool:
-        return self.backend == "opencl"
-
-
-@dataclass
-class BackendInfo:
-    name: str
-    reason: str | None  # None: available
-    devices: list = field(default_factory=list)
-    meta: dict = field(default_factory=dict)
-    probe: Worker | None = None
-
-
-@contextlib.contextmanager
-def tuned(overrides: dict | None):
-    """The OpenCL tuning overrides of a run (`--tune KEY=VALUE`, parsed by opencl_tuning.parse_overrides) for
-    every worker started inside: the environment variable the OpenCL backend reads (a restarted worker gets it
-    too). With none, the variable is unset inside, so one left in the shell cannot change a run unrecorded."""
-    name, saved = opencl_tuning.ENV, os.environ.get(opencl_tuning.ENV)
-    os.environ.pop(name, None)
-    os.environ.update(opencl_tuning.env_for(overrides or {}))
-    try:
-        yield
-    finally:
-        os.environ.pop(name, None)
-        if saved is not None:
-            os.environ[name] = saved
 
 
 def kernel_columns(target) -> dict:
@@ -87,80 +34,6 @@ def kernel_columns(target) -> dict:
     if target.backend != "opencl":
         return {"family": "", "tuning": ""}
     return {"family": extra.get("family", ""), "tuning": extra.get("tuning", "")}
-
-
-def discover(names: list[str] | None = None, keep: bool = False) -> list[BackendInfo]:
-    """Every (or the named) backend, probed in its own process; the probes run side by side. keep: the probe of
-    an available backend stays alive (BackendInfo.probe) for select_targets() to hand to one of its targets,
-    whose worker it becomes in _start(), so the backend is not imported twice."""
-    for n in names or []:
-        if n not in backends.BACKENDS:
-            raise UserError(f"unknown backend {n!r} (known: {', '.join(backends.BACKENDS)})", source="--backend")
-    probes = [Worker(name, "__probe__").launch() for name in dict.fromkeys(names or backends.BACKENDS)]
-    out = []
-    for w in probes:
-        w.await_ready(keep_probe=keep)
-        reason = None if w.state == "devices" else (w.reason or "unavailable")
-        if reason is None and not w.devices:
-            reason = "no device found"
-            w.stop()
-        out.append(
-            BackendInfo(
-                w.backend,
-                reason,
-                w.devices if reason is None else [],
-                w.meta,
-                probe=w if keep and reason is None else None,
-            )
-        )
-    return out
-
-
-def release_probes(holders) -> None:
-    """End the kept probes of these BackendInfos or Targets that no worker adopted."""
-    for h in holders:
-        if h.probe is not None:
-            h.probe.stop()
-            h.probe = None
-
-
-def select_targets(infos: list[BackendInfo], device_filter: str | None, explicit: bool) -> list[Target]:
-    """The targets to run: every device of every available backend, or those matching device_filter. A kept
-    probe goes to its backend's first target; the probes of backends with none are ended."""
-    targets = []
-    for info in infos:
-        if info.reason is not None:
-            if explicit:
-                targets.append(Target(info.name, None, "unavailable", info.reason, meta=info.meta))
-            continue
-        for dev in info.devices:
-            if device_filter and dev.key is not None and not _matches(dev, device_filter):
-                continue
-            targets.append(Target(info.name, dev, "ready", meta=info.meta, probe=info.probe))
-            info.probe = None
-    release_probes(infos)
-    if device_filter and not any(t.device is not None and t.device.key is not None for t in targets):
-        found = [d.key for i in infos for d in i.devices if d.key]
-        release_probes(targets)
-        raise UserError(f"{device_filter!r} matches no device (found: {', '.join(found) or 'none'})", source="--device")
-    return targets
-
-
-def _matches(dev, text: str) -> bool:
-    text = text.lower()
-    return any(text in str(v).lower() for v in (dev.key, dev.name, dev.platform, dev.vendor))
-
-
-def profiled(case: Case, profile) -> Case:
-    """The canonical case under a framework's profile (None fields keep the canonical choice)."""
-    if profile is None:
-        return case
-    return dataclasses.replace(
-        case,
-        momentum_dir=profile.momentum_dir or "old",
-        running_var=profile.running_var or "biased",
-        stats=profile.stats or case.stats,
-    )
 
 
 def expected_dtype(case: Case, output: str) -> str:
@@ -226,10 +99,10 @@ def _timing_columns(result, case: Case) -> dict:
 
 def _quantity(target: Target, output: str) -> str:
     """The canonical quantity an output holds: itself, or what the docs say an extra output holds."""
-    return target.meta.get("extra_outputs", {}).get(output, output)
+    return target.meta.extra_outputs.get(output, output)
 
 
-def rows_for(case: Case, target: Target, reply, ref, inputs=None) -> list[dict]:
+def rows_for(case: Case, target: Target, reply: Reply, ref, inputs=None) -> list[dict]:
     """Rows of one target on one case against the oracle: every output, every extra output, the inputs."""
     base = {
         **_case_columns(case),
@@ -239,14 +112,13 @@ def rows_for(case: Case, target: Target, reply, ref, inputs=None) -> list[dict]:
         "vs": "oracle",
         **kernel_columns(target),
     }
-    status, payload = reply[0], reply[1]
-    if status != "ok":
+    if not reply.ok:
         timing = _timing_columns(None, case)
         return [
-            {**base, "output": out, "status": status, "reason": f"{payload} [{case.id}]", **timing}
+            {**base, "output": out, "status": reply.status, "reason": f"{reply.reason} [{case.id}]", **timing}
             for out in case.outputs
         ]
-    result = payload
+    result = reply.result
     timing = _timing_columns(result, case)
     rows = []
     for out in list(case.outputs) + [k for k in result.outputs if k not in case.outputs]:
@@ -313,46 +185,6 @@ def vs_sut_rows(case: Case, target: Target, result, ref, sut_outputs: dict[str, 
     return rows
 
 
-def _start(targets: list[Target]) -> None:
-    """The worker of every ready target, side by side: a kept probe adopted, or a process launched."""
-    ready = [t for t in targets if t.state == "ready"]
-    for t in ready:
-        if t.probe is not None:
-            t.worker, t.probe = t.probe.adopt(t.device.key), None
-        else:
-            t.worker = Worker(t.backend, t.device.key).launch()
-    for t in ready:
-        t.worker.await_ready()
-        t.state, t.reason = t.worker.state, t.worker.reason
-        t.meta = t.worker.meta or t.meta
-        if t.state == "unavailable":
-            t.state = "error"
-
-
-FLOOR_CASE = Case(name="floor", shape=(4, 2), mode="infer")  # two channels of two values: a call and nothing else
-
-
-def measure_floors(targets: list[Target], policy: TimingPolicy, timeout_s: float) -> None:
-    """Each ready target's launch floor: the median wall time of FLOOR_CASE, in its meta as floor_ms (None where
-    the call did not run). Timing comparisons judge only cases well above it (regress.py)."""
-    inputs = generate(FLOOR_CASE)
-    for t in targets:
-        if t.state != "ready":
-            continue
-        case = profiled(FLOOR_CASE, t.meta.get("profile")) if t.is_framework else FLOOR_CASE
-        reply = t.worker.run(case, inputs, policy, timeout_s)
-        walls = reply[1].wall_ms if reply[0] == "ok" else None
-        t.meta = {**t.meta, "floor_ms": statistics.median(walls) if walls else None}
-
-
-def _reply(t: Target, case: Case, inputs, policy, timeout_s):
-    if t.state == "ready":
-        return t.worker.run(case, inputs, policy, timeout_s)
-    if t.state == "unavailable":
-        return ("skip", f"{t.backend} unavailable: {t.reason}")
-    return (t.state, t.reason)
-
-
 def run_cases(
     cases: list[Case],
     targets: list[Target],
@@ -372,18 +204,19 @@ def run_cases(
     `seen` (case id -> Case) collects every profiled case that produced rows; classify(rows, cases) may change
     a finished case's rows in place before they are counted (the known deviations: so the progress line counts
     xfail where the report will); record(case_id, rows) puts a finished case's rows on disk (the journal) before
-    the next case starts, and an exception it raises ends the run. A KeyboardInterrupt (Ctrl-C, or SIGTERM turned into one by the CLI) stops
-    the run between two rows: the rows of every finished case are returned, the case in flight is dropped, and
-    `state` gets done = [ids of finished cases] and interrupted = True. After the last case, the pairs compare may
-    judge are timed in rounds 2..rounds (retime.py), each new best passed to retimed(case_id, target, columns)."""
+    the next case starts, and an exception it raises ends the run. A KeyboardInterrupt (Ctrl-C, or SIGTERM turned
+    into one by the CLI) stops the run between two rows: the rows of every finished case are returned, the case
+    in flight is dropped, and `state` gets done = [ids of finished cases] and interrupted = True. After the last
+    case, the pairs compare may judge are timed in rounds 2..rounds (retime.py), each new best passed to
+    retimed(case_id, target, columns)."""
     rows: list[dict] = []
     counts: dict[str, int] = {}
     seen = {} if seen is None else seen
     state = {} if state is None else state
     state.update(done=[], interrupted=False)
     try:
-        _start(targets)
-        measure_floors(targets, policy, timeout_s)
+        lifecycle.start(targets)
+        lifecycle.measure_floors(targets, policy, timeout_s)
         for case in cases:
             case_rows, case_seen = _run_case(case, targets, policy, timeout_s, on_arrays)
             if classify is not None:
@@ -411,14 +244,7 @@ def run_cases(
     except KeyboardInterrupt:
         state["interrupted"] = True
     finally:
-        for t in targets:
-            if t.worker is not None:
-                if state["interrupted"]:  # a worker may be mid-case, its reply still on the pipe: end it
-                    t.worker.kill()
-                    continue
-                if t.worker.proc is not None and t.worker.proc.is_alive():
-                    t.meta = {**t.meta, "peak_rss_mib": t.worker.peak_rss_mib()}
-        stop_all(t.worker for t in targets)
+        lifecycle.stop(targets, interrupted=state["interrupted"])
         if progress is not None:
             progress.close()
     return rows
@@ -434,6 +260,16 @@ class Group:
     canonical: bool  # the case itself: the non-framework peers (numpy) run it too
     runs: dict = field(default_factory=dict)  # target label -> [flagged variants of `case`]
 
+    def schedule(self, targets: list[Target]):
+        """(target, case it runs) in run order: the SUT first (the frameworks are compared with its outputs), the
+        numpy peer on the canonical variant only, each framework under each of its flag combinations here."""
+        for t in sorted(targets, key=lambda t: not t.is_sut):
+            if t.is_framework:
+                for run_case in self.runs.get(t.label, ()):
+                    yield t, run_case
+            elif t.is_sut or self.canonical:
+                yield t, self.case
+
 
 def variants(case: Case, targets: list[Target]) -> list[Group]:
     """What `run`, `bench`, `conventions` and the pytest plugin run for one case: the canonical variant, then each
@@ -445,8 +281,8 @@ def variants(case: Case, targets: list[Target]) -> list[Group]:
     for t in targets:
         if not t.is_framework:
             continue
-        pc = profiled(base, t.meta.get("profile"))
-        combos = t.meta.get("flags") or ()
+        pc = profiled(base, t.meta.profile)
+        combos = t.meta.flags
         if case.flags:
             labels = [c.label for c in combos if c.label == case.flags]
         else:
@@ -464,8 +300,7 @@ def _run_case(case: Case, targets: list[Target], policy, timeout_s, on_arrays):
     inputs = generate(case)  # profiles and flags never change the inputs: one draw serves every variant
     rows, seen = [], {}
     for group in variants(case, targets):
-        chosen = [t for t in targets if (t.label in group.runs if t.is_framework else t.is_sut or group.canonical)]
-        new, arrays, ran = _run_variant(group, chosen, inputs, policy, timeout_s, keep=on_arrays is not None)
+        new, arrays, ran = _run_variant(group, targets, inputs, policy, timeout_s, keep=on_arrays is not None)
         seen.update(ran)
         rows.extend(new)
         if on_arrays is not None:
@@ -474,24 +309,20 @@ def _run_case(case: Case, targets: list[Target], policy, timeout_s, on_arrays):
 
 
 def _run_variant(group: Group, targets, inputs, policy, timeout_s, keep: bool = False):
-    """Rows and arrays of one (possibly profiled) case on the chosen targets: the SUT on every variant, the
-    numpy peer on the canonical case, each framework on its own profile under each of its flag combinations
-    (after the SUT, to compare with it). The outputs are held beyond their rows only where needed: the SUT's (the
-    frameworks are compared with them), and every target's with keep (--keep-arrays, keyed by target, and
-    target[flags] for a flag combination)."""
-    variant = group.case
-    ref = reference(variant, inputs)
+    """Rows and arrays of one (possibly profiled) case on its schedule (Group.schedule). The outputs are held
+    beyond their rows only where needed: the SUT's (the frameworks are compared with them), and every target's
+    with keep (--keep-arrays, keyed by target, and target[flags] for a flag combination)."""
+    ref = reference(group.case, inputs)
     rows, arrays, sut, ran = [], {}, {}, {}
-    for t in sorted(targets, key=lambda t: not t.is_sut):
-        for run_case in group.runs.get(t.label, [variant]):
-            reply = _reply(t, run_case, inputs, policy, timeout_s)
-            rows.extend(rows_for(run_case, t, reply, ref, inputs))
-            ran[run_case.id] = run_case
-            if reply[0] == "ok":
-                if keep:
-                    arrays[t.label + (f"[{run_case.flags}]" if run_case.flags else "")] = reply[1].outputs
-                if t.is_sut:
-                    sut[t.label] = reply[1].outputs
-                elif t.is_framework:
-                    rows.extend(vs_sut_rows(run_case, t, reply[1], ref, sut))
+    for t, run_case in group.schedule(targets):
+        reply = lifecycle.ask(t, run_case, inputs, policy, timeout_s)
+        rows.extend(rows_for(run_case, t, reply, ref, inputs))
+        ran[run_case.id] = run_case
+        if reply.ok:
+            if keep:
+                arrays[t.label + (f"[{run_case.flags}]" if run_case.flags else "")] = reply.outputs
+            if t.is_sut:
+                sut[t.label] = reply.outputs
+            elif t.is_framework:
+                rows.extend(vs_sut_rows(run_case, t, reply.result, ref, sut))
     return rows, arrays, ran

@@ -26,13 +26,12 @@ from pathlib import Path, PurePath
 
 import tomllib
 
-from .case import ID_FIELDS, Case, Fill, content_digest
+from .case import SUITE_FIELDS, Case, Fill, content_digest
 from .errors import UserError
 
 CASES_DIR = Path(os.environ.get("CONFORMANCE_CASES_DIR", Path(__file__).resolve().parents[1] / "cases"))
 # What a [[case]] may set: the id's fields (inputs_root is where the file is, not part of the case), and
 # normalize_with, mode's other spelling ("batch" is train, "running" is infer).
-CASE_FIELDS = list(ID_FIELDS) + ["normalize_with"]
 _MODE_OF = {"batch": "train", "running": "infer"}
 MAX_CASES = 100_000
 NOT_SUITES = {"known_deviations"}  # data files in cases/ that are not suites
@@ -119,9 +118,9 @@ def parse(data: dict, src: str) -> Suite:
 
 def _check_keys(table: dict, src: str, where: str, *, allow_name: bool) -> None:
     for key in table:
-        if key not in CASE_FIELDS or (key == "name" and not allow_name):
+        if key not in SUITE_FIELDS or (key == "name" and not allow_name):
             raise UserError(
-                f"unknown field {key!r} (known: {', '.join(f for f in CASE_FIELDS if allow_name or f != 'name')})",
+                f"unknown field {key!r} (known: {', '.join(f for f in SUITE_FIELDS if allow_name or f != 'name')})",
                 source=src,
                 field=f"{where}.{key}",
             )
@@ -139,7 +138,7 @@ def _choices(key: str, value) -> list:
 
 
 def _expand(merged: dict, src: str, where: str, base: Path):
-    keys = [k for k in CASE_FIELDS if k in merged]
+    keys = [k for k in SUITE_FIELDS if k in merged]
     options = []
     for key in keys:
         opts = _choices(key, merged[key])

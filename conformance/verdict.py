@@ -21,9 +21,8 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from .compare import UNEXPECTED
+from .status import JUDGED, UNEXPECTED
 
-JUDGED = ("pass", "fail", "xfail", "xpass")
 SUT = "opencl"
 
 

@@ -16,7 +16,7 @@ ONCE = TimingPolicy(warmup=0, min_repeats=1, max_repeats=1, budget_s=0.0)  # one
 
 def flag_case(w, combo, **fields):
     """A case meaning what the page says the combination does, naming it, under the worker's profile."""
-    from conformance.runner import profiled as as_profiled
+    from conformance.case import profiled as as_profiled
 
     case = Case(
         "flags",
@@ -25,7 +25,7 @@ def flag_case(w, combo, **fields):
         flags=combo.label,
         **fields,
     )
-    return as_profiled(case, w.meta["profile"])
+    return as_profiled(case, w.meta.profile)
 
 
 def flag_run(w, case, excused=()):
@@ -33,11 +33,11 @@ def flag_run(w, case, excused=()):
     (outputs in `excused`, registered deviations, left out); x, gamma, beta must come back bitwise unchanged."""
     inputs = generate(case)
     reply = w.run(case, inputs, ONCE, 120)
-    assert reply[0] == "ok", (case.flags, reply[:2])
-    res, ref = reply[1], reference(case, inputs)
+    assert reply.ok, (case.flags, reply)
+    res, ref = reply.result, reference(case, inputs)
     bad = {}
     for name, got in res.outputs.items():
-        q = w.meta["extra_outputs"].get(name, name)
+        q = w.meta.extra_outputs.get(name, name)
         row = compare(name, got, ref.values[q], ref.scales[q], case, expected_dtype(case, q))
         if row["status"] != "pass" and name not in excused:
             bad[name] = row["reason"]
@@ -54,15 +54,16 @@ def flag_round_trip(w):
     the label in their flags column and the id in case_id; an unknown label is unsupported before run()."""
     from urllib.parse import quote
 
-    from conformance.runner import Target, rows_for, variants
-    from conformance.runner import profiled as as_profiled
+    from conformance.case import profiled as as_profiled
+    from conformance.lifecycle import Target
+    from conformance.runner import rows_for, variants
 
     t = Target(w.backend, None, "ready", meta=w.meta)
     seen = []
     for mode, update in (("train", True), ("infer", False), ("train", False), ("infer", True)):
         base = Case("rt", shape=(4, 3, 2, 2), mode=mode, update_running=update, backward=True)
         runs = [r for g in variants(base, [t]) for r in g.runs.get(t.label, ())]
-        want = [c.label for c in w.meta["flags"] if c.means(as_profiled(base, w.meta["profile"]))]
+        want = [c.label for c in w.meta.flags if c.means(as_profiled(base, w.meta.profile))]
         if not want:  # no combination means it: the backend's default run (no flags), judged unsupported there
             assert [r.flags for r in runs] == [""]
             continue
@@ -77,7 +78,7 @@ def flag_round_trip(w):
         inputs = generate(r)
         rows = rows_for(r, t, w.run(r, inputs, ONCE, 120), reference(r, inputs), inputs)
         assert rows and {row["flags"] for row in rows} == {r.flags} and {row["case_id"] for row in rows} == {r.id}
-    assert sorted(seen) == sorted(c.label for c in w.meta["flags"] if c.defined)  # every defined one
+    assert sorted(seen) == sorted(c.label for c in w.meta.flags if c.defined)  # every defined one
     bad = Case("rt", shape=(4, 3, 2, 2), flags="nosuch=1")
     reply = w.run(bad, generate(bad), ONCE, 60)
-    assert reply[0] == "unsupported" and "has no flag combination 'nosuch=1'" in reply[1], reply[:2]
+    assert reply.status == "unsupported" and "has no flag combination 'nosuch=1'" in reply.reason, reply

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 from conformance.backends.base import TimingPolicy
-from conformance.case import Case, Fill
+from conformance.case import Case, Fill, profiled
 from conformance.compare import compare
 from conformance.generate import generate
 from conformance.oracle import reference
-from conformance.runner import expected_dtype, profiled
+from conformance.runner import expected_dtype
 from conformance.worker import Worker
 
 for _mod in ("jax", "flax"):
@@ -36,11 +36,11 @@ def worker(request):
 
 
 def _run(worker, case, use_defaults=False):
-    pc = profiled(case, worker.meta["profile"])
+    pc = profiled(case, worker.meta.profile)
     inputs = generate(pc)
     reply = worker.run(pc, inputs, QUICK, 120, use_defaults=use_defaults)
-    assert reply[0] == "ok", reply
-    return pc, inputs, reply[1]
+    assert reply.ok, reply
+    return pc, inputs, reply.result
 
 
 def _failures(pc, inputs, result) -> list[str]:
@@ -91,7 +91,7 @@ def test_float64_runs_in_float64(worker):
 
 
 def test_every_documented_flag_combination_does_what_its_page_says(worker):
-    for combo in worker.meta["flags"]:
+    for combo in worker.meta.flags:
         if not combo.defined:
             continue
         mode = "train" if combo.normalize_with == "batch" else "infer"
@@ -106,7 +106,7 @@ def test_fast_variance_is_the_default_and_loses_offset_data(worker):
     """use_fast_variance=True (the default, the first training combination) computes E[x^2] - E[x]^2: on data at
     100 +- 0.5 in float32 the variance is off by ~3e-4 relative; use_fast_variance=False passes."""
     combos = [
-        c.label for c in worker.meta["flags"] if c.normalize_with == "batch" and c.get("use_fast_variance") is not None
+        c.label for c in worker.meta.flags if c.normalize_with == "batch" and c.get("use_fast_variance") is not None
     ]
     assert combos[0] == FAST[worker.backend] and combos[1] == FAST[worker.backend].replace("=True", "=False")
     for label, fails in ((combos[0], True), (combos[1], False)):
@@ -135,10 +135,10 @@ def test_fix_gamma_is_use_scale_false_without_dgamma(worker):
 
 
 def test_profile_is_the_documented_one(worker):
-    doc, prof = worker.meta["documented"], worker.meta["profile"]
+    doc, prof = worker.meta.documented, worker.meta.profile
     assert (doc.momentum_dir, doc.running_var, doc.stats, doc.eps, doc.momentum) == ("old", None, None, 1e-5, 0.99)
     assert (prof.momentum_dir, prof.running_var) == ("old", "biased")
-    assert worker.meta["extra_outputs"] == {}
+    assert worker.meta.extra_outputs == {}
 
 
 def test_undefined_linen_combination_is_refused_by_flax():
@@ -147,9 +147,9 @@ def test_undefined_linen_combination_is_refused_by_flax():
     try:
         assert w.state == "ready", w.reason
         case = Case(name="immutable", shape=(4, 3), mode="train", flags="use_running_average=False,mutable=False")
-        pc = profiled(case, w.meta["profile"])
+        pc = profiled(case, w.meta.profile)
         reply = w.run(pc, generate(pc), QUICK, 60)
-        assert reply[0] == "error" and "batch_stats" in reply[1], reply
+        assert reply.status == "error" and "batch_stats" in reply.reason, reply
     finally:
         w.stop()
 
@@ -160,5 +160,5 @@ def test_act_and_in_place_are_unsupported(worker):
         Case(name="ip", shape=(4, 3), inplace=True),
         Case(name="no-update", shape=(4, 3), update_running=False),
     ):
-        reply = worker.run(profiled(case, worker.meta["profile"]), generate(case), QUICK, 60)
-        assert reply[0] == "unsupported" and "does not implement" in reply[1], reply
+        reply = worker.run(profiled(case, worker.meta.profile), generate(case), QUICK, 60)
+        assert reply.status == "unsupported" and "does not implement" in reply.reason, reply

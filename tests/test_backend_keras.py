@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from conformance.backends.base import TimingPolicy
-from conformance.case import Case, Fill
+from conformance.case import Case, Fill, profiled
 from conformance.compare import compare
 from conformance.generate import generate
 from conformance.oracle import reference
-from conformance.runner import expected_dtype, profiled
+from conformance.runner import expected_dtype
 from conformance.worker import Worker
 
 if importlib.util.find_spec("keras") is None:
@@ -36,11 +36,11 @@ def worker(request):
 
 
 def _run(worker, case, use_defaults=False):
-    pc = profiled(case, worker.meta["profile"])
+    pc = profiled(case, worker.meta.profile)
     inputs = generate(pc)
     reply = worker.run(pc, inputs, QUICK, 120, use_defaults=use_defaults)
-    assert reply[0] == "ok", reply
-    return pc, inputs, reply[1]
+    assert reply.ok, reply
+    return pc, inputs, reply.result
 
 
 def _failures(pc, inputs, result) -> list[str]:
@@ -90,7 +90,7 @@ def test_fix_gamma_is_scale_false_without_dgamma(worker):
 
 def test_every_documented_flag_combination_does_what_its_page_says(worker):
     """Each combination of training= and layer.trainable, on a case meaning what the page says it does."""
-    combos = worker.meta["flags"]
+    combos = worker.meta.flags
     assert [c.label for c in combos] == [
         "training=True,trainable=True",
         "training=False,trainable=True",
@@ -152,28 +152,28 @@ def test_offset_data_variance(worker):
 
 
 def test_profile_is_the_documented_one(worker):
-    doc, prof = worker.meta["documented"], worker.meta["profile"]
+    doc, prof = worker.meta.documented, worker.meta.profile
     assert (doc.momentum_dir, doc.running_var, doc.stats, doc.eps, doc.momentum) == ("old", None, None, 1e-3, 0.99)
     assert (prof.momentum_dir, prof.running_var) == ("old", "biased")
-    assert worker.meta["extra_outputs"] == {}
-    assert worker.meta["version"].startswith("3.")
+    assert worker.meta.extra_outputs == {}
+    assert worker.meta.version.startswith("3.")
 
 
 def test_a_probe_becomes_the_worker_of_any_keras_backend():
     """The probe lists the devices without importing keras, so it can become the worker of a backend other than the
     first (keras imported with another backend first would make open() refuse: Keras fixes its backend at import;
     unset, KERAS_BACKEND means tensorflow)."""
-    probe = Worker("keras", "__probe__").launch().await_ready(keep_probe=True)
+    probe = Worker("keras", probe=True).launch().await_ready(keep_probe=True)
     try:
         assert probe.state == "devices", probe.reason
         assert [d.key for d in probe.devices] == INSTALLED
         other = "jax" if "jax" in INSTALLED else INSTALLED[-1]  # jax: the quickest import
         probe.adopt(other).await_ready()
         assert probe.state == "ready", probe.reason
-        case = profiled(Case(name="adopted", shape=(4, 3), mode="train"), probe.meta["profile"])
+        case = profiled(Case(name="adopted", shape=(4, 3), mode="train"), probe.meta.profile)
         reply = probe.run(case, generate(case), QUICK, 120)
-        assert reply[0] == "ok", reply
-        assert not _failures(case, generate(case), reply[1])
+        assert reply.ok, reply
+        assert not _failures(case, generate(case), reply.result)
     finally:
         probe.stop()
 
@@ -184,8 +184,8 @@ def test_act_and_in_place_are_unsupported(worker):
         Case(name="ip", shape=(4, 3), inplace=True),
         Case(name="no-update", shape=(4, 3), update_running=False),
     ):
-        reply = worker.run(profiled(case, worker.meta["profile"]), generate(case), QUICK, 60)
-        assert reply[0] == "unsupported" and "does not implement" in reply[1], reply
+        reply = worker.run(profiled(case, worker.meta.profile), generate(case), QUICK, 60)
+        assert reply.status == "unsupported" and "does not implement" in reply.reason, reply
 
 
 def test_notes_record_the_threads(worker):

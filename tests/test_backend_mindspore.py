@@ -50,7 +50,7 @@ def worker():
 
 
 def _profiled(w, **fields):
-    p = w.meta["profile"]
+    p = w.meta.profile
     case = Case(name="ms", **fields)
     return dataclasses.replace(
         case, momentum_dir=p.momentum_dir or "old", running_var=p.running_var or "biased", stats=p.stats or case.stats
@@ -65,21 +65,21 @@ def _run(w, key):
         case = _profiled(w, **CASES[key])
         inputs = generate(case)
         reply = w.run(case, inputs, POLICY, 120)
-        assert reply[0] == "ok", reply
-        _CACHE[key] = (case, inputs, reply[1])
+        assert reply.ok, reply
+        _CACHE[key] = (case, inputs, reply.result)
     return _CACHE[key]
 
 
 def _row(w, case, inputs, name, got, ref=None):
     ref = ref or reference(case, inputs)
-    q = w.meta["extra_outputs"].get(name, name)
+    q = w.meta.extra_outputs.get(name, name)
     return compare(name, got, ref.values[q], ref.scales[q], case, expected_dtype(case, q))
 
 
 def test_meta(worker):
-    assert worker.meta["version"] == "2.10.0"
-    assert worker.meta["documented"].momentum_dir == "new" and worker.meta["documented"].running_var is None
-    assert worker.meta["profile"].running_var == "biased"
+    assert worker.meta.version == "2.10.0"
+    assert worker.meta.documented.momentum_dir == "new" and worker.meta.documented.running_var is None
+    assert worker.meta.profile.running_var == "biased"
 
 
 @pytest.mark.parametrize("key", list(CASES))
@@ -147,9 +147,9 @@ def test_defaults(worker):
     case = _profiled(worker, shape=(12, 3), seed=17)  # canonical momentum 0.9 and eps 1e-5: the documented defaults
     inputs = generate(case)
     reply = worker.run(case, inputs, POLICY, 120, use_defaults=True)
-    assert reply[0] == "ok", reply
+    assert reply.ok, reply
     for name in ("y", "running_mean", "reserve_space_1", "reserve_space_2"):
-        row = _row(worker, case, inputs, name, reply[1].outputs[name])
+        row = _row(worker, case, inputs, name, reply.result.outputs[name])
         assert row["status"] == "pass", row["reason"]
 
 
@@ -167,8 +167,8 @@ def test_defaults(worker):
 def test_unsupported(worker, fields, message):
     case = _profiled(worker, seed=18, **fields)
     reply = worker.run(case, generate(case), POLICY, 120)
-    assert reply[0] == "unsupported", reply
-    assert message in reply[1]
+    assert reply.status == "unsupported", reply
+    assert message in reply.reason
 
 
 NHWC_SQUARE = dict(shape=(2, 4, 3, 4), axis=3, mode="train", seed=19)
@@ -179,10 +179,10 @@ def test_nhwc_square_runs_as_nchw(worker):
     case = _profiled(worker, **NHWC_SQUARE)
     inputs = generate(case)
     reply = worker.run(case, inputs, POLICY, 120)
-    assert reply[0] == "ok", reply
+    assert reply.ok, reply
     as_nchw = dataclasses.replace(case, axis=1)
     for name in ("y", "running_mean", "reserve_space_1"):
-        row = _row(worker, as_nchw, inputs, name, reply[1].outputs[name])
+        row = _row(worker, as_nchw, inputs, name, reply.result.outputs[name])
         assert row["status"] == "pass", row["reason"]
 
 
@@ -195,8 +195,8 @@ def test_nhwc_square(worker):
     case = _profiled(worker, **NHWC_SQUARE)
     inputs = generate(case)
     reply = worker.run(case, inputs, POLICY, 120)
-    assert reply[0] == "ok", reply
-    row = _row(worker, case, inputs, "y", reply[1].outputs["y"])
+    assert reply.ok, reply
+    row = _row(worker, case, inputs, "y", reply.result.outputs["y"])
     assert row["status"] == "pass", row["reason"]
 
 
@@ -207,7 +207,7 @@ def test_each_defined_flag_combination(worker):
     """is_training True (batch statistics, moving ones updated) and False (the ones handed in, left alone) against
     the oracle; the registered deviations (stale batch_mean/batch_variance, unbiased running variance, reserve
     spaces in inference) excused."""
-    defined = [c for c in worker.meta["flags"] if c.defined]
+    defined = [c for c in worker.meta.flags if c.defined]
     assert [c.label for c in defined] == ["is_training=True", "is_training=False"]
     for i, combo in enumerate(defined):
         case = _flag_case(worker, combo, shape=(8, 4, 3, 3), axis=1, backward=True, seed=60 + i)

@@ -55,7 +55,7 @@ def workers():
 
 def profiled(worker, **fields):
     case = Case(name="mx", **fields)
-    prof = worker.meta["profile"]
+    prof = worker.meta.profile
     return dataclasses.replace(
         case,
         momentum_dir=prof.momentum_dir or "old",
@@ -69,13 +69,13 @@ def failures(worker, case, use_defaults=False):
     inputs = generate(case)
     ref = reference(case, inputs)
     reply = worker.run(case, inputs, POLICY, TIMEOUT, use_defaults=use_defaults)
-    assert reply[0] == "ok", reply[:2]
-    result = reply[1]
+    assert reply.ok, reply
+    result = reply.result
     assert set(case.outputs) <= set(result.outputs), sorted(result.outputs)
     assert result.wall_ms
     bad = {}
     for name, got in result.outputs.items():
-        q = worker.meta["extra_outputs"].get(name, name)
+        q = worker.meta.extra_outputs.get(name, name)
         row = compare(name, got, ref.values[q], ref.scales[q], case, expected_dtype(case, q))
         if row["status"] != "pass":
             bad[name] = row["reason"]
@@ -154,17 +154,17 @@ def test_against_oracle(workers, backend, fields, known):
 def test_defaults(workers, backend):
     """use_defaults=True (no eps, no momentum) matches the documented defaults eps 0.001, momentum 0.9."""
     w = workers(backend)
-    prof = w.meta["documented"]
+    prof = w.meta.documented
     assert (prof.eps, prof.momentum) == (0.001, 0.9)
     check(w, profiled(w, **NCHW, mode="train", backward=True, eps=prof.eps, momentum=prof.momentum), use_defaults=True)
 
 
 def test_conventions(workers):
-    assert workers("mxnet").meta["documented"].stats == "invstd"
+    assert workers("mxnet").meta.documented.stats == "invstd"
     for be in ("mxnet_v1", "mxnet_v1_sym"):
-        assert workers(be).meta["documented"].stats == "var"
+        assert workers(be).meta.documented.stats == "var"
     for be in ALL:
-        doc, prof = workers(be).meta["documented"], workers(be).meta["profile"]
+        doc, prof = workers(be).meta.documented, workers(be).meta.profile
         assert (doc.momentum_dir, doc.running_var, prof.running_var) == ("old", None, "biased")
 
 
@@ -182,7 +182,7 @@ def test_v1_limits(workers, backend, fields, message):
     w = workers(backend)
     case = profiled(w, **fields)
     reply = w.run(case, generate(case), POLICY, TIMEOUT)
-    assert reply[0] == "unsupported" and message in reply[1], reply[:2]
+    assert reply.status == "unsupported" and message in reply.reason, reply
 
 
 # ---- flag combinations (FLAGS): each defined one against the oracle, and its label round-tripping -------------
@@ -195,13 +195,13 @@ def test_each_defined_flag_combination(workers, backend):
     call with output_mean_var=False (y_mean_var_off), which returns that one array."""
     w = workers(backend)
     mode = "is_train" if backend == "mxnet_v1_sym" else "train_mode"
-    assert [c.label for c in w.meta["flags"] if c.defined] == [
+    assert [c.label for c in w.meta.flags if c.defined] == [
         f"{mode}=True,use_global_stats=False",
         f"{mode}=False,use_global_stats=True",
         f"{mode}=True,use_global_stats=True",
     ]
-    assert [c.label for c in w.meta["flags"] if not c.defined] == [f"{mode}=False,use_global_stats=False"]
-    for i, combo in enumerate(c for c in w.meta["flags"] if c.defined):
+    assert [c.label for c in w.meta.flags if not c.defined] == [f"{mode}=False,use_global_stats=False"]
+    for i, combo in enumerate(c for c in w.meta.flags if c.defined):
         case = _flag_case(w, combo, shape=(4, 3, 5, 2), axis=1, backward=True, seed=40 + i)
         _, res, bad = _flag_run(w, case)
         assert not bad, (combo.label, bad)

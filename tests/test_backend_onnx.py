@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from conformance.backends.base import TimingPolicy
-from conformance.case import Case, Fill
+from conformance.case import Case, Fill, profiled
 from conformance.compare import compare
 from conformance.generate import generate
 from conformance.oracle import reference
-from conformance.runner import expected_dtype, profiled
+from conformance.runner import expected_dtype
 from conformance.worker import Worker
 
 if importlib.util.find_spec("onnx") is None:
@@ -54,7 +54,7 @@ def _worker(workers, name):
 
 
 def _run(w, case, use_defaults=False):
-    pc = profiled(case, w.meta["profile"])
+    pc = profiled(case, w.meta.profile)
     inputs = generate(pc)
     return pc, inputs, w.run(pc, inputs, QUICK, 60, use_defaults=use_defaults)
 
@@ -108,8 +108,8 @@ def _params():
 def test_outputs_match_the_oracle(workers, name, case):
     w = _worker(workers, name)
     pc, inputs, reply = _run(w, case)
-    assert reply[0] == "ok", reply
-    result = reply[1]
+    assert reply.ok, reply
+    result = reply.result
     # Y and the running statistics only: no batch statistics, no backward (dx, dgamma, dbeta left out)
     assert set(result.outputs) == {"y", "running_mean", "running_var"}
     assert result.wall_ms
@@ -119,7 +119,7 @@ def test_outputs_match_the_oracle(workers, name, case):
 @pytest.mark.parametrize("name", BACKENDS)
 def test_profile_and_defaults_follow_the_spec(workers, name):
     w = _worker(workers, name)
-    prof = w.meta["profile"]
+    prof = w.meta.profile
     assert (prof.momentum_dir, prof.running_var, prof.stats, prof.eps, prof.momentum) == (
         "old",
         "biased",
@@ -128,8 +128,8 @@ def test_profile_and_defaults_follow_the_spec(workers, name):
         0.9,
     )
     pc, inputs, reply = _run(w, Case(name="defaults", shape=(8, 3), mode="train"), use_defaults=True)
-    assert reply[0] == "ok", reply
-    out = reply[1].outputs
+    assert reply.ok, reply
+    out = reply.result.outputs
     x = inputs.x.astype(np.float64)
     np.testing.assert_allclose(out["running_mean"], 0.9 * inputs.running_mean + 0.1 * x.mean(0), rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(out["running_var"], 0.9 * inputs.running_var + 0.1 * x.var(0), rtol=1e-6)
@@ -140,4 +140,4 @@ def test_profile_and_defaults_follow_the_spec(workers, name):
 @pytest.mark.parametrize("name", BACKENDS)
 def test_fix_gamma_is_unsupported(workers, name):
     _, _, reply = _run(_worker(workers, name), Case(name="fg", shape=(4, 3), fix_gamma=True))
-    assert reply[0] == "unsupported" and "fix_gamma" in reply[1]
+    assert reply.status == "unsupported" and "fix_gamma" in reply.reason

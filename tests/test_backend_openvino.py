@@ -7,11 +7,11 @@ import sys
 import pytest
 
 from conformance.backends.base import TimingPolicy
-from conformance.case import Case, Fill
+from conformance.case import Case, Fill, profiled
 from conformance.compare import compare
 from conformance.generate import generate
 from conformance.oracle import reference
-from conformance.runner import expected_dtype, profiled
+from conformance.runner import expected_dtype
 from conformance.worker import Worker
 
 if importlib.util.find_spec("openvino") is None:
@@ -30,7 +30,7 @@ def worker():
 
 
 def _run(w, case, use_defaults=False):
-    pc = profiled(case, w.meta["profile"])
+    pc = profiled(case, w.meta.profile)
     inputs = generate(pc)
     return pc, inputs, w.run(pc, inputs, QUICK, 60, use_defaults=use_defaults)
 
@@ -61,8 +61,8 @@ CASES = [
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_inference_matches_the_oracle(worker, case):
     pc, inputs, reply = _run(worker, case)
-    assert reply[0] == "ok", reply
-    result = reply[1]
+    assert reply.ok, reply
+    result = reply.result
     assert set(result.outputs) == {"y", "running_mean", "running_var"}  # no batch statistics, no backward
     assert result.wall_ms
     assert any("INFERENCE_PRECISION_HINT" in n and "runs in" in n for n in result.notes), result.notes
@@ -90,9 +90,9 @@ def test_inference_matches_the_oracle(worker, case):
 )
 def test_unsupported_with_the_reason(worker, case, words):
     _, _, reply = _run(worker, case)
-    assert reply[0] == "unsupported" and words in reply[1], reply
+    assert reply.status == "unsupported" and words in reply.reason, reply
 
 
 def test_no_default_epsilon(worker):
     _, _, reply = _run(worker, Case(name="d", shape=(4, 3), mode="infer"), use_defaults=True)
-    assert reply[0] == "unsupported" and "epsilon" in reply[1]
+    assert reply.status == "unsupported" and "epsilon" in reply.reason

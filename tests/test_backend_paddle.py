@@ -92,7 +92,7 @@ def worker(request):
 
 
 def profiled(w, case):
-    prof = w.meta["profile"]
+    prof = w.meta.profile
     return dataclasses.replace(
         case,
         momentum_dir=prof.momentum_dir or "old",
@@ -105,15 +105,15 @@ def run_case(w, case, use_defaults=False):
     case = profiled(w, case)
     inputs = generate(case)
     reply = w.run(case, inputs, QUICK, timeout=60, use_defaults=use_defaults)
-    if reply[0] != "ok":  # not an AssertionError: an xfail(raises=AssertionError) must not swallow it
-        pytest.fail(f"{w.backend}: {reply[:2]}" + (f"\n{reply[2]}" if len(reply) > 2 else ""))
-    return case, inputs, reply[1]
+    if not reply.ok:  # not an AssertionError: an xfail(raises=AssertionError) must not swallow it
+        pytest.fail(f"{w.backend}: {reply.status}: {reply.reason}" + (f"\n{reply.detail}" if reply.detail else ""))
+    return case, inputs, reply.result
 
 
 def check(w, case, use_defaults=False):
     case, inputs, res = run_case(w, case, use_defaults)
     assert res.wall_ms and all(t > 0 for t in res.wall_ms)
-    extra = w.meta["extra_outputs"]
+    extra = w.meta.extra_outputs
     want = {"y", "running_mean", "running_var"} | ({"dx", "dgamma", "dbeta"} if case.backward else set())
     assert set(res.outputs) == want  # the API returns no batch statistics
     for name in ("x", "gamma", "beta"):
@@ -131,8 +131,8 @@ def check(w, case, use_defaults=False):
 
 def test_meta(worker):
     meta = worker.meta
-    assert meta["version"].startswith("3.") and meta["extra_outputs"] == {}
-    prof, doc = meta["profile"], meta["documented"]
+    assert meta.version.startswith("3.") and meta.extra_outputs == {}
+    prof, doc = meta.profile, meta.documented
     assert (prof.momentum_dir, prof.running_var, prof.stats, prof.eps, prof.momentum) == (
         "old",
         "biased",
@@ -172,7 +172,7 @@ def test_one_value_per_channel_is_identity(worker):
 @pytest.mark.parametrize("case,reason", UNSUPPORTED, ids=lambda v: getattr(v, "name", ""))
 def test_unsupported(worker, case, reason):
     reply = worker.run(profiled(worker, case), generate(case), QUICK, timeout=60)
-    assert reply[0] == "unsupported" and reason in reply[1], reply[:2]
+    assert reply.status == "unsupported" and reason in reply.reason, reply
 
 
 def test_paddle_stays_out_of_this_process(worker):
@@ -189,13 +189,13 @@ def test_each_defined_flag_combination(worker, act):
     """paddle: train()/eval() x use_global_stats x trainable_statistics; paddle_functional: training x
     use_global_stats (None, True, False). Every combination the page defines passes against the oracle; act
     goes through the layer's act= (paddle), and the function, which has none, turns it down before the call."""
-    defined = [c for c in worker.meta["flags"] if c.defined]
+    defined = [c for c in worker.meta.flags if c.defined]
     assert len(defined) == {"paddle": 3, "paddle_functional": 4}[worker.backend]
     for i, combo in enumerate(defined):
         case = _flag_case(worker, combo, shape=(4, 3, 5, 5), axis=1, backward=True, act=act, seed=70 + i)
         if act != "none" and worker.backend == "paddle_functional":
             reply = worker.run(case, generate(case), QUICK, timeout=60)
-            assert reply[0] == "unsupported" and "does not implement act=relu" in reply[1], reply[:2]
+            assert reply.status == "unsupported" and "does not implement act=relu" in reply.reason, reply
             continue
         _, _, bad = _flag_run(worker, case)
         assert not bad, (combo.label, bad)
@@ -204,11 +204,11 @@ def test_each_defined_flag_combination(worker, act):
 def test_in_place_leaves_x_and_dy(worker):
     """The registered in_place deviation under every defined combination: everything else passes, and the
     caller's x and dy come back bit for bit unchanged (not y and dx); the function has no in_place."""
-    for i, combo in enumerate(c for c in worker.meta["flags"] if c.defined):
+    for i, combo in enumerate(c for c in worker.meta.flags if c.defined):
         case = _flag_case(worker, combo, shape=(4, 3, 5, 5), axis=1, backward=True, inplace=True, seed=80 + i)
         if worker.backend == "paddle_functional":
             reply = worker.run(case, generate(case), QUICK, timeout=60)
-            assert reply[0] == "unsupported" and "does not implement inplace=1" in reply[1], reply[:2]
+            assert reply.status == "unsupported" and "does not implement inplace=1" in reply.reason, reply
             continue
         inputs, res, bad = _flag_run(worker, case)
         assert set(bad) == {"x_after", "dy_after"}, (combo.label, bad)

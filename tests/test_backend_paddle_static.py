@@ -73,13 +73,15 @@ def worker():
 
 
 def run_case(w, case, use_defaults=False):
-    prof = w.meta["profile"]
+    prof = w.meta.profile
     case = dataclasses.replace(case, momentum_dir=prof.momentum_dir, running_var=prof.running_var)
     inputs = generate(case)
     reply = w.run(case, inputs, ONCE, timeout=60, use_defaults=use_defaults)
-    if reply[0] != "ok":  # pytest.fail, not an AssertionError an xfail could swallow
-        pytest.fail(f"paddle_static {case.name}: {reply[:2]}" + (f"\n{reply[2]}" if len(reply) > 2 else ""))
-    return case, inputs, reply[1]
+    if not reply.ok:  # pytest.fail, not an AssertionError an xfail could swallow
+        pytest.fail(
+            f"paddle_static {case.name}: {reply.status}: {reply.reason}" + (f"\n{reply.detail}" if reply.detail else "")
+        )
+    return case, inputs, reply.result
 
 
 def mismatches(w, case, use_defaults=False) -> list[str]:
@@ -97,8 +99,8 @@ def mismatches(w, case, use_defaults=False) -> list[str]:
 
 def test_conventions_are_paddle_nn_s(worker):
     meta = worker.meta
-    assert meta["version"].startswith("3.") and meta["extra_outputs"] == {}
-    for prof in (meta["documented"], meta["profile"]):  # stated, not left to the canonical defaults
+    assert meta.version.startswith("3.") and meta.extra_outputs == {}
+    for prof in (meta.documented, meta.profile):  # stated, not left to the canonical defaults
         assert (prof.momentum_dir, prof.running_var, prof.stats, prof.eps, prof.momentum) == (
             "old",
             "biased",
@@ -151,7 +153,7 @@ def test_one_value_per_channel_is_identity(worker):
 @pytest.mark.parametrize("case,reason", UNSUPPORTED, ids=[c.name for c, _ in UNSUPPORTED])
 def test_unsupported(worker, case, reason):
     reply = worker.run(case, generate(case), ONCE, timeout=60)
-    assert reply[0] == "unsupported" and reason in reply[1], reply[:2]
+    assert reply.status == "unsupported" and reason in reply.reason, reply
 
 
 def test_static_mode_stays_inside_the_backend(tmp_path):
@@ -223,7 +225,7 @@ def test_paddle_stays_out_of_this_process(worker):
 def test_each_defined_flag_combination(worker, act):
     """is_test x use_global_stats x trainable_statistics: the three combinations the page defines pass against
     the oracle, with and without act."""
-    defined = [c for c in worker.meta["flags"] if c.defined]
+    defined = [c for c in worker.meta.flags if c.defined]
     assert [c.label for c in defined] == [
         "is_test=False,use_global_stats=False,trainable_statistics=False",
         "is_test=True,use_global_stats=False,trainable_statistics=False",
@@ -237,7 +239,7 @@ def test_each_defined_flag_combination(worker, act):
 
 def test_in_place_leaves_x_and_dy(worker):
     """The registered in_place deviation on the static graph: the fed x and dy are what the run leaves there."""
-    for i, combo in enumerate(c for c in worker.meta["flags"] if c.defined):
+    for i, combo in enumerate(c for c in worker.meta.flags if c.defined):
         case = _flag_case(worker, combo, shape=(4, 3, 5, 5), axis=1, backward=True, inplace=True, seed=95 + i)
         inputs, res, bad = _flag_run(worker, case)
         assert set(bad) == {"x_after", "dy_after"}, (combo.label, bad)

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from conformance.backends.base import TimingPolicy
-from conformance.case import Case, Fill
+from conformance.case import Case, Fill, profiled
 from conformance.compare import compare
 from conformance.generate import generate
 from conformance.oracle import reference
-from conformance.runner import expected_dtype, profiled
+from conformance.runner import expected_dtype
 from conformance.worker import Worker
 
 if importlib.util.find_spec("tensorflow") is None:
@@ -42,8 +42,8 @@ def _worker(workers, name):
 
 def _run(w, case, use_defaults=False, inputs=None):
     """The case under the backend's profile, with the flag combination whose documented meaning is the case's."""
-    pc = profiled(case, w.meta["profile"])
-    labels = [c.label for c in w.meta["flags"] if c.means(pc)]
+    pc = profiled(case, w.meta.profile)
+    labels = [c.label for c in w.meta.flags if c.means(pc)]
     if labels:
         pc = dataclasses.replace(pc, flags=labels[0])
     inputs = generate(pc) if inputs is None else inputs
@@ -53,7 +53,7 @@ def _run(w, case, use_defaults=False, inputs=None):
 def _check(w, pc, inputs, result, skip=()):
     """Every returned output (but those in skip) passes against the oracle; x, gamma, beta bitwise unchanged."""
     ref = reference(pc, inputs)
-    extra = w.meta["extra_outputs"]
+    extra = w.meta.extra_outputs
     failures = []
     for name, got in result.outputs.items():
         if name in skip:
@@ -92,8 +92,8 @@ FUSED = [
 def test_fused_outputs_match_the_oracle(workers, case):
     w = _worker(workers, "tensorflow")
     pc, inputs, reply = _run(w, case)
-    assert reply[0] == "ok", reply
-    result = reply[1]
+    assert reply.ok, reply
+    result = reply.result
     expect = {"y", "running_mean", "running_var", "reserve_space_1", "reserve_space_2"}
     if pc.backward:
         expect |= {"dx", "dgamma", "dbeta"}
@@ -108,10 +108,10 @@ def test_fused_running_variance_uses_the_unbiased_batch_variance(workers):
     moves towards var * m / (m - 1)."""
     w = _worker(workers, "tensorflow")
     pc, inputs, reply = _run(w, Case(name="rv", shape=(4, 3, 5, 2), mode="train", momentum=0.7))
-    assert reply[0] == "ok", reply
+    assert reply.ok, reply
     x = np.moveaxis(inputs.x.astype(np.float64), 1, -1).reshape(-1, 3)
     f = 1 - 0.7
-    out = reply[1].outputs
+    out = reply.result.outputs
     np.testing.assert_allclose(out["running_var"], (1 - f) * inputs.running_var + f * x.var(0, ddof=1), rtol=1e-5)
     np.testing.assert_allclose(out["running_mean"], (1 - f) * inputs.running_mean + f * x.mean(0), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(out["reserve_space_2"], x.var(0), rtol=1e-5)  # the reserve space holds the biased one
@@ -121,25 +121,25 @@ def test_fused_factor_zero_leaves_the_running_statistics(workers):
     w = _worker(workers, "tensorflow")
     pc, inputs, reply = _run(w, Case(name="keep", shape=(4, 3, 5, 2), mode="train", update_running=False))
     assert pc.flags == "is_training=True,exponential_avg_factor=0.0"
-    assert reply[0] == "ok", reply
-    out = reply[1].outputs
+    assert reply.ok, reply
+    out = reply.result.outputs
     assert out["running_mean"].tobytes() == inputs.running_mean.tobytes()
     assert out["running_var"].tobytes() == inputs.running_var.tobytes()
-    _check(w, pc, inputs, reply[1])
+    _check(w, pc, inputs, reply.result)
 
 
 def test_fused_momentum_zero_passes_no_statistics(workers):
     """Canonical momentum 0 is exponential_avg_factor 1, where the page says mean and variance must be None."""
     w = _worker(workers, "tensorflow")
     pc, inputs, reply = _run(w, Case(name="m0", shape=(4, 3, 5, 2), mode="train", momentum=0.0))
-    assert reply[0] == "ok", reply
-    assert any("mean=None" in n for n in reply[1].notes)
-    _check(w, pc, inputs, reply[1], skip=("running_var",))
+    assert reply.ok, reply
+    assert any("mean=None" in n for n in reply.result.notes)
+    _check(w, pc, inputs, reply.result, skip=("running_var",))
 
 
 def test_fused_defaults_are_eps_0_001_and_factor_1(workers):
     w = _worker(workers, "tensorflow")
-    prof = w.meta["profile"]
+    prof = w.meta.profile
     assert (prof.momentum_dir, prof.running_var, prof.stats, prof.eps, prof.momentum) == (
         "new",
         "biased",
@@ -147,11 +147,11 @@ def test_fused_defaults_are_eps_0_001_and_factor_1(workers):
         0.001,
         1.0,
     )
-    assert w.meta["documented"].running_var is None
-    assert w.meta["extra_outputs"] == {"reserve_space_1": "mean", "reserve_space_2": "var"}
+    assert w.meta.documented.running_var is None
+    assert w.meta.extra_outputs == {"reserve_space_1": "mean", "reserve_space_2": "var"}
     pc, inputs, reply = _run(w, Case(name="defaults", shape=(8, 3, 2, 2), axis=-1, mode="train"), use_defaults=True)
-    assert reply[0] == "ok", reply
-    out = reply[1].outputs
+    assert reply.ok, reply
+    out = reply.result.outputs
     x = inputs.x.astype(np.float64).reshape(-1, 2)
     np.testing.assert_allclose(out["running_mean"], x.mean(0), rtol=1e-5)  # factor 1: the batch's
     y = (x - x.mean(0)) / np.sqrt(x.var(0) + 0.001) * inputs.gamma + inputs.beta
@@ -171,7 +171,7 @@ def test_fused_defaults_are_eps_0_001_and_factor_1(workers):
 )
 def test_fused_unsupported_with_the_reason(workers, case, words):
     _, _, reply = _run(_worker(workers, "tensorflow"), case)
-    assert reply[0] == "unsupported" and words in reply[1], reply
+    assert reply.status == "unsupported" and words in reply.reason, reply
 
 
 # ---- tensorflow_nn (tf.nn.moments + tf.nn.batch_normalization) -------------------------------------------------
@@ -192,8 +192,8 @@ NN = [
 def test_nn_outputs_match_the_oracle(workers, case):
     w = _worker(workers, "tensorflow_nn")
     pc, inputs, reply = _run(w, case)
-    assert reply[0] == "ok", reply
-    result = reply[1]
+    assert reply.ok, reply
+    result = reply.result
     assert set(result.outputs) == set(pc.outputs)  # y, the batch statistics from moments, running, gradients
     _check(w, pc, inputs, result)
 
@@ -202,11 +202,11 @@ def test_nn_float16_training_is_refused_by_tensorflow(workers):
     """moments returns float16 statistics for float16 x, and batch_normalization will not mix them with the
     float32 scale: TensorFlow's own message is the reason."""
     _, _, reply = _run(_worker(workers, "tensorflow_nn"), Case(name="f16", dtype="float16", shape=(4, 3, 2, 2)))
-    assert reply[0] == "unsupported" and "half" in reply[1], reply
+    assert reply.status == "unsupported" and "half" in reply.reason, reply
 
 
 def test_nn_has_no_defaults_and_no_flags(workers):
     w = _worker(workers, "tensorflow_nn")
-    assert w.meta["flags"] == () and w.meta["documented"].eps is None
+    assert w.meta.flags == () and w.meta.documented.eps is None
     _, _, reply = _run(w, Case(name="d", shape=(4, 3), mode="infer"), use_defaults=True)
-    assert reply[0] == "unsupported" and "variance_epsilon" in reply[1]
+    assert reply.status == "unsupported" and "variance_epsilon" in reply.reason

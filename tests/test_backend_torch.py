@@ -9,11 +9,11 @@ from flag_checks import flag_round_trip as _flag_round_trip
 from flag_checks import flag_run as _flag_run
 
 from conformance.backends.base import TimingPolicy
-from conformance.case import Case
+from conformance.case import Case, profiled
 from conformance.compare import compare
 from conformance.generate import generate
 from conformance.oracle import reference
-from conformance.runner import expected_dtype, profiled
+from conformance.runner import expected_dtype
 from conformance.worker import Worker
 
 if importlib.util.find_spec("torch") is None:
@@ -32,7 +32,7 @@ def worker():
 
 
 def _run(worker, case, use_defaults=False):
-    pc = profiled(case, worker.meta["profile"])
+    pc = profiled(case, worker.meta.profile)
     inputs = generate(pc)
     reply = worker.run(pc, inputs, QUICK, 60, use_defaults=use_defaults)
     return pc, inputs, reply
@@ -41,7 +41,7 @@ def _run(worker, case, use_defaults=False):
 def _check(worker, pc, inputs, result):
     """Every returned output passes against the oracle; x, gamma, beta are bitwise unchanged."""
     ref = reference(pc, inputs)
-    extra = worker.meta["extra_outputs"]
+    extra = worker.meta.extra_outputs
     failures = []
     for name, got in result.outputs.items():
         q = extra.get(name, name)
@@ -68,8 +68,8 @@ CASES = [
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_outputs_match_the_oracle(worker, case):
     pc, inputs, reply = _run(worker, case)
-    assert reply[0] == "ok", reply
-    result = reply[1]
+    assert reply.ok, reply
+    result = reply.result
     expect = {"y", "running_mean", "running_var"}
     if pc.backward:
         expect |= {"dx", "dgamma", "dbeta"}
@@ -81,7 +81,7 @@ def test_outputs_match_the_oracle(worker, case):
 
 
 def test_profile_is_torch_documented_conventions(worker):
-    prof = worker.meta["profile"]
+    prof = worker.meta.profile
     assert (prof.momentum_dir, prof.running_var, prof.stats, prof.eps, prof.momentum) == (
         "new",
         "unbiased",
@@ -89,14 +89,14 @@ def test_profile_is_torch_documented_conventions(worker):
         1e-5,
         0.1,
     )
-    assert worker.meta["extra_outputs"] == {"save_mean": "mean", "save_invstd": "invstd"}
+    assert worker.meta.extra_outputs == {"save_mean": "mean", "save_invstd": "invstd"}
 
 
 def test_defaults_are_momentum_0_1_new_and_unbiased_running_var(worker):
     case = Case(name="defaults", dtype="float64", shape=(8, 3), mode="train")
     pc, inputs, reply = _run(worker, case, use_defaults=True)
-    assert reply[0] == "ok", reply
-    out = reply[1].outputs
+    assert reply.ok, reply
+    out = reply.result.outputs
     x = inputs.x.astype(np.float64)
     np.testing.assert_allclose(out["running_mean"], 0.9 * inputs.running_mean + 0.1 * x.mean(0), rtol=1e-12)
     np.testing.assert_allclose(out["running_var"], 0.9 * inputs.running_var + 0.1 * x.var(0, ddof=1), rtol=1e-12)
@@ -106,7 +106,7 @@ def test_defaults_are_momentum_0_1_new_and_unbiased_running_var(worker):
 
 def test_fix_gamma_is_unsupported(worker):
     _, _, reply = _run(worker, Case(name="fg", shape=(4, 3), fix_gamma=True))
-    assert reply[0] == "unsupported" and "fix_gamma" in reply[1]
+    assert reply.status == "unsupported" and "fix_gamma" in reply.reason
 
 
 # ---- flag combinations (FLAGS): each defined one against the oracle, and its label round-tripping -------------
@@ -116,7 +116,7 @@ def test_each_defined_flag_combination(worker):
     """training x running statistics given or None: the three defined combinations pass against the oracle; with
     none given (batch statistics, no update: update_running=0), running_mean and running_var are the caller's
     tensors, bit for bit, and a note says they were not handed to torch."""
-    defined = [c for c in worker.meta["flags"] if c.defined]
+    defined = [c for c in worker.meta.flags if c.defined]
     assert [c.label for c in defined] == [
         "training=True,running_stats=given",
         "training=False,running_stats=given",

@@ -67,7 +67,7 @@ def test_every_documented_combination_runs_and_its_id_reruns_it(tmp_path):
 def test_a_stated_meaning_the_framework_does_not_follow_is_a_mismatch():
     w = Worker("paddle", None).start()
     try:
-        prof = w.meta["profile"]
+        prof = w.meta.profile
         wrong = Combo(
             (("training", True), ("use_global_stats", False), ("trainable_statistics", False)), "running", False
         )

@@ -9,7 +9,7 @@ import re
 import pytest
 
 from conformance.cli import backend_line
-from conformance.runner import discover, release_probes
+from conformance.lifecycle import discover, release_probes
 
 # backend -> (its framework's module, the pattern of an accelerator key, what a CPU-only build's note names, a key
 # no machine has)
@@ -83,7 +83,7 @@ def test_unknown_device_key_is_a_skip_naming_it(infos, name):
 
 def test_a_backend_without_device_support_is_listed_as_before():
     from conformance.backends.base import DeviceInfo
-    from conformance.runner import BackendInfo
+    from conformance.lifecycle import BackendInfo
 
     assert backend_line(BackendInfo("numpy", None, [DeviceInfo(key=None, name="CPU")])) == "numpy      available"
     assert (

@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 
 from conformance.backends.base import TimingPolicy
-from conformance.case import Case
+from conformance.case import Case, profiled
 from conformance.compare import compare
 from conformance.generate import generate
 from conformance.oracle import UNIT_ROUNDOFF, reference
-from conformance.runner import expected_dtype, profiled
+from conformance.runner import expected_dtype
 from conformance.worker import Worker
 
 ONCE = TimingPolicy(warmup=0, min_repeats=1, max_repeats=1, budget_s=0.0)
@@ -109,17 +109,17 @@ def workers():
 )
 def test_long_channel_statistic_is_the_registered_summation(workers, backend, case, output, model):
     w = workers(backend)
-    pc = profiled(case, w.meta.get("profile"))
+    pc = profiled(case, w.meta.profile)
     inputs = generate(pc)
     reply = w.run(pc, inputs, ONCE, 120.0)
-    assert reply[0] == "ok", reply
-    got = np.asarray(reply[1].outputs[output], dtype=np.float64)
+    assert reply.ok, reply
+    got = np.asarray(reply.result.outputs[output], dtype=np.float64)
     expect = np.asarray(model(inputs.x, pc), dtype=np.float64)
     u = UNIT_ROUNDOFF[pc.dtype]
     off_model = float(np.max(np.abs(got - expect) / np.abs(expect)))
     assert off_model <= u, f"got {got}, expected the model's {expect} ({off_model / u:.1f} u off) [{pc.id}]"
     # the model is far from exact: held against the oracle like the framework's output
-    quantity = w.meta.get("extra_outputs", {}).get(output, output)
+    quantity = w.meta.extra_outputs.get(output, output)
     ref = reference(pc, inputs)
     row = compare(
         output,

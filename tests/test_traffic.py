@@ -14,7 +14,7 @@ from conformance import bench
 from conformance.backends import opencl_gpu, opencl_plan, opencl_tuning
 from conformance.backends.base import DeviceInfo
 from conformance.case import Case
-from conformance.runner import Target
+from conformance.lifecycle import Target
 
 MIB = 1 << 20
 # the cpu family's defaults on a 2-unit CPU device (no tuning entry matches "test-device"): min_groups 4 -> want 8,

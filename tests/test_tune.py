@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from conformance.backends import opencl, opencl_tuning
-from conformance.runner import tuned
+from conformance.lifecycle import tuned
 
 REASON = opencl.available()
 DEVICES = [] if REASON else opencl.devices()

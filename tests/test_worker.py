@@ -8,8 +8,9 @@ import time
 from conformance.backends.base import TimingPolicy
 from conformance.case import Case
 from conformance.generate import generate
+from conformance.lifecycle import Target
 from conformance.oracle import reference
-from conformance.runner import Target, rows_for
+from conformance.runner import rows_for
 from conformance.worker import Worker
 
 BUSY = Case(name="busy", shape=(8, 16, 16, 16), backward=True)
@@ -26,7 +27,7 @@ def test_killed_worker_gives_crash_then_recovers():
         inputs = generate(BUSY)
         threading.Timer(1.0, lambda: os.kill(pid, signal.SIGKILL)).start()
         reply = w.run(BUSY, inputs, ENDLESS, timeout=120)
-        assert reply[0] == "crash" and "SIGKILL" in reply[1]
+        assert reply.status == "crash" and "SIGKILL" in reply.reason
         inputs = generate(SMALL)
         rows = rows_for(
             SMALL, Target("numpy", None, "ready"), w.run(SMALL, inputs, TimingPolicy(), 60), reference(SMALL, inputs)
@@ -43,19 +44,19 @@ def test_hanging_case_times_out_and_every_output_gets_a_row():
         t0 = time.monotonic()
         inputs = generate(BUSY)
         reply = w.run(BUSY, inputs, ENDLESS, timeout=0.5)
-        assert reply[0] == "timeout" and time.monotonic() - t0 < 30
+        assert reply.status == "timeout" and time.monotonic() - t0 < 30
         rows = rows_for(BUSY, Target("numpy", None, "ready"), reply, reference(BUSY, inputs))
         assert [r["output"] for r in rows] == list(BUSY.outputs)
         assert {r["status"] for r in rows} == {"timeout"} and all(BUSY.id in r["reason"] for r in rows)
-        assert w.run(SMALL, generate(SMALL), TimingPolicy(), 60)[0] == "ok"
+        assert w.run(SMALL, generate(SMALL), TimingPolicy(), 60).ok
     finally:
         w.stop()
 
 
 def test_a_kept_probe_becomes_the_worker_and_unused_probes_end():
-    """discover(keep=True) keeps each backend's probe; _start() makes it the worker of its first target (the
+    """discover(keep=True) keeps each backend's probe; start() makes it the worker of its first target (the
     same process: the backend is imported once); release_probes() ends the probe of a target not started."""
-    from conformance.runner import _start, discover, release_probes, select_targets
+    from conformance.lifecycle import discover, release_probes, select_targets, start
 
     infos = discover(["numpy", "opencl"], keep=True)
     by_name = {i.name: i for i in infos}
@@ -68,7 +69,7 @@ def test_a_kept_probe_becomes_the_worker_and_unused_probes_end():
     assert all(i.probe is None for i in infos)  # handed over
     assert [t.probe is not None for t in targets] == [True] * len(targets)  # numpy, and one OpenCL device
     try:
-        _start(targets[:1])
+        start(targets[:1])
         w = targets[0].worker
         assert targets[0].label == "numpy" and targets[0].state == "ready" and targets[0].probe is None
         assert w.proc.pid == pid

@@ -120,7 +120,7 @@ def to_nd(a: np.ndarray):
     return mx.nd.array(a, dtype=a.dtype, ctx=ctx())
 
 
-# The pages' words (mxnet-python-ndarray-BatchNorm.txt; BatchNorm_v1's nd and symbol pages say the same). None of
+# The pages' words (mxnet.ndarray.BatchNorm; BatchNorm_v1's nd and symbol pages say the same: README, Sources). None of
 # them mentions autograd's train_mode (nd) or the executor's is_train (symbol). use_global_stats=1 is defined in
 # both modes ("force change batch-norm into a scale shift operator"); use_global_stats=0 is the page's batch
 # statistics and update, read as training; use_global_stats=0 while predicting is not described: undefined.

@@ -143,7 +143,7 @@ class DeviceInfo:
 
 @dataclass(frozen=True)
 class Profile:
-    """A framework's BatchNorm conventions (see DESIGN.md). None: not stated."""
+    """A framework's BatchNorm conventions (README.md, Semantics and the oracle: profiles). None: not stated."""
 
     momentum_dir: str | None  # "old": the momentum parameter weighs the old running value; "new": the batch value
     running_var: str | None  # "biased" | "unbiased": the batch variance the running variance is updated with

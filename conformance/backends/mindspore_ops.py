@@ -44,7 +44,7 @@ PROFILE = Profile(momentum_dir="new", running_var="biased", stats="var", eps=1e-
 EXTRA_OUTPUTS = {"reserve_space_1": "mean", "reserve_space_2": "var"}
 IMPLEMENTS: frozenset[str] = frozenset()  # no act, no in-place; is_training ties the statistics to the update
 
-# The page (mindspore-ops-BatchNorm.txt): is_training is the one flag that chooses the statistics.
+# The page (README.md, Sources: mindspore.ops.BatchNorm): is_training is the one flag that chooses the statistics.
 _MOMENTUM = (
     "momentum (float) - The hyper parameter to compute moving average for running_mean and running_var (e.g. "
     "new_running_mean = (1 - momentum) * running_mean + momentum * current_mean)"

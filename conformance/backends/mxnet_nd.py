@@ -17,7 +17,7 @@ when that call returns anything but the one array the page implies).
 
 Returned: [out, mean, var]; the docs say the two extra outputs are "data_mean and the inverse of data_var"
 (parameter list: "Output the mean and inverse std"), so the third is reported as 'invstd'.
-Conventions (mxnet-python-ndarray-BatchNorm.txt): "moving_mean = moving_mean * momentum + data_mean *
+Conventions (mxnet.ndarray.BatchNorm page, README.md, Sources): "moving_mean = moving_mean * momentum + data_mean *
 (1 - momentum)" -> momentum weighs the old value; "moving_var = ... + data_var * (1 - momentum)" with
 data_var = var(...), biased or not unsaid -> running_var None; defaults eps 0.001, momentum 0.9.
 """

@@ -13,7 +13,7 @@ BatchNorm_v1 has no axis parameter (docs and operator list none): the channel ax
 turns down any other channel axis. Ranks and dtypes are tried; MXNet rejects what it cannot run.
 
 Returned: [out, mean, var]; the docs: "If output_mean_var is set to be true, then outputs both data_mean
-and data_var" -> stats 'var'. Conventions (mxnet-R-symbol-BatchNorm_v1.txt, mxnet-R-nd-BatchNorm.v1.txt):
+and data_var" -> stats 'var'. Conventions (R pages mx.symbol.BatchNorm_v1, mx.nd.BatchNorm.v1; README.md, Sources):
 "moving_mean = moving_mean * momentum + data_mean * (1 - momentum)" -> momentum weighs the old value;
 data_var = var(...), biased or not unsaid -> running_var None; defaults eps 0.001 (the nd page prints
 0.00100000005: the attribute is a float32), momentum 0.9 (0.899999976).

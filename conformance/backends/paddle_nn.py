@@ -23,7 +23,7 @@ from .base import Combo, Profile, Unsupported, combo_for
 NAME = "paddle"
 API = "paddle.nn.BatchNorm"
 
-# From /work/shared/framework-docs/paddle-nn-BatchNorm.txt:
+# From https://www.paddlepaddle.org.cn/documentation/docs/en/api/paddle/nn/BatchNorm_en.html:
 #   momentum_dir 'old': "moving_mean = moving_mean * momentum + mu_beta * (1. - momentum)"
 #   running_var 'biased': "sigma_beta^2 <- 1/m sum_i (x_i - mu_beta)^2 // mini-batch variance", and
 #       "moving_variance = moving_variance * momentum + sigma_beta^2 * (1. - momentum)"

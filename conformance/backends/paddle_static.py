@@ -38,7 +38,7 @@ os.environ.setdefault("GLOG_minloglevel", "1")
 NAME = "paddle_static"
 API = "paddle.nn.BatchNorm (static graph, Executor)"
 
-# The same page and layer as the dygraph backend 'paddle' (/work/shared/framework-docs/paddle-nn-BatchNorm.txt):
+# The same page and layer as the dygraph backend 'paddle' (paddle_nn.py; README.md, Sources: paddle.nn.BatchNorm):
 # its documented conventions, quoted there, hold here. The page on this path's own flag:
 #   is_test: "A flag indicating whether it is in test phrase or not. This flag only has effect on static graph
 #       mode." Inference: "set use_global_stats to true or is_test to true, and the behavior is equivalent."
@@ -47,7 +47,7 @@ PROFILE = DOCUMENTED
 EXTRA_OUTPUTS: dict[str, str] = {}
 IMPLEMENTS = frozenset({"act=relu", "act=sigmoid", "act=tanh", "inplace=1"})  # act= and in_place= take them as is
 
-# The page's flag combinations (paddle-nn-BatchNorm.txt), as for the dygraph layer (paddle_nn.FLAGS) with is_test
+# The page's flag combinations (paddle.nn.BatchNorm), as for the dygraph layer (paddle_nn.FLAGS) with is_test
 # for train()/eval(). None: the page leaves it undefined.
 _IS_TEST = (
     "is_test (bool, optional) - A flag indicating whether it is in test phrase or not. This flag only has "
