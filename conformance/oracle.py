@@ -211,46 +211,25 @@ def _kink_slack(case, x, dy, centre, scale, gamma, beta, s_z) -> dict[str, np.nd
 
 def reference(case, inputs) -> Reference:
     """Expected outputs of `case` on `inputs` (an Inputs), with their error scales; all float64."""
-    m = case.count
     x = _as3(inputs.x, case)
     gamma = np.ones(case.channels) if case.fix_gamma else np.asarray(inputs.gamma, dtype=np.float64)
     beta = np.asarray(inputs.beta, dtype=np.float64)
     rm = np.asarray(inputs.running_mean, dtype=np.float64)
     rv = np.asarray(inputs.running_var, dtype=np.float64)
-    eps, mom = case.eps, case.momentum
-    u = UNIT_ROUNDOFF[case.param_dtype]
     vals: dict[str, np.ndarray] = {}
     scl: dict[str, np.ndarray] = {}
 
     with np.errstate(all="ignore"):
-        if case.batch_stats:
-            xmax, mean, var = _batch_stats(x, case)
-            invstd = 1.0 / np.sqrt(var + eps)
-            batch_var_for_running = var * m / (m - 1) if case.running_var == "unbiased" else var
-            s_mean = xmax
-            # A robust variance is off by a few u * var. A two-pass variance also carries the square of the
-            # mean's error, and a mean may be off by up to MEAN_SLACK * u * max|x| and still pass.
-            s_var = np.abs(var) + MEAN_SLACK * u * xmax**2
-            s_invstd = invstd * (1.0 + s_var / (var + eps))
-            vals["mean"], scl["mean"] = mean, s_mean
-            if case.stats == "var":
-                vals["var"], scl["var"] = var, s_var
-            else:
-                vals["invstd"], scl["invstd"] = invstd, s_invstd
-        if case.updates_running:
-            vals["running_mean"] = mom * rm + (1 - mom) * mean
-            scl["running_mean"] = mom * np.abs(rm) + (1 - mom) * s_mean
-            vals["running_var"] = mom * rv + (1 - mom) * batch_var_for_running
-            scl["running_var"] = mom * np.abs(rv) + (1 - mom) * s_var * (m / max(m - 1, 1))
-        else:
-            vals["running_mean"], scl["running_mean"] = rm.copy(), np.abs(rm)
-            vals["running_var"], scl["running_var"] = rv.copy(), np.abs(rv)
+        st = _batch_statistics(case, x) if case.batch_stats else None
+        if st is not None:
+            vals["mean"], scl["mean"] = st["mean"], st["s_mean"]
+            stat = "var" if case.stats == "var" else "invstd"
+            vals[stat], scl[stat] = st[stat], st["s_" + stat]
+        _running_after(case, st, rm, rv, vals, scl)
         if case.mode == "train":  # normalise with the batch statistics
-            centre, scale = mean, invstd
-            s_scale = s_invstd
-            s_centre = s_mean
+            centre, scale, s_centre, s_scale = st["mean"], st["invstd"], st["s_mean"], st["s_invstd"]
         else:  # with the running ones
-            centre, scale = rm, 1.0 / np.sqrt(rv + eps)
+            centre, scale = rm, 1.0 / np.sqrt(rv + case.eps)
             s_scale = scale
             s_centre = _per_channel(case, lambda s: _amax(_f64(x[:, s]))) + np.abs(rm)
 
@@ -261,48 +240,82 @@ def reference(case, inputs) -> Reference:
         vals["y"] = y.reshape(case.shape)
         s_z = np.abs(gamma) * s_xhat + np.abs(beta) + per["ymax"]  # the affine output, before act
         scl["y"] = s_z + (1.0 if case.act == "sigmoid" else 0.0)  # act is 1-Lipschitz; sigmoid's |y| <= 1
-        # act' computed from an z off by u * s_z is off by at most |act''| u s_z <= u s_z (sigmoid, tanh)
-        smooth = s_z if case.act in ("sigmoid", "tanh") else 0.0
-        kink = (
-            _kink_slack(case, x, dy, centre, scale, gamma, beta, s_z) if case.backward and case.act == "relu" else None
-        )
 
         if case.backward:
-            dbeta, dgamma, dymax, xhatmax = per["dbeta"], per["dgamma"], per["dymax"], per["xhatmax"]
-            s_dbeta = per["abs_dy_sum"] + (per["dy_raw_sum"] * smooth if case.act in ("sigmoid", "tanh") else 0.0)
-            dymax = dymax + (per["dy_raw_max"] * smooth if case.act in ("sigmoid", "tanh") else 0.0)
-            s_dgamma = s_dbeta * (xhatmax + s_xhat)
-            if case.mode == "train":
-                s_dx = (
-                    np.abs(gamma)
-                    * (scale + s_scale)
-                    * (dymax + (s_dbeta + s_dgamma * xhatmax + np.abs(dgamma) * s_xhat) / m)
-                )
-            else:
-                s_dx = np.abs(gamma) * s_scale * dymax
-            if kink is not None:  # one flip at the kink moves dbeta by |dy|, dgamma by |dy xhat|, dx as below
-                u_data, u_param = UNIT_ROUNDOFF[case.dtype], UNIT_ROUNDOFF[case.param_dtype]
-                s_dbeta = s_dbeta + kink["dbeta"] / (u_param * LEAST_THRESHOLD)
-                s_dgamma = s_dgamma + kink["dgamma"] / (u_param * LEAST_THRESHOLD)
-                moved = kink["dymax"] + (
-                    (kink["dbeta"] + xhatmax * kink["dgamma"]) / m if case.mode == "train" else 0.0
-                )
-                s_dx = s_dx + np.abs(gamma * scale) * moved / (u_data * LEAST_THRESHOLD)
+            kink = _kink_slack(case, x, dy, centre, scale, gamma, beta, s_z) if case.act == "relu" else None
+            s_dx, s_dgamma, s_dbeta = _backward_scales(case, per, gamma, scale, s_scale, s_xhat, s_z, kink)
             vals["dx"], scl["dx"] = dx.reshape(case.shape), s_dx
-            vals["dgamma"] = np.zeros(case.channels) if case.fix_gamma else dgamma
+            vals["dgamma"] = np.zeros(case.channels) if case.fix_gamma else per["dgamma"]
             scl["dgamma"] = s_dgamma
-            vals["dbeta"], scl["dbeta"] = dbeta, s_dbeta
+            vals["dbeta"], scl["dbeta"] = per["dbeta"], s_dbeta
         if case.inplace:  # the caller's x holds y, its dy holds dx
             vals["x_after"], scl["x_after"] = vals["y"], scl["y"]
             if case.backward:
                 vals["dy_after"], scl["dy_after"] = vals["dx"], scl["dx"]
 
-    if case.batch_stats:  # both batch statistics, whichever the case's profile reports
+    if st is not None:  # both batch statistics, whichever the case's profile reports
         for other in ("var", "invstd"):
-            vals.setdefault(other, var if other == "var" else invstd)
-            scl.setdefault(other, s_var if other == "var" else s_invstd)
+            vals.setdefault(other, st[other])
+            scl.setdefault(other, st["s_" + other])
     else:  # in inference the statistics in use are the running ones (what saved/reserve outputs hold then)
         vals["mean"], scl["mean"] = rm.copy(), np.abs(rm)
         vals["var"], scl["var"] = rv.copy(), np.abs(rv)
         vals["invstd"], scl["invstd"] = scale, s_scale
     return Reference(values=vals, scales=scl)
+
+
+def _batch_statistics(case, x) -> dict:
+    """The batch mean, variance and inverse std, with their error scales (s_*), and the variance the running
+    variance is updated with (var_running: unbiased where the profile says so)."""
+    m, u = case.count, UNIT_ROUNDOFF[case.param_dtype]
+    xmax, mean, var = _batch_stats(x, case)
+    invstd = 1.0 / np.sqrt(var + case.eps)
+    # A robust variance is off by a few u * var. A two-pass variance also carries the square of the
+    # mean's error, and a mean may be off by up to MEAN_SLACK * u * max|x| and still pass.
+    s_var = np.abs(var) + MEAN_SLACK * u * xmax**2
+    return {
+        "mean": mean,
+        "var": var,
+        "invstd": invstd,
+        "s_mean": xmax,
+        "s_var": s_var,
+        "s_invstd": invstd * (1.0 + s_var / (var + case.eps)),
+        "var_running": var * m / (m - 1) if case.running_var == "unbiased" else var,
+    }
+
+
+def _running_after(case, st, rm, rv, vals: dict, scl: dict) -> None:
+    """running_mean and running_var after the call: updated with the batch statistics, or left as they were."""
+    m, mom = case.count, case.momentum
+    if case.updates_running:
+        vals["running_mean"] = mom * rm + (1 - mom) * st["mean"]
+        scl["running_mean"] = mom * np.abs(rm) + (1 - mom) * st["s_mean"]
+        vals["running_var"] = mom * rv + (1 - mom) * st["var_running"]
+        scl["running_var"] = mom * np.abs(rv) + (1 - mom) * st["s_var"] * (m / max(m - 1, 1))
+    else:
+        vals["running_mean"], scl["running_mean"] = rm.copy(), np.abs(rm)
+        vals["running_var"], scl["running_var"] = rv.copy(), np.abs(rv)
+
+
+def _backward_scales(case, per, gamma, scale, s_scale, s_xhat, s_z, kink):
+    """The error scales of dx, dgamma and dbeta (per channel)."""
+    m = case.count
+    # act' computed from an z off by u * s_z is off by at most |act''| u s_z <= u s_z (sigmoid, tanh)
+    smooth = s_z if case.act in ("sigmoid", "tanh") else 0.0
+    dgamma, dymax, xhatmax = per["dgamma"], per["dymax"], per["xhatmax"]
+    s_dbeta = per["abs_dy_sum"] + (per["dy_raw_sum"] * smooth if case.act in ("sigmoid", "tanh") else 0.0)
+    dymax = dymax + (per["dy_raw_max"] * smooth if case.act in ("sigmoid", "tanh") else 0.0)
+    s_dgamma = s_dbeta * (xhatmax + s_xhat)
+    if case.mode == "train":
+        s_dx = (
+            np.abs(gamma) * (scale + s_scale) * (dymax + (s_dbeta + s_dgamma * xhatmax + np.abs(dgamma) * s_xhat) / m)
+        )
+    else:
+        s_dx = np.abs(gamma) * s_scale * dymax
+    if kink is not None:  # one flip at the kink moves dbeta by |dy|, dgamma by |dy xhat|, dx as below
+        u_data, u_param = UNIT_ROUNDOFF[case.dtype], UNIT_ROUNDOFF[case.param_dtype]
+        s_dbeta = s_dbeta + kink["dbeta"] / (u_param * LEAST_THRESHOLD)
+        s_dgamma = s_dgamma + kink["dgamma"] / (u_param * LEAST_THRESHOLD)
+        moved = kink["dymax"] + ((kink["dbeta"] + xhatmax * kink["dgamma"]) / m if case.mode == "train" else 0.0)
+        s_dx = s_dx + np.abs(gamma * scale) * moved / (u_data * LEAST_THRESHOLD)
+    return s_dx, s_dgamma, s_dbeta
