@@ -64,34 +64,13 @@ def _compute(case, inp):
         xhat *= invstd[None, :, None]
         y = xhat * gamma[None, :, None]
         y += beta[None, :, None]
-        if case.act == "relu":
-            slope = (y > 0).astype(work)
-            slope[np.isnan(y)] = np.nan
-            y = np.where(y <= 0, work(0), y)
-        elif case.act == "sigmoid":
-            y = 1 / (1 + np.exp(-y))
-            slope = y * (1 - y)
-        elif case.act == "tanh":
-            y = np.tanh(y)
-            slope = 1 - y * y
+        y, slope = _activate(case.act, y, work)
         out["y"] = y.reshape(case.shape)
         if case.backward:
             dy = inp.dy.astype(work, copy=False).reshape(v)
             if case.act != "none":
                 dy = dy * slope
-            dbeta = dy.sum(axis=(0, 2))
-            dgamma = (dy * xhat).sum(axis=(0, 2))
-            scale = (gamma * invstd)[None, :, None]
-            if case.mode == "train":  # scale * (dy - dbeta / m - xhat * dgamma / m), xhat used up
-                dx = dy - dbeta[None, :, None] / m
-                xhat *= dgamma[None, :, None]
-                dx -= xhat / m  # not in place: numpy 1.x takes float32 / m to float64 for m >= 2^16, and so dx
-                dx *= scale
-            else:
-                dx = scale * dy
-            out["dx"] = dx.reshape(case.shape)
-            out["dgamma"] = np.zeros(c, work) if case.fix_gamma else dgamma
-            out["dbeta"] = dbeta
+            out.update(_backward(case, dy, xhat, gamma * invstd, work))
     if case.inplace:  # what the caller's x and dy hold after an in-place call
         out["x_after"] = out["y"]
         if case.backward:
@@ -100,6 +79,42 @@ def _compute(case, inp):
     return {
         k: out[k].astype(data_t if k in ("y", "dx", "x_after", "dy_after") else param_t, copy=False)
         for k in case.outputs
+    }
+
+
+def _activate(act: str, y, work):
+    """act(y) and its slope act'(z) (None without an activation); ReLU's slope is NaN where y is."""
+    slope = None
+    if act == "relu":
+        slope = (y > 0).astype(work)
+        slope[np.isnan(y)] = np.nan
+        y = np.where(y <= 0, work(0), y)
+    elif act == "sigmoid":
+        y = 1 / (1 + np.exp(-y))
+        slope = y * (1 - y)
+    elif act == "tanh":
+        y = np.tanh(y)
+        slope = 1 - y * y
+    return y, slope
+
+
+def _backward(case, dy, xhat, gamma_invstd, work) -> dict:
+    """dx, dgamma and dbeta from dy (already through act'), xhat (used up) and gamma * invstd per channel."""
+    m = case.count
+    dbeta = dy.sum(axis=(0, 2))
+    dgamma = (dy * xhat).sum(axis=(0, 2))
+    scale = gamma_invstd[None, :, None]
+    if case.mode == "train":  # scale * (dy - dbeta / m - xhat * dgamma / m), xhat used up
+        dx = dy - dbeta[None, :, None] / m
+        xhat *= dgamma[None, :, None]
+        dx -= xhat / m  # not in place: numpy 1.x takes float32 / m to float64 for m >= 2^16, and so dx
+        dx *= scale
+    else:
+        dx = scale * dy
+    return {
+        "dx": dx.reshape(case.shape),
+        "dgamma": np.zeros(case.channels, work) if case.fix_gamma else dgamma,
+        "dbeta": dbeta,
     }
 
 
