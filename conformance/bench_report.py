@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .report import atomic_write, md_code, md_table, md_text
+from .files import atomic_write
+from .meta import RunMeta
+from .report import md_code, md_table, md_text
 
 BIG_BYTES = 16e6  # the roofline target applies to problems of 16 MB and more
 
@@ -140,11 +141,13 @@ def markdown(df: pd.DataFrame, meta: dict, rss: dict) -> str:
     return out.getvalue()
 
 
-def write(out_dir: Path, rows: list[dict], meta: dict, rss: dict) -> pd.DataFrame:
+def write(out_dir: Path, rows: list[dict], meta: RunMeta) -> pd.DataFrame:
+    """bench.csv, bench.md and bench.json (the record, with each target's peak memory in peak_rss_mib)."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    rss = meta.peak_rss_mib or {}
     df = pd.DataFrame(rows)
     df["peak_rss_mib"] = df["target"].map(rss)
     atomic_write(out_dir / "bench.csv", df.to_csv(index=False).encode())
-    atomic_write(out_dir / "bench.md", markdown(df, meta, rss).encode())
-    atomic_write(out_dir / "bench.json", json.dumps({**meta, "peak_rss_mib": rss}, indent=2, default=str).encode())
+    atomic_write(out_dir / "bench.md", markdown(df, meta.as_dict(), rss).encode())
+    atomic_write(out_dir / "bench.json", meta.to_json())
     return df

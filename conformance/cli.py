@@ -6,29 +6,21 @@ import argparse
 import importlib
 import json
 import os
-import signal
 import sys
-import time
 from pathlib import Path
 
-import pandas as pd
-
-from . import deviations, html_report, journal, memory, preflight
+from . import deviations, preflight
 from . import meta as metadata
 from . import suite as suites
 from .backends.base import TimingPolicy
 from .case import Case
 from .compare import THRESHOLDS
 from .errors import ReportError, UserError
+from .files import atomic_write
 from .generate import check_npz
-from .lifecycle import DEFAULT_TIMEOUT_S, discover, release_probes, select_targets, tuned
+from .lifecycle import DEFAULT_TIMEOUT_S, discover, select_targets, tuned
 from .preflight import number, path_arg
 from .progress import Progress
-from .report import ArraysWriter, atomic_write, write
-from .runner import run_cases
-from .status import UNEXPECTED
-from .verdict import judge
-from .worker import peak_rss_mib
 
 REPORTS = Path(__file__).resolve().parents[1] / "reports"
 DEFAULT_CONVENTIONS = str(REPORTS / "conventions" / "conventions.json")
@@ -165,7 +157,7 @@ TUNE_HELP = (
 )
 
 
-def _tune(args) -> dict:
+def tune_of(args) -> dict:
     """The run's --tune overrides, checked before anything runs (a bad one: one line, exit 2), and handed to every
     worker started after this (lifecycle.tuned: an environment variable; main() restores it when the command ends)."""
     from .backends import opencl_tuning
@@ -183,7 +175,7 @@ def _tune(args) -> dict:
 EXTRA_COMMANDS = ("conformance.cli_history", "conformance.constraints")
 
 
-def _cases(args) -> tuple[str, list[Case], list[str]]:
+def cases_of(args) -> tuple[str, list[Case], list[str]]:
     if args.case:
         root = str(args.inputs_root) if args.inputs_root is not None else None
         cases = [Case.from_id(cid, inputs_root=root) for cid in args.case]
@@ -195,235 +187,6 @@ def _cases(args) -> tuple[str, list[Case], list[str]]:
         if c.inputs is not None:
             check_npz(c)  # a bad file is a user error before anything runs (headers only: nothing decompressed)
     return label, cases, warnings
-
-
-def _check_memory(args, cases, targets) -> None:
-    """Refuse, before the first case, a case that would not fit in the memory available (memory.py)."""
-    ready = [t for t in targets if t.state == "ready"]
-    limit = None if args.memory_limit is None else memory.parse_size(args.memory_limit)
-    try:
-        memory.check(
-            cases,
-            limit_bytes=limit,
-            source="conformance run",
-            targets=max(len(ready), 1),
-            frameworks=sum(t.is_framework for t in ready),
-        )
-    except UserError:
-        release_probes(targets)
-        raise
-
-
-def _resume(args) -> tuple[list[str], list[str], bool]:
-    """For --resume DIR: the original argv (out forced to DIR), the ids of the cases its journal holds, and
-    whether its report is whole (run.json says complete and results.csv holds every journal row). What is done
-    is what is on disk (journal.jsonl), never what run.json or results.csv say."""
-    run_dir = args.resume
-    try:
-        meta = json.loads((run_dir / "run.json").read_text())
-        argv = list(meta["argv"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise UserError(f"not a run directory ({exc})".splitlines()[0], source="--resume", field=str(run_dir)) from None
-    if not (run_dir / journal.NAME).is_file():
-        raise UserError(
-            f"no {journal.NAME} (the rows of a run, written as its cases finish): nothing to resume from",
-            source="--resume",
-            field=str(run_dir),
-        )
-    rows, done, _ = journal.read(run_dir)
-    try:
-        whole = meta.get("partial") is False and len(pd.read_csv(run_dir / "results.csv")) == len(rows)
-    except (OSError, ValueError, pd.errors.ParserError):
-        whole = False
-    if "--out" in argv:
-        argv[argv.index("--out") + 1] = str(run_dir)
-    else:
-        argv += ["--out", str(run_dir)]
-    return argv, done, whole
-
-
-def cmd_run(args, argv) -> int:
-    done: list[str] = []
-    resuming = args.resume is not None
-    if resuming:
-        argv, done, whole = _resume(args)
-        args = build_parser().parse_args(argv)
-    # Everything the user gave is checked before the first case and before anything is written (exit 2).
-    overrides = _tune(args)
-    suite_label, cases, warnings = _cases(args)
-    all_ids = [c.id for c in cases]
-    cases = [c for c in cases if c.id not in set(done)]
-    if resuming and not cases and whole:
-        raise UserError("this run is complete: nothing to resume", source="--resume", field=str(args.out))
-    out = args.out
-    preflight.writable_dir(out)
-    if args.deviations != str(deviations.DEFAULT_PATH) and not Path(args.deviations).is_file():
-        raise UserError(f"no such file {args.deviations!r}", source="--deviations")
-    known = deviations.load(args.deviations)
-    conventions, note_c = preflight.conventions_file(args.conventions, DEFAULT_CONVENTIONS)
-    bench, note_b = preflight.bench_file(args.bench, DEFAULT_BENCH)
-    warnings += [n for n in (note_c, note_b) if n]
-    record_history = not history_disabled(args.history)
-    if record_history:
-        _history().check(args.history)
-    infos = discover(args.backend, keep=True)
-    targets = select_targets(infos, args.device, explicit=bool(args.backend))
-    if not targets:
-        raise UserError(
-            "no backend is available: " + "; ".join(f"{i.name}: {i.reason}" for i in infos), source="conformance run"
-        )
-    warnings += list(dict.fromkeys(n for i in infos for n in i.meta.notes))
-    _check_memory(args, cases, targets)
-    policy = TimingPolicy(max_repeats=args.repeats, min_repeats=min(3, args.repeats), budget_s=args.time_budget)
-    print(
-        f"suite {suite_label}: {len(cases)} cases on "
-        + ", ".join(t.label for t in targets)
-        + (f" (resuming: {len(done)} done)" if done else "")
-        + _tune_note(overrides),
-        file=sys.stderr,
-    )
-    t0 = time.monotonic()
-    meta = metadata.collect(argv, suite_label, infos, targets, THRESHOLDS)
-    meta.update(
-        argv=argv,
-        partial=True,
-        sut_requested=not args.backend or "opencl" in args.backend,
-        allow_empty=args.allow_empty,
-        tune=overrides,
-    )
-    # From here on the run writes: its folder, run.json (partial until the end) and the journal, case by case.
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        if not resuming:
-            preflight.clear_run_files(out)
-            atomic_write(out / "run.json", json.dumps(meta, indent=2, default=str).encode())
-    except OSError as exc:
-        release_probes(targets)
-        raise ReportError.of(out, exc) from None
-    except ReportError:
-        release_probes(targets)
-        raise
-    log = journal.Journal(out, fresh=not resuming)
-    on_arrays = ArraysWriter(out) if args.keep_arrays else None
-    seen: dict = {}
-    state: dict = {}
-
-    def versions():  # known once the workers have started
-        return {t.backend: t.version for t in targets}
-
-    def classify(case_rows, case_seen):
-        deviations.apply(case_rows, case_seen, versions(), known)
-
-    previous = signal.signal(signal.SIGTERM, _terminate)
-    busy_from = (time.monotonic(), metadata.cpu_stall_s())
-    try:
-        rows = run_cases(
-            cases,
-            targets,
-            policy=policy,
-            timeout_s=args.timeout,
-            on_arrays=on_arrays,
-            progress=Progress(len(cases)),
-            seen=seen,
-            state=state,
-            classify=classify,
-            record=log.append,
-            rounds=args.rounds,
-            retimed=log.retime,
-        )
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        log.close()
-    # again over this session's rows: a row already classified stays as it is; this pass finds the entries that match none
-    warnings += deviations.apply(rows, seen, versions(), known)
-    for w in warnings:
-        print(f"warning: {w}", file=sys.stderr)
-    every_row, finished, _ = journal.read(out)  # the report is what is on disk
-    meta = metadata.collect(argv, suite_label, infos, targets, THRESHOLDS) | {
-        k: meta[k] for k in ("argv", "sut_requested", "allow_empty", "tune")
-    }
-    meta.update(
-        elapsed_s=time.monotonic() - t0,
-        warnings=warnings,
-        done_cases=[i for i in all_ids if i in set(finished)],
-        machine_load=metadata.busy_measure(busy_from),
-    )
-    meta["partial"] = len(meta["done_cases"]) < len(all_ids)
-    workers = {t.label: t.peak_rss_mib for t in targets if t.peak_rss_mib}
-    own = peak_rss_mib()
-    meta["peak_rss_mib"] = {"main": own, "workers": workers, "upper_bound_total": own + sum(workers.values())}
-    df = write(out, every_row, meta)
-    _after_report(args, out, df, meta, conventions, bench, record_history)
-    verdict = judge(df, meta, allow_empty=args.allow_empty)
-    code = 130 if state["interrupted"] else (verdict.code if not meta["partial"] else max(verdict.code, 1))
-    counts = df["status"].value_counts().to_dict() if len(df) else {}
-    bad = df[df["status"].isin(UNEXPECTED)] if len(df) else df
-    if args.format == "json":
-        print(
-            json.dumps(
-                {
-                    "exit_code": code,
-                    "verdict": verdict.line(meta["partial"]),
-                    "notes": list(verdict.notes),
-                    "partial": meta["partial"],
-                    "report_dir": str(out),
-                    "rows": len(df),
-                    "counts": counts,
-                    "unexpected": bad[["case_id", "target", "vs", "output", "status", "reason"]].to_dict("records")
-                    if len(bad)
-                    else [],
-                },
-                default=str,
-            )
-        )
-    else:
-        note = (
-            f" (INCOMPLETE: {len(meta['done_cases'])} of {len(all_ids)} cases finished: conformance run --resume {out})"
-            if meta["partial"]
-            else ""
-        )
-        print(
-            f"{verdict.line(meta['partial'])}: {len(df)} rows"
-            + "".join(f", {k} {v}" for k, v in sorted(counts.items()))
-            + "".join(f"; {n}" for n in verdict.notes)
-            + f"; report in {out}/summary.md{note}"
-        )
-    return code
-
-
-def _terminate(signum, frame):
-    raise KeyboardInterrupt  # SIGTERM ends a run like Ctrl-C: every finished row is written, marked partial
-
-
-def history_disabled(url) -> bool:
-    try:
-        from .history import disabled
-    except ImportError:  # no SQLAlchemy: nothing can be recorded
-        return True
-    return disabled(url)
-
-
-def _history():
-    from . import history
-
-    return history
-
-
-def _after_report(args, out: Path, df, meta, conventions, bench, record_history: bool) -> None:
-    """report.html, then the run in the history store. A store that fails now (a full disk, a lost server) costs
-    a warning line, not the verdict: the rows are safe in the run folder and can be recorded later."""
-    html_report.write(out, df, meta, conventions=conventions, bench=bench)
-    if not record_history:
-        return
-    try:
-        run_id = _history().record(df, meta, str(out), url=args.history)
-    except (ReportError, UserError) as exc:
-        print(
-            f"warning: {exc}; the run's rows are in {out} (record them later: conformance history --record {out})",
-            file=sys.stderr,
-        )
-        return
-    print(f"recorded as run {run_id} in the history store", file=sys.stderr)
 
 
 def cmd_list(args) -> int:
@@ -465,8 +228,8 @@ def backend_line(info) -> str:
 def cmd_bench(args, argv) -> int:
     from . import bench, bench_report
 
-    overrides = _tune(args)
-    label, cases, _ = _cases(args)
+    overrides = tune_of(args)
+    label, cases, _ = cases_of(args)
     preflight.writable_dir(args.out)
     infos = discover(args.backend, keep=True)
     targets = select_targets(infos, args.device, explicit=bool(args.backend))
@@ -475,21 +238,30 @@ def cmd_bench(args, argv) -> int:
     print(
         f"bench {label}: {len(bench.problems(cases))} problems on "
         + ", ".join(t.label for t in targets)
-        + _tune_note(overrides),
+        + tune_note(overrides),
         file=sys.stderr,
     )
     rows, rss = bench.run_bench(
         cases, targets, args.rounds, args.repeats, args.timeout, Progress(len(bench.problems(cases)))
     )
-    meta = metadata.collect(argv, label, infos, targets, THRESHOLDS)
-    meta.update(rounds=args.rounds, repeats=args.repeats, tune=overrides)
-    df = bench_report.write(args.out, rows, meta, rss)
+    meta = metadata.collect(
+        argv,
+        label,
+        infos,
+        targets,
+        THRESHOLDS,
+        rounds=args.rounds,
+        repeats=args.repeats,
+        tune=overrides,
+        peak_rss_mib=rss,
+    )
+    df = bench_report.write(args.out, rows, meta)
     print(bench_report.summary(df).to_string(index=False))
-    print(f"{len(df)} rows; report in {args.out}/bench.md" + _tune_note(overrides))
+    print(f"{len(df)} rows; report in {args.out}/bench.md" + tune_note(overrides))
     return 0
 
 
-def _tune_note(overrides: dict) -> str:
+def tune_note(overrides: dict) -> str:
     return (" with --tune " + " ".join(f"{k}={v}" for k, v in overrides.items())) if overrides else ""
 
 
@@ -528,11 +300,9 @@ def cmd_conventions(args) -> int:
         "doing something else"
     )
     if args.out:
-        import json
-
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "conventions.md").write_text(text + "\n")
-        (args.out / "conventions.json").write_text(json.dumps(results, indent=2, default=str))
+        atomic_write(args.out / "conventions.md", text + "\n")
+        atomic_write(args.out / "conventions.json", json.dumps(results, indent=2, default=str))
     return 0
 
 
@@ -542,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
         with tuned(None):  # a command's --tune (set by _tune for its workers) ends with it
             args = build_parser().parse_args(argv)
             if args.command == "run":
+                from .cli_run import cmd_run
+
                 return cmd_run(args, argv)
             if args.command == "bench":
                 return cmd_bench(args, argv)

@@ -333,7 +333,8 @@ def summary(df) -> list[str]:
 
 
 def write(out, df) -> None:
-    from .report import atomic_write, md_table, md_text
+    from .files import atomic_write
+    from .report import md_table, md_text
 
     cols = [c for c in df.columns if c != "backend"]
     text = (

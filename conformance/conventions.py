@@ -14,7 +14,7 @@ hypotheses give visibly different answers, and reads the convention off the resu
 - a training call without backward updates the running statistics (or only backward does);
 - inference leaves the running statistics alone.
 
-Documented values come from the backend's DOCUMENTED profile (the framework's own pages, see shared docs).
+Documented values come from the backend's DOCUMENTED profile (the framework's own pages: README.md, Sources).
 
 Each target is probed on its own: a framework's CPU target (`torch`) and each of its accelerators (`torch@cuda:0`,
 `paddle@gpu:0`, ...) are a column each, keyed by the target label.
@@ -32,10 +32,9 @@ import dataclasses
 import numpy as np
 
 from .backends.base import TimingPolicy
-from .case import Case, Fill
+from .case import Case, Fill, profiled
 from .generate import generate
 from .report import md_text
-from .runner import profiled
 from .worker import Worker
 
 ONCE = TimingPolicy(warmup=0, min_repeats=1, max_repeats=1, budget_s=0.0)
@@ -90,7 +89,7 @@ def _what(value, mean, var_b, var_u, eps) -> str:
 
 def _call(worker, case, inputs, use_defaults=False):
     reply = worker.run(case, inputs, ONCE, timeout=120, use_defaults=use_defaults)
-    return reply[1].outputs if reply[0] == "ok" else f"{reply[0]}: {reply[1]}"
+    return reply.outputs if reply.ok else f"{reply.status}: {reply.reason}"
 
 
 def probe(name: str, device_key: str | None = None) -> dict:
@@ -101,12 +100,12 @@ def probe(name: str, device_key: str | None = None) -> dict:
         return {"error": w.reason or w.state}
     try:
         meta = w.meta
-        prof = meta["profile"]
-        obs = {"version": meta.get("version", ""), "documented": _documented(meta["documented"])}
-        obs.update(_train_probe(w, prof, meta.get("extra_outputs", {})))
+        prof = meta.profile
+        obs = {"version": meta.version, "documented": _documented(meta.documented)}
+        obs.update(_train_probe(w, prof, meta.extra_outputs))
         obs.update(_infer_probes(w, prof))
-        if meta.get("flags"):
-            obs["flags"] = [_flag_probe(w, prof, c) for c in meta["flags"]]
+        if meta.flags:
+            obs["flags"] = [_flag_probe(w, prof, c) for c in meta.flags]
         return obs
     finally:
         w.stop()
@@ -168,12 +167,13 @@ def _train_probe(w, prof, extra_outputs) -> dict:
         res["normalising variance"] = "neither"
     stat = out.get(case.stats) if "mean" in out else None
     res["batch statistic returned"] = "none" if stat is None else _what(stat, mean, var_b, var_u, case.eps)
-    extras = [
-        f"{k}: {('y' if _close(out[k], out['y']) else 'something else') if q == 'y' else _what(out[k], mean, var_b, var_u, case.eps)}"
-        f" (documented {q})"
-        for k, q in sorted(extra_outputs.items())
-        if k in out
-    ]
+
+    def held(k, q):  # what extra output k holds; q is what the backend documents it to hold
+        if q == "y":
+            return "y" if _close(out[k], out["y"]) else "something else"
+        return _what(out[k], mean, var_b, var_u, case.eps)
+
+    extras = [f"{k}: {held(k, q)} (documented {q})" for k, q in sorted(extra_outputs.items()) if k in out]
     res["extra outputs"] = "; ".join(extras) or "none"
     return res
 
@@ -277,15 +277,20 @@ def _moved(out) -> bool:
     )
 
 
-def _behaviour(d) -> str:
+def behaviour(d) -> str:
+    """A flag combination's behaviour (documented or seen) in words: which statistics y is normalised with and
+    what happens to the running statistics; anything not a dict (an error) as it is."""
     if not isinstance(d, dict):
         return str(d)
     nw = d.get("normalize_with")
     up = d.get("update_running")
-    return (
-        f"normalise with {nw or 'undefined'}; "
-        f"running stats {'undefined' if up is None else 'left alone' if up is False else 'updated ' + up if isinstance(up, str) else 'updated'}"
-    )
+    if up is None:
+        running = "undefined"
+    elif up is False:
+        running = "left alone"
+    else:
+        running = "updated " + up if isinstance(up, str) else "updated"
+    return f"normalise with {nw or 'undefined'}; running stats {running}"
 
 
 def flag_matrix(results: dict[str, dict]) -> tuple[str, int]:
@@ -306,9 +311,8 @@ def flag_matrix(results: dict[str, dict]) -> tuple[str, int]:
             miss = f["verdict"].startswith(("MISMATCH", "error"))
             bad += miss
             mark = f"**{f['verdict']}**" if miss else f["verdict"]
-            lines.append(
-                f"| `{md_text(f['flags'])}` | {md_text(_behaviour(f['documented']))} | {md_text(_behaviour(f['seen']))} | {mark} |"
-            )
+            documented, seen = md_text(behaviour(f["documented"])), md_text(behaviour(f["seen"]))
+            lines.append(f"| `{md_text(f['flags'])}` | {documented} | {seen} | {mark} |")
     return "\n".join(lines).lstrip("\n"), bad
 
 
@@ -327,7 +331,7 @@ def matrix(results: dict[str, dict]) -> tuple[str, int]:
                 continue
             doc, obs = r["documented"].get(row), r.get(row, "")
             doc_s = "not documented" if doc is None and row in _DOC_ROWS else ("-" if doc is None else _fmt(doc))
-            bad = doc is not None and not _agrees(row, doc, obs)
+            bad = doc is not None and not agrees(row, doc, obs)
             mismatches += bad
             cells.append(f"{'**MISMATCH** ' if bad else ''}doc: {md_text(doc_s)} / seen: {md_text(_fmt(obs))}")
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
@@ -347,9 +351,21 @@ def _fmt(v) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 
-def _agrees(row: str, doc, obs) -> bool:
-    if isinstance(doc, float):
-        return isinstance(obs, float) and abs(obs - doc) <= 1e-3 * abs(doc)
+def agrees(row: str, documented, seen) -> bool:
+    """Whether the value seen for a convention row agrees with the documented one (conventions.md and report.html
+    both judge by this).
+
+    - a documented float (default eps, default momentum) agrees with a number within 1e-3 of it, relative; an int
+      counts as a number (1 for 1.0), a bool does not, nor does a string (an error message) or None;
+    - "batch statistic returned": the first word of what was seen is the statistic ("var (biased)" agrees with
+      "var"); documented None means the framework returns none (Profile.stats), so it agrees with "none" only;
+    - anything else must be equal.
+    """
+    if isinstance(documented, float):
+        number = isinstance(seen, (int, float)) and not isinstance(seen, bool)
+        return number and abs(seen - documented) <= 1e-3 * abs(documented)
     if row == "batch statistic returned":
-        return str(obs).split(" ")[0] == doc or (doc is None and obs == "none")
-    return obs == doc
+        if documented is None:
+            return seen == "none"
+        return str(seen).split(" ")[0] == documented
+    return seen == documented

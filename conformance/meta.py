@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import datetime as _dt
 import importlib.metadata
+import json
 import os
 import platform
 import subprocess
 import sys
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,17 +74,63 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def collect(argv: list[str], suite: str, infos, targets, thresholds: dict) -> dict:
-    return {
-        "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": "conformance " + " ".join(argv),
-        "suite": suite,
-        "host": {"name": platform.node(), "os": platform.platform(), "cpu": cpu_name(), "cores": os.cpu_count()},
-        "git_commit": git_commit(),
-        "packages": package_versions(),
-        "ocl_icd_vendors": os.environ.get("OCL_ICD_VENDORS", ""),
-        "backends": [{"name": i.name, "available": i.reason is None, "reason": i.reason} for i in infos],
-        "targets": [
+@dataclass(frozen=True)
+class RunMeta:
+    """One run's record: run.json (bench.json for a bench). Made by collect() when the run starts and completed
+    with dataclasses.replace(); report.write() adds where it was written and the counts. Readers (the reports,
+    history, compare, --resume) read run.json back as a dict: each field here is a key there, and a field left
+    None does not apply to the command and is left out."""
+
+    # what ran on what (collect)
+    started: str
+    command: str
+    suite: str
+    host: dict
+    git_commit: str
+    packages: dict
+    ocl_icd_vendors: str
+    backends: list
+    targets: list
+    thresholds: dict
+    python_executable: str
+    # the command's settings
+    argv: list | None = None
+    tune: dict | None = None  # the --tune overrides
+    sut_requested: bool | None = None  # run: the OpenCL SUT was asked for (no --backend, or opencl among them)
+    allow_empty: bool | None = None
+    rounds: int | None = None  # bench
+    repeats: int | None = None  # bench
+    # how it went
+    partial: bool | None = None  # run: True until every case finished
+    elapsed_s: float | None = None
+    warnings: list | None = None
+    done_cases: list | None = None
+    machine_load: dict | None = None  # busy_measure()
+    peak_rss_mib: dict | None = None  # run: main, workers, upper_bound_total; bench: per target
+    # added by report.write
+    out_dir: str | None = None
+    counts: dict | None = None  # target -> status -> rows, against the oracle
+
+    def as_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.as_dict(), indent=2, default=str).encode()
+
+
+def collect(words: list[str], suite: str, infos, targets, thresholds: dict, **settings) -> RunMeta:
+    """What ran on what, now, for the command `conformance <words>`; settings: the command's fields of RunMeta
+    (argv, tune, ...)."""
+    return RunMeta(
+        started=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        command="conformance " + " ".join(words),
+        suite=suite,
+        host={"name": platform.node(), "os": platform.platform(), "cpu": cpu_name(), "cores": os.cpu_count()},
+        git_commit=git_commit(),
+        packages=package_versions(),
+        ocl_icd_vendors=os.environ.get("OCL_ICD_VENDORS", ""),
+        backends=[{"name": i.name, "available": i.reason is None, "reason": i.reason} for i in infos],
+        targets=[
             {
                 "target": t.label,
                 "backend": t.backend,
@@ -93,6 +141,7 @@ def collect(argv: list[str], suite: str, infos, targets, thresholds: dict) -> di
             }
             for t in targets
         ],
-        "thresholds": thresholds,
-        "python_executable": sys.executable,
-    }
+        thresholds=thresholds,
+        python_executable=sys.executable,
+        **settings,
+    )

@@ -5,10 +5,9 @@ Every file is written to a temporary name and renamed into place, so a reader ne
 
 from __future__ import annotations
 
+import dataclasses
 import io
-import json
 import math
-import os
 import re
 import shlex
 from dataclasses import dataclass
@@ -18,8 +17,10 @@ import numpy as np
 import pandas as pd
 
 from .case import file_stem
-from .compare import STATUSES, UNEXPECTED
 from .errors import ReportError
+from .files import atomic_write
+from .meta import RunMeta
+from .status import STATUSES, UNEXPECTED
 from .verdict import judge
 
 COLUMNS = [
@@ -60,22 +61,6 @@ COLUMNS = [
     "momentum_dir",
     "fill",
 ]
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write to a temporary name beside path, then rename: a reader never sees half a file. On failure (a full
-    disk) the temporary file is removed and a one-line ReportError names the path."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except OSError as exc:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
-        raise ReportError.of(path, exc) from None
 
 
 def frame(rows: list[dict]) -> pd.DataFrame:
@@ -173,35 +158,37 @@ def kernel_header(meta: dict) -> list[tuple[str, str]]:
     return out
 
 
-def summary_markdown(df: pd.DataFrame, meta: dict, max_listed: int = 200) -> str:
-    out = io.StringIO()
-    w = lambda s="": print(s, file=out)  # noqa: E731
+def _summary_head(df: pd.DataFrame, meta: dict) -> list[str]:
+    """The title with the verdict and its notes, the interruption notice, the command, the host and the kernels."""
     verdict = judge(df, meta, allow_empty=bool(meta.get("allow_empty")))
-    w(f"# BatchNorm conformance: suite {md_code(meta['suite'])}: {verdict.line(bool(meta.get('partial')))}")
-    w()
-    for note in verdict.notes:
-        w(f"**{md_text(note[0].upper() + note[1:])}.**  ")
+    lines = [f"# BatchNorm conformance: suite {md_code(meta['suite'])}: {verdict.line(bool(meta.get('partial')))}", ""]
+    lines += [f"**{md_text(note[0].upper() + note[1:])}.**  " for note in verdict.notes]
     if verdict.notes:
-        w()
+        lines.append("")
     if meta.get("partial"):
-        w(
+        resume = shlex.join(["conformance", "run", "--resume", str(meta.get("out_dir", "DIR"))])
+        lines += [
             f"**Interrupted**: {len(meta.get('done_cases', []))} cases finished; every row of them is here. "
-            f"Complete it with {md_code(shlex.join(['conformance', 'run', '--resume', str(meta.get('out_dir', 'DIR'))]))}."
-        )
-        w()
-    w(
-        f"{md_code(meta['command'])} at {md_text(meta['started'])}, git {md_code(meta['git_commit'])}, "
-        f"{meta.get('elapsed_s', 0):.1f} s"
-    )
-    w()
+            f"Complete it with {md_code(resume)}.",
+            "",
+        ]
     h = meta["host"]
-    w(f"Host {md_code(h['name'])}: {md_text(h['cpu'])}, {h['cores']} cores, {md_text(h['os'])}")
-    w()
-    for label, text in kernel_header(meta):
-        w(f"{label}: {md_text(text)}  ")
-    if kernel_header(meta):
-        w()
-    w("## Targets")
+    lines += [
+        f"{md_code(meta['command'])} at {md_text(meta['started'])}, git {md_code(meta['git_commit'])}, "
+        f"{meta.get('elapsed_s', 0):.1f} s",
+        "",
+        f"Host {md_code(h['name'])}: {md_text(h['cpu'])}, {h['cores']} cores, {md_text(h['os'])}",
+        "",
+    ]
+    kernels = kernel_header(meta)
+    lines += [f"{label}: {md_text(text)}  " for label, text in kernels]
+    if kernels:
+        lines.append("")
+    return lines
+
+
+def _summary_targets(meta: dict) -> list[str]:
+    """## Targets: a row per target and its device, the unavailable backends, the packages, the peak memory."""
     trows = []
     for t in meta["targets"]:
         d = t["device"] or {}
@@ -217,70 +204,92 @@ def summary_markdown(df: pd.DataFrame, meta: dict, max_listed: int = 200) -> str
                 t["reason"] or "",
             ]
         )
-    w(md_table(["target", "state", "device", "vendor", "platform", "driver", "OpenCL", "reason"], trows))
+    lines = [
+        "## Targets",
+        md_table(["target", "state", "device", "vendor", "platform", "driver", "OpenCL", "reason"], trows),
+    ]
     missing = [b for b in meta["backends"] if not b["available"]]
     if missing:
-        w()
-        w("Unavailable backends: " + "; ".join(f"{md_code(b['name'])} ({md_text(b['reason'])})" for b in missing))
-    w()
-    w("Packages: " + md_text(", ".join(f"{k} {v}" for k, v in meta["packages"].items())))
+        lines += [
+            "",
+            "Unavailable backends: " + "; ".join(f"{md_code(b['name'])} ({md_text(b['reason'])})" for b in missing),
+        ]
+    lines += ["", "Packages: " + md_text(", ".join(f"{k} {v}" for k, v in meta["packages"].items()))]
     rss = meta.get("peak_rss_mib")
     if rss:
-        w()
-        w(
+        lines += [
+            "",
             f"Peak resident memory: main process {rss['main']:.0f} MiB; workers "
             + md_text(", ".join(f"{k} {v:.0f}" for k, v in sorted(rss["workers"].items())))
-            + f" MiB; at most {rss['upper_bound_total']:.0f} MiB together (sum of peaks)"
-        )
-    w()
-    w("## Results per target, against the oracle")
-    w(counts_table(df[df["vs"] == "oracle"]) if len(df) else "No rows.")
-    w()
+            + f" MiB; at most {rss['upper_bound_total']:.0f} MiB together (sum of peaks)",
+        ]
+    lines.append("")
+    return lines
+
+
+def _summary_results(df: pd.DataFrame, meta: dict) -> list[str]:
+    """Status counts per target against the oracle and per framework against the OpenCL SUT, the run's warnings,
+    and the thresholds a row is judged by."""
+    lines = [
+        "## Results per target, against the oracle",
+        counts_table(df[df["vs"] == "oracle"]) if len(df) else "No rows.",
+        "",
+    ]
     vs_sut = df[df["vs"] != "oracle"]
     if len(vs_sut):
-        w("## Frameworks against the OpenCL SUT (same profiled case)")
-        w(counts_table(vs_sut.assign(pair=vs_sut["target"] + " vs " + vs_sut["vs"]), by="pair"))
-        w()
+        pairs = vs_sut.assign(pair=vs_sut["target"] + " vs " + vs_sut["vs"])
+        lines += ["## Frameworks against the OpenCL SUT (same profiled case)", counts_table(pairs, by="pair"), ""]
     if meta.get("warnings"):
-        w("## Warnings")
-        for warning in meta["warnings"]:
-            w(f"- {md_text(warning)}")
-        w()
-    w("## Thresholds")
-    w(
+        lines += ["## Warnings"] + [f"- {md_text(warning)}" for warning in meta["warnings"]] + [""]
+    lines += [
+        "## Thresholds",
         "A row passes when `norm_err` (max abs error per channel in units of u x the oracle's error scale; "
-        "u = unit roundoff of the output dtype) is at most the threshold and NaN/Inf patterns agree."
-    )
-    w()
-    w(md_table(["output dtype", "threshold (norm_err)"], [[k, v] for k, v in meta["thresholds"].items()]))
-    w()
+        "u = unit roundoff of the output dtype) is at most the threshold and NaN/Inf patterns agree.",
+        "",
+        md_table(["output dtype", "threshold (norm_err)"], [[k, v] for k, v in meta["thresholds"].items()]),
+        "",
+    ]
+    return lines
+
+
+def _summary_not_passing(df: pd.DataFrame, max_listed: int) -> list[str]:
+    """Every row that did not pass, the unexpected ones first (at most max_listed), each with its re-run command."""
     notpass = df[~df["status"].isin(["pass"])]
-    if len(notpass):
-        w(f"## Rows that did not pass ({len(notpass)})")
-        shown = notpass.sort_values(by="status", key=lambda s: s.map(lambda v: (v not in UNEXPECTED, v))).head(
-            max_listed
-        )
-        for _, r in shown.iterrows():
-            vs = "" if r["vs"] == "oracle" else f" vs {md_code(r['vs'])}"
-            w(
-                f"- **{md_text(r['status'])}** {md_code(r['target'])}{vs} {md_text(r['output'])}: {md_text(r['reason'])}  "
-            )
-            w(f"  re-run: {md_code(rerun_command(r))}")
-        if len(notpass) > max_listed:
-            w(f"- ... {len(notpass) - max_listed} more in results.csv")
-    return out.getvalue()
+    if not len(notpass):
+        return []
+    lines = [f"## Rows that did not pass ({len(notpass)})"]
+    unexpected_first = lambda s: s.map(lambda v: (v not in UNEXPECTED, v))
+    for _, r in notpass.sort_values(by="status", key=unexpected_first).head(max_listed).iterrows():
+        vs = "" if r["vs"] == "oracle" else f" vs {md_code(r['vs'])}"
+        lines += [
+            f"- **{md_text(r['status'])}** {md_code(r['target'])}{vs} {md_text(r['output'])}: {md_text(r['reason'])}  ",
+            f"  re-run: {md_code(rerun_command(r))}",
+        ]
+    if len(notpass) > max_listed:
+        lines.append(f"- ... {len(notpass) - max_listed} more in results.csv")
+    return lines
 
 
-def write(out_dir: Path, rows: list[dict], meta: dict) -> pd.DataFrame:
+def summary_markdown(df: pd.DataFrame, meta: dict, max_listed: int = 200) -> str:
+    """summary.md: the verdict and the run's header, the targets, the status counts and thresholds, and the rows
+    that did not pass (at most max_listed)."""
+    lines = _summary_head(df, meta) + _summary_targets(meta) + _summary_results(df, meta)
+    lines += _summary_not_passing(df, max_listed)
+    return "".join(f"{line}\n" for line in lines)
+
+
+def write(out_dir: Path, rows: list[dict], meta: RunMeta) -> tuple[pd.DataFrame, RunMeta]:
+    """results.csv, run.json and summary.md of a run; returns the rows' frame and the record as written (with
+    out_dir and the counts against the oracle)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    meta = {**meta, "out_dir": str(out_dir)}
     df = frame(rows)
     atomic_write(out_dir / "results.csv", df.to_csv(index=False).encode())
     oracle_rows = df[df["vs"] == "oracle"]
-    meta = {**meta, "counts": {t: g["status"].value_counts().to_dict() for t, g in oracle_rows.groupby("target")}}
-    atomic_write(out_dir / "run.json", json.dumps(meta, indent=2, default=str).encode())
-    atomic_write(out_dir / "summary.md", summary_markdown(df, meta).encode())
-    return df
+    counts = {t: g["status"].value_counts().to_dict() for t, g in oracle_rows.groupby("target")}
+    meta = dataclasses.replace(meta, out_dir=str(out_dir), counts=counts)
+    atomic_write(out_dir / "run.json", meta.to_json())
+    atomic_write(out_dir / "summary.md", summary_markdown(df, meta.as_dict()).encode())
+    return df, meta
 
 
 class ArraysWriter:

@@ -107,3 +107,50 @@ def test_matrix_marks_a_mismatch():
     text, mismatches = conventions.matrix(results)
     assert mismatches == 1
     assert "**MISMATCH** doc: old / seen: new" in text and "doc: 1e-05 / seen: 1e-05" in text
+
+
+# conventions.md (conventions.matrix) and report.html judged "documented vs seen" with two copies of the rule that
+# disagreed on the first four cases; expected values written from the rule in conventions.agrees' docstring
+AGREEMENT = [
+    # documented None for this row means "returns none" (Profile.stats): agrees with "none" (report.html said no)
+    ("batch statistic returned", None, "none", True),
+    # an int seen is a number: 1 is 1.0 (conventions.md said no)
+    ("default momentum", 1.0, 1, True),
+    # a bool is not a measurement (report.html compared True as 1 and False as 0)
+    ("default momentum", 1.0, True, False),
+    ("default eps", 0.0, False, False),
+    # cases where both copies agreed, kept
+    ("batch statistic returned", None, "var (biased)", False),
+    ("batch statistic returned", "var", "var (biased)", True),
+    ("batch statistic returned", "invstd", "var (biased)", False),
+    ("batch statistic returned", "none", "none", True),
+    ("default eps", 1e-5, 1.0009e-5, True),  # within 1e-3 relative
+    ("default eps", 1e-5, 1.002e-5, False),
+    ("default eps", 1e-3, "error: boom", False),
+    ("default momentum", 0.1, None, False),
+    ("momentum direction", "new", "new", True),
+    ("momentum direction", "old", "new", False),
+]
+
+
+@pytest.mark.parametrize(("row", "documented", "seen", "expected"), AGREEMENT)
+def test_agreement_rule(row, documented, seen, expected):
+    assert conventions.agrees(row, documented, seen) is expected
+
+
+def test_markdown_and_html_count_the_same_mismatches():
+    from conformance.html_conventions import conventions_section
+
+    results = {
+        "fw": {
+            "version": "1",
+            "documented": {"default momentum": 1.0, "default eps": 1.0, "batch statistic returned": "var"},
+            "default momentum": 1,  # agrees: an int is a number
+            "default eps": True,  # a bool does not
+            "batch statistic returned": "var (biased)",
+        }
+    }
+    _, mismatches = conventions.matrix(results)
+    page = conventions_section(results)
+    assert mismatches == 1 == page.count('class="mismatch"')
+    assert "1 mismatch(es)" in page

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conformance import html_report
+from conformance import html_report, html_timing
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOTS = ROOT / "reports" / "screenshots"
@@ -258,7 +258,7 @@ def test_case_labels_keep_only_what_varies():
 
 
 def test_bench_labels_give_the_traffic_bound_where_it_differs():
-    assert html_report._of_traffic({"frac_of_copy": 0.24, "frac_of_traffic": 0.4}) == ", 0.40 of its traffic"
-    assert html_report._of_traffic({"frac_of_copy": 0.7, "frac_of_traffic": 0.7}) == ""  # x read once: same bound
-    assert html_report._of_traffic({"frac_of_copy": 0.7, "frac_of_traffic": float("nan")}) == ""
-    assert html_report._of_traffic({"frac_of_copy": 0.7}) == ""  # a bench.csv from before the column
+    assert html_timing.of_traffic({"frac_of_copy": 0.24, "frac_of_traffic": 0.4}) == ", 0.40 of its traffic"
+    assert html_timing.of_traffic({"frac_of_copy": 0.7, "frac_of_traffic": 0.7}) == ""  # x read once: same bound
+    assert html_timing.of_traffic({"frac_of_copy": 0.7, "frac_of_traffic": float("nan")}) == ""
+    assert html_timing.of_traffic({"frac_of_copy": 0.7}) == ""  # a bench.csv from before the column
