@@ -48,8 +48,9 @@ def markdown(df: pd.DataFrame, meta: dict, rss: dict) -> str:
     w(f"# BatchNorm bench: suite {md_code(meta['suite'])}")
     w()
     w(
-        f"{md_code(meta['command'])} at {md_text(meta['started'])}, git {md_code(meta['git_commit'])}; host {md_text(meta['host']['cpu'])}, "
-        f"{meta['host']['cores']} cores; {meta['rounds']} interleaved rounds x {meta['repeats']} repeats per target and phase."
+        f"{md_code(meta['command'])} at {md_text(meta['started'])}, git {md_code(meta['git_commit'])}; "
+        f"host {md_text(meta['host']['cpu'])}, {meta['host']['cores']} cores; "
+        f"{meta['rounds']} interleaved rounds x {meta['repeats']} repeats per target and phase."
     )
     w()
     w(
@@ -71,7 +72,7 @@ def markdown(df: pd.DataFrame, meta: dict, rss: dict) -> str:
     w("## Peak resident memory per worker (MiB)")
     w(md_table(["target", "peak RSS MiB"], [[k, v if v is not None else np.nan] for k, v in sorted(rss.items())]))
     w()
-    for cid, g in df.groupby("case_id", sort=False):
+    for _, g in df.groupby("case_id", sort=False):
         first = g.iloc[0]
         w(f"## {md_text(first['case'])} {md_text(first['shape'])} axis {first['axis']} {md_text(first['dtype'])}")
         copies = g.drop_duplicates("target")[["target", "copy_ms_median"]]
