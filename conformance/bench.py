@@ -11,11 +11,12 @@ Phases of a problem (shape, axis, dtype):
     backward        (forward + backward) - forward_train, medians: no API here times a backward alone the same
                     way, so every backend gets the same derivation
 Minimal bytes: x read and y written for forward phases; x and dy read and dx written for backward.
-In every round each device's memory-copy bandwidth is measured on the bytes of x (the best of
-clEnqueueCopyBuffer and plain and streaming copy kernels per OpenCL device, np.copyto on the host), so every figure is also a fraction of that roofline: copy_time / time for
-forward (2N bytes either way), 1.5 copy_time / time for backward. Each round also times a copy of one float:
-the floor one command costs from enqueue to finish (floor_ms_median; floor_share = floor / time says how much of
-a small problem's time is that floor rather than the kernels: launches on PoCL's thread pool cost tens of us).
+In every round each device's memory-copy bandwidth is measured on the bytes of x (the best of clEnqueueCopyBuffer
+and plain and streaming copy kernels per OpenCL device, np.copyto on the host), so every figure is also a fraction
+of that roofline: copy_time / time for forward (2N bytes either way), 1.5 copy_time / time for backward. Each round
+also times a copy of one float: the floor one command costs from enqueue to finish (floor_ms_median; floor_share =
+floor / time says how much of a small problem's time is that floor rather than the kernels: launches on PoCL's
+thread pool cost tens of us).
 
 Traffic-aware roofline: the minimal bytes above are more than a training kernel can reach once what it reduces
 no longer fits the cache (x must then be read twice). traffic_bytes are the bytes of x's size the row's calls

@@ -173,7 +173,8 @@ class Case:
         if not isinstance(self.shape, tuple) or len(self.shape) < 2:
             bad(
                 "shape",
-                f"needs rank >= 2 (a batch axis and a channel axis), got {list(self.shape) if isinstance(self.shape, tuple) else self.shape!r}",
+                "needs rank >= 2 (a batch axis and a channel axis), got "
+                f"{list(self.shape) if isinstance(self.shape, tuple) else self.shape!r}",
             )
         if any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in self.shape):
             bad("shape", f"every dimension must be an integer >= 1, got {list(self.shape)!r}")
@@ -205,26 +206,30 @@ class Case:
         if not isinstance(self.flags, str) or (self.flags and not _FLAGS_RE.match(self.flags)):
             bad(
                 "flags",
-                f"must be a framework's flag combination such as 'training=False,use_global_stats=True', got {self.flags!r}",
+                "must be a framework's flag combination such as 'training=False,use_global_stats=True', "
+                f"got {self.flags!r}",
             )
         if not isinstance(self.fill, Fill):
             bad("fill", f"must be a Fill, got {self.fill!r}")
         if self.fill.kind == "exact" and self.count % 2:
             bad(
                 "fill",
-                f"kind 'exact' needs an even number of values per channel, shape {list(self.shape)!r} axis {self.axis} gives {self.count}",
+                "kind 'exact' needs an even number of values per channel, "
+                f"shape {list(self.shape)!r} axis {self.axis} gives {self.count}",
             )
         if self.inputs is not None:
             found = _INPUTS_RE.match(self.inputs) if isinstance(self.inputs, str) else None
             if not found:
                 bad(
                     "inputs",
-                    f"must be a relative path to an .npz file, '@' and the {DIGEST_HEX} hex digits of its sha256, got {self.inputs!r}",
+                    f"must be a relative path to an .npz file, '@' and the {DIGEST_HEX} hex digits of its sha256, "
+                    f"got {self.inputs!r}",
                 )
             if found["file"].startswith("/"):
                 bad(
                     "inputs",
-                    f"must be relative to the inputs folder (an id is the same on every machine), got {found['file']!r}",
+                    "must be relative to the inputs folder (an id is the same on every machine), "
+                    f"got {found['file']!r}",
                 )
         if self.inputs_root is not None and not isinstance(self.inputs_root, str):
             bad("inputs_root", f"must be a folder, got {self.inputs_root!r}")
@@ -349,7 +354,8 @@ class Case:
             key, sep, text = pair.partition("=")
             if not sep or key not in known:
                 raise UserError(
-                    f"bad token {pair!r} in case id {case_id!r} (expected key=value with key in {', '.join(sorted(known))})",
+                    f"bad token {pair!r} in case id {case_id!r} "
+                    f"(expected key=value with key in {', '.join(sorted(known))})",
                     source=source,
                 )
             if key in values:

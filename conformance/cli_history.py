@@ -69,7 +69,8 @@ def add_commands(sub) -> None:
         "--busy",
         type=number(low=0, high=1),
         default=DEFAULTS["busy"],
-        help="judge no time when a run's machine had a task waiting for a CPU more than this share of the run (default 0.5)",
+        help="judge no time when a run's machine had a task waiting for a CPU more than this share of the run "
+        "(default 0.5)",
     )
     c.add_argument("--out", type=path_arg, metavar="FILE.md", help="also write the markdown here")
     c.set_defaults(func=cmd_compare)
@@ -198,7 +199,8 @@ def cmd_history(args) -> int:
     df = history.trend(args.case, args.backend, args.device, args.history)
     wide = trend_table(df)
     print(
-        f"case {md_code(args.case)} on {md_code(args.backend)}: norm_err per output and median time per run, oldest first\n"
+        f"case {md_code(args.case)} on {md_code(args.backend)}: "
+        "norm_err per output and median time per run, oldest first\n"
     )
     print(md_table(list(wide.columns), wide.values.tolist()))
     if args.plot is not None:
@@ -284,7 +286,8 @@ def svg_trend(labels: list[str], err: dict, tim: dict, title: str = "") -> str:
     """The trend plot as a plain SVG: two panels (norm_err, median time), one polyline per series."""
     w, ph, left, top = 900, 260, 70, 40
     out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{2 * ph + 120}" font-family="sans-serif" font-size="11">',
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{2 * ph + 120}" '
+        'font-family="sans-serif" font-size="11">',
         f'<text x="{left}" y="20">{html.escape(title)}</text>',
     ]
     n = max(len(labels), 1)
@@ -294,7 +297,8 @@ def svg_trend(labels: list[str], err: dict, tim: dict, title: str = "") -> str:
         vals = [v for ys in series.values() for v in ys if isinstance(v, (int, float)) and math.isfinite(v)]
         lo, hi = (min(vals), max(vals)) if vals else (0.0, 1.0)
         hi = hi if hi > lo else lo + 1.0
-        y_of = lambda v: y0 + ph - (v - lo) / (hi - lo) * ph  # noqa: E731
+        # called only within this iteration; the defaults bind this panel's y0, lo and hi explicitly
+        y_of = lambda v, y0=y0, lo=lo, hi=hi: y0 + ph - (v - lo) / (hi - lo) * ph  # noqa: E731
         out.append(f'<rect x="{left}" y="{y0}" width="{w - left - 230}" height="{ph}" fill="none" stroke="#999"/>')
         out.append(f'<text x="5" y="{y0 + 12}">{html.escape(name)}</text>')
         out.append(f'<text x="5" y="{y0 + 28}">{hi:.3g}</text><text x="5" y="{y0 + ph}">{lo:.3g}</text>')

@@ -11,6 +11,7 @@ run.json or results.csv (the reports are derived from the journal, at the end of
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -97,10 +98,8 @@ class Journal:
                 view = view[os.write(self.fd, view) :]
             os.fsync(self.fd)
         except OSError as exc:
-            try:
+            with contextlib.suppress(OSError):
                 os.ftruncate(self.fd, self.offset)  # leave no torn line behind (truncating frees space)
-            except OSError:
-                pass
             raise ReportError.of(
                 self.path,
                 exc,

@@ -107,7 +107,10 @@ def bench_file(value: str | None, default: str) -> tuple[pd.DataFrame | None, st
             raise UserError(f"no such file {value!r}", source="--bench") from None
         return None, None
     except (OSError, ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        why = f"{value!r} is not a bench.csv of `conformance bench`: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        why = (
+            f"{value!r} is not a bench.csv of `conformance bench`: "
+            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        )
         if explicit:
             raise UserError(why, source="--bench") from None
         return None, f"--bench: {why}; left out of report.html"

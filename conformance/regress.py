@@ -42,7 +42,8 @@ Rows are matched on (case_id, target, vs, output). The rules, exactly:
      (drift_z 4, tail 2.5): against the pair's usual time, by more than it moves between identical runs, and
      beyond the slowest quiet run the record holds by as much again in log (of n exchangeable runs, the next
      is the slowest with chance 1/(n+1): the record's maximum alone, over 20 comparisons, cries wolf).
-     Without a record, one pair of runs cannot tell a slowdown from drift, and 4 uses `max(min_time_ratio, unrecorded_ratio)` (default 2) instead.
+     Without a record, one pair of runs cannot tell a slowdown from drift, and 4 uses
+     `max(min_time_ratio, unrecorded_ratio)` (default 2) instead.
   The mirror rule lists speed-ups. min_time_ratio 1.3 and tail 2 were chosen on 21 back-to-back runs of the
   smoke suite plus a 32 MB case on every target (1.25 and 1.5 gave 2 false alarms in 20 pairs); tail 2 then
   gave one false alarm in a later CI-style series (PoCL 1.41x its usual time, allowed 1.40x): 2.5; measured
@@ -312,7 +313,8 @@ def markdown(result: dict, base_label: str, new_label: str) -> str:
         f"- base: {md_text(base_label)}",
         f"- new: {md_text(new_label)}",
         "",
-        f"{result['compared_rows']} rows compared. Error growth: max(new, {ERROR_FLOOR:g}) > {result['error_factor']:g} x "
+        f"{result['compared_rows']} rows compared. "
+        f"Error growth: max(new, {ERROR_FLOOR:g}) > {result['error_factor']:g} x "
         f"max(base, {ERROR_FLOOR:g}) for norm_err or ulp_at_max. Timing, judged where both medians are at least "
         f"max({result['min_time_ms']:g} ms, {result['floor_factor']:g} x the target's launch floor): slower when new "
         f"p10 > base p90 (bands widened by {result['tail_widen']:g} x width / (repeats - 1)^2), both the median "

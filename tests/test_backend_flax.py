@@ -1,5 +1,6 @@
-"""The flax_linen and flax_nnx backends through their real worker processes: every output against the oracle (float64
-with jax_enable_x64), every documented flag combination, the defaults, and use_fast_variance both ways on offset data."""
+"""The flax_linen and flax_nnx backends through their real worker processes: every output against the oracle
+(float64 with jax_enable_x64), every documented flag combination, the defaults, and use_fast_variance both ways on
+offset data."""
 
 import importlib.util
 

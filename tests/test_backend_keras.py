@@ -140,7 +140,8 @@ def test_float64_is_float64_on_tensorflow_only(worker):
 
 def test_offset_data_variance(worker):
     """keras@torch computes the batch variance as E[x^2] - E[x]^2 (keras/src/backend/torch/nn.py moments): on data
-    at 100 +- 0.5 in float32 the running variance is off by ~3e-4 relative; tensorflow and jax subtract the mean first."""
+    at 100 +- 0.5 in float32 the running variance is off by ~3e-4 relative; tensorflow and jax subtract the mean
+    first."""
     case = Case(name="offset", shape=(16, 32), mode="train", backward=True, fill=OFFSET)
     pc, inputs, result = _run(worker, case)
     ref = reference(pc, inputs)

@@ -94,7 +94,7 @@ def test_bench_writes_csv_and_md(tmp_path):
     if len(frameworks):  # speedups are against the fastest framework of the phase; ONNX has no backward
         onnx_bwd = df[(df["backend"] == "onnxruntime") & (df["phase"] == "backward")]
         assert onnx_bwd.empty or (onnx_bwd["status"] == "no result").all()
-        for phase, g in df.groupby("phase"):
+        for _phase, g in df.groupby("phase"):
             best = g[g["backend"].isin(["torch", "onnxruntime"])]["time_ms_median"].min()
             timed = g[g["time_ms_median"] > 0]  # a derived backward on a loaded machine may come out <= 0: no speedup
             assert np.allclose(timed["speedup_vs_best_framework"], best / timed["time_ms_median"], equal_nan=True)

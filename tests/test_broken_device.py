@@ -74,7 +74,8 @@ def vendors(tmp_path_factory):
     libs = list((target / "pyopencl" / ".libs").glob("libpocl*.so"))
     if pip.returncode != 0 or not libs:
         pytest.skip(
-            f"pocl-binary-distribution 3.0 cannot be installed here: {(pip.stderr or 'no libpocl').strip().splitlines()[-1]}"
+            "pocl-binary-distribution 3.0 cannot be installed here: "
+            f"{(pip.stderr or 'no libpocl').strip().splitlines()[-1]}"
         )
     working = tmp_path_factory.mktemp("working-vendors")
     for icd in Path("/etc/OpenCL/vendors").glob("*.icd"):

@@ -35,7 +35,8 @@ def runs(tmp_path_factory):
     base = tmp_path_factory.mktemp("b2b")
     smoke = regress.__file__.rsplit("/conformance/", 1)[0] + "/cases/smoke.toml"
     suite = base / "smoke-plus.toml"
-    suite.write_text(open(smoke).read().replace('name = "smoke"', 'name = "smoke-plus"', 1) + EXTRA)
+    with open(smoke) as f:
+        suite.write_text(f.read().replace('name = "smoke"', 'name = "smoke-plus"', 1) + EXTRA)
     store = base / "history.sqlite"
     dirs = []
     for i in range(RUNS):

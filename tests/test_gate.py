@@ -10,7 +10,10 @@ from fs_helpers import conformance, read_only, tmpfs
 
 from conformance.verdict import judge
 
-SUITE = '[suite]\nname = "tiny"\n[defaults]\nbackward = true\n[[case]]\nname = "t"\nshape = [[8, 3], [4, 3, 5]]\nmode = ["train", "infer"]\n'
+SUITE = (
+    '[suite]\nname = "tiny"\n[defaults]\nbackward = true\n'
+    '[[case]]\nname = "t"\nshape = [[8, 3], [4, 3, 5]]\nmode = ["train", "infer"]\n'
+)
 QUICK = ["--repeats", "3", "--time-budget", "0", "--history", "none"]
 
 

@@ -162,9 +162,10 @@ WRITER = textwrap.dedent("""
     import numpy as np, pandas as pd
     from conformance import history
     url, tag, n_runs, n_rows, start = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
-    df = pd.DataFrame({"case_id": [f"{tag}-case-{i // 4}" for i in range(n_rows)], "backend": "numpy", "target": "numpy",
-                       "vs": "oracle", "output": ["y", "mean", "var", "dx"] * (n_rows // 4), "status": "pass",
-                       "norm_err": np.linspace(0, 1, n_rows), "time_ms_median": 1.0, "time_ms_p10": 0.9, "time_ms_p90": 1.1})
+    df = pd.DataFrame({"case_id": [f"{tag}-case-{i // 4}" for i in range(n_rows)], "backend": "numpy",
+                       "target": "numpy", "vs": "oracle", "output": ["y", "mean", "var", "dx"] * (n_rows // 4),
+                       "status": "pass", "norm_err": np.linspace(0, 1, n_rows), "time_ms_median": 1.0,
+                       "time_ms_p10": 0.9, "time_ms_p90": 1.1})
     meta = {"suite": "concurrency", "host": {"name": tag}, "targets": [{"target": "numpy", "backend": "numpy",
             "state": "ready", "device": {"name": "host CPU"}}], "packages": {"numpy": np.__version__}}
     time.sleep(max(0.0, start - time.time()))
@@ -185,7 +186,7 @@ def _concurrent_writers(url, n_procs=2, n_runs=4, n_rows=2000):
         for k in range(n_procs)
     ]
     outs = [p.communicate(timeout=120) for p in procs]
-    for p, (out, err) in zip(procs, outs):
+    for p, (_out, err) in zip(procs, outs):
         assert p.returncode == 0, err[-2000:]
     ids = [line for out, _ in outs for line in out.split()]
     listed = history.runs(url, suite="concurrency")

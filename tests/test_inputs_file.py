@@ -188,12 +188,14 @@ print(json.dumps({"seconds": time.perf_counter() - t0, "grew": hwm() - before, "
 
 def bomb(path, name: str, header: bytes):
     """An .npz whose member `name` is header + 1 GiB of zeros: a few MB on disk."""
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
-        with zf.open(name, "w", force_zip64=True) as f:
-            f.write(header)
-            zeros = bytes(64 << 20)
-            for _ in range(INFLATED // len(zeros)):
-                f.write(zeros)
+    with (
+        zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf,
+        zf.open(name, "w", force_zip64=True) as f,
+    ):
+        f.write(header)
+        zeros = bytes(64 << 20)
+        for _ in range(INFLATED // len(zeros)):
+            f.write(zeros)
 
 
 @pytest.mark.parametrize(

@@ -23,8 +23,9 @@ if shutil.which("oclgrind") is None:
 KERNELS = Path(__file__).resolve().parents[1] / "kernels_cl"
 TAIL = "eps=1e-05,momentum=0.9,seed=0,fill=normal:mean=0.0:std=1.0"
 # Every kernel and branch: train (shift, partial, final, apply, backward), infer (prep, apply, backward),
-# fused per-channel kernels (9 channels: enough for one work-item each), fix_gamma, channel last (with a full block of 16 channels and a tail), rows long enough for the 8-wide vector loops and their tails (100, 21), and the
-# profile arguments.
+# fused per-channel kernels (9 channels: enough for one work-item each), fix_gamma, channel last (with a full
+# block of 16 channels and a tail), rows long enough for the 8-wide vector loops and their tails (100, 21), and
+# the profile arguments.
 VARIANTS = [
     "v,dtype={d},shape=2x3x4,axis=1,mode=train,backward=1,fix_gamma=0,running_var=biased,stats=var,momentum_dir=old,",
     "v,dtype={d},shape=3x2x100,axis=1,mode=train,backward=1,fix_gamma=1,running_var=unbiased,stats=invstd,momentum_dir=new,",

@@ -65,7 +65,7 @@ def random_cases(draw):
     shape = tuple(draw(st.lists(st.integers(1, 9), min_size=rank, max_size=rank)))
     kind = draw(st.sampled_from(sorted(FILL_PARAMS)))
     count = 1
-    for i, d in enumerate(shape):
+    for _, d in enumerate(shape):
         count *= d
     axis = draw(st.integers(-rank, rank - 1))
     if kind == "exact" and (count // shape[axis]) % 2:

@@ -14,6 +14,7 @@ TF_CPP_MIN_LOG_LEVEL is set to 2 (errors only) unless the caller set it: the C++
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 from ..errors import first_line
@@ -37,10 +38,9 @@ def tf():
         import tensorflow
 
         intra = _cpus()
-        try:
+        # RuntimeError: the runtime already started in this process: keep what it has
+        with contextlib.suppress(RuntimeError):
             tensorflow.config.threading.set_intra_op_parallelism_threads(intra)
-        except RuntimeError:  # the runtime already started in this process: keep what it has
-            pass
         _threads.update(
             intra_op=tensorflow.config.threading.get_intra_op_parallelism_threads(),
             inter_op=tensorflow.config.threading.get_inter_op_parallelism_threads(),

@@ -3,12 +3,13 @@
 Call: mx.nd.BatchNorm(data, gamma, beta, moving_mean, moving_var, eps=, momentum=, fix_gamma=,
 use_global_stats=, output_mean_var=True, axis=), recorded under mx.autograd.record(train_mode=...) with
 attach_grad on data, gamma and beta, then out.backward(dy, train_mode=...). train_mode and use_global_stats come
-from the case's flag combination (FLAGS, built by _mxnet.flag_table with the page's words beside each): training is train_mode=True, use_global_stats=False; inference train_mode=False,
-use_global_stats=True (the page: "It is often used during inference"); train_mode=True with use_global_stats=True
-is inference too ("This will force change batch-norm into a scale shift operator"); train_mode=False with
-use_global_stats=False is left undefined (the page never mentions train_mode), run only by `conformance
-conventions`. fix_gamma is always passed from the case (MXNet's default is True). moving_mean and moving_var
-are auxiliary states updated in place: they are read back after the call.
+from the case's flag combination (FLAGS, built by _mxnet.flag_table with the page's words beside each): training
+is train_mode=True, use_global_stats=False; inference train_mode=False, use_global_stats=True (the page: "It is
+often used during inference"); train_mode=True with use_global_stats=True is inference too ("This will force
+change batch-norm into a scale shift operator"); train_mode=False with use_global_stats=False is left undefined
+(the page never mentions train_mode), run only by `conformance conventions`. fix_gamma is always passed from the
+case (MXNet's default is True). moving_mean and moving_var are auxiliary states updated in place: they are read
+back after the call.
 
 output_mean_var (page default 0: "Output the mean and inverse std") is on in the call every output comes from.
 Its other value is one further untimed forward call under the same flags, with output_mean_var=False on fresh
