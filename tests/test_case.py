@@ -7,53 +7,16 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import any_cases
 
 from conformance import generate as gen
-from conformance.case import DTYPES, FILL_PARAMS, Case, Fill, file_stem
+from conformance.case import FILL_PARAMS, Case, Fill, file_stem
 from conformance.errors import UserError
 from conformance.generate import generate
 
 
-@st.composite
-def cases(draw):
-    rank = draw(st.integers(2, 5))
-    shape = tuple(draw(st.lists(st.integers(1, 6), min_size=rank, max_size=rank)))
-    axis = draw(st.integers(-rank, rank - 1))
-    kind = draw(st.sampled_from([k for k in FILL_PARAMS if k != "exact"]))
-    params = {
-        k: draw(st.floats(0.0, 1.0) if k in ("fraction", "std") else st.floats(-1e6, 1e6)) for k in FILL_PARAMS[kind]
-    }
-    if kind == "uniform":
-        params["low"], params["high"] = sorted((params["low"], params["high"]))
-    return Case(
-        name=draw(st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,12}", fullmatch=True)),
-        dtype=draw(st.sampled_from(DTYPES)),
-        shape=shape,
-        axis=axis,
-        mode=draw(st.sampled_from(["train", "infer"])),
-        backward=draw(st.booleans()),
-        fix_gamma=draw(st.booleans()),
-        running_var=draw(st.sampled_from(["biased", "unbiased"])),
-        stats=draw(st.sampled_from(["var", "invstd"])),
-        momentum_dir=draw(st.sampled_from(["old", "new"])),
-        eps=draw(st.floats(0, 1)),
-        momentum=draw(st.floats(0, 1)),
-        seed=draw(st.integers(0, 2**63 - 1)),
-        fill=Fill.make(kind, params),
-        inputs=draw(
-            st.none()
-            | st.builds(
-                "{}@{}".format,
-                st.text(min_size=1, max_size=20).filter(lambda t: not t.startswith("/")),
-                st.text("0123456789abcdef", min_size=16, max_size=16),
-            )
-        ),
-        inputs_root=draw(st.none() | st.text(max_size=10)),  # not in the id, not in equality
-    )
-
-
 @settings(max_examples=300, deadline=None)
-@given(cases())
+@given(any_cases())
 def test_id_round_trips(c):
     assert Case.from_id(c.id) == c
     assert "/" not in c.id and " " not in c.id and "\n" not in c.id  # a file name and a shell word
@@ -114,7 +77,7 @@ def test_exact_fill_rejects_odd_counts():
 
 
 @settings(max_examples=200, deadline=None)
-@given(cases(), st.text(min_size=1, max_size=300))
+@given(any_cases(), st.text(min_size=1, max_size=300))
 def test_file_stems_are_bounded_safe_and_unique(c, tail):
     long = Case(name="n" * 80, shape=c.shape, axis=c.axis, inputs=f"{'deep/' * 40}{tail}@0123456789abcdef")
     for case_id in (c.id, long.id, c.id + tail):

@@ -5,10 +5,10 @@ import dataclasses
 
 import pytest
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from strategies import runnable_cases
 
 from conformance.backends.base import TimingPolicy
-from conformance.case import FILL_PARAMS, Case, Fill
+from conformance.case import Case, Fill
 from conformance.compare import compare
 from conformance.generate import generate
 from conformance.oracle import reference
@@ -59,37 +59,9 @@ def test_suites_pass(device, case):
     check(device, case)
 
 
-@st.composite
-def random_cases(draw):
-    rank = draw(st.integers(2, 5))
-    shape = tuple(draw(st.lists(st.integers(1, 9), min_size=rank, max_size=rank)))
-    kind = draw(st.sampled_from(sorted(FILL_PARAMS)))
-    count = 1
-    for _, d in enumerate(shape):
-        count *= d
-    axis = draw(st.integers(-rank, rank - 1))
-    if kind == "exact" and (count // shape[axis]) % 2:
-        kind = "normal"
-    return Case(
-        name="hyp",
-        shape=shape,
-        axis=axis,
-        dtype=draw(st.sampled_from(["float32", "float64", "float16"])),
-        mode=draw(st.sampled_from(["train", "infer"])),
-        backward=True,
-        fix_gamma=draw(st.booleans()),
-        running_var=draw(st.sampled_from(["biased", "unbiased"])),
-        stats=draw(st.sampled_from(["var", "invstd"])),
-        momentum_dir=draw(st.sampled_from(["old", "new"])),
-        momentum=draw(st.sampled_from([0.0, 0.1, 0.9, 1.0])),
-        seed=draw(st.integers(0, 1000)),
-        fill=Fill.make(kind),
-    )
-
-
 @pytest.mark.parametrize("device", DEVICES, ids=lambda d: d.key)
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(case=random_cases())
+@given(case=runnable_cases())
 def test_random_shapes_pass(device, case):
     check(device, case)
 
