@@ -185,3 +185,18 @@ def test_readme_sources_addresses_are_well_formed():
     assert sources_problems(readme) == []
     addresses = _ADDRESS.findall(sources_section(readme))
     assert len(addresses) >= 10  # one per framework API the backends check
+
+
+def unlisted_modules(readme: str, package: Path) -> list[str]:
+    """The package's modules (conformance/*.py, not __init__ or __main__) the README's Layout section does not
+    name in backticks: the module map must follow the code."""
+    layout = readme.split("## Layout", 1)[1].split("\n## ", 1)[0] if "## Layout" in readme else ""
+    named = set(re.findall(r"`([a-z_]+)`", layout))
+    return sorted(p.stem for p in package.glob("*.py") if not p.stem.startswith("__") and p.stem not in named)
+
+
+def test_readme_layout_names_every_module(tmp_path):
+    assert unlisted_modules((ROOT / "README.md").read_text(encoding="utf-8"), ROOT / "conformance") == []
+    (tmp_path / "known.py").write_text("")
+    (tmp_path / "planted.py").write_text("")
+    assert unlisted_modules("## Layout\n`known`\n## Next\n`planted`\n", tmp_path) == ["planted"]
