@@ -81,9 +81,9 @@ kept, status, launched = [], {}, set()
 for case_id in sys.argv[1:]:
     case = Case.from_id(case_id)
     inputs = generate(case)
-    buffers, launches = session["planner"].plan(session, case, inputs)
-    bound = opencl._bind(session, case, launches)
-    opencl._enqueue_all(session["queue"], bound)
+    buffers, launches = session.planner.plan(session, case, inputs)
+    bound = opencl.bind(session, case, launches)
+    opencl.enqueue_all(session.profiling_queue, bound)
     launched.update(name for name, *_ in launches)
     kept.append((buffers, bound))
     ref = reference(case, inputs)
@@ -91,11 +91,11 @@ for case_id in sys.argv[1:]:
     for out in case.outputs:
         big = out in ("y", "dx", "x_after", "dy_after")
         host = np.empty(case.shape if big else case.channels, case.dtype if big else case.param_dtype)
-        cl.enqueue_copy(session["queue"], host, buffers[source.get(out, out)], is_blocking=True)
+        cl.enqueue_copy(session.profiling_queue, host, buffers[source.get(out, out)], is_blocking=True)
         row = compare(out, host, ref.values[out], ref.scales[out], case, expected_dtype(case, out))
         if row["status"] != "pass":
             status[case_id + " " + out] = row["reason"]
-print(json.dumps({"devices": keys, "family": session["family"], "launched": sorted(launched), "failed": status}))
+print(json.dumps({"devices": keys, "family": session.family, "launched": sorted(launched), "failed": status}))
 """
 
 

@@ -53,10 +53,10 @@ def _case(name, dtype="float32", **over):
 
 def _check_against_numpy(session, case):
     reason = opencl.supports(session, case)
-    if case.dtype == "float64" and not session["info"].fp64:
+    if case.dtype == "float64" and not session.info.fp64:
         assert reason == "device lacks cl_khr_fp64"
         return
-    if case.dtype == "float16" and not session["info"].fp16:
+    if case.dtype == "float16" and not session.info.fp16:
         assert reason == "device lacks cl_khr_fp16"
         return
     assert reason is None
@@ -146,9 +146,10 @@ def test_kernel_tables_fit_in_local_memory(local_bytes, dtype):
         how = opencl_plan.choose(tune, 2, local_bytes, case)
         # the kernels' tables: 5 arrays of the tile's channels (cl) or of the group's positions (cft), each
         # padded to a multiple of 8; 56 values per channel of a fused channel-first group (cf)
-        width = {"cl": how["group"], "cft": how["group"] * case.inner}.get(how["layout"])
-        values = 5 * -(-width // 8) * 8 if width else 56 * how["group"]
-        assert how["group"] >= 1
+        group = how.tile_width if how.layout == "cl" else how.channel_group
+        width = {"cl": group, "cft": group * case.inner}.get(how.layout)
+        values = 5 * -(-width // 8) * 8 if width else 56 * group
+        assert group >= 1
         assert values * item <= local_bytes // 2, (shape, how)
         assert opencl_plan.table_values(how, case) == values, (shape, how)
 

@@ -87,7 +87,7 @@ def _check(session, case):
     assert tuple(result.outputs) == case.outputs
     for out in case.outputs:
         row = compare(out, result.outputs[out], ref.values[out], ref.scales[out], case, expected_dtype(case, out))
-        assert row["status"] == "pass", f"{session['info'].key} {case.id}: {row['reason']}"
+        assert row["status"] == "pass", f"{session.info.key} {case.id}: {row['reason']}"
     return inputs, result
 
 
@@ -185,12 +185,12 @@ def test_default_cases_build_the_program_they_always_built(session):
         assert opencl_plan.defines(case) == (), case.id
     options = opencl.build_options(session, "float32")
     assert not [o for o in options if o.startswith(("-DACT_", "-DKEEP_RUNNING", "-DNORM_RUNNING"))]
-    tune = session["tuning"]
+    tune = session.tuning
     assert options[0] == f"-DAPPLY_LS={tune['apply_ls']}"
     assert ("-DNT_STORES" in options) == (tune["nt_bytes"] is not None)
     assert ("-DPREFETCH" in options) == bool(tune["prefetch"])
-    assert ("float32",) in session["programs"]  # what open() built
-    program = session["programs"][("float32",)]
+    assert ("float32",) in session.cache.programs  # what open() built
+    program = session.cache.programs[("float32",)]
     assert {name: cl.Kernel(program, name).num_args for name in opencl.KERNELS} == DEFAULT_NUM_ARGS
     relu = Case(name="d", shape=(4, 3), act="relu", mode="infer", update_running=True)
     assert opencl_plan.defines(relu) == ("-DACT_RELU", "-DNORM_RUNNING")

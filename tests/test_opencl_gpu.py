@@ -123,7 +123,7 @@ def _case(name, dtype="float32"):
 
 def _check(session, case):
     """Every output against the oracle; returns the outputs (None where the device lacks the dtype)."""
-    assert session["family"] == "gpu" and session["planner"] is opencl_gpu
+    assert session.family == "gpu" and session.planner is opencl_gpu
     reason = opencl.supports(session, case)
     if reason is not None:
         assert case.dtype in ("float16", "float64") and "lacks" in reason, reason
@@ -135,7 +135,7 @@ def _check(session, case):
     assert tuple(result.outputs) == case.outputs
     for out in case.outputs:
         row = compare(out, result.outputs[out], ref.values[out], ref.scales[out], case, expected_dtype(case, out))
-        assert row["status"] == "pass", f"{session['info'].key} {case.id}: {out} {row['reason']}"
+        assert row["status"] == "pass", f"{session.info.key} {case.id}: {out} {row['reason']}"
     if case.inplace:
         assert np.array_equal(result.outputs["x_after"], result.outputs["y"], equal_nan=True)
     if not case.updates_running:
@@ -192,17 +192,17 @@ def test_launches_follow_the_shape():
     tune = dict(opencl_gpu.DEFAULTS)
     choose = opencl_gpu.choose
     small = choose(tune, 8, 1024, Case(name="s", shape=(4, 3, 5), backward=True))
-    assert small["fused"] and small["K"] == 1 and small["TW"] == 1 and small["wg"] == 256
+    assert small.fused and small.chunks == 1 and small.tile_width == 1 and small.work_group_size == 256
     few = choose(tune, 8, 1024, Case(name="f", shape=(32, 2, 56, 56)))
-    assert not few["fused"] and few["tiles"] * few["K"] >= 4 * 8 and few["K"] * few["L"] >= 32 * 56 * 56
+    assert not few.fused and few.tiles * few.chunks >= 4 * 8 and few.chunks * few.chunk_len >= 32 * 56 * 56
     many = choose(tune, 8, 1024, Case(name="m", shape=(2, 2048, 4, 4)))
-    assert many["fused"] and many["K"] == 1 and many["tiles"] == 2048
+    assert many.fused and many.chunks == 1 and many.tiles == 2048
     nhwc = choose(tune, 8, 1024, Case(name="n", shape=(64, 7, 7, 48), axis=-1))
-    assert nhwc["TW"] == 64 and nhwc["tiles"] == 1 and nhwc["K"] > 1
+    assert nhwc.tile_width == 64 and nhwc.tiles == 1 and nhwc.chunks > 1
     nhwc5 = choose(tune, 8, 1024, Case(name="n", shape=(6, 5), axis=1))
-    assert nhwc5["TW"] == 8 and nhwc5["fused"]
-    assert choose(tune, 8, 64, Case(name="w", shape=(6, 5)))["wg"] == 64
-    assert choose({**tune, "wg": 100}, 8, 1024, Case(name="w", shape=(6, 5)))["wg"] == 64
+    assert nhwc5.tile_width == 8 and nhwc5.fused
+    assert choose(tune, 8, 64, Case(name="w", shape=(6, 5))).work_group_size == 64
+    assert choose({**tune, "wg": 100}, 8, 1024, Case(name="w", shape=(6, 5))).work_group_size == 64
 
 
 def test_sources_and_kernels_are_the_family_files():

@@ -115,9 +115,8 @@ PLAN_UNITS = 2
 
 
 def planned_for(device, units):
-    s = dict(session(device))  # the same context, queues and programs
-    s["info"] = dataclasses.replace(s["info"], extra={**s["info"].extra, "compute_units": units})
-    return s
+    s = session(device)  # the same context, queues and programs (its cache)
+    return dataclasses.replace(s, info=dataclasses.replace(s.info, extra={**s.info.extra, "compute_units": units}))
 
 
 @pytest.mark.parametrize("device", DEVICES, ids=lambda d: d.key)
@@ -129,13 +128,13 @@ def planned_for(device, units):
 def test_streaming_stores_pass(device, dtype, shape, axis, mode, flags):
     case = Case(name="big", shape=shape, axis=axis, dtype=dtype, mode=mode, backward=True, fill=Fill.make("normal"))
     s = planned_for(device, PLAN_UNITS)
-    if s["tuning"]["nt_bytes"] is None:
+    if s.tuning["nt_bytes"] is None:
         pytest.skip(f"{device.key}: its tuning has no streaming stores")
-    how = opencl_plan.choose(s["tuning"], PLAN_UNITS, s["info"].extra["local_mem_size"], case)
-    assert (how["nt"], how["nt_flat"]) == flags, how
-    if how["layout"] == "cf" and how["fused"] and mode == "train":  # groups one after the other, prefetching
-        want = s["tuning"]["min_groups"] * PLAN_UNITS
-        assert how["steps"] == min(s["tuning"]["ahead"], -(-case.channels // how["group"]) // want) > 1, how
+    how = opencl_plan.choose(s.tuning, PLAN_UNITS, s.info.extra["local_mem_size"], case)
+    assert (how.nt, how.nt_flat) == flags, how
+    if how.layout == "cf" and how.fused and mode == "train":  # groups one after the other, prefetching
+        want = s.tuning["min_groups"] * PLAN_UNITS
+        assert how.steps == min(s.tuning["ahead"], -(-case.channels // how.channel_group) // want) > 1, how
     check_session(device, s, case)
 
 

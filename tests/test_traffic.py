@@ -43,7 +43,7 @@ def gpu(shape, cache, in_flight=2, **kw):
 
 def test_cpu_fused_small_reads_x_once():
     how, t = cpu(SMALL, 32 * MIB)
-    assert how["fused"] and how["group"] == 2 and how["steps"] == 1
+    assert how.fused and how.channel_group == 2 and how.steps == 1
     n = nbytes(SMALL)
     assert (t["reads_x"], t["reads_dy"], t["writes"], t["bytes"]) == (1, 0, 1, 2 * n)
     assert "fused" in t["why"] and "x read once" in t["why"]
@@ -55,7 +55,7 @@ def test_cpu_fused_small_reads_x_once():
 def test_cpu_staged_channel_first_bigger_than_cache_reads_x_twice():
     how, t = cpu(LARGE, 32 * MIB)
     n = nbytes(LARGE)
-    assert not how["fused"] and how["layout"] == "cf" and n == 192 * MIB
+    assert not how.fused and how.layout == "cf" and n == 192 * MIB
     assert (t["reads_x"], t["reads_dy"], t["writes"], t["bytes"]) == (2, 0, 1, 3 * n)
     assert t["why"] == "forward staged, x 192 MiB > 32 MiB cache: x read twice"
     _, t = cpu(LARGE, 256 * MIB)  # the same kernels, x within the cache: once
@@ -84,9 +84,9 @@ def test_backward_reads_x_and_dy():
 
 def test_gpu_family():
     how, t = gpu(SMALL, 32 * MIB)  # 8192 values: one launch, one chunk
-    assert how["fused"] and how["K"] == 1 and (t["reads_x"], t["bytes"]) == (1, 2 * nbytes(SMALL))
+    assert how.fused and how.chunks == 1 and (t["reads_x"], t["bytes"]) == (1, 2 * nbytes(SMALL))
     how, t = gpu(LARGE, 32 * MIB, backward=True)  # 3 tiles x 3 chunks: partial -> final -> apply, x and dy twice
-    assert not how["fused"] and how["K"] == 3
+    assert not how.fused and how.chunks == 3
     assert (t["reads_x"], t["reads_dy"], t["bytes"]) == (4, 2, 8 * nbytes(LARGE))
     # backward normalised with the running statistics: dx needs no sums, the partial kernel writes it
     _, t = gpu(LARGE, 32 * MIB, backward=True, mode="infer")

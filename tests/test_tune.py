@@ -46,7 +46,7 @@ def test_family_comes_from_the_device_properties():
     type) the cpu family by its table entry, an unknown device the defaults."""
     import pyopencl as cl
 
-    for info, dev in opencl._enumerate():
+    for info, dev in opencl.enumerate_devices():
         props = opencl.props(dev)
         assert props["device_type"] == "cpu" and dev.type & cl.device_type.CPU, info.key
         assert props["compute_units"] == dev.max_compute_units and props["max_work_group_size"] >= 1
@@ -58,7 +58,7 @@ def test_family_comes_from_the_device_properties():
         assert as_gpu["family"] == "gpu" and as_gpu["wg"] == 128  # the default 256, fitted to the device's limit
         assert opencl_tuning.compact(as_gpu).startswith("wg=128;chunks_per_cu=")
     session = opencl.open(DEVICES[0].key)
-    assert session["family"] == "cpu" and session["planner"].__name__.endswith("opencl_plan")
+    assert session.family == "cpu" and session.planner.__name__.endswith("opencl_plan")
     assert opencl_tuning.params("oclgrind-oclgrind-simulator", {"device_type": "gpu"})["family"] == "cpu"
     unknown = opencl_tuning.params("unknown device")
     assert unknown["family"] == "cpu" and unknown["wg"] == opencl_tuning.GPU_DEFAULT["wg"]
