@@ -23,7 +23,7 @@ no longer fits the cache (x must then be read twice). traffic_bytes are the byte
 move: y (dx) written once, x (and dy in backward) read once or twice, reads_x / reads_dy, in words in
 traffic_model; frac_of_traffic = copy_time x traffic_bytes / (2 n) / time, frac_of_copy with these bytes (so
 >= frac_of_copy). An OpenCL call reports its own (Result.traffic, from the plan it chose and the device's
-CL_DEVICE_GLOBAL_MEM_CACHE_SIZE: opencl_plan.traffic, opencl_gpu.traffic); any other backend gets the generic
+CL_DEVICE_GLOBAL_MEM_CACHE_SIZE: opencl_traffic.traffic, opencl_gpu.traffic); any other backend gets the generic
 model (generic_traffic): x read once where it fits the host's last-level cache (sysfs, else sysconf), else twice,
 and backward's x and dy once where both fit, else twice each. backward's traffic is the train step's less
 forward_train's, like its time.
@@ -39,7 +39,7 @@ import numpy as np
 
 from . import lifecycle
 from .backends.base import TimingPolicy
-from .backends.opencl_plan import host_llc, reread, summed
+from .backends.opencl_traffic import host_llc, reread, summed
 from .case import Case, profiled
 from .generate import generate
 from .lifecycle import Target

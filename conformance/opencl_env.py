@@ -17,6 +17,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from .files import replace_atomically
+
 SYSTEM_VENDORS = Path("/etc/OpenCL/vendors")
 INTEL_LIB = "libintelocl.so"
 INTEL_ICD = "intel-cpu.icd"
@@ -83,20 +85,13 @@ def prepare_caches() -> None:
 
 
 def _write_if_changed(path: Path, text: str) -> None:
-    """Atomic write (several worker processes may register at once); untouched when already right."""
+    """Written atomically (several worker processes may register at once); untouched when already right."""
     try:
         if path.read_text() == text:
             return
     except OSError:
         pass
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".part")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    replace_atomically(path, text)
 
 
 def register_runtimes() -> str | None:

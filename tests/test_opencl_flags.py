@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conformance.backends import opencl, opencl_plan
+from conformance.backends import opencl, opencl_plan, opencl_shared
 from conformance.backends.base import TimingPolicy, unimplemented
 from conformance.case import Case, Fill
 from conformance.compare import compare
@@ -158,7 +158,7 @@ def test_inplace_binds_one_buffer_in_and_out(session, name):
     inputs = generate(case)
     buffers, launches = opencl_plan.plan(session, case, inputs)
     assert buffers["y"] is buffers["x"] and buffers["dx"] is buffers["dy"]
-    assert launches[0] == (opencl_plan.COPY, None, None, (buffers["x"], buffers["x_saved"]))
+    assert launches[0] == (opencl_shared.COPY, None, None, (buffers["x"], buffers["x_saved"]))
     forward = [args for kname, _, _, args in launches if kname.startswith(("bn_apply", "bn_fused_train"))]
     backward = [args for kname, _, _, args in launches if kname.startswith(("bn_bwd_apply", "bn_fused_bwd"))]
     assert forward and backward
@@ -182,7 +182,7 @@ def test_default_cases_build_the_program_they_always_built(session):
     defaults = [case for case in load("smoke").cases if not case.features]
     assert defaults
     for case in defaults:
-        assert opencl_plan.defines(case) == (), case.id
+        assert opencl_shared.defines(case) == (), case.id
     options = opencl.build_options(session, "float32")
     assert not [o for o in options if o.startswith(("-DACT_", "-DKEEP_RUNNING", "-DNORM_RUNNING"))]
     tune = session.tuning
@@ -193,12 +193,12 @@ def test_default_cases_build_the_program_they_always_built(session):
     program = session.cache.programs[("float32",)]
     assert {name: cl.Kernel(program, name).num_args for name in opencl.KERNELS} == DEFAULT_NUM_ARGS
     relu = Case(name="d", shape=(4, 3), act="relu", mode="infer", update_running=True)
-    assert opencl_plan.defines(relu) == ("-DACT_RELU", "-DNORM_RUNNING")
-    assert opencl.build_options(session, "float32", opencl_plan.defines(relu)) == options + [
+    assert opencl_shared.defines(relu) == ("-DACT_RELU", "-DNORM_RUNNING")
+    assert opencl.build_options(session, "float32", opencl_shared.defines(relu)) == options + [
         "-DACT_RELU",
         "-DNORM_RUNNING",
     ]
-    assert opencl_plan.defines(Case(name="d", shape=(4, 3), update_running=False)) == ("-DKEEP_RUNNING",)
+    assert opencl_shared.defines(Case(name="d", shape=(4, 3), update_running=False)) == ("-DKEEP_RUNNING",)
 
 
 # argument counts of the default program's kernels (as before act, update_running and inplace existed)

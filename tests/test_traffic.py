@@ -1,5 +1,5 @@
 """The traffic-aware roofline of `conformance bench`: the bytes each kernel family's chosen kernels move
-(opencl_plan.traffic, opencl_gpu.traffic, bench.generic_traffic) against hand-computed cases, how bench turns
+(opencl_traffic.traffic, opencl_gpu.traffic, bench.generic_traffic) against hand-computed cases, how bench turns
 them into columns, and a real bench run whose bench.csv has them. No timed assertions."""
 
 import math
@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from conformance import bench
-from conformance.backends import opencl_gpu, opencl_plan, opencl_tuning
+from conformance.backends import opencl_gpu, opencl_plan, opencl_traffic, opencl_tuning
 from conformance.backends.base import DeviceInfo
 from conformance.case import Case
 from conformance.lifecycle import Target
@@ -32,7 +32,7 @@ def nbytes(shape, dtype="float32"):
 def cpu(shape, cache, in_flight=2, **kw):
     case = Case(name="t", shape=shape, **kw)
     how = opencl_plan.choose(CPU, 2, 64 * 1024, case)
-    return how, opencl_plan.traffic(how, case, cache, in_flight)
+    return how, opencl_traffic.traffic(how, case, cache, in_flight)
 
 
 def gpu(shape, cache, in_flight=2, **kw):

@@ -24,7 +24,7 @@ kernel takes the profile itself: momentum direction, running-variance estimator 
 kernel arguments.
 
 The behaviours beyond mode's two (IMPLEMENTS; see Case.features) are switches of the program, one program per
-(data type, switches), built when a case first needs it (opencl_plan.defines): a case with the defaults builds
+(data type, switches), built when a case first needs it (opencl_shared.defines): a case with the defaults builds
 with exactly the options it always had, and its kernels preprocess to the same code as before the switches.
   act             -DACT_RELU / ACT_SIGMOID / ACT_TANH: the forward kernels write act(z); backward takes
                   dy act'(z), z recomputed from x in the accumulator type, and runs in stages (partial sums ->
@@ -57,7 +57,7 @@ import math
 import numpy as np
 
 from ..opencl_env import NOTES, register_runtimes
-from . import opencl_plan, opencl_run
+from . import opencl_run, opencl_shared
 from .opencl_program import KERNELS, build_options, family_files, kernels_dir, program_source
 from .opencl_run import bind, enqueue_all
 from .opencl_session import Session, enumerate_devices, family_reason, open_session, props
@@ -132,7 +132,7 @@ def supports(session: Session, case):
     if data_bytes > dev.max_mem_alloc_size:
         return f"x needs {data_bytes} bytes, more than the device's max allocation of {dev.max_mem_alloc_size} bytes"
     param_bytes = case.channels * np.dtype(case.param_dtype).itemsize
-    total = data_bytes * opencl_plan.data_buffers(case) + param_bytes * 12
+    total = data_bytes * opencl_shared.data_buffers(case) + param_bytes * 12
     if total > dev.global_mem_size:
         return (
             f"the case needs {total} bytes of buffers, "

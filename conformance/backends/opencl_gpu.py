@@ -26,20 +26,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .opencl_plan import (  # noqa: F401 - the same program switches as the cpu family
-    COPY,
-    _mib,
-    _times,
-    backward_buffers,
-    defines,
-    device_cache,
-    inplace_note,
-    input_buffers,
-    reread,
-    running_args,
-    summed,
-    upload,
-)  # shared with the cpu family
+from .opencl_shared import backward_buffers, inplace_note, input_buffers, running_args, upload
+from .opencl_traffic import device_cache, mib, reread, summed, times
 
 if TYPE_CHECKING:
     from .opencl_session import Session
@@ -234,9 +222,9 @@ RESIDENT_ITEMS = 2048  # work-items resident per compute unit of a GPU (a common
 
 def traffic(how: GpuChoice, case, cache_bytes: int, in_flight_groups: int) -> dict:
     """What the `gpu` kernels `how` (choose()) move from memory in one call of the case: {"bytes", "reads_x",
-    "reads_dy", "writes", "why", "parts"} (pure; the cpu family's rules, opencl_plan.traffic). y (and dx)
+    "reads_dy", "writes", "why", "parts"} (pure; the cpu family's rules, opencl_traffic.traffic). y (and dx)
     written once; inference reads x once; a training pass reads x (backward: x and dy) once where it is still in cache
-    (cache_bytes: opencl_plan.device_cache()) when read again, else twice:
+    (cache_bytes: opencl_traffic.device_cache()) when read again, else twice:
       fused (one launch, a work-group per tile over every position): the work-groups in flight (at most
           in_flight_groups) hold their tiles (L x TW values; backward x and dy) between the two reads;
       staged (partial -> final -> apply or dx): the whole of x (backward: x and dy) is read between; backward
@@ -248,7 +236,7 @@ def traffic(how: GpuChoice, case, cache_bytes: int, in_flight_groups: int) -> di
     live = min(how.tiles * how.chunks, max(1, in_flight_groups))
 
     def fused(what: str, nbytes: int) -> tuple[int, str]:
-        return reread(live * nbytes, cache_bytes, f"{live} work-groups x {_mib(nbytes)} of {what} =")
+        return reread(live * nbytes, cache_bytes, f"{live} work-groups x {mib(nbytes)} of {what} =")
 
     parts = []
     if case.inplace and case.backward:
@@ -257,7 +245,7 @@ def traffic(how: GpuChoice, case, cache_bytes: int, in_flight_groups: int) -> di
         parts.append(("forward apply:", 1, 0, 1, "x read once"))
     else:
         r, words = fused("x", tile) if how.fused else reread(n, cache_bytes, "x")
-        parts.append((f"forward {'fused' if how.fused else 'staged'},", r, 0, 1, f"{words}: x read {_times(r)}"))
+        parts.append((f"forward {'fused' if how.fused else 'staged'},", r, 0, 1, f"{words}: x read {times(r)}"))
     if case.backward:
         if case.normalize_with != "batch":  # dx needs no sums: the partial (or fused) kernel writes it
             r, words = 1, "dx without sums"
@@ -266,13 +254,13 @@ def traffic(how: GpuChoice, case, cache_bytes: int, in_flight_groups: int) -> di
         else:
             r, words = reread(2 * n, cache_bytes, "x + dy")
         kind = "fused" if how.fused else "staged"
-        parts.append((f"backward {kind},", r, r, 1, f"{words}: x, dy read {_times(r)}"))
+        parts.append((f"backward {kind},", r, r, 1, f"{words}: x, dy read {times(r)}"))
     return summed(case, parts)
 
 
 def traffic_for(session: Session, case) -> dict:
     """traffic() of the kernels plan() chooses for the case on the session's device (its cache:
-    opencl_plan.device_cache): work-groups in flight are RESIDENT_ITEMS / wg per compute unit on a GPU, one per
+    opencl_traffic.device_cache): work-groups in flight are RESIDENT_ITEMS / wg per compute unit on a GPU, one per
     compute unit on any other device."""
     units = session.info.extra.get("compute_units", 1)
     how = choose(session.tuning, units, max_work_group(session), case)

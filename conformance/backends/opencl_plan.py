@@ -6,15 +6,20 @@ Result.traffic)."""
 
 from __future__ import annotations
 
-import glob
 import math
-import os
 from dataclasses import dataclass
-from functools import lru_cache
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from .opencl_shared import (
+    backward_buffers,
+    inplace_note,
+    input_buffers,
+    running_args,
+    upload,
+)
+from .opencl_traffic import device_cache, traffic
 
 if TYPE_CHECKING:
     from .opencl_session import Session
@@ -29,7 +34,6 @@ def _split(n_items: int, per_group: int, groups_other: int, want_groups: int) ->
     return chunk, -(-n_items // chunk)
 
 
-COPY = "copy"  # a launch that copies a buffer: (COPY, None, None, (source, destination))
 FUSED_TAB = 56  # table values per channel of the fused channel-first kernels (FUSED_TAB in cpu_base.cl)
 TILE_TAB = 5  # table values per channel of a channel-last tile (shift or mean, two sums, two compensations)
 
@@ -113,41 +117,6 @@ def _choose_cl(tune: dict, case, item: int, table: int, want: int) -> KernelChoi
     )
 
 
-def defines(case) -> tuple[str, ...]:
-    """The program switches (build options) a case needs beyond the device's and its dtype's: () for a case with
-    the defaults (no act, update_running as mode says), so it runs the program it always ran."""
-    out = []
-    if case.act != "none":
-        out.append(f"-DACT_{case.act.upper()}")
-    if case.mode == "train" and not case.updates_running:
-        out.append("-DKEEP_RUNNING")
-    elif case.mode != "train" and case.updates_running:
-        out.append("-DNORM_RUNNING")
-    return tuple(out)
-
-
-def data_buffers(case) -> int:
-    """Buffers of x's size plan() allocates: x and y, with backward dy and dx too; in place y is x's buffer and dx
-    dy's, and backward reads a copy of x."""
-    if not case.backward:
-        return 1 if case.inplace else 2
-    return 3 if case.inplace else 4
-
-
-def inplace_note(case) -> list[str]:
-    """The note of an in-place case, the same for every family."""
-    if not case.inplace:
-        return []
-    return [
-        "in place: y written over x's buffer"
-        + (
-            ", dx over dy's; backward read a copy of x made on the device at the start of the call"
-            if case.backward
-            else ""
-        )
-    ]
-
-
 def notes(case) -> list[str]:
     """What a reader of the results should know about how plan() ran the case."""
     out = inplace_note(case)
@@ -181,71 +150,10 @@ def _large(tune: dict, case) -> bool:
     return limit is not None and math.prod(case.shape) * np.dtype(case.dtype).itemsize >= limit
 
 
-def backward_buffers(ctx, b: dict, launches: list, dy_buffer, inplace: bool, data_bytes: int, param_bytes: int):
-    """The backward's buffers in b (dy, dx: dy's own buffer in place, dbeta, dgamma_sum, dgamma), for either family;
-    returns the buffer backward reads x from: in place the forward overwrites x, so a copy taken first thing in
-    the call."""
-    import pyopencl as cl
-
-    mf = cl.mem_flags
-    b["dy"] = dy_buffer
-    b["dx"] = b["dy"] if inplace else cl.Buffer(ctx, mf.WRITE_ONLY, data_bytes)
-    x_bwd = b["x"]
-    if inplace:
-        b["x_saved"] = x_bwd = cl.Buffer(ctx, mf.READ_WRITE, data_bytes)
-        launches.insert(0, (COPY, None, None, (b["x"], x_bwd)))
-    for name in ("dbeta", "dgamma_sum", "dgamma"):
-        b[name] = cl.Buffer(ctx, mf.READ_WRITE, param_bytes)
-    return x_bwd
-
-
 def choose_for(session: Session, case) -> KernelChoice:
     """choose() for a case on the session's device (its compute units and local memory as devices() lists them)."""
     extra = session.info.extra
     return choose(session.tuning, extra.get("compute_units", 1), extra.get("local_mem_size", 32 * 1024), case)
-
-
-def upload(ctx, arr, flags=None):
-    """A buffer initialised with arr (flags: read-only unless given), for either family."""
-    import pyopencl as cl
-
-    mf = cl.mem_flags
-    flags = mf.READ_ONLY if flags is None else flags
-    return cl.Buffer(ctx, flags | mf.COPY_HOST_PTR, hostbuf=np.ascontiguousarray(arr))
-
-
-def input_buffers(ctx, inputs, data_in, param_bytes: int) -> dict:
-    """The buffers every plan starts from, for either family: x (data_in: read-write in place, where it is y's
-    buffer too), gamma, beta, the running statistics, and mean_w / invstd_w: the batch mean and invstd the
-    statistics kernels leave for the elementwise kernels."""
-    import pyopencl as cl
-
-    mf = cl.mem_flags
-    return {
-        "x": upload(ctx, inputs.x, data_in),
-        "gamma": upload(ctx, inputs.gamma),
-        "beta": upload(ctx, inputs.beta),
-        "running_mean": upload(ctx, inputs.running_mean, mf.READ_WRITE),
-        "running_var": upload(ctx, inputs.running_var, mf.READ_WRITE),
-        "mean_w": cl.Buffer(ctx, mf.READ_WRITE, param_bytes),
-        "invstd_w": cl.Buffer(ctx, mf.READ_WRITE, param_bytes),
-    }
-
-
-def running_args(case, b: dict) -> tuple:
-    """The profile's arguments of the statistics kernels, for either family: eps, the framework-style momentum,
-    its direction, the running-variance estimator, the extra statistic; then the running statistics' buffers."""
-    acc, i32 = np.dtype(case.param_dtype).type, np.int32
-    p = case.momentum if case.momentum_dir == "old" else 1.0 - case.momentum  # framework-style parameter
-    return (
-        acc(case.eps),
-        acc(p),
-        i32(case.momentum_dir == "new"),
-        i32(case.running_var == "unbiased"),
-        i32(case.stats == "invstd"),
-        b["running_mean"],
-        b["running_var"],
-    )
 
 
 @dataclass(frozen=True)
@@ -421,116 +329,6 @@ def _staged_backward(case, work: _Work, b: dict, stats: tuple, xs: tuple, dx_arg
     flat = (np.uint64(work.n), inner, C, u32(work.seg))
     dx = ("bn_bwd_apply", *work.elementwise, (*xs, *flat, *dx_args, i32(0) if act else i32(how.nt_flat)))
     return [("bn_bwd_partial_cf", *work.reduce_cf, partial_args), final, dx]
-
-
-# ---- traffic: the bytes the chosen kernels move (conformance bench's traffic-aware roofline) -----------------
-def _mib(nbytes: float) -> str:
-    return f"{nbytes / 2**20:.3g} MiB"
-
-
-def reread(held: float, cache_bytes: int, what: str) -> tuple[int, str]:
-    """(reads, words) of data a launch reduces and a later pass reads again: once where `held` bytes (what is read
-    between the first read of a value and its second) fit the cache, else twice (the second pass finds it gone:
-    data walked in the same order evicts itself under LRU)."""
-    if cache_bytes and held <= cache_bytes:
-        return 1, f"{what} {_mib(held)} <= {_mib(cache_bytes)} cache"
-    return 2, f"{what} {_mib(held)} > {_mib(cache_bytes)} cache" if cache_bytes else f"{what}, no cache reported"
-
-
-def summed(case, parts: list[tuple[str, int, int, int, str]]) -> dict:
-    """The traffic dict from passes (name, reads of x, reads of dy, writes of x's size, words): bytes = every read
-    and write of an array of x's size (parameter-sized arrays, C values, are left out); "parts": the passes'
-    [name, reads of x, reads of dy, writes]."""
-    n = math.prod(case.shape) * np.dtype(case.dtype).itemsize
-    rx, rdy, wr = (sum(p[k] for p in parts) for k in (1, 2, 3))
-    return {
-        "bytes": (rx + rdy + wr) * n,
-        "reads_x": rx,
-        "reads_dy": rdy,
-        "writes": wr,
-        "why": "; ".join(f"{p[0]} {p[4]}" for p in parts),
-        "parts": [list(p[:4]) for p in parts],
-    }
-
-
-def _times(r: int) -> str:
-    return "once" if r == 1 else "twice"
-
-
-def traffic(how: KernelChoice, case, cache_bytes: int, in_flight: int) -> dict:
-    """What the `cpu` kernels `how` (choose()) move from memory in one call of the case: {"bytes", "reads_x",
-    "reads_dy", "writes", "why", "parts"} (pure; see summed()). y (and dx) are written once; inference reads x
-    once. A training pass that reduces data and then reads it again reads it once where it is still in the cache
-    (cache_bytes: device_cache(), from CL_DEVICE_GLOBAL_MEM_CACHE_SIZE) when read again, else twice:
-      fused (one launch): the work-items in flight (at most in_flight, the compute units: one work-item per
-          work-group) hold their groups of channels (x, plus dy for backward; two groups where a work-item
-          prefetches its next one, `steps` > 1) between the two reads;
-      staged (statistics launch, then the elementwise one): the whole of x (backward: x and dy) is read between.
-    In place with backward: one more read and write of x (the copy the call takes first)."""
-    item = np.dtype(case.dtype).itemsize
-    n = math.prod(case.shape) * item
-    C = case.channels
-    if how.layout == "cl":  # a tile: W channels x all rows (fused: one chunk)
-        W = how.tile_width
-        per_item, items = case.outer * W * item, -(-C // W) * how.chunks
-    else:  # cf, cft: a group of G channels
-        G = how.channel_group
-        per_item, items = G * case.count * item, -(-C // G)
-    live = min(items, max(1, in_flight))
-
-    def fused(what: str, nbytes: int) -> tuple[int, str]:
-        return reread(live * nbytes, cache_bytes, f"{live} work-items x {_mib(nbytes)} of {what} =")
-
-    parts = []
-    if case.inplace and case.backward:
-        parts.append(("copy of x:", 1, 0, 1, "x read once, written once"))
-    if not case.batch_stats:
-        parts.append(("forward apply:", 1, 0, 1, "x read once"))
-    else:
-        r, words = fused("x", per_item * (2 if how.steps > 1 else 1)) if how.fused else reread(n, cache_bytes, "x")
-        parts.append((f"forward {'fused' if how.fused else 'staged'},", r, 0, 1, f"{words}: x read {_times(r)}"))
-    if case.backward:
-        one = how.fused and case.act == "none"  # an act program has no fused backward
-        r, words = fused("x + dy", 2 * per_item) if one else reread(2 * n, cache_bytes, "x + dy")
-        parts.append((f"backward {'fused' if one else 'staged'},", r, r, 1, f"{words}: x, dy read {_times(r)}"))
-    return summed(case, parts)
-
-
-def device_cache(session: Session) -> int:
-    """The cache a second pass may find its data in: CL_DEVICE_GLOBAL_MEM_CACHE_SIZE; on a CPU device the larger
-    of it and the host's last-level cache (Intel's CPU runtime reports one core's L2, 1 MiB here; PoCL the L3)."""
-    cache = int(getattr(session.device, "global_mem_cache_size", 0) or 0)
-    if session.properties.get("device_type") == "cpu":
-        cache = max(cache, host_llc()[0])
-    return cache
-
-
-@lru_cache(maxsize=1)
-def host_llc() -> tuple[int, str]:
-    """(bytes, where from) of the host's last-level cache: the highest-level data or unified cache of cpu0 in
-    sysfs, else sysconf's LEVEL3 (then LEVEL2) cache size; (0, "unknown") where neither says."""
-    best = (0, 0)
-    for d in glob.glob("/sys/devices/system/cpu/cpu0/cache/index*"):
-        try:
-            level, kind, size = (Path(d, f).read_text().strip() for f in ("level", "type", "size"))
-            level = int(level)
-        except (OSError, ValueError):
-            continue
-        if kind == "Instruction":
-            continue
-        scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(size[-1:].upper(), 1)
-        nbytes = int(size.rstrip("KMGkmg") or 0) * scale
-        best = max(best, (level, nbytes))
-    if best[1]:
-        return best[1], f"host L{best[0]}, sysfs"
-    for level in (3, 2):
-        try:
-            nbytes = os.sysconf(f"SC_LEVEL{level}_CACHE_SIZE")
-        except (ValueError, OSError):
-            continue
-        if nbytes and nbytes > 0:
-            return int(nbytes), f"host L{level}, sysconf"
-    return 0, "unknown"
 
 
 def traffic_for(session: Session, case) -> dict:

@@ -10,7 +10,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import opencl_plan
+from . import opencl_shared
 
 if TYPE_CHECKING:
     from .opencl_session import Session
@@ -97,7 +97,7 @@ def first_log_line(exc: Exception) -> str:
 
 
 def build_options(session: Session, dtype: str, switches: tuple[str, ...] = ()) -> list[str]:
-    """The build options of the program for dtype and the case switches (opencl_plan.defines: () for a case with
+    """The build options of the program for dtype and the case switches (opencl_shared.defines: () for a case with
     the defaults, whose options are the device's and the dtype's alone)."""
     import pyopencl as cl
 
@@ -146,8 +146,8 @@ def build(session: Session, dtype: str, switches: tuple[str, ...] = ()):
 
 def case_switches(session: Session, case) -> tuple[str, ...]:
     """The case's program switches: the planner's defines(case) or defines(session, case) (the cpu family's:
-    opencl_plan.defines)."""
-    fn = getattr(session.planner, "defines", None) or opencl_plan.defines
+    opencl_shared.defines)."""
+    fn = getattr(session.planner, "defines", None) or opencl_shared.defines
     takes = len(inspect.signature(fn).parameters)
     return tuple(fn(session, case) if takes >= 2 else fn(case))
 

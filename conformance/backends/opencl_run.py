@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import opencl_plan, opencl_program
+from . import opencl_plan, opencl_program, opencl_shared
 from .base import Result, Unsupported, time_repeats
 from .opencl_session import family_reason
 
@@ -20,13 +20,13 @@ BIG_OUTPUTS = ("y", "dx", "x_after", "dy_after")  # outputs of x's shape; the ot
 
 def bind(session: Session, case, launches):
     """[(cl.Kernel, global, local)] with the arguments set once: a kernel object of its own per launch, so the
-    timed repeats only enqueue. A buffer copy (opencl_plan.COPY) is bound as (None, source, destination)."""
+    timed repeats only enqueue. A buffer copy (opencl_shared.COPY) is bound as (None, source, destination)."""
     import pyopencl as cl
 
     program = opencl_program.build(session, case.dtype, opencl_program.case_switches(session, case))
     bound = []
     for name, gsize, lsize, args in launches:
-        if name == opencl_plan.COPY:
+        if name == opencl_shared.COPY:
             bound.append((None, *args))
             continue
         kernel = cl.Kernel(program, name)
