@@ -291,14 +291,14 @@ def svg_trend(labels: list[str], err: dict, tim: dict, title: str = "") -> str:
         f'<text x="{left}" y="20">{html.escape(title)}</text>',
     ]
     n = max(len(labels), 1)
-    x_of = lambda i: left + (w - left - 230) * (i / (n - 1) if n > 1 else 0.5)  # noqa: E731
+    x_of = lambda i: left + (w - left - 230) * (i / (n - 1) if n > 1 else 0.5)
     for k, (name, series) in enumerate((("norm_err", err), ("median time (ms)", tim))):
         y0 = top + k * (ph + 30)
         vals = [v for ys in series.values() for v in ys if isinstance(v, (int, float)) and math.isfinite(v)]
         lo, hi = (min(vals), max(vals)) if vals else (0.0, 1.0)
         hi = hi if hi > lo else lo + 1.0
         # called only within this iteration; the defaults bind this panel's y0, lo and hi explicitly
-        y_of = lambda v, y0=y0, lo=lo, hi=hi: y0 + ph - (v - lo) / (hi - lo) * ph  # noqa: E731
+        y_of = lambda v, y0=y0, lo=lo, hi=hi: y0 + ph - (v - lo) / (hi - lo) * ph
         out.append(f'<rect x="{left}" y="{y0}" width="{w - left - 230}" height="{ph}" fill="none" stroke="#999"/>')
         out.append(f'<text x="5" y="{y0 + 12}">{html.escape(name)}</text>')
         out.append(f'<text x="5" y="{y0 + 28}">{hi:.3g}</text><text x="5" y="{y0 + ph}">{lo:.3g}</text>')

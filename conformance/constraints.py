@@ -229,7 +229,7 @@ def _child(conn, framework: str, todo: list) -> None:
     for backend, s in [] if reason else todo:
         try:
             conn.send(_call(backend, s))
-        except Exception as exc:  # noqa: BLE001 - the framework's rejection, whatever its type
+        except Exception as exc:
             conn.send(("enforced", first_line(exc)))
 
 

@@ -27,7 +27,7 @@ if importlib.util.find_spec("paddle") is None:
 
 BACKENDS = ("paddle", "paddle_functional")
 QUICK = TimingPolicy(warmup=0, min_repeats=1, max_repeats=2, budget_s=0.0)
-F32 = lambda v: float(np.float32(v))  # noqa: E731 - the value Paddle's float attributes hold
+F32 = lambda v: float(np.float32(v))
 
 PASSING = [
     Case("nchw", shape=(4, 3, 5, 5), axis=1, backward=True),

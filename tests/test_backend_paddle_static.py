@@ -32,7 +32,7 @@ if importlib.util.find_spec("paddle") is None:
     pytest.skip("paddle is not installed", allow_module_level=True)
 
 ONCE = TimingPolicy(warmup=0, min_repeats=1, max_repeats=1, budget_s=0.0)
-HELD_AS_F32 = lambda v: float(np.float32(v))  # noqa: E731 - what the op's C++ float attributes keep of v
+HELD_AS_F32 = lambda v: float(np.float32(v))
 
 CASES = [
     Case("train-nchw", shape=(4, 3, 5, 5), axis=1, backward=True),

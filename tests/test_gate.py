@@ -70,7 +70,7 @@ def test_no_opencl_device_is_nothing_checked_and_compare_sees_the_loss(tmp_path,
 
 def test_verdicts_of_row_sets():
     meta = {"targets": [{"target": "opencl@a"}, {"target": "numpy"}], "sut_requested": True}
-    row = lambda target, status: {"target": target, "backend": target.split("@")[0], "status": status}  # noqa: E731
+    row = lambda target, status: {"target": target, "backend": target.split("@")[0], "status": status}
     assert judge(pd.DataFrame([row("opencl@a", "pass"), row("numpy", "pass")]), meta).code == 0
     only_peer = judge(pd.DataFrame([row("opencl@a", "skip"), row("numpy", "pass")]), meta)
     assert only_peer.word == "NOTHING CHECKED" and only_peer.code == 3

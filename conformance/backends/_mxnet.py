@@ -47,7 +47,7 @@ def load():
                     np.bool = bool  # removed from numpy 1.24; mxnet 1.9.1 still uses it
                 import mxnet
             _STATE["mx"] = mxnet
-        except Exception as exc:  # noqa: BLE001 - any import failure makes the backend unavailable
+        except Exception as exc:
             lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
             _STATE["error"] = f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")
     return _STATE.get("mx")

@@ -60,7 +60,7 @@ def available() -> str | None:
 def version() -> str:
     try:
         return tf().__version__
-    except Exception:  # noqa: BLE001
+    except Exception:
         return ""
 
 
@@ -71,7 +71,7 @@ def onednn() -> str:
         from tensorflow.python.util import _pywrap_util_port
 
         on = bool(_pywrap_util_port.IsMklEnabled())
-    except Exception:  # noqa: BLE001 - private module moved: say what we know
+    except Exception:
         return f"TF_ENABLE_ONEDNN_OPTS={flag!r}"
     return f"oneDNN {'on' if on else 'off'} (TF_ENABLE_ONEDNN_OPTS={'unset, the default' if flag is None else flag})"
 

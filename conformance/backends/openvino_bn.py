@@ -74,7 +74,7 @@ def core():
 
 def available():
     try:
-        import openvino  # noqa: F401
+        import openvino
         import openvino.opset5  # noqa: F401
     except Exception as exc:
         return f"openvino import failed: {first_line(exc)}"
@@ -88,7 +88,7 @@ def version() -> str:
 def _prop(device: str, name: str, default=""):
     try:
         value = core().get_property(device, name)
-    except Exception:  # noqa: BLE001 - a property this plugin lacks
+    except Exception:
         return default
     return value.get_type_name() if hasattr(value, "get_type_name") else value
 

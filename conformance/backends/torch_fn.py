@@ -93,7 +93,7 @@ _DTYPES = ("float16", "float32", "float64")
 
 def available():
     try:
-        import torch  # noqa: F401
+        import torch
         import torch.nn.functional  # noqa: F401
     except Exception as exc:
         return first_line(exc)
