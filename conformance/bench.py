@@ -92,7 +92,7 @@ def _backward_traffic(step: dict, fwd: dict) -> dict:
     return out
 
 
-def _variants(problem: Case, target: Target) -> dict[str, Case]:
+def _phases(problem: Case, target: Target) -> dict[str, Case]:
     p = profiled(problem, target.meta.profile) if target.is_framework else problem
     return {
         "forward_train": dataclasses.replace(p, backward=False),
@@ -142,7 +142,7 @@ def _bench_problem(
         for t in targets:
             for store, nbytes in ((copy, inputs.x.nbytes), (floor, FLOOR_BYTES)):
                 store[t.label].extend(t.worker.measure_copy(nbytes, policy) or [])  # none where the backend cannot
-            for ph, case in _variants(problem, t).items():
+            for ph, case in _phases(problem, t).items():
                 if status.get((t.label, ph), "ok") != "ok":
                     continue
                 reply = t.worker.run(case, key, policy, timeout_s)
@@ -159,7 +159,7 @@ def _bench_problem(
                 traffic[(t.label, ph)] = traffic[(t.label, ph)] or reply.result.traffic or generic_traffic(case)
                 kernel[(t.label, ph)].extend(reply.result.kernel_ms or [])
     for t in targets:  # a phase that gave no result: the generic model, for its columns
-        for ph, case in _variants(problem, t).items():
+        for ph, case in _phases(problem, t).items():
             traffic[(t.label, ph)] = traffic[(t.label, ph)] or generic_traffic(case)
     return _rows(problem, targets, walls, kernel, status, copy, floor, traffic)
 
