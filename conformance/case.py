@@ -1,12 +1,8 @@
 """One BatchNorm problem, fully described: a frozen dataclass whose id round-trips.
 
-The id is the case's canonical name. It holds every field, in a fixed order, as comma-separated tokens:
-the case name first, then ``key=value`` pairs, for example::
-
-    small-nchw,dtype=float32,shape=8x16x7x7,axis=1,mode=train,backward=1,fix_gamma=0,running_var=biased,
-    stats=var,momentum_dir=old,eps=1e-05,momentum=0.9,seed=0,fill=normal:mean=0.0:std=1.0
-
-(on one line). ``Case.from_id(case.id) == case`` for every valid case, so ``conformance run --case ID``
+The id is the case's canonical name: the case name, then ``key=value`` for every field, in a fixed order
+(case_id.py writes and reads that text; case_fill.py holds Fill, a case's input fill).
+``Case.from_id(case.id) == case`` for every valid case, so ``conformance run --case ID``
 re-runs a case with nothing else to go on. The id is safe as a file name and as a shell word.
 
 A case whose inputs come from an .npz file names it by a path relative to the folder it is resolved against (the
@@ -18,15 +14,37 @@ not in its id, not in its equality.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import re
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from urllib.parse import quote, unquote
 
+from .case_fill import FILL_PARAMS, Fill
+from .case_id import DIGEST_HEX, QUIET_DEFAULTS, content_digest, file_stem, format_id, format_value, parse_id
 from .errors import UserError
+
+# Public names, those of case_fill (Fill) and case_id (the id text format) that modules import from here included.
+__all__ = [
+    "ACTS",
+    "DIGEST_HEX",
+    "DTYPES",
+    "FILL_PARAMS",
+    "ID_FIELDS",
+    "MAX_ELEMENTS",
+    "MODES",
+    "MOMENTUM_DIR",
+    "NORMALIZE_WITH",
+    "QUIET_DEFAULTS",
+    "RUNNING_VAR",
+    "STATS",
+    "SUITE_FIELDS",
+    "Case",
+    "Fill",
+    "content_digest",
+    "file_stem",
+    "profiled",
+]
 
 DTYPES = ("float16", "float32", "float64")
 MODES = ("train", "infer")
@@ -35,94 +53,11 @@ STATS = ("var", "invstd")
 MOMENTUM_DIR = ("old", "new")
 NORMALIZE_WITH = ("batch", "running")  # mode's other spelling: train normalises with the batch, infer with the running
 ACTS = ("none", "relu", "sigmoid", "tanh")  # applied after the affine step; ReLU is benchdnn's fused-ReLU flag
-# Fields an id names only when they differ from this value: every id written before they existed stays valid.
-QUIET_DEFAULTS = {"update_running": None, "act": "none", "inplace": False, "flags": "", "inputs": None}
 _FLAGS_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*=[^,=]+(,[A-Za-z_][A-Za-z0-9_.]*=[^,=]+)*$")
-
-# Fill kinds and their parameters with defaults. Every parameter is a float.
-FILL_PARAMS: dict[str, dict[str, float]] = {
-    "normal": {"mean": 0.0, "std": 1.0},
-    "uniform": {"low": -1.0, "high": 1.0},
-    "offset": {"mean": 1.0e4, "std": 0.1},
-    "constant": {"mean": 0.0, "std": 1.0},  # one value per channel, drawn from normal(mean, std)
-    "exact": {},  # c +- a per channel with dyadic c, a: batch mean c and variance a^2 are exact
-    "special": {"fraction": 0.01},  # normal(0, 1) with NaN, +Inf, -Inf at this fraction of elements
-}
 
 MAX_ELEMENTS = 1 << 28  # 256 Mi elements (1 GiB in float32): beyond this a case is a mistake here
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 _INPUTS_RE = re.compile(r"^(?P<file>.+)@(?P<digest>[0-9a-f]{16})$", re.DOTALL)  # relative/path.npz@<16 hex of sha256>
-DIGEST_HEX = 16
-STEM_PREFIX = 60  # readable characters of a case id in file_stem()
-_STEM_UNSAFE = re.compile(r"[^A-Za-z0-9_.,=+-]")
-
-
-def content_digest(path) -> str:
-    """The first 16 hex digits of the sha256 of a file's content, as a case id names its inputs file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:DIGEST_HEX]
-
-
-def file_stem(case_id: str) -> str:
-    """A file name for a case id, unique and at most 77 characters whatever the id: its first STEM_PREFIX
-    characters (others than [A-Za-z0-9_.,=+-] written as _, no leading symbol), '-', and 16 hex digits of the
-    sha256 of the whole id."""
-    prefix = _STEM_UNSAFE.sub("_", case_id[:STEM_PREFIX]).lstrip("_.,=+-")
-    digest = hashlib.sha256(case_id.encode("utf-8", "surrogatepass")).hexdigest()[:16]
-    return f"{prefix}-{digest}" if prefix else digest
-
-
-@dataclass(frozen=True)
-class Fill:
-    kind: str = "normal"
-    params: tuple[tuple[str, float], ...] = ()
-
-    @staticmethod
-    def make(kind: str, params: dict | None = None, *, source: str | None = None, where: str = "fill") -> Fill:
-        if kind not in FILL_PARAMS:
-            raise UserError(
-                f"unknown fill kind {kind!r} (known: {', '.join(FILL_PARAMS)})", source=source, field=f"{where}.kind"
-            )
-        allowed = FILL_PARAMS[kind]
-        merged = dict(allowed)
-        for key, value in (params or {}).items():
-            if key not in allowed:
-                known = ", ".join(allowed) or "none"
-                raise UserError(
-                    f"unknown parameter {key!r} for fill kind {kind!r} (known: {known})",
-                    source=source,
-                    field=f"{where}.{key}",
-                )
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise UserError(f"must be a finite number, got {value!r}", source=source, field=f"{where}.{key}")
-            merged[key] = float(value)
-        if kind == "special" and not 0.0 <= merged["fraction"] <= 1.0:
-            raise UserError(f"must lie in [0, 1], got {merged['fraction']!r}", source=source, field=f"{where}.fraction")
-        if kind in ("normal", "offset", "constant") and merged["std"] < 0:
-            raise UserError(f"must be >= 0, got {merged['std']!r}", source=source, field=f"{where}.std")
-        if kind == "uniform" and not merged["low"] <= merged["high"]:
-            raise UserError(f"low {merged['low']!r} is above high {merged['high']!r}", source=source, field=where)
-        return Fill(kind, tuple(sorted(merged.items())))
-
-    def get(self, key: str) -> float:
-        return dict(self.params)[key]
-
-    def token(self) -> str:
-        return ":".join([self.kind] + [f"{k}={v!r}" for k, v in self.params])
-
-    @staticmethod
-    def from_token(token: str, *, source: str | None = None) -> Fill:
-        kind, *pairs = token.split(":")
-        params = {}
-        for pair in pairs:
-            key, sep, value = pair.partition("=")
-            if not sep:
-                raise UserError(f"bad fill parameter {pair!r} (expected key=value)", source=source, field="fill")
-            params[key] = _parse_float(value, source, f"fill.{key}")
-        return Fill.make(kind, params, source=source)
 
 
 @dataclass(frozen=True)
@@ -155,9 +90,26 @@ class Case:
 
     # ---- validation -------------------------------------------------------------------------------------
     def validate(self, source: str | None = None) -> None:
+        """Raise UserError naming the first field that is not valid (checked in field order, roughly)."""
+
         def bad(fieldname, message):
             raise UserError(f"{message} [case {self.name!r}]", source=source, field=fieldname)
 
+        self._check_choices(bad)
+        self._check_shape(bad)
+        self._check_behaviour(bad)
+        self._check_numbers(bad)
+        if not isinstance(self.flags, str) or (self.flags and not _FLAGS_RE.match(self.flags)):
+            bad(
+                "flags",
+                "must be a framework's flag combination such as 'training=False,use_global_stats=True', "
+                f"got {self.flags!r}",
+            )
+        self._check_fill(bad)
+        self._check_inputs(bad)
+
+    def _check_choices(self, bad) -> None:
+        """The name, and the fields that take one of a few words: dtype, mode and the profile fields."""
         if not isinstance(self.name, str) or not _NAME_RE.match(self.name):
             bad("name", f"must be letters, digits and _ . + - (not starting with a symbol), got {self.name!r}")
         for fname, choices in (
@@ -170,6 +122,9 @@ class Case:
             value = getattr(self, fname)
             if value not in choices:
                 bad(fname, f"must be one of {', '.join(choices)}, got {value!r}")
+
+    def _check_shape(self, bad) -> None:
+        """shape: rank >= 2, dimensions >= 1, at most MAX_ELEMENTS; axis within it."""
         if not isinstance(self.shape, tuple) or len(self.shape) < 2:
             bad(
                 "shape",
@@ -186,6 +141,9 @@ class Case:
             or not -len(self.shape) <= self.axis < len(self.shape)
         ):
             bad("axis", f"{self.axis!r} is out of range for shape {list(self.shape)!r}")
+
+    def _check_behaviour(self, bad) -> None:
+        """The switches: update_running, act, backward, fix_gamma, inplace."""
         if self.update_running is not None and not isinstance(self.update_running, bool):
             bad("update_running", f"must be true or false, got {self.update_running!r}")
         if self.act not in ACTS:
@@ -193,6 +151,9 @@ class Case:
         for fname in ("backward", "fix_gamma", "inplace"):
             if not isinstance(getattr(self, fname), bool):
                 bad(fname, f"must be true or false, got {getattr(self, fname)!r}")
+
+    def _check_numbers(self, bad) -> None:
+        """eps, momentum and seed: of their type (a bool is not a number here) and in range."""
         if (
             isinstance(self.eps, bool)
             or not isinstance(self.eps, float)
@@ -203,12 +164,9 @@ class Case:
             bad("momentum", f"must lie in [0, 1], got {self.momentum!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
             bad("seed", f"must be an integer in [0, 2^63), got {self.seed!r}")
-        if not isinstance(self.flags, str) or (self.flags and not _FLAGS_RE.match(self.flags)):
-            bad(
-                "flags",
-                "must be a framework's flag combination such as 'training=False,use_global_stats=True', "
-                f"got {self.flags!r}",
-            )
+
+    def _check_fill(self, bad) -> None:
+        """fill: a Fill, and for kind 'exact' an even count (values come in pairs c +- a)."""
         if not isinstance(self.fill, Fill):
             bad("fill", f"must be a Fill, got {self.fill!r}")
         if self.fill.kind == "exact" and self.count % 2:
@@ -217,6 +175,9 @@ class Case:
                 "kind 'exact' needs an even number of values per channel, "
                 f"shape {list(self.shape)!r} axis {self.axis} gives {self.count}",
             )
+
+    def _check_inputs(self, bad) -> None:
+        """inputs: 'relative/path.npz@<digest>' or None; inputs_root: a folder or None."""
         if self.inputs is not None:
             found = _INPUTS_RE.match(self.inputs) if isinstance(self.inputs, str) else None
             if not found:
@@ -287,7 +248,7 @@ class Case:
         when it implements every one (backends declare IMPLEMENTS; default-deny)."""
         out = []
         if self.update_running is not None:
-            out.append(f"update_running={_format('update_running', self.update_running)}")
+            out.append(f"update_running={format_value('update_running', self.update_running)}")
         if self.act != "none":
             out.append(f"act={self.act}")
         if self.inplace:
@@ -324,49 +285,16 @@ class Case:
         """Where the inputs file is read from: inputs_file resolved against inputs_root (else the current folder)."""
         return None if self.inputs is None else Path(self.inputs_root or os.curdir, *self.inputs_file.split("/"))
 
-    # ---- id -------------------------------------------------------------------------------------------------
+    # ---- id (the text format: case_id) ----------------------------------------------------------------------
     @property
     def id(self) -> str:
-        tokens = [self.name]
-        for f in fields(self):
-            if f.name == "name" or not f.compare:  # inputs_root: where this machine keeps the file
-                continue
-            value = getattr(self, f.name)
-            if (
-                f.name in QUIET_DEFAULTS
-                and value == QUIET_DEFAULTS[f.name]
-                and type(value) is type(QUIET_DEFAULTS[f.name])
-            ):
-                continue
-            tokens.append(f"{f.name}={_format(f.name, value)}")
-        return ",".join(tokens)
+        return format_id(self)
 
     @staticmethod
     def from_id(case_id: str, *, source: str = "--case", inputs_root: str | None = None) -> Case:
         """The case an id names; an inputs file named in it is resolved against inputs_root (a folder), else the
         current folder (taken now)."""
-        if not isinstance(case_id, str) or not case_id:
-            raise UserError("empty case id", source=source)
-        name, *pairs = case_id.split(",")
-        values: dict[str, object] = {}
-        known = set(ID_FIELDS) - {"name"}
-        for pair in pairs:
-            key, sep, text = pair.partition("=")
-            if not sep or key not in known:
-                raise UserError(
-                    f"bad token {pair!r} in case id {case_id!r} "
-                    f"(expected key=value with key in {', '.join(sorted(known))})",
-                    source=source,
-                )
-            if key in values:
-                raise UserError(f"token {key!r} appears twice in case id {case_id!r}", source=source)
-            values[key] = _parse(key, text, source)
-        if "inputs" in values:
-            values["inputs_root"] = os.path.abspath(inputs_root or os.curdir)
-        try:
-            return Case(name=name, **values)
-        except UserError as exc:
-            raise UserError(f"{exc} (in case id {case_id!r})", source=source) from None
+        return parse_id(Case, case_id, source=source, inputs_root=inputs_root)
 
 
 ID_FIELDS = tuple(f.name for f in fields(Case) if f.compare)  # what an id (and a suite's [[case]]) sets
@@ -385,51 +313,3 @@ def profiled(case: Case, profile) -> Case:
         running_var=profile.running_var or "biased",
         stats=profile.stats or case.stats,
     )
-
-
-def _format(name: str, value) -> str:
-    if name == "shape":
-        return "x".join(str(d) for d in value)
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, Fill):
-        return value.token()
-    if name == "inputs":
-        return quote(value, safe="@")  # '/' and ',' quoted: a file name, a shell word, one token
-    if name == "flags":
-        return quote(value, safe="=")  # ',' quoted: one token
-    return str(value)
-
-
-def _parse_float(text: str, source, fieldname) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise UserError(f"not a number: {text!r}", source=source, field=fieldname) from None
-
-
-def _parse_int(text: str, source, fieldname) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise UserError(f"not an integer: {text!r}", source=source, field=fieldname) from None
-
-
-def _parse(key: str, text: str, source):
-    if key == "shape":
-        return tuple(_parse_int(t, source, "shape") for t in text.split("x"))
-    if key in ("axis", "seed"):
-        return _parse_int(text, source, key)
-    if key in ("backward", "fix_gamma", "update_running", "inplace"):
-        if text not in ("0", "1"):
-            raise UserError(f"must be 0 or 1, got {text!r}", source=source, field=key)
-        return text == "1"
-    if key in ("eps", "momentum"):
-        return _parse_float(text, source, key)
-    if key == "fill":
-        return Fill.from_token(text, source=source)
-    if key in ("inputs", "flags"):
-        return unquote(text)
-    return text

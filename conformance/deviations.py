@@ -101,6 +101,7 @@ def device_of(row: dict) -> str:
 
 
 def load(path: Path | str = DEFAULT_PATH) -> list[Deviation]:
+    """The entries of a known-deviations file, in file order; none where there is no such file."""
     path = Path(path)
     if not path.is_file():
         return []
@@ -112,73 +113,89 @@ def load(path: Path | str = DEFAULT_PATH) -> list[Deviation]:
     entries = data.get("deviation", [])
     if set(data) - {"deviation"} or not isinstance(entries, list):
         raise UserError("expected only [[deviation]] tables", source=src)
-    out = []
-    for i, e in enumerate(entries):
-        where = f"deviation[{i}]"
-        if not isinstance(e, dict):
-            raise UserError("must be a table", source=src, field=where)
-        unknown = set(e) - _KEYS
-        if unknown:
-            raise UserError(f"unknown field {sorted(unknown)[0]!r}", source=src, field=f"{where}.{sorted(unknown)[0]}")
-        if not isinstance(e.get("reason"), str) or not e["reason"]:
-            raise UserError('needs reason = "..."', source=src, field=f"{where}.reason")
-        backend = e.get("backend")
-        backend = [backend] if isinstance(backend, str) else backend
-        if not isinstance(backend, list) or not backend or not all(isinstance(b, str) and b for b in backend):
+    return [_entry(i, e, src) for i, e in enumerate(entries)]
+
+
+def _entry(i: int, e, src: str) -> Deviation:
+    """The i-th [[deviation]] table, checked field by field."""
+    where = f"deviation[{i}]"
+    if not isinstance(e, dict):
+        raise UserError("must be a table", source=src, field=where)
+    unknown = set(e) - _KEYS
+    if unknown:
+        raise UserError(f"unknown field {sorted(unknown)[0]!r}", source=src, field=f"{where}.{sorted(unknown)[0]}")
+    if not isinstance(e.get("reason"), str) or not e["reason"]:
+        raise UserError('needs reason = "..."', source=src, field=f"{where}.reason")
+    backends = _backends(e, src, where)
+    if not isinstance(e.get("strict", True), bool):
+        raise UserError(f"must be true or false, got {e['strict']!r}", source=src, field=f"{where}.strict")
+    versions = None
+    if "versions" in e:
+        try:
+            versions = SpecifierSet(str(e["versions"]))
+        except InvalidSpecifier:
             raise UserError(
-                f'needs backend = "name" or a list of names, got {e.get("backend")!r}',
-                source=src,
-                field=f"{where}.backend",
-            )
-        if not isinstance(e.get("strict", True), bool):
-            raise UserError(f"must be true or false, got {e['strict']!r}", source=src, field=f"{where}.strict")
-        versions = None
-        if "versions" in e:
-            try:
-                versions = SpecifierSet(str(e["versions"]))
-            except InvalidSpecifier:
-                raise UserError(
-                    f"not a version specifier: {e['versions']!r}", source=src, field=f"{where}.versions"
-                ) from None
-        case = e.get("case", {})
-        if not isinstance(case, dict) or set(case) - _CASE_FIELDS:
-            raise UserError(f"must be a table of case fields, got {case!r}", source=src, field=f"{where}.case")
-        outputs = e.get("output")
-        if isinstance(outputs, str):
-            outputs = (outputs,)
-        elif isinstance(outputs, list) and all(isinstance(o, str) for o in outputs):
-            outputs = tuple(outputs)
-        elif outputs is not None:
-            raise UserError(
-                f"must be a string or a list of strings, got {outputs!r}", source=src, field=f"{where}.output"
-            )
-        devices = e.get("devices")
-        if isinstance(devices, str):
-            devices = [devices]
-        if devices is not None and (
-            not isinstance(devices, list) or not devices or not all(isinstance(d, str) and d.strip() for d in devices)
-        ):
-            raise UserError(
-                f'needs devices = "glob" or a non-empty list of device globs (such as "cuda:*"), got {e["devices"]!r}',
-                source=src,
-                field=f"{where}.devices",
-            )
-        out.append(
-            Deviation(
-                i,
-                tuple(backend),
-                versions,
-                case,
-                e.get("case_id"),
-                outputs,
-                e.get("vs"),
-                e["reason"],
-                e.get("link", ""),
-                e.get("strict", True),
-                None if devices is None else tuple(devices),
-            )
+                f"not a version specifier: {e['versions']!r}", source=src, field=f"{where}.versions"
+            ) from None
+    case = e.get("case", {})
+    if not isinstance(case, dict) or set(case) - _CASE_FIELDS:
+        raise UserError(f"must be a table of case fields, got {case!r}", source=src, field=f"{where}.case")
+    outputs = _outputs(e, src, where)
+    devices = _devices(e, src, where)
+    return Deviation(
+        i,
+        backends,
+        versions,
+        case,
+        e.get("case_id"),
+        outputs,
+        e.get("vs"),
+        e["reason"],
+        e.get("link", ""),
+        e.get("strict", True),
+        devices,
+    )
+
+
+def _backends(e: dict, src: str, where: str) -> tuple[str, ...]:
+    """backend: a name or a non-empty list of names."""
+    backend = e.get("backend")
+    backend = [backend] if isinstance(backend, str) else backend
+    if not isinstance(backend, list) or not backend or not all(isinstance(b, str) and b for b in backend):
+        raise UserError(
+            f'needs backend = "name" or a list of names, got {e.get("backend")!r}',
+            source=src,
+            field=f"{where}.backend",
         )
-    return out
+    return tuple(backend)
+
+
+def _outputs(e: dict, src: str, where: str) -> tuple[str, ...] | None:
+    """output: a name or a list of names; None (every output) where absent."""
+    outputs = e.get("output")
+    if isinstance(outputs, str):
+        return (outputs,)
+    if isinstance(outputs, list) and all(isinstance(o, str) for o in outputs):
+        return tuple(outputs)
+    if outputs is not None:
+        raise UserError(f"must be a string or a list of strings, got {outputs!r}", source=src, field=f"{where}.output")
+    return None
+
+
+def _devices(e: dict, src: str, where: str) -> tuple[str, ...] | None:
+    """devices: a glob or a non-empty list of globs; None (any device) where absent."""
+    devices = e.get("devices")
+    if isinstance(devices, str):
+        devices = [devices]
+    if devices is not None and (
+        not isinstance(devices, list) or not devices or not all(isinstance(d, str) and d.strip() for d in devices)
+    ):
+        raise UserError(
+            f'needs devices = "glob" or a non-empty list of device globs (such as "cuda:*"), got {e["devices"]!r}',
+            source=src,
+            field=f"{where}.devices",
+        )
+    return None if devices is None else tuple(devices)
 
 
 def apply(rows: list[dict], cases: dict[str, Case], versions: dict[str, str], deviations: list[Deviation]) -> list[str]:
