@@ -10,7 +10,7 @@ import json
 import numpy as np
 import sqlalchemy as sa
 
-from .history import _frame, _open, _t
+from .history_store import frame_of, open_store, table
 
 
 def timing_drift(
@@ -30,12 +30,12 @@ def timing_drift(
     not see: a run in 7 at 1.3-1.4x, numpy here). compare() holds a new time against these when they exist."""
     if not suite or not machine:
         return {}
-    r, res = _t("runs"), _t("results")
+    r, res = table("runs"), table("results")
     q = sa.select(r.c.run_id, r.c.meta).where(r.c.suite == suite, r.c.machine == machine, r.c.partial.is_(False))
     if until:
         q = q.where(r.c.started < until)
     q = q.order_by(r.c.started.desc(), r.c.recorded.desc())
-    eng = _open(url)
+    eng = open_store(url)
     try:
         with eng.connect() as conn:
             ids = []
@@ -48,7 +48,7 @@ def timing_drift(
                     break
             if len(ids) < min_runs:
                 return {}
-            times = _frame(
+            times = frame_of(
                 conn.execute(
                     sa.select(res.c.run_id, res.c.case_id, res.c.target, sa.func.min(res.c.time_ms_median).label("t"))
                     .where(res.c.run_id.in_(ids), sa.or_(res.c.vs == "oracle", res.c.vs.is_(None)))

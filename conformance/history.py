@@ -22,12 +22,12 @@ from .history_store import (
     RESULT_FLOAT,
     RESULT_TEXT,
     SCHEMA_VERSION,
-    _frame,
-    _open,
-    _shown,
-    _t,
     check,
     disabled,
+    frame_of,
+    open_store,
+    shown_url,
+    table,
     url_of,
 )
 
@@ -54,7 +54,7 @@ def runs(url: str | None = None, suite: str | None = None, target: str | None = 
     """Runs newest first: run_id, started, suite, machine, cpu, git_commit, command, run_dir, partial, targets, counts.
 
     `target` keeps runs with a target (or device key or name) containing that substring."""
-    r, d = _t("runs"), _t("run_devices")
+    r, d = table("runs"), table("run_devices")
     q = sa.select(
         r.c.run_id,
         r.c.recorded,
@@ -79,12 +79,12 @@ def runs(url: str | None = None, suite: str | None = None, target: str | None = 
         )
         q = q.where(r.c.run_id.in_(sa.select(d.c.run_id).where(match)))
     q = q.order_by(r.c.started.desc(), r.c.recorded.desc())
-    eng = _open(url)
+    eng = open_store(url)
     try:
         with eng.connect() as conn:
-            df = _frame(conn.execute(q))
+            df = frame_of(conn.execute(q))
             devs = (
-                _frame(
+                frame_of(
                     conn.execute(
                         sa.select(d.c.run_id, d.c.target).where(d.c.run_id.in_(list(df["run_id"]))).order_by(d.c.target)
                     )
@@ -102,14 +102,14 @@ def runs(url: str | None = None, suite: str | None = None, target: str | None = 
 
 def load_run(run_id: str, url: str | None = None) -> tuple[pd.DataFrame, dict]:
     """The rows of one run (results.csv columns) and its run.json metadata (plus run_id, run_dir)."""
-    r, res = _t("runs"), _t("results")
-    eng = _open(url)
+    r, res = table("runs"), table("results")
+    eng = open_store(url)
     try:
         with eng.connect() as conn:
             row = conn.execute(sa.select(r).where(r.c.run_id == run_id)).mappings().first()
             if row is None:
-                raise UserError(f"no run {run_id!r} in history {_shown(eng)}", source="history")
-            df = _frame(
+                raise UserError(f"no run {run_id!r} in history {shown_url(eng)}", source="history")
+            df = frame_of(
                 conn.execute(sa.select(*[c for c in res.c if c.name != "run_id"]).where(res.c.run_id == run_id))
             )
     finally:
@@ -169,7 +169,7 @@ def resolve(ref: str, url: str | None = None, device: str | None = None, *, suit
 
 def trend(case_id: str, backend: str, device: str | None = None, url: str | None = None) -> pd.DataFrame:
     """One row per (run, target, output) of a case on a backend, against the oracle, oldest run first."""
-    r, res = _t("runs"), _t("results")
+    r, res = table("runs"), table("results")
     q = (
         sa.select(
             r.c.run_id,
@@ -189,10 +189,10 @@ def trend(case_id: str, backend: str, device: str | None = None, url: str | None
     if device:
         q = q.where(sa.func.lower(res.c.target).like(f"%{device.lower()}%"))
     q = q.order_by(r.c.started, r.c.recorded, res.c.target, res.c.output)
-    eng = _open(url)
+    eng = open_store(url)
     try:
         with eng.connect() as conn:
-            df = _frame(conn.execute(q))
+            df = frame_of(conn.execute(q))
     finally:
         eng.dispose()
     if not len(df):

@@ -14,7 +14,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from .errors import ReportError
-from .history_store import DEVICE_FIELDS, RESULT_FLOAT, RESULT_TEXT, _open, _shown, _t, _why
+from .history_store import DEVICE_FIELDS, RESULT_FLOAT, RESULT_TEXT, open_store, shown_url, table, why_failed
 
 
 def _clean(v):
@@ -113,15 +113,17 @@ def _insert(eng, run: dict, devices: list[dict], rows: list[dict]) -> None:
     for attempt in range(8):
         try:
             with eng.begin() as conn:
-                conn.execute(_t("runs").insert(), [run])
+                conn.execute(table("runs").insert(), [run])
                 if devices:
-                    conn.execute(_t("run_devices").insert(), devices)
+                    conn.execute(table("run_devices").insert(), devices)
                 if rows:
-                    conn.execute(_t("results").insert(), rows)
+                    conn.execute(table("results").insert(), rows)
             return
         except (sa.exc.SQLAlchemyError, OSError) as exc:  # SQLite busy past its timeout: try again
             if attempt == 7 or "locked" not in str(exc):  # a full disk, a lost server: one line (rolled back)
-                raise ReportError(f"cannot record the run in history store {_shown(eng)}: {_why(exc)}") from None
+                raise ReportError(
+                    f"cannot record the run in history store {shown_url(eng)}: {why_failed(exc)}"
+                ) from None
             time.sleep(0.5 * (attempt + 1))
 
 
@@ -131,7 +133,7 @@ def record(df: pd.DataFrame, meta: dict, run_dir: str | None, url: str | None = 
     run = _run_row(run_id, df, meta, run_dir)
     devices = _device_rows(run_id, df, meta)
     rows = _result_rows(df, run_id)
-    eng = _open(url)
+    eng = open_store(url)
     try:
         _insert(eng, run, devices, rows)
     finally:

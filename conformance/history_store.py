@@ -85,7 +85,7 @@ def _schema():
     return md
 
 
-def _t(name: str):
+def table(name: str):
     return _schema().tables[name]
 
 
@@ -117,7 +117,7 @@ def check(url: str | None) -> None:
     try:
         u = sa.engine.make_url(url_of(url))
     except sa.exc.ArgumentError as exc:
-        raise UserError(f"not a history store URL: {_why(exc)}", source="--history") from None
+        raise UserError(f"not a history store URL: {why_failed(exc)}", source="--history") from None
     if u.get_backend_name() == "sqlite" and u.database and u.database != ":memory:":
         path = Path(u.database)
         if path.exists() and not path.is_file():
@@ -127,7 +127,7 @@ def check(url: str | None) -> None:
 
             writable_dir(path.parent, "--history")
             return
-    _open(url).dispose()
+    open_store(url).dispose()
 
 
 def _engine(url: str | None):
@@ -158,13 +158,13 @@ def _engine(url: str | None):
     return eng
 
 
-def _why(exc: BaseException) -> str:
+def why_failed(exc: BaseException) -> str:
     """The first line of a driver's message, without SQLAlchemy's '(Background on this error ...)' tail."""
     text = str(getattr(exc, "orig", None) or exc).strip()
     return (text.splitlines()[0] if text else type(exc).__name__)[:300]
 
 
-def _shown(eng) -> str:
+def shown_url(eng) -> str:
     return eng.url.render_as_string(hide_password=True)
 
 
@@ -175,26 +175,30 @@ def _ensure(eng) -> None:
             with eng.begin() as conn:
                 if not sa.inspect(conn).has_table("schema_version"):
                     _schema().create_all(conn)
-                    conn.execute(_t("schema_version").insert(), [{"version": SCHEMA_VERSION}])
+                    conn.execute(table("schema_version").insert(), [{"version": SCHEMA_VERSION}])
                     return
-                version = conn.execute(sa.select(sa.func.max(_t("schema_version").c.version))).scalar()
+                version = conn.execute(sa.select(sa.func.max(table("schema_version").c.version))).scalar()
             break
         except (sa.exc.IntegrityError, sa.exc.ProgrammingError) as exc:  # another process created the tables first
             if attempt == 2:
-                raise UserError(f"cannot set up history store {_shown(eng)}: {_why(exc)}", source="--history") from None
+                raise UserError(
+                    f"cannot set up history store {shown_url(eng)}: {why_failed(exc)}", source="--history"
+                ) from None
         except (sa.exc.SQLAlchemyError, OSError) as exc:  # not a database, no server, no such driver, locked ...
             if attempt == 2 or "locked" not in str(exc):
-                raise UserError(f"cannot open history store {_shown(eng)}: {_why(exc)}", source="--history") from None
+                raise UserError(
+                    f"cannot open history store {shown_url(eng)}: {why_failed(exc)}", source="--history"
+                ) from None
         time.sleep(0.2 * (attempt + 1))
     if version is not None and version > SCHEMA_VERSION:
         raise UserError(
-            f"history store {_shown(eng)} has schema version {version}, newer than this code's "
+            f"history store {shown_url(eng)} has schema version {version}, newer than this code's "
             f"{SCHEMA_VERSION}; upgrade the conformance package to use it",
             source="--history",
         )
 
 
-def _open(url):
+def open_store(url):
     eng = _engine(url)
     try:
         _ensure(eng)
@@ -204,5 +208,5 @@ def _open(url):
     return eng
 
 
-def _frame(result) -> pd.DataFrame:
+def frame_of(result) -> pd.DataFrame:
     return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
