@@ -68,7 +68,7 @@ def _case_columns(case: Case) -> dict:
     }
 
 
-def _timing_columns(result, case: Case) -> dict:
+def timing_columns(result, case: Case) -> dict:
     cols = {
         "time_ms_median": np.nan,
         "time_ms_min": np.nan,
@@ -113,13 +113,13 @@ def rows_for(case: Case, target: Target, reply: Reply, ref, inputs=None) -> list
         **kernel_columns(target),
     }
     if not reply.ok:
-        timing = _timing_columns(None, case)
+        timing = timing_columns(None, case)
         return [
             {**base, "output": out, "status": reply.status, "reason": f"{reply.reason} [{case.id}]", **timing}
             for out in case.outputs
         ]
     result = reply.result
-    timing = _timing_columns(result, case)
+    timing = timing_columns(result, case)
     rows = []
     for out in list(case.outputs) + [k for k in result.outputs if k not in case.outputs]:
         q = _quantity(target, out)
@@ -170,7 +170,7 @@ def vs_sut_rows(case: Case, target: Target, result, ref, sut_outputs: dict[str, 
         "target": target.label,
         **kernel_columns(target),
     }
-    timing = _timing_columns(result, case)
+    timing = timing_columns(result, case)
     for sut_label, sut in sut_outputs.items():
         for out, got in result.outputs.items():
             q = _quantity(target, out)
@@ -237,7 +237,7 @@ def run_cases(
             policy,
             timeout_s,
             rounds,
-            _timing_columns,
+            timing_columns,
             record=retimed,
             progress=None if progress is None else progress.note,
         )

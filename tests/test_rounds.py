@@ -9,7 +9,7 @@ from fs_helpers import conformance
 from conformance import journal, retime
 from conformance.backends.base import Result, TimingPolicy
 from conformance.case import Case
-from conformance.runner import _timing_columns
+from conformance.runner import timing_columns
 
 SUITE = """
 [suite]
@@ -45,7 +45,7 @@ class _Target:
 
 
 def _rows(case, label, walls):
-    cols = _timing_columns(Result(outputs={}, wall_ms=walls), case)
+    cols = timing_columns(Result(outputs={}, wall_ms=walls), case)
     return [{"case_id": case.id, "target": label, "vs": "oracle", "output": o, **cols} for o in ("y", "mean")]
 
 
@@ -61,7 +61,7 @@ def test_the_fastest_round_is_kept_and_journaled():
         TimingPolicy(),
         10.0,
         3,
-        _timing_columns,
+        timing_columns,
         record=lambda c, tg, cols: got.append((c, tg, cols)),
     )
     assert n == 1 and t.worker.calls == 2  # only the millisecond pair, twice
