@@ -10,6 +10,7 @@ from conformance import journal, retime
 from conformance.backends.base import Result, TimingPolicy
 from conformance.case import Case
 from conformance.runner import timing_columns
+from conformance.worker import Reply
 
 SUITE = """
 [suite]
@@ -36,12 +37,12 @@ class _Worker:
 
     def run(self, case, inputs, policy, timeout):
         self.calls += 1
-        return ("ok", Result(outputs={}, wall_ms=self.walls.pop(0)))
+        return Reply("ok", Result(outputs={}, wall_ms=self.walls.pop(0)))
 
 
 class _Target:
     def __init__(self, label, walls, floor_ms=0.01):
-        self.label, self.state, self.meta, self.worker = label, "ready", {"floor_ms": floor_ms}, _Worker(walls)
+        self.label, self.state, self.floor_ms, self.worker = label, "ready", floor_ms, _Worker(walls)
 
 
 def _rows(case, label, walls):
