@@ -120,7 +120,7 @@ def _only_device(df: pd.DataFrame, device: str | None) -> pd.DataFrame:
 
 
 def cmd_compare(args) -> int:
-    from . import regress
+    from . import regress, regress_report
 
     history = _history()
     new_df, new_meta, new_label = history.resolve(args.new, args.history, args.device, suite=args.suite)
@@ -141,7 +141,7 @@ def cmd_compare(args) -> int:
         busy=args.busy,
         unrecorded_ratio=args.unrecorded_ratio,
     )
-    text = regress.markdown(result, base_label, new_label)
+    text = regress_report.markdown(result, base_label, new_label)
     print(text, end="")
     _write(args.out, text)
     return 1 if regress.regression_flag(result) else 0
@@ -323,7 +323,7 @@ def svg_trend(labels: list[str], err: dict, tim: dict, title: str = "") -> str:
 
 
 def cmd_devices_table(args) -> int:
-    from . import regress
+    from . import regress_cross
 
     history = _history()
 
@@ -349,7 +349,7 @@ def cmd_devices_table(args) -> int:
         if len(rows):
             dfs[target] = rows
             sources.append([target, run_id, meta.get("started", ""), (meta.get("host") or {}).get("name", "")])
-    text = regress.cross_device_markdown(dfs, title=f"Suite {md_code(suite)} on every device recorded")
+    text = regress_cross.cross_device_markdown(dfs, title=f"Suite {md_code(suite)} on every device recorded")
     text += (
         "\n## Sources (newest run per target)\n\n" + md_table(["target", "run", "started", "machine"], sources) + "\n"
     )

@@ -1,4 +1,7 @@
-"""Compare two runs (regressions, fixes, added/removed cases) and lay the same suite side by side across devices.
+"""Compare two runs (regressions, fixes, added/removed cases): the rules and `compare`.
+
+Their markdown is regress_report.py, the same suite side by side across devices regress_cross.py; both are
+re-exported here (`regress.markdown`, `regress.cross_device*`), where the CLI calls them.
 
 Rows are matched on (case_id, target, vs, output). The rules, exactly:
 
@@ -60,14 +63,27 @@ import math
 import numpy as np
 import pandas as pd
 
-from .report import md_code, md_table, md_text
+# re-exported: the CLI (cli_history) and the tests call them as regress.*
 from .status import EXPECTED, UNCHECKED, UNEXPECTED
 
 KEY = ["case_id", "target", "vs", "output"]
 ERROR_METRICS = ("norm_err", "ulp_at_max")
 ERROR_FLOOR = 1.0
-MAX_LISTED = 200
 TIMING = ("time_ms_median", "time_ms_min", "time_ms_p10", "time_ms_p90", "repeats")
+# the columns of a timing regression or speed-up, after its (case_id, target)
+TIMING_VERDICT_COLS = [
+    "time_ms_median_base",
+    "time_ms_median_new",
+    "ratio",
+    "min_ratio",
+    "record_ms",
+    "vs_record",
+    "allowed",
+    "time_ms_p90_base",
+    "time_ms_p10_new",
+    "time_ms_p10_base",
+    "time_ms_p90_new",
+]
 DEFAULTS = {
     "error_factor": 4.0,
     "min_time_ratio": 1.3,
@@ -87,7 +103,7 @@ def stalled_share(meta: dict | None) -> float | None:
     return float(share) if isinstance(share, (int, float)) and math.isfinite(share) else None
 
 
-def _prep(df: pd.DataFrame) -> pd.DataFrame:
+def prep(df: pd.DataFrame) -> pd.DataFrame:
     df = df.copy()
     if "vs" not in df.columns:
         df["vs"] = "oracle"
@@ -108,6 +124,21 @@ def floors(df: pd.DataFrame, meta: dict | None = None) -> dict[str, float]:
         f = measured.get(target)
         out[target] = float(f) if isinstance(f, (int, float)) and f > 0 else float(g["time_ms_min"].min())
     return out
+
+
+def _pair_floors(base: pd.DataFrame, new: pd.DataFrame, base_meta: dict | None, new_meta: dict | None) -> dict:
+    """Each target's launch floor for the pair of runs: the higher of the two runs' floors."""
+    fb, fn = floors(base, base_meta), floors(new, new_meta)
+    return {tg: max(fb.get(tg, 0.0), fn.get(tg, 0.0)) for tg in set(fb) | set(fn)}
+
+
+def _busy_runs(base_meta: dict | None, new_meta: dict | None, busy: float) -> dict[str, float]:
+    """{side: stalled share} of the runs ("base", "new") whose machine waited for a CPU more than `busy` of the time."""
+    return {
+        side: share
+        for side, share in (("base", stalled_share(base_meta)), ("new", stalled_share(new_meta)))
+        if share is not None and share > busy
+    }
 
 
 def _timing(df: pd.DataFrame) -> pd.DataFrame:
@@ -133,14 +164,15 @@ def _judge_timing(base: pd.DataFrame, new: pd.DataFrame, floor: dict, drift: dic
         ratio=judged["time_ms_median_new"] / judged["time_ms_median_base"],
         min_ratio=judged["time_ms_min_new"] / judged["time_ms_min_base"],
     )
-    # with a record: the new median against the record's centre, allowed drift_z robust deviations of it (and at
-    # least min_time_ratio); without one: against the base run alone, allowed unrecorded_ratio
-    rec = [drift.get(k) for k in judged.index]
-    centre = np.array([r[0] if r else np.nan for r in rec], dtype=float)
-    spread = np.array([r[1] if r else np.nan for r in rec], dtype=float)
-    worst = np.array([r[2] if r and len(r) > 2 else 1.0 for r in rec], dtype=float)
+    return _timing_verdicts(judged, drift, o), int((~timed).sum()), int((timed & ~above).sum())
+
+
+def _allowed_ratio(centre: np.ndarray, spread: np.ndarray, worst: np.ndarray, o: dict) -> np.ndarray:
+    """The new median's allowed ratio over its reference (rule 5): over the record's centre, drift_z robust
+    deviations of it, the record's worst run to the power tail and at least min_time_ratio; without a record
+    (centre NaN), over the base run alone, max(min_time_ratio, unrecorded_ratio)."""
     alone = max(o["min_time_ratio"], o["unrecorded_ratio"])
-    allowed = np.where(
+    return np.where(
         np.isnan(centre),
         alone,
         np.maximum.reduce(
@@ -151,7 +183,17 @@ def _judge_timing(base: pd.DataFrame, new: pd.DataFrame, floor: dict, drift: dic
             ]
         ),
     )
-    pairwise = np.where(np.isnan(centre), alone, o["min_time_ratio"])
+
+
+def _timing_verdicts(judged: pd.DataFrame, drift: dict, o: dict) -> pd.DataFrame:
+    """The judged pairs with record_ms, vs_record and allowed added, and the verdicts `slower` and `faster`
+    (rules 3-5 of the module docstring)."""
+    rec = [drift.get(k) for k in judged.index]
+    centre = np.array([r[0] if r else np.nan for r in rec], dtype=float)
+    spread = np.array([r[1] if r else np.nan for r in rec], dtype=float)
+    worst = np.array([r[2] if r and len(r) > 2 else 1.0 for r in rec], dtype=float)
+    allowed = _allowed_ratio(centre, spread, worst, o)
+    pairwise = np.where(np.isnan(centre), max(o["min_time_ratio"], o["unrecorded_ratio"]), o["min_time_ratio"])
     vs_record = np.where(np.isnan(centre), judged["ratio"], judged["time_ms_median_new"] / centre)
     judged = judged.assign(allowed=allowed, record_ms=centre, vs_record=vs_record)
     w = {
@@ -171,7 +213,66 @@ def _judge_timing(base: pd.DataFrame, new: pd.DataFrame, floor: dict, drift: dic
     judged["faster"] = (
         apart_down & (1 / judged["ratio"] > pairwise) & (1 / judged["min_ratio"] > pairwise) & (1 / vs_record > allowed)
     )
-    return judged, int((~timed).sum()), int((timed & ~above).sum())
+    return judged
+
+
+def _status_changes(m: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The merged rows that failed, were no longer checked, were fixed or changed status otherwise, each listed
+    with its key, both statuses and the new run's reason."""
+    sb, sn = m["status_base"], m["status_new"]
+    failing = sb.isin(EXPECTED) & sn.isin(UNEXPECTED)
+    fixed = sb.isin(UNEXPECTED) & (sn == "pass")
+    lost = ~sb.isin(UNCHECKED) & sn.isin(UNCHECKED)
+    other = (sb != sn) & ~failing & ~fixed & ~lost
+
+    def listed(mask: pd.Series) -> pd.DataFrame:
+        return (
+            m[KEY][mask]
+            .assign(base_status=sb[mask], new_status=sn[mask], reason=m.loc[mask, "reason_new"].fillna(""))
+            .reset_index(drop=True)
+        )
+
+    return {
+        "new_failures": listed(failing),
+        "lost": listed(lost),
+        "fixes": listed(fixed),
+        "status_changes": listed(other),
+    }
+
+
+def _error_growth(m: pd.DataFrame, factor: float) -> pd.DataFrame:
+    """The merged rows passing in the new run whose norm_err or ulp_at_max (one row per metric) grew by more than
+    `factor`, both sides floored at ERROR_FLOOR."""
+    sn = m["status_new"]
+    growth = []
+    for metric in ERROR_METRICS:
+        b, n = m[f"{metric}_base"], m[f"{metric}_new"]
+        grew = (
+            b.notna() & n.notna() & (sn == "pass") & (np.maximum(n, ERROR_FLOOR) > factor * np.maximum(b, ERROR_FLOOR))
+        )
+        if grew.any():
+            growth.append(
+                m[KEY][grew].assign(
+                    metric=metric,
+                    base=b[grew],
+                    new=n[grew],
+                    ratio=np.maximum(n[grew], ERROR_FLOOR) / np.maximum(b[grew], ERROR_FLOOR),
+                    status=sn[grew],
+                )
+            )
+    if not growth:
+        return pd.DataFrame(columns=KEY + ["metric", "base", "new", "ratio", "status"])
+    return pd.concat(growth, ignore_index=True)
+
+
+def _pair_statuses(df: pd.DataFrame, pairs: set) -> pd.DataFrame:
+    """The (case_id, target) pairs of df that are in `pairs`, each with its distinct statuses, sorted and joined."""
+    return (
+        df[[p in pairs for p in zip(df["case_id"], df["target"])]]
+        .groupby(["case_id", "target"], sort=True)["status"]
+        .agg(lambda s: ",".join(sorted(set(s))))
+        .reset_index()
+    )
 
 
 def compare(
@@ -190,90 +291,22 @@ def compare(
     if unknown:
         raise TypeError(f"unknown option {sorted(unknown)[0]!r}")
     o = {**DEFAULTS, **options}
-    base, new = _prep(base_df), _prep(new_df)
+    base, new = prep(base_df), prep(new_df)
     m = base.merge(new, on=KEY, suffixes=("_base", "_new"))
-    sb, sn = m["status_base"], m["status_new"]
-    ident = m[KEY]
-    failing = sb.isin(EXPECTED) & sn.isin(UNEXPECTED)
-    fixed = sb.isin(UNEXPECTED) & (sn == "pass")
-    lost = ~sb.isin(UNCHECKED) & sn.isin(UNCHECKED)
-    other = (sb != sn) & ~failing & ~fixed & ~lost
-    status_cols = lambda mask: (
-        ident[mask]
-        .assign(
-            base_status=sb[mask],
-            new_status=sn[mask],  # noqa: E731
-            reason=m.loc[mask, "reason_new"].fillna(""),
-        )
-        .reset_index(drop=True)
-    )
-    growth = []
-    for metric in ERROR_METRICS:
-        b, n = m[f"{metric}_base"], m[f"{metric}_new"]
-        grew = (
-            b.notna()
-            & n.notna()
-            & (sn == "pass")
-            & (np.maximum(n, ERROR_FLOOR) > o["error_factor"] * np.maximum(b, ERROR_FLOOR))
-        )
-        if grew.any():
-            growth.append(
-                ident[grew].assign(
-                    metric=metric,
-                    base=b[grew],
-                    new=n[grew],
-                    ratio=np.maximum(n[grew], ERROR_FLOOR) / np.maximum(b[grew], ERROR_FLOOR),
-                    status=sn[grew],
-                )
-            )
-    growth_df = (
-        pd.concat(growth, ignore_index=True)
-        if growth
-        else pd.DataFrame(columns=KEY + ["metric", "base", "new", "ratio", "status"])
-    )
-
-    fb, fn = floors(base, base_meta), floors(new, new_meta)
-    floor = {tg: max(fb.get(tg, 0.0), fn.get(tg, 0.0)) for tg in set(fb) | set(fn)}
+    floor = _pair_floors(base, new, base_meta, new_meta)
     judged, untimed, below = _judge_timing(base, new, floor, drift or {}, o)
-    busy = {
-        side: share
-        for side, share in (("base", stalled_share(base_meta)), ("new", stalled_share(new_meta)))
-        if share is not None and share > o["busy"]
-    }
+    busy = _busy_runs(base_meta, new_meta, o["busy"])
     if busy:  # a run whose tasks waited for a CPU most of the time measured the machine's load, not the code
         judged = judged.assign(slower=False, faster=False)
-    tcols = [
-        "time_ms_median_base",
-        "time_ms_median_new",
-        "ratio",
-        "min_ratio",
-        "record_ms",
-        "vs_record",
-        "allowed",
-        "time_ms_p90_base",
-        "time_ms_p10_new",
-        "time_ms_p10_base",
-        "time_ms_p90_new",
-    ]
-
     pairs_b = set(zip(base["case_id"], base["target"]))
     pairs_n = set(zip(new["case_id"], new["target"]))
-    pair_frame = lambda pairs, df: (
-        df[[p in pairs for p in zip(df["case_id"], df["target"])]]  # noqa: E731
-        .groupby(["case_id", "target"], sort=True)["status"]
-        .agg(lambda s: ",".join(sorted(set(s))))
-        .reset_index()
-    )
     return {
-        "new_failures": status_cols(failing),
-        "lost": status_cols(lost),
-        "fixes": status_cols(fixed),
-        "status_changes": status_cols(other),
-        "error_growth": growth_df,
-        "timing": judged[judged["slower"]][tcols].reset_index(),
-        "speedups": judged[judged["faster"]][tcols].reset_index(),
-        "added": pair_frame(pairs_n - pairs_b, new),
-        "removed": pair_frame(pairs_b - pairs_n, base),
+        **_status_changes(m),
+        "error_growth": _error_growth(m, o["error_factor"]),
+        "timing": judged[judged["slower"]][TIMING_VERDICT_COLS].reset_index(),
+        "speedups": judged[judged["faster"]][TIMING_VERDICT_COLS].reset_index(),
+        "added": _pair_statuses(new, pairs_n - pairs_b),
+        "removed": _pair_statuses(base, pairs_b - pairs_n),
         "targets_added": sorted(set(new["target"]) - set(base["target"])),
         "targets_removed": sorted(set(base["target"]) - set(new["target"])),
         "compared_rows": int(len(m)),
@@ -295,165 +328,3 @@ def regression_flag(result: dict) -> bool:
         or len(result["error_growth"])
         or len(result["timing"])
     )
-
-
-def _rows(df: pd.DataFrame, cols: list[str]) -> list[list]:
-    return [[r[c] for c in cols] for r in df.head(MAX_LISTED).to_dict("records")]
-
-
-def _more(df: pd.DataFrame) -> str:
-    return f"\n\n... {len(df) - MAX_LISTED} more" if len(df) > MAX_LISTED else ""
-
-
-def markdown(result: dict, base_label: str, new_label: str) -> str:
-    verdict = "REGRESSION" if regression_flag(result) else "no regression"
-    out = [
-        f"# Regression check: {verdict}",
-        "",
-        f"- base: {md_text(base_label)}",
-        f"- new: {md_text(new_label)}",
-        "",
-        f"{result['compared_rows']} rows compared. "
-        f"Error growth: max(new, {ERROR_FLOOR:g}) > {result['error_factor']:g} x "
-        f"max(base, {ERROR_FLOOR:g}) for norm_err or ulp_at_max. Timing, judged where both medians are at least "
-        f"max({result['min_time_ms']:g} ms, {result['floor_factor']:g} x the target's launch floor): slower when new "
-        f"p10 > base p90 (bands widened by {result['tail_widen']:g} x width / (repeats - 1)^2), both the median "
-        f"and the minimum grew by more than {result['min_time_ratio']:g}x, and the new median exceeds the pair's "
-        f"usual time in the history by more than {result['drift_z']:g} robust deviations of it (or, for a pair "
-        f"without a record, the base by {max(result['min_time_ratio'], result['unrecorded_ratio']):g}x): "
-        f"{result['timing_judged']} (case, target) pairs judged, {result['timing_recorded']} of them against a "
-        f"record, {result['timing_below_floor']} below the floor, {result['timing_unjudged']} without timings.",
-        "",
-    ]
-    if result["timing_busy"]:
-        out += [
-            "**Times not judged**: "
-            + ", ".join(
-                f"the {side} run's machine had a task waiting for a CPU {share:.0%} of the time"
-                for side, share in result["timing_busy"].items()
-            )
-            + f" (more than {result['busy']:.0%}): its times measured the load, not the code.",
-            "",
-        ]
-    names = [
-        ("new_failures", "New failures"),
-        ("lost", "No longer checked"),
-        ("removed", "Removed (case, target)"),
-        ("error_growth", "Error growth"),
-        ("timing", "Timing regressions"),
-        ("fixes", "Fixes"),
-        ("status_changes", "Other status changes"),
-        ("speedups", "Speed-ups"),
-        ("added", "Added (case, target)"),
-    ]
-    if not result["compared_rows"]:
-        out += [
-            "**Nothing in common**: no (case, target, vs, output) row is in both runs (different suites or targets?).",
-            "",
-        ]
-    out.append(md_table(["what", "count"], [[title, len(result[k])] for k, title in names]))
-    status_cols = ["case_id", "target", "vs", "output", "base_status", "new_status", "reason"]
-    time_cols = [
-        "case_id",
-        "target",
-        "time_ms_median_base",
-        "time_ms_median_new",
-        "ratio",
-        "min_ratio",
-        "record_ms",
-        "vs_record",
-        "allowed",
-        "time_ms_p90_base",
-        "time_ms_p10_new",
-    ]
-    cols = {
-        "new_failures": status_cols,
-        "lost": status_cols,
-        "fixes": status_cols,
-        "status_changes": status_cols,
-        "error_growth": ["case_id", "target", "vs", "output", "metric", "base", "new", "ratio", "status"],
-        "timing": time_cols,
-        "speedups": time_cols[:9] + ["time_ms_p10_base", "time_ms_p90_new"],
-        "added": ["case_id", "target", "status"],
-        "removed": ["case_id", "target", "status"],
-    }
-    for key, title in names:
-        df = result[key]
-        if not len(df):
-            continue
-        if key in ("added", "removed"):
-            whole = df[df["target"].isin(result["targets_" + key])].groupby("target").size().to_dict()
-            if whole:
-                out += ["", f"## {title}: whole targets", ""] + [f"- {md_code(t)}: {n} cases" for t, n in whole.items()]
-                df = df[~df["target"].isin(whole)]
-                if not len(df):
-                    continue
-        out += ["", f"## {title} ({len(df)})", "", md_table(cols[key], _rows(df, cols[key])) + _more(df)]
-    return "\n".join(out) + "\n"
-
-
-def _per_target(dfs: dict[str, pd.DataFrame]):
-    """(column name, oracle rows) per target of every frame; a target seen in several frames gets the label."""
-    prepped = {label: _prep(df) for label, df in dfs.items()}
-    seen: dict[str, int] = {}
-    for d in prepped.values():
-        for t in set(d["target"]):
-            seen[t] = seen.get(t, 0) + 1
-    for label, d in prepped.items():
-        for target, g in d[d["vs"] == "oracle"].groupby("target", sort=True):
-            yield (target if seen[target] == 1 else f"{target} ({label})"), g
-
-
-def cross_device(dfs: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """Rows (case_id, output) x columns (target, status|norm_err) over every frame's oracle rows, plus
-    ("all", "agree"): whether the targets' judged statuses (unsupported and skip aside) are all the same."""
-    parts = []
-    for name, g in _per_target(dfs):
-        p = g.set_index(["case_id", "output"])[["status", "norm_err"]]
-        p.columns = pd.MultiIndex.from_tuples([(name, "status"), (name, "norm_err")])
-        parts.append(p)
-    if not parts:
-        return pd.DataFrame()
-    table = pd.concat(parts, axis=1).sort_index()
-    statuses = table.xs("status", axis=1, level=1)
-    judged = statuses.where(~statuses.isin(UNCHECKED) & statuses.notna())
-    table[("all", "agree")] = judged.nunique(axis=1, dropna=True) <= 1
-    return table
-
-
-def cross_device_timing(dfs: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """Rows case_id x columns target: the median time (ms) against the oracle."""
-    cols = {name: g.drop_duplicates("case_id").set_index("case_id")["time_ms_median"] for name, g in _per_target(dfs)}
-    return pd.DataFrame(cols).sort_index()
-
-
-def cross_device_markdown(dfs: dict[str, pd.DataFrame], title: str = "Cross-device results") -> str:
-    table, timing = cross_device(dfs), cross_device_timing(dfs)
-    if not len(table):
-        return f"# {title}\n\nNo rows.\n"
-    targets = [t for t in table.columns.get_level_values(0).unique() if t != "all"]
-
-    def cell(row, t):
-        s, e = row[(t, "status")], row[(t, "norm_err")]
-        if not isinstance(s, str):
-            return ""
-        return s if isinstance(e, float) and math.isnan(e) else f"{s} {e:.3g}"
-
-    rows = [
-        [cid, out] + [cell(r, t) for t in targets] + ["" if r[("all", "agree")] else "DIFFERS"]
-        for (cid, out), r in table.iterrows()
-    ]
-    n_diff = int((~table[("all", "agree")]).sum())
-    lines = [
-        f"# {title}",
-        "",
-        f"{len(table)} (case, output) rows on {len(targets)} targets; {n_diff} where the targets' "
-        "statuses differ (unsupported and skip ignored). Cells: status and norm_err.",
-        "",
-        md_table(["case_id", "output"] + targets + ["agree"], rows),
-        "",
-        "## Median time (ms)",
-        "",
-        md_table(["case_id"] + list(timing.columns), [[cid] + list(r) for cid, r in timing.iterrows()]),
-    ]
-    return "\n".join(lines) + "\n"

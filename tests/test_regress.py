@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conformance import regress
+from conformance import regress, regress_cross, regress_report
 
 OUTPUTS = ("y", "mean", "var", "dx")
 TARGETS = ("opencl@dev-a", "numpy")
@@ -82,7 +82,7 @@ def test_series_with_planted_steps(seed):
     series.append(make_run(rng, cases, err_step={worse: 10.0}))
     for base, new in zip(series[:19], series[1:20]):
         r = _cmp(base, new)
-        assert not regress.regression_flag(r), regress.markdown(r, "base", "new")
+        assert not regress.regression_flag(r), regress_report.markdown(r, "base", "new")
     r = _cmp(series[19], series[20])
     assert regress.regression_flag(r)
     assert set(r["timing"]["case_id"]) == {slow} and set(r["timing"]["target"]) == set(TARGETS)
@@ -250,7 +250,7 @@ def test_status_transitions():
     assert regress.regression_flag(r)
     only_fix = _cmp(base, base.assign(status=base["status"].replace({"fail": "pass"})))
     assert len(only_fix["fixes"]) == 2 and not regress.regression_flag(only_fix)
-    md = regress.markdown(r, "run-a", "run-b")
+    md = regress_report.markdown(r, "run-a", "run-b")
     assert md.startswith("# Regression check: REGRESSION") and "## New failures (3)" in md and "## Fixes (1)" in md
 
 
@@ -267,7 +267,7 @@ def test_cases_and_targets_added_and_removed():
     assert r["targets_added"] == ["opencl@dev-b"] and r["targets_removed"] == []
     assert {cases[5][0]} == set(r["added"][r["added"]["target"] != "opencl@dev-b"]["case_id"])
     assert regress.regression_flag(r)  # a (case, target) that vanished was not checked
-    md = regress.markdown(r, "a", "b")
+    md = regress_report.markdown(r, "a", "b")
     assert "`opencl@dev-b`: 5 cases" in md and "## Removed (case, target) (2)" in md
     only_added = _cmp(base, pd.concat([base, extra], ignore_index=True))
     assert len(only_added["added"]) and not regress.regression_flag(only_added)
@@ -282,7 +282,7 @@ def test_identical_runs_and_missing_timings():
     old = run.drop(columns=["time_ms_p10", "time_ms_p90"])  # a run from before p10/p90 were recorded
     r = _cmp(old, run.assign(time_ms_median=run["time_ms_median"] * 3))
     assert not len(r["timing"]) and r["timing_unjudged"] == 5 * len(TARGETS)
-    assert "# Regression check: no regression" in regress.markdown(r, "a", "b")
+    assert "# Regression check: no regression" in regress_report.markdown(r, "a", "b")
 
 
 def test_cross_device_side_by_side():
@@ -293,18 +293,18 @@ def test_cross_device_side_by_side():
     b = b.assign(target=b["target"].str.replace("dev-a", "dev-b"))
     b.loc[b["target"] == "opencl@dev-b", "norm_err"] = 2.0
     dfs = {"a": a[a["target"] == "opencl@dev-a"], "b": b[b["target"] == "opencl@dev-b"], "c": b[b["target"] == "numpy"]}
-    table = regress.cross_device(dfs)
+    table = regress_cross.cross_device(dfs)
     assert len(table) == 4 * len(OUTPUTS)
     assert {"opencl@dev-a", "opencl@dev-b", "numpy"} <= set(table.columns.get_level_values(0))
     assert table.loc[(cases[1][0], "y"), ("opencl@dev-b", "status")] == "fail"
     assert table.loc[(cases[1][0], "y"), ("opencl@dev-b", "norm_err")] == 2.0
     assert (~table[("all", "agree")]).sum() == 1
-    timing = regress.cross_device_timing(dfs)
+    timing = regress_cross.cross_device_timing(dfs)
     assert timing.shape == (4, 3) and timing.notna().all().all()
-    md = regress.cross_device_markdown(dfs)
+    md = regress_cross.cross_device_markdown(dfs)
     assert "fail 2" in md and "| DIFFERS |" in md and "## Median time (ms)" in md
     # the same target from two sources gets its label
-    both = regress.cross_device({"x": a[a["target"] == "numpy"], "y": b[b["target"] == "numpy"]})
+    both = regress_cross.cross_device({"x": a[a["target"] == "numpy"], "y": b[b["target"] == "numpy"]})
     assert {"numpy (x)", "numpy (y)"} <= set(both.columns.get_level_values(0))
 
 
@@ -318,7 +318,7 @@ def test_no_time_is_judged_from_a_run_on_a_busy_machine():
     assert len(_cmp(base, new, base_meta=quiet, new_meta=quiet)["timing"]) == len(cases) * len(TARGETS)
     r = _cmp(base, new, base_meta=quiet, new_meta=busy)
     assert not len(r["timing"]) and r["timing_judged"] == 0 and r["timing_busy"] == {"new": 0.8}
-    assert not regress.regression_flag(r) and "**Times not judged**: the new run's machine" in regress.markdown(
+    assert not regress.regression_flag(r) and "**Times not judged**: the new run's machine" in regress_report.markdown(
         r, "a", "b"
     )
     assert len(_cmp(base, new, base_meta=quiet, new_meta=busy, busy=0.9)["timing"]) == len(cases) * len(TARGETS)
