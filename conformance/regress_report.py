@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .regress import ERROR_FLOOR, regression_flag
+from .regress import ERROR_FLOOR, TIMING_VERDICT_COLS, regression_flag
 from .report import md_code, md_table, md_text
 
 MAX_LISTED = 200
@@ -22,19 +22,7 @@ SECTIONS = [
     ("added", "Added (case, target)"),
 ]
 STATUS_COLS = ["case_id", "target", "vs", "output", "base_status", "new_status", "reason"]
-TIME_COLS = [
-    "case_id",
-    "target",
-    "time_ms_median_base",
-    "time_ms_median_new",
-    "ratio",
-    "min_ratio",
-    "record_ms",
-    "vs_record",
-    "allowed",
-    "time_ms_p90_base",
-    "time_ms_p10_new",
-]
+TIME_COLS = ["case_id", "target", *TIMING_VERDICT_COLS]
 # the columns of each section's table
 COLUMNS = {
     "new_failures": STATUS_COLS,
