@@ -78,7 +78,7 @@ version = _flax.version
 devices = _flax.devices
 
 
-def open(device_key):  # noqa: A001 - the contract's name
+def open(device_key):
     return _flax.open_session()
 
 

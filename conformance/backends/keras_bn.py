@@ -148,7 +148,7 @@ def _cpus() -> int:
         return os.cpu_count() or 1
 
 
-def open(device_key):  # noqa: A001 - the contract's name
+def open(device_key):
     global _session
     import sys
 

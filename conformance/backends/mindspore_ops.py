@@ -153,7 +153,7 @@ def devices():
     ] + accel
 
 
-def open(device_key):  # noqa: A001 - the contract's name
+def open(device_key):
     if device_key is None:
         return _import("CPU")
     keys = [d.key for d in devices() if d.key]

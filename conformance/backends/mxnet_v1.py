@@ -38,7 +38,7 @@ version = _mxnet.version
 devices = _mxnet.devices
 
 
-def open(device_key):  # noqa: A001 - the contract's name
+def open(device_key):
     mx = _mxnet.load()
     _mxnet.pin(device_key)  # to_nd() puts every array on its Context
     handle = ctypes.c_void_p()

@@ -32,7 +32,7 @@ version = _mxnet.version
 devices = _mxnet.devices
 
 
-def open(device_key):  # noqa: A001 - the contract's name
+def open(device_key):
     _mxnet.pin(device_key)  # the executor is bound to its Context, to_nd() puts the arrays there
     return None
 

@@ -23,7 +23,7 @@ def devices():
     return [DeviceInfo(key=None, name="host CPU", vendor="numpy", driver=np.__version__, fp16=True, fp64=True)]
 
 
-def open(device_key):  # noqa: A001 - the contract's name
+def open(device_key):
     return None
 
 

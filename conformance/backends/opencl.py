@@ -112,7 +112,7 @@ def devices():
     return [info for info, _ in enumerate_devices()]
 
 
-def open(device_key) -> Session:  # noqa: A001 - the contract's name
+def open(device_key) -> Session:
     return open_session(device_key)
 
 

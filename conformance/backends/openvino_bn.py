@@ -139,7 +139,7 @@ def _runtime_precision(compiled, bn_name: str) -> str:
     return "unknown"
 
 
-def open(device_key):  # noqa: A001 - the contract's name
+def open(device_key):
     """The device, its default thread count made explicit (CPU plugin) and its precision hint, recorded."""
     c = core()
     if device_key is None and c.available_devices:  # no device named (conventions probe): the first listed

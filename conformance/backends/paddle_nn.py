@@ -86,7 +86,7 @@ version = _paddle.version
 devices = _paddle.devices
 
 
-def open(device_key):  # noqa: A001 - the contract's name
+def open(device_key):
     _paddle.pin(device_key)  # the device's Place; to_tensor then creates every tensor there
     return None
 

@@ -111,7 +111,7 @@ def static_mode():
             p.disable_static()
 
 
-def open(device_key):  # noqa: A001 - the contract's name
+def open(device_key):
     _paddle.pin(device_key)
     with static_mode() as p:
         p.static.Program()  # static mode works here

@@ -113,7 +113,7 @@ def devices():
     ]
 
 
-def open(device_key):  # noqa: A001 - the contract's name
+def open(device_key):
     _tensorflow.tf()
     return None
 

@@ -155,7 +155,7 @@ def devices():
     return [DeviceInfo(key=None, name="CPU", vendor="torch", driver=version(), extra=extra)] + accel
 
 
-def open(device_key):  # noqa: A001 - the contract's name
+def open(device_key):
     import torch
 
     threads = torch.get_num_threads()  # torch's default for this machine, made explicit
