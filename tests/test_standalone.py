@@ -200,3 +200,20 @@ def test_readme_layout_names_every_module(tmp_path):
     (tmp_path / "known.py").write_text("")
     (tmp_path / "planted.py").write_text("")
     assert unlisted_modules("## Layout\n`known`\n## Next\n`planted`\n", tmp_path) == ["planted"]
+
+
+def missing_files(readme: str, root: Path) -> list[str]:
+    """Files the README names in backticks (a path such as conformance/x.py, or a bare x.py / x.cl / x.h / x.toml)
+    that the repository does not have: a renamed or split module must not leave the README pointing at nothing."""
+    names = set(re.findall(r"`([\w./-]+\.(?:py|cl|h|toml))(?:::\w+)?`", readme))
+    have = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and ".git" not in p.parts}
+    basenames = {h.rsplit("/", 1)[-1] for h in have}
+    return sorted(n for n in names if n not in have and ("/" in n or n not in basenames))
+
+
+def test_readme_names_only_files_that_exist(tmp_path):
+    assert missing_files((ROOT / "README.md").read_text(encoding="utf-8"), ROOT) == []
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "here.py").write_text("")
+    text = "`pkg/here.py`, `here.py`, `pkg/gone.py`, `gone.cl`, `tests/x.py::test_y`"
+    assert missing_files(text, tmp_path) == ["gone.cl", "pkg/gone.py", "tests/x.py"]
