@@ -1,7 +1,6 @@
 """Compare two runs (regressions, fixes, added/removed cases): the rules and `compare`.
 
-Their markdown is regress_report.py, the same suite side by side across devices regress_cross.py; both are
-re-exported here (`regress.markdown`, `regress.cross_device*`), where the CLI calls them.
+The markdown of a comparison is regress_report.py; the same suite side by side across devices, regress_cross.py.
 
 Rows are matched on (case_id, target, vs, output). The rules, exactly:
 
