@@ -18,6 +18,7 @@ import contextlib
 import os
 
 from ..errors import first_line
+from .base import DeviceInfo
 
 _tf = None
 _threads: dict = {}
@@ -87,3 +88,19 @@ def thread_note() -> str:
         f"intra-op threads {t['intra_op']} (TensorFlow's default, the CPUs this process may use, set explicitly); "
         f"inter-op threads {t['inter_op'] or 'default (0)'}; {onednn()}"
     )
+
+
+def cpu_devices(fp64: bool) -> list:
+    """The one device of either TensorFlow backend: the CPU, with its thread counts and oneDNN state; fp64 as the
+    backend's API takes float64 (the fused op does not)."""
+    return [
+        DeviceInfo(
+            key=None,
+            name="CPU",
+            vendor="TensorFlow",
+            driver=version(),
+            fp16=True,
+            fp64=fp64,
+            extra={**threads(), "onednn": onednn()},
+        )
+    ]

@@ -50,7 +50,7 @@ from __future__ import annotations
 
 from ..errors import first_line
 from . import _tensorflow
-from .base import Combo, DeviceInfo, Profile, Result, Unsupported, combo_for, time_repeats
+from .base import Combo, Profile, Result, Unsupported, combo_for, time_repeats
 
 NAME = "tensorflow"
 API = "tf.compat.v1.nn.fused_batch_norm"
@@ -100,17 +100,7 @@ def version() -> str:
 
 
 def devices():
-    return [
-        DeviceInfo(
-            key=None,
-            name="CPU",
-            vendor="TensorFlow",
-            driver=version(),
-            fp16=True,
-            fp64=False,
-            extra={**_tensorflow.threads(), "onednn": _tensorflow.onednn()},
-        )
-    ]
+    return _tensorflow.cpu_devices(fp64=False)
 
 
 def open(device_key):

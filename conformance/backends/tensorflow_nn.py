@@ -40,7 +40,7 @@ from __future__ import annotations
 
 from ..errors import first_line
 from . import _tensorflow
-from .base import DeviceInfo, Profile, Result, Unsupported, time_repeats
+from .base import Profile, Result, Unsupported, time_repeats
 
 NAME = "tensorflow_nn"
 API = "tf.nn.moments + tf.nn.batch_normalization"
@@ -61,17 +61,7 @@ def version() -> str:
 
 
 def devices():
-    return [
-        DeviceInfo(
-            key=None,
-            name="CPU",
-            vendor="TensorFlow",
-            driver=version(),
-            fp16=True,
-            fp64=True,
-            extra={**_tensorflow.threads(), "onednn": _tensorflow.onednn()},
-        )
-    ]
+    return _tensorflow.cpu_devices(fp64=True)
 
 
 def open(device_key):
